@@ -1,0 +1,36 @@
+"""The `orchestrator` command line (also `bin/mender-orchestrator`).
+
+Our own argparse tree rather than Django's, because the exit codes and `--version` are a
+contract (DESIGN.md §4): 0 done, 1 failed, 2 invalid input, 3 busy, 4 reboot required.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+
+from updates.engine.version import VERSION
+
+from . import artifact
+
+LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "fatal")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mender-orchestrator", description="System update orchestrator")
+    parser.add_argument("--version", action="version", version=f"mender-orchestrator {VERSION}")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    artifact.register(sub)
+    return parser
+
+
+def _configure_logging(level: str) -> None:
+    mapped = {"trace": "DEBUG", "fatal": "CRITICAL"}.get(level, level.upper())
+    logging.getLogger("orchestrator").setLevel(mapped)
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.log_level)
+    code: int = args.handler(args)
+    return code
