@@ -10,7 +10,7 @@ import logging
 
 from updates.engine.version import VERSION
 
-from . import artifact
+from . import artifact, system
 
 LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "fatal")
 
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     artifact.register(sub)
+    system.register(sub)
     return parser
 
 

@@ -1,0 +1,193 @@
+"""`install`, `resume`, `rollback`, `plan`, `status`, `history`, `show-provides`, `show-inventory`.
+
+Thin edge: parse arguments, call one service or selector, print, map the outcome to the exit
+codes of DESIGN.md §4.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from updates import selectors, services
+from updates.engine.machine import STOPPABLE
+from updates.engine.manifest import InputError
+from updates.engine.planner import SelectionError
+from updates.models import Deployment
+
+EXIT = {"succeeded": 0, "stopped": 0, "reboot_required": 4, "rolled_back": 1, "inconsistent": 1}
+
+
+def register(sub: Any) -> None:
+    install = sub.add_parser("install", help="validate, plan and apply a manifest")
+    install.add_argument("manifest", nargs="?", type=Path)
+    install.add_argument("--previous", action="store_true", help="re-apply the previous manifest")
+    install.add_argument("-t", "--topology-components", type=Path)
+    _run_options(install)
+    install.set_defaults(handler=cmd_install)
+
+    for name, handler, text in (
+        ("resume", cmd_resume, "continue a stopped or interrupted deployment"),
+        ("rollback", cmd_rollback, "roll back the deployment in progress"),
+    ):
+        parser = sub.add_parser(name, help=text)
+        _run_options(parser)
+        parser.set_defaults(handler=handler)
+
+    plan = sub.add_parser("plan", help="dry run: what would change")
+    plan.add_argument("manifest", type=Path)
+    plan.add_argument("-t", "--topology-components", type=Path)
+    plan.add_argument("--json", action="store_true")
+    plan.set_defaults(handler=cmd_plan)
+
+    for name, handler in (("status", cmd_status), ("history", cmd_history)):
+        parser = sub.add_parser(name, help=f"show {name}")
+        parser.add_argument("--json", action="store_true")
+        parser.set_defaults(handler=handler)
+    sub.add_parser("show-provides", help="provides of every component").set_defaults(handler=cmd_show_provides)
+    sub.add_parser("show-inventory", help="inventory key=value lines").set_defaults(handler=cmd_show_inventory)
+
+
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stop-before", action="append", default=[], choices=STOPPABLE, metavar="STATE")
+    parser.add_argument("--exit-on-reboot", action="store_true")
+
+
+def _echo(line: str) -> None:
+    print(line, flush=True)
+
+
+def _err(message: str) -> None:
+    print(f"mender-orchestrator: {message}", file=sys.stderr, flush=True)
+
+
+def _guarded(fn: Any) -> int:
+    """Map the services' expected refusals to exit codes; nothing was touched in any of them."""
+    try:
+        deployment: Deployment = fn()
+    except (InputError, SelectionError) as exc:
+        _err(f"invalid input, nothing was changed:\n{exc}")
+        return 2
+    except services.NothingInProgress as exc:
+        _err(str(exc))
+        return 2
+    except services.BusyError as exc:
+        _err(str(exc))
+        return 3
+    _print_summary(deployment)
+    return EXIT.get(deployment.status, 1)
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    if bool(args.manifest) == bool(args.previous):
+        _err("install needs a manifest path or --previous (not both)")
+        return 2
+    opts = {"stop_before": args.stop_before, "exit_on_reboot": args.exit_on_reboot, "echo": _echo}
+    if args.previous:
+        return _guarded(lambda: services.deployment_install_previous(**opts))
+    return _guarded(
+        lambda: services.deployment_install(
+            manifest_path=args.manifest, topology_components=args.topology_components, **opts
+        )
+    )
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    return _guarded(
+        lambda: services.deployment_resume(stop_before=args.stop_before, exit_on_reboot=args.exit_on_reboot, echo=_echo)
+    )
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    return _guarded(
+        lambda: services.deployment_rollback(stop_before=args.stop_before, exit_on_reboot=args.exit_on_reboot, echo=_echo)
+    )
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    try:
+        report = services.plan_preview(manifest_path=args.manifest, topology_components=args.topology_components)
+    except (InputError, SelectionError) as exc:
+        _err(f"the manifest cannot be applied:\n{exc}")
+        return 2
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    _print_plan(report)
+    return 0
+
+
+def _print_plan(report: dict[str, Any]) -> None:
+    print(f"manifest {report['manifest']} ({report['form']} form)")
+    for order, keys in report["groups"]:
+        print(f"order group {order}: {', '.join(keys)}")
+    print(f"{'component':<24} {'action':<8} {'current':<22} {'target':<22} {'reboot':<10} rollback")
+    for c in report["components"]:
+        print(
+            f"{c['key']:<24} {c['action']:<8} {c['current']:<22} {c['target']:<22} "
+            f"{c.get('reboot', '-'):<10} {c.get('rollback', '-')}"
+        )
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    report = services.status_report()
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+        return 0
+    pointers = report["manifests"]
+    print(f"active manifest:   {pointers['active'] or '-'}")
+    print(f"previous manifest: {pointers['previous'] or '-'}")
+    for c in report["components"]:
+        print(f"{c['key']:<24} {c['version']:<24} (as of {c['refreshed_at']})")
+    running = report["in_progress"]
+    print(f"in progress: deployment {running['id']} ({running['status']}: {running['reason']})" if running else "in progress: none")
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    report = services.history_report()
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+        return 0
+    for d in report:
+        print(f"#{d['id']} {d['created_at']} {d['manifest']:<24} {d['status']:<15} {d['reason']}")
+        for s in d["steps"]:
+            result = s["answer"] or ("ok" if s["ok"] else f"FAILED {s['error']}")
+            print(f"    {s['started_at']} {s['component']:<24} {s['state']:<30} {result}")
+    return 0
+
+
+def cmd_show_provides(args: argparse.Namespace) -> int:
+    try:
+        lines = services.provides_lines()
+    except (InputError, SelectionError) as exc:
+        _err(str(exc))
+        return 2
+    print("\n".join(lines))
+    return 0
+
+
+def cmd_show_inventory(args: argparse.Namespace) -> int:
+    try:
+        lines = services.inventory_lines()
+    except (InputError, SelectionError) as exc:
+        _err(str(exc))
+        return 2
+    print("\n".join(lines))
+    return 0
+
+
+def _print_summary(deployment: Deployment) -> None:
+    print()
+    print(f"deployment {deployment.pk}: {deployment.status} — {deployment.reason}")
+    steps = list(selectors.deployment_steps(deployment))
+    keys = [c["key"] for c in deployment.plan.get("components", [])]
+    print(f"{'component':<24} {'action':<8} {'from':<22} {'to':<22} last state")
+    for c in deployment.plan.get("components", []):
+        last = next((s for s in reversed(steps) if s.component == c["key"]), None)
+        state = f"{last.state} {'ok' if last.ok else 'FAILED'}" if last else "-"
+        print(f"{c['key']:<24} {c['action']:<8} {c['current']:<22} {c['target']:<22} {state}")
+    if not keys:
+        print("(no components planned)")

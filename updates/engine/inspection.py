@@ -1,0 +1,73 @@
+"""Ask every component who it is (`Identity`) and what it runs (`Provides`, `Inventory`).
+
+Runs before anything changes; a component that cannot answer stops the update up front.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from updates.engine.interface import CallResult, InterfaceError, InterfaceRunner
+from updates.engine.machine import Journal
+from updates.engine.manifest import Component
+from updates.engine.planner import Inspected, SelectionError, component_key
+from updates.engine.provides import parse_identity, parse_inventory, parse_provides
+
+
+class Inspector:
+    def __init__(self, *, runner: InterfaceRunner, journal: Journal, workdir: Path) -> None:
+        self.runner = runner
+        self.journal = journal
+        self.workdir = workdir
+
+    def inspect(self, components: Sequence[Component]) -> list[Inspected]:
+        """Identity and Provides of every component, in parallel; all problems at once."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        with ThreadPoolExecutor(max_workers=max(1, min(16, len(components)))) as pool:
+            results = list(pool.map(self._inspect_one, components))
+        problems = [r for r in results if isinstance(r, str)]
+        if problems:
+            raise SelectionError(problems)
+        return [r for r in results if isinstance(r, Inspected)]
+
+    def inventory(self, component: Component, component_id: str) -> dict[str, list[str]]:
+        stdout = self._ask(component, "Inventory", component_id)
+        return parse_inventory(stdout)
+
+    def _inspect_one(self, component: Component) -> Inspected | str:
+        label = component.component_id or f"{component.component_type}{list(component.interface_args)}"
+        try:
+            component_id = component.component_id or self._identity(component)
+            stdout = self._ask(component, "Provides", component_id)
+            provides = parse_provides(stdout, source=f"{component.interface} Provides for {label}")
+        except (InterfaceError, ValueError) as exc:
+            return f"{component.component_type} {label}: {exc}"
+        return Inspected(component=component, component_id=component_id, provides=provides)
+
+    def _identity(self, component: Component) -> str:
+        stdout = self._ask(component, "Identity", None)
+        return parse_identity(stdout, source=f"{component.interface} Identity")
+
+    def _ask(self, component: Component, state: str, component_id: str | None) -> str:
+        argv = self.runner.argv(
+            interface=component.interface,
+            state=state,
+            workdir=self.workdir,
+            component_type=component.component_type,
+            component_id=component.component_id,
+            args=component.interface_args,
+        )
+        key = component_key(component.component_type, component_id or "?")
+        step = self.journal.call_started(component=key, state=state, argv=argv)
+        result = self.runner.call(argv, cwd=self.workdir)
+        self.journal.call_finished(step, result=result)
+        if not result.ok:
+            raise InterfaceError(_failed(state, result))
+        return result.stdout
+
+
+def _failed(state: str, result: CallResult) -> str:
+    if result.timed_out:
+        return f"{state} query timed out"
+    return f"{state} query exited with {result.exit_code}: {result.stderr.strip()[-300:]}"

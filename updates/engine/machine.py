@@ -1,0 +1,559 @@
+"""The system-wide install/rollback state machine.
+
+It drives every installing component's interface through the Mender states, order group by
+order group (parallel inside a group, a barrier per state), commits only when every group
+installed, and otherwise rolls every touched component back, newest group first.
+
+The machine knows nothing of Django: it reports through a `Journal`, which persists the
+run position (`RunState`) before every state so a later `resume` can continue from it.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol, TypeVar
+
+from updates.engine.artifact import ArtifactError, ArtifactReader, PublicKey
+from updates.engine.interface import CallResult, InterfaceError, InterfaceRunner, parse_query_answer
+from updates.engine.planner import Plan, Target
+from updates.engine.workdir import (
+    CurrentFiles,
+    DownloadError,
+    HeaderFiles,
+    PayloadSource,
+    prepare_tree,
+    remove_tree,
+    run_download,
+)
+
+log = logging.getLogger("orchestrator.machine")
+T = TypeVar("T")
+
+STOPPABLE = ("ArtifactCommit", "ArtifactRollback", "Cleanup")
+VERIFY_ROLLBACK_REBOOT_TRIES = 3
+Phase = Literal["install", "commit", "rollback", "cleanup", "done"]
+Outcome = Literal["succeeded", "rolled_back", "inconsistent", "stopped", "reboot_required"]
+
+
+@dataclass
+class Progress:
+    """What happened to one component so far; persisted with the run position."""
+
+    entered: bool = False
+    downloaded: bool = False
+    install_started: bool = False
+    reboot: str = "No"
+    reboot_ran: bool = False
+    committed: bool = False
+    supports_rollback: str | None = None
+    rollback_ran: bool = False
+    rollback_ok: bool = False
+    rollback_reboot_ran: bool = False
+    failure_ran: bool = False
+    cleaned: bool = False
+    error: str | None = None
+
+
+@dataclass
+class RunState:
+    """The persisted position of a deployment: enough to resume after a crash."""
+
+    phase: Phase = "install"
+    group: int = 0
+    step: str = ""
+    failed: bool = False
+    reason: str = ""
+    host_reboot_pending: bool = False
+    progress: dict[str, Progress] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunState:
+        progress = {k: Progress(**v) for k, v in data.get("progress", {}).items()}
+        return cls(**{**data, "progress": progress})
+
+
+@dataclass(frozen=True)
+class Result:
+    outcome: Outcome
+    reason: str
+    components: tuple[str, ...] = ()
+
+
+class Journal(Protocol):
+    """Where the machine reports; the Django side writes step rows and the run position."""
+
+    def checkpoint(self, state: RunState) -> None: ...
+
+    def call_started(self, *, component: str, state: str, argv: Sequence[str]) -> int: ...
+
+    def call_finished(
+        self, step: int, *, result: CallResult | None, answer: str | None = None, error: str | None = None
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class Options:
+    work_root: Path
+    keys: Sequence[PublicKey] = ()
+    stop_before: frozenset[str] = frozenset()
+    exit_on_reboot: bool = False
+    reboot_command: Sequence[str] = ("reboot",)
+
+
+class StopRun(Exception):
+    """Raised inside the loop to stop cleanly (`--stop-before`, `--exit-on-reboot`)."""
+
+    def __init__(self, outcome: Outcome, reason: str) -> None:
+        super().__init__(reason)
+        self.outcome: Outcome = outcome
+
+
+class Machine:
+    def __init__(
+        self, *, plan: Plan, runner: InterfaceRunner, journal: Journal, options: Options, state: RunState | None = None
+    ) -> None:
+        self.plan = plan
+        self.runner = runner
+        self.journal = journal
+        self.options = options
+        self.targets = {t.key: t for t in plan.installing()}
+        self.groups = [keys for _, keys in _install_groups(plan)]
+        self.state = state or RunState(progress={k: Progress() for k in self.targets})
+
+    # ----- the top-level loop -------------------------------------------------------------
+
+    def run(self) -> Result:
+        try:
+            while self.state.phase != "done":
+                self._run_phase()
+        except StopRun as stop:
+            self.journal.checkpoint(self.state)
+            return Result(stop.outcome, str(stop))
+        return self._result()
+
+    def _run_phase(self) -> None:
+        phases: dict[Phase, Callable[[], None]] = {
+            "install": self._install_phase,
+            "commit": self._commit_phase,
+            "rollback": self._rollback_phase,
+            "cleanup": self._cleanup_phase,
+        }
+        phases[self.state.phase]()
+
+    def _enter(self, phase: Phase, group: int = 0) -> None:
+        self.state.phase, self.state.group, self.state.step = phase, group, ""
+        self.journal.checkpoint(self.state)
+
+    def _fail(self, reason: str) -> None:
+        if not self.state.failed:
+            self.state.failed, self.state.reason = True, reason
+        self._enter("rollback", self._highest_touched_group())
+
+    def request_rollback(self, reason: str) -> None:
+        """Operator's `rollback`: too late once cleanup started (the update is then final)."""
+        if self.state.phase in ("cleanup", "done"):
+            raise ValueError("cleanup has started: the deployment can no longer be rolled back")
+        if self.state.phase != "rollback":
+            self._fail(reason)
+
+    # ----- install phase: per group Download, Install, reboots ----------------------------
+
+    def _install_phase(self) -> None:
+        while self.state.group < len(self.groups):
+            keys = self.groups[self.state.group]
+            error = self._install_group(keys)
+            if error:
+                self._fail(error)
+                return
+            self.state.group += 1
+            self.state.step = ""
+        self._stop_before("ArtifactCommit")
+        self._enter("commit")
+
+    def _install_group(self, keys: Sequence[str]) -> str | None:
+        steps: list[tuple[str, Callable[[str], str | None]]] = [
+            ("Download", self._download),
+            ("ArtifactInstall", self._install),
+            ("ArtifactReboot", self._reboot),
+            ("ArtifactVerifyReboot", self._verify_reboot),
+        ]
+        for name, fn in self._remaining(steps):
+            self._checkpoint_step(name)
+            error = self._parallel(keys, fn)
+            if error:
+                return error
+            if name == "ArtifactReboot":
+                self._host_reboot_if_needed(keys, "reboot")
+        return None
+
+    def _remaining(self, steps: list[tuple[str, T]]) -> list[tuple[str, T]]:
+        """The steps of a group still to run: from the persisted step on (all on a fresh group).
+
+        After a host reboot the step that asked for it is done: continue with the next one.
+        """
+        names = [name for name, _ in steps]
+        if self.state.step not in names:
+            return steps
+        start = names.index(self.state.step)
+        if self.state.host_reboot_pending:
+            self.state.host_reboot_pending = False
+            start += 1
+        return steps[start:]
+
+    def _download(self, key: str) -> str | None:
+        progress = self.state.progress[key]
+        progress.entered = True
+        target = self.targets[key]
+        tree = self.tree(key)
+        prepare_tree(tree, header=header_files(target), current=current_files(target))
+        unpacked = self._query(key, "NeedsUnpackedArtifact")
+        sizes = self._query(key, "ProvidePayloadFileSizes")
+        if isinstance(unpacked, _Failed) or isinstance(sizes, _Failed):
+            return progress.error
+        state = "DownloadWithFileSizes" if sizes == "Yes" else "Download"
+        with _payloads(target, unpacked == "Yes", self.options.keys) as payloads:
+            error = self._run_download(key, state, payloads, with_sizes=sizes == "Yes")
+        if error is None:
+            progress.downloaded = True
+        return error
+
+    def _run_download(self, key: str, state: str, payloads: Iterator[PayloadSource], *, with_sizes: bool) -> str | None:
+        argv = self._argv(key, state)
+        step = self.journal.call_started(component=key, state=state, argv=argv)
+        try:
+            outcome = run_download(self.runner, argv, tree=self.tree(key), payloads=payloads, with_sizes=with_sizes)
+        except (DownloadError, ArtifactError, InterfaceError, OSError) as exc:
+            result = getattr(exc, "result", None)
+            self.journal.call_finished(step, result=result, error=str(exc))
+            return self._component_error(key, f"{state} failed: {exc}")
+        self.journal.call_finished(step, result=outcome.result)
+        return None if outcome.result.ok else self._component_error(key, _call_error(state, outcome.result))
+
+    def _install(self, key: str) -> str | None:
+        self.state.progress[key].install_started = True
+        error = self._call(key, "ArtifactInstall")
+        if error:
+            return error
+        answer = self._query(key, "NeedsArtifactReboot")
+        if isinstance(answer, _Failed):
+            return self.state.progress[key].error
+        self.state.progress[key].reboot = answer
+        return None
+
+    def _reboot(self, key: str) -> str | None:
+        progress = self.state.progress[key]
+        if progress.reboot == "Yes":
+            progress.reboot_ran = True
+            return self._call(key, "ArtifactReboot")
+        if progress.reboot == "Automatic":
+            progress.reboot_ran = True  # the host reboot after the barrier counts as the reboot
+        return None
+
+    def _verify_reboot(self, key: str) -> str | None:
+        if not self.state.progress[key].reboot_ran:
+            return None
+        return self._call(key, "ArtifactVerifyReboot")
+
+    # ----- commit phase: every group ascending, only after all installed ------------------
+
+    def _commit_phase(self) -> None:
+        while self.state.group < len(self.groups):
+            self._checkpoint_step("ArtifactCommit")
+            error = self._parallel(self.groups[self.state.group], self._commit)
+            if error:
+                self._fail(error)
+                return
+            self.state.group += 1
+        self._stop_before("Cleanup")
+        self._enter("cleanup")
+
+    def _commit(self, key: str) -> str | None:
+        error = self._call(key, "ArtifactCommit")
+        if error is None:
+            self.state.progress[key].committed = True
+        return error
+
+    # ----- rollback phase: groups descending -----------------------------------------------
+
+    def _rollback_phase(self) -> None:
+        if self.state.step == "":
+            self._stop_before("ArtifactRollback")
+        while self.state.group >= 0:
+            keys = self.groups[self.state.group] if self.groups else []
+            self._rollback_group(keys)
+            self.state.group -= 1
+            self.state.step = ""
+        self._stop_before("Cleanup")
+        self._enter("cleanup")
+
+    def _rollback_group(self, keys: Sequence[str]) -> None:
+        touched = [k for k in keys if self.state.progress[k].install_started]
+        steps: list[tuple[str, Callable[[str], str | None]]] = [
+            ("SupportsRollback", self._ask_rollback),
+            ("ArtifactRollback", self._rollback),
+            ("ArtifactRollbackReboot", self._rollback_reboot),
+            ("ArtifactVerifyRollbackReboot", self._verify_rollback_reboot),
+            ("ArtifactFailure", self._failure),
+        ]
+        for name, fn in self._remaining(steps):
+            self._checkpoint_step(name)
+            self._parallel(touched, fn)
+            if name == "ArtifactRollbackReboot":
+                self._host_reboot_if_needed(touched, "rollback")
+
+    def _ask_rollback(self, key: str) -> str | None:
+        progress = self.state.progress[key]
+        if progress.supports_rollback is None:
+            answer = self._query(key, "SupportsRollback")
+            progress.supports_rollback = "No" if isinstance(answer, _Failed) else answer
+        return None
+
+    def _rollback(self, key: str) -> str | None:
+        progress = self.state.progress[key]
+        if progress.supports_rollback != "Yes" or progress.rollback_ran:
+            return None
+        progress.rollback_ran = True
+        progress.rollback_ok = self._call(key, "ArtifactRollback", record_error=False) is None
+        return None
+
+    def _rollback_reboot(self, key: str) -> str | None:
+        progress = self.state.progress[key]
+        if progress.rollback_ran and progress.reboot == "Yes":
+            progress.rollback_reboot_ran = True
+            self._call(key, "ArtifactRollbackReboot", record_error=False)  # errors here are ignored
+        elif progress.rollback_ran and progress.reboot == "Automatic":
+            progress.rollback_reboot_ran = True
+        return None
+
+    def _verify_rollback_reboot(self, key: str) -> str | None:
+        progress = self.state.progress[key]
+        if not progress.rollback_reboot_ran:
+            return None
+        for attempt in range(VERIFY_ROLLBACK_REBOOT_TRIES):
+            if self._call(key, "ArtifactVerifyRollbackReboot", record_error=False) is None:
+                return None
+            if attempt + 1 < VERIFY_ROLLBACK_REBOOT_TRIES and progress.reboot == "Yes":
+                self._call(key, "ArtifactRollbackReboot", record_error=False)
+        progress.rollback_ok = False
+        return None
+
+    def _failure(self, key: str) -> str | None:
+        progress = self.state.progress[key]
+        if not progress.failure_ran:
+            progress.failure_ran = True
+            self._call(key, "ArtifactFailure", record_error=False)
+        return None
+
+    # ----- cleanup phase: every component that entered the flow, groups ascending ---------
+
+    def _cleanup_phase(self) -> None:
+        while self.state.group < len(self.groups):
+            self._checkpoint_step("Cleanup")
+            self._parallel(self.groups[self.state.group], self._cleanup)
+            self.state.group += 1
+        self.state.phase = "done"
+        self.journal.checkpoint(self.state)
+
+    def _cleanup(self, key: str) -> str | None:
+        progress = self.state.progress[key]
+        if progress.entered and not progress.cleaned:
+            self._call(key, "Cleanup", record_error=False)
+            progress.cleaned = True
+            remove_tree(self.tree(key))
+        return None
+
+    # ----- host reboots ---------------------------------------------------------------------
+
+    def _host_reboot_if_needed(self, keys: Sequence[str], why: str) -> None:
+        progress = [self.state.progress[k] for k in keys]
+        wanted = any(p.reboot == "Automatic" and (p.rollback_reboot_ran if why == "rollback" else p.reboot_ran)
+                     for p in progress)
+        if not wanted:
+            return
+        self.state.host_reboot_pending = True
+        self.journal.checkpoint(self.state)
+        if self.options.exit_on_reboot:
+            raise StopRun("reboot_required", f"host reboot required ({why}); run `resume` after it")
+        self._run_reboot_command()
+        self.state.host_reboot_pending = False
+
+    def _run_reboot_command(self) -> None:
+        step = self.journal.call_started(component="host", state="Reboot", argv=list(self.options.reboot_command))
+        try:
+            done = subprocess.run(list(self.options.reboot_command), capture_output=True, text=True, check=False)
+        except OSError as exc:
+            self.journal.call_finished(step, result=None, error=f"reboot command failed: {exc}")
+            return
+        self.journal.call_finished(step, result=None, answer=f"exit {done.returncode}")
+
+    # ----- helpers --------------------------------------------------------------------------
+
+    def _stop_before(self, state: str) -> None:
+        if state in self.options.stop_before:
+            self.state.step = f"stopped-before-{state}"
+            raise StopRun("stopped", f"stopped before {state}")
+
+    def _checkpoint_step(self, step: str) -> None:
+        self.state.step = step
+        self.journal.checkpoint(self.state)
+
+    def _parallel(self, keys: Sequence[str], fn: Callable[[str], str | None]) -> str | None:
+        """Run `fn` for every key at once and wait for all (the per-state barrier)."""
+        if not keys:
+            return None
+        if len(keys) == 1:
+            return fn(keys[0])
+        with ThreadPoolExecutor(max_workers=len(keys)) as pool:
+            errors = list(pool.map(fn, keys))
+        return next((e for e in errors if e), None)
+
+    def _argv(self, key: str, state: str) -> list[str]:
+        target = self.targets[key]
+        component = target.component
+        return self.runner.argv(
+            interface=component.interface,
+            state=state,
+            workdir=self.tree(key),
+            component_type=component.component_type,
+            component_id=component.component_id,
+            args=component.interface_args,
+        )
+
+    def _call(self, key: str, state: str, *, record_error: bool = True) -> str | None:
+        argv = self._argv(key, state)
+        step = self.journal.call_started(component=key, state=state, argv=argv)
+        result = self.runner.call(argv, cwd=self.tree(key))
+        self.journal.call_finished(step, result=result)
+        if result.ok:
+            return None
+        message = _call_error(state, result)
+        return self._component_error(key, message) if record_error else message
+
+    def _query(self, key: str, state: str) -> str | _Failed:
+        argv = self._argv(key, state)
+        step = self.journal.call_started(component=key, state=state, argv=argv)
+        result = self.runner.call(argv, cwd=self.tree(key))
+        if not result.ok:
+            self.journal.call_finished(step, result=result)
+            self._component_error(key, _call_error(state, result))
+            return _Failed()
+        try:
+            answer = parse_query_answer(state, result.stdout, interface=self.targets[key].component.interface)
+        except InterfaceError as exc:
+            self.journal.call_finished(step, result=result, error=str(exc))
+            self._component_error(key, str(exc))
+            return _Failed()
+        self.journal.call_finished(step, result=result, answer=answer)
+        return answer
+
+    def _component_error(self, key: str, message: str) -> str:
+        self.state.progress[key].error = message
+        return f"{key}: {message}"
+
+    def tree(self, key: str) -> Path:
+        return self.options.work_root / key
+
+    def _highest_touched_group(self) -> int:
+        touched = [i for i, keys in enumerate(self.groups) if any(self.state.progress[k].entered for k in keys)]
+        return max(touched, default=-1)
+
+    def _result(self) -> Result:
+        if not self.state.failed:
+            return Result("succeeded", "all components installed and committed", tuple(self.targets))
+        stuck = [k for k, p in self.state.progress.items() if p.install_started and not p.rollback_ok]
+        if stuck:
+            return Result("inconsistent", f"{self.state.reason}; could not roll back: {', '.join(stuck)}", tuple(stuck))
+        return Result("rolled_back", self.state.reason, tuple(k for k, p in self.state.progress.items() if p.entered))
+
+
+class _Failed:
+    """Marker for a query that failed (the error is on the component's progress)."""
+
+
+def _install_groups(plan: Plan) -> list[tuple[int, list[str]]]:
+    installing = {t.key for t in plan.installing()}
+    groups = [(order, [k for k in keys if k in installing]) for order, keys in plan.groups]
+    return [(order, keys) for order, keys in groups if keys]
+
+
+def _call_error(state: str, result: CallResult) -> str:
+    if result.timed_out:
+        return f"{state} timed out"
+    tail = result.stderr.strip().splitlines()[-1:] if result.stderr.strip() else []
+    detail = f": {tail[0]}" if tail else ""
+    return f"{state} exited with {result.exit_code}{detail}"
+
+
+def header_files(target: Target) -> HeaderFiles:
+    info = target.artifact
+    assert info is not None
+    return HeaderFiles(
+        artifact_name=info.name,
+        artifact_group=info.group or "",
+        payload_type=target.component.interface,
+        header_info=info.header_info_raw,
+        type_info=info.type_info_raw,
+        meta_data=info.meta_data_raw,
+    )
+
+
+def current_files(target: Target) -> CurrentFiles:
+    current = target.current
+    name = current.get("artifact_name") or target.current_version
+    return CurrentFiles(
+        artifact_name=name, artifact_group=current.get("artifact_group", ""), device_type=target.component.component_type
+    )
+
+
+class _payloads:
+    """Context manager yielding the payload streams for `Download`.
+
+    Unpacked: each payload file, checksum-verified as it streams (the reader raises at the
+    file's last byte). Packed (`NeedsUnpackedArtifact` No): one stream with the whole `.mender`.
+    """
+
+    def __init__(self, target: Target, unpacked: bool, keys: Sequence[PublicKey]) -> None:
+        assert target.artifact_path is not None
+        self.path = target.artifact_path
+        self.unpacked = unpacked
+        self.keys = keys
+
+    def __enter__(self) -> Iterator[PayloadSource]:
+        self.file = open(self.path, "rb")  # noqa: SIM115 - closed in __exit__
+        if not self.unpacked:
+            return iter([_WholeFile(self.file, self.path.stat().st_size)])
+        reader = ArtifactReader(self.file, keys=self.keys)
+        reader.read_header()
+        return _verified(reader)
+
+    def __exit__(self, *exc: object) -> None:
+        self.file.close()
+
+
+def _verified(reader: ArtifactReader) -> Iterator[PayloadSource]:
+    yield from reader.payloads()
+    reader.finish()
+
+
+class _WholeFile:
+    name = "artifact.mender"
+
+    def __init__(self, file: Any, size: int) -> None:
+        self.file = file
+        self.size = size
+
+    def read(self, n: int = -1) -> bytes:
+        data: bytes = self.file.read(n)
+        return data
+
+
+def copy_tree_for_debug(src: Path, dst: Path) -> None:  # pragma: no cover - operator aid
+    shutil.copytree(src, dst, dirs_exist_ok=True)

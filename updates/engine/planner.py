@@ -1,0 +1,191 @@
+"""Inspection and selection: everything decided before the first interface state runs.
+
+Selection follows the Mender orchestrator's rules (reference §3.1): a component whose current
+provides already match its artifact is skipped, depends and device types are checked, and a
+component without a usable artifact fails the whole update *before anything is touched*.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from updates.engine.artifact import ArtifactError, ArtifactInfo, PublicKey, read_artifact
+from updates.engine.manifest import Component, DesiredState, TypeTarget
+from updates.engine.provides import device_type_ok, is_installed, unmet_depends
+
+
+class SelectionError(Exception):
+    """The update cannot start; every problem is listed. Nothing has been touched."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+@dataclass(frozen=True)
+class Inspected:
+    """What a component runs now, from its `Identity` and `Provides` answers."""
+
+    component: Component
+    component_id: str
+    provides: dict[str, str]
+
+    @property
+    def key(self) -> str:
+        return component_key(self.component.component_type, self.component_id)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One component's part of the plan."""
+
+    key: str
+    component: Component
+    component_id: str
+    order: int
+    current: dict[str, str]
+    action: Literal["install", "skip"]
+    artifact_path: Path | None = None
+    artifact: ArtifactInfo | None = None
+
+    @property
+    def current_version(self) -> str:
+        return describe_version(self.current, self.component.interface)
+
+    @property
+    def target_version(self) -> str:
+        return self.artifact.name if self.artifact else self.current_version
+
+
+@dataclass(frozen=True)
+class Plan:
+    targets: tuple[Target, ...]
+    groups: tuple[tuple[int, tuple[str, ...]], ...] = field(default=())
+
+    def installing(self) -> list[Target]:
+        return [t for t in self.targets if t.action == "install"]
+
+    def target(self, key: str) -> Target:
+        return next(t for t in self.targets if t.key == key)
+
+
+_SAFE_KEY = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def component_key(component_type: str, component_id: str) -> str:
+    """`<type>.<id>`: the name used in show-provides, step records and work-dir paths."""
+    return f"{component_type}.{_SAFE_KEY.sub('_', component_id)}"
+
+
+def describe_version(provides: dict[str, str], interface: str) -> str:
+    for key in (f"rootfs-image.{interface}.version", "rootfs-image.version", "artifact_name", "version"):
+        if key in provides:
+            return provides[key]
+    return "unknown"
+
+
+def select(
+    desired: DesiredState, inspected: Sequence[Inspected], *, keys: Sequence[PublicKey] = ()
+) -> Plan:
+    """Decide, per component, skip or install which artifact; raise with *all* problems."""
+    _check_unique_ids(inspected)
+    problems: list[str] = []
+    cache: dict[Path, ArtifactInfo | str] = {}
+    targets = []
+    for item in inspected:
+        spec = desired.manifest.targets[item.component.component_type]
+        target = _select_one(item, spec, keys, cache, problems)
+        if target is not None:
+            targets.append(target)
+    if problems:
+        raise SelectionError(problems)
+    return Plan(targets=tuple(targets), groups=_groups(targets))
+
+
+def _check_unique_ids(inspected: Sequence[Inspected]) -> None:
+    seen: dict[str, str] = {}
+    problems = []
+    for item in inspected:
+        if item.key in seen:
+            problems.append(f"{item.key}: component ID {item.component_id!r} is not unique in the system")
+        seen[item.key] = item.component_id
+    if problems:
+        raise SelectionError(problems)
+
+
+def _select_one(
+    item: Inspected,
+    spec: TypeTarget,
+    keys: Sequence[PublicKey],
+    cache: dict[Path, ArtifactInfo | str],
+    problems: list[str],
+) -> Target | None:
+    path = spec.artifact_path
+    if path is None or not path.is_file():
+        problems.append(_missing_artifact(item, spec))
+        return None
+    info = _read_cached(path, keys, cache)
+    if isinstance(info, str):
+        problems.append(f"{item.key}: {info}")
+        return None
+    reasons = _incompatibilities(item, info)
+    if reasons:
+        problems.extend(f"{item.key}: {path.name}: {reason}" for reason in reasons)
+        return None
+    installed = is_installed(item.provides, provides=info.all_provides(), clears=info.clears_provides)
+    return Target(
+        key=item.key,
+        component=item.component,
+        component_id=item.component_id,
+        order=spec.order,
+        current=item.provides,
+        action="skip" if installed else "install",
+        artifact_path=path,
+        artifact=info,
+    )
+
+
+def _missing_artifact(item: Inspected, spec: TypeTarget) -> str:
+    if spec.artifact_path is not None:
+        where = f"artifact_path {spec.artifact_path} does not exist"
+        if spec.artifact_name:
+            where += f" and artifact {spec.artifact_name!r} is not in the artifact store"
+        return f"{item.key}: {where}"
+    return f"{item.key}: artifact {spec.artifact_name!r} is not in the artifact store and no artifact server is configured"
+
+
+def _read_cached(path: Path, keys: Sequence[PublicKey], cache: dict[Path, ArtifactInfo | str]) -> ArtifactInfo | str:
+    # Full streaming verification up front: a corrupt or unsigned artifact must stop the update
+    # before the first component is touched, not in the middle of group 20.
+    if path not in cache:
+        try:
+            cache[path] = read_artifact(path, keys=keys)
+        except ArtifactError as exc:
+            cache[path] = f"{path}: {exc}"
+    return cache[path]
+
+
+def _incompatibilities(item: Inspected, info: ArtifactInfo) -> list[str]:
+    reasons = []
+    ctype = item.component.component_type
+    if not device_type_ok(ctype, info.device_types):
+        reasons.append(f"artifact is for device types {list(info.device_types)}, not component type {ctype!r}")
+    if info.payload_type not in (item.component.interface, None) and info.payload_type != "rootfs-image":
+        reasons.append(
+            f"payload type {info.payload_type!r} does not match interface {item.component.interface!r}"
+        )
+    depends: dict[str, list[str]] = dict(info.depends)
+    if info.depends_artifact_name:
+        depends["artifact_name"] = list(info.depends_artifact_name)
+    if info.depends_artifact_group:
+        depends["artifact_group"] = list(info.depends_artifact_group)
+    reasons.extend(unmet_depends(item.provides, depends))
+    return reasons
+
+
+def _groups(targets: Sequence[Target]) -> tuple[tuple[int, tuple[str, ...]], ...]:
+    orders = sorted({t.order for t in targets})
+    return tuple((o, tuple(t.key for t in targets if t.order == o)) for o in orders)

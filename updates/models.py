@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+from django.db import models
+
+
+class Manifest(models.Model):
+    """An exact snapshot of a manifest (and the topology it was applied with)."""
+
+    name = models.CharField(max_length=300)
+    form = models.CharField(max_length=10)  # "seed" | "current"
+    sha256 = models.CharField(max_length=64)
+    raw = models.TextField()
+    source_path = models.CharField(max_length=1000)
+    store_path = models.CharField(max_length=1000, blank=True)
+    topology_raw = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ActiveManifests(models.Model):
+    """Singleton row: what the system runs now, and the last known good before it."""
+
+    active = models.ForeignKey(Manifest, null=True, on_delete=models.PROTECT, related_name="+")
+    previous = models.ForeignKey(Manifest, null=True, on_delete=models.PROTECT, related_name="+")
+    updated_at = models.DateTimeField(auto_now=True)
+
+
+class Deployment(models.Model):
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        STOPPED = "stopped"  # --stop-before: waits for `resume` or `rollback`
+        REBOOT_REQUIRED = "reboot_required"  # --exit-on-reboot: waits for `resume` after the reboot
+        SUCCEEDED = "succeeded"
+        ROLLED_BACK = "rolled_back"
+        INCONSISTENT = "inconsistent"
+        REJECTED = "rejected"  # refused before anything was touched
+
+    IN_PROGRESS = (Status.RUNNING, Status.STOPPED, Status.REBOOT_REQUIRED)
+
+    manifest = models.ForeignKey(Manifest, on_delete=models.PROTECT, related_name="deployments")
+    kind = models.CharField(max_length=20, default="install")  # install | previous
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.RUNNING)
+    reason = models.TextField(blank=True)
+    components = models.JSONField(default=list)  # the components the reason concerns
+    plan = models.JSONField(default=dict)
+    position = models.JSONField(default=dict)  # engine RunState, written before every state
+    options = models.JSONField(default=dict)
+    work_dir = models.CharField(max_length=1000, blank=True)
+    created_by = models.CharField(max_length=150, default="cli")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True)
+    finished_at = models.DateTimeField(null=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"deployment {self.pk} ({self.status})"
+
+
+class Step(models.Model):
+    """One interface call (state or query), written before it starts and completed after."""
+
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="steps")
+    component = models.CharField(max_length=300)
+    state = models.CharField(max_length=60)
+    argv = models.JSONField(default=list)
+    started_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True)
+    exit_code = models.IntegerField(null=True)
+    timed_out = models.BooleanField(default=False)
+    answer = models.CharField(max_length=200, blank=True)
+    error = models.TextField(blank=True)
+    stdout = models.TextField(blank=True)
+    stderr = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    @property
+    def ok(self) -> bool:
+        return self.ended_at is not None and not self.error and self.exit_code in (0, None)
