@@ -1,4 +1,5 @@
 """Reads for the system and its components."""
+
 from __future__ import annotations
 
 from django.db.models import QuerySet

@@ -1,4 +1,5 @@
 """Writes for the system and its components (their last known answers)."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

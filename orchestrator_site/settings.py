@@ -1,5 +1,6 @@
 """One env-driven settings file (healthchecks style): every knob is an environment variable
 read through a strict helper, with defaults that run the appliance on a fresh checkout."""
+
 from __future__ import annotations
 
 import os

@@ -5,8 +5,10 @@ the run position is written to the deployment before every state. All writes go 
 dedicated thread: SQLite has a single writer anyway, and the engine calls us from a thread per
 component, which would otherwise each open (and leak) a connection.
 """
+
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -27,6 +29,7 @@ class DbJournal:
         self.deployment_id = deployment.pk
         self.echo = echo or (lambda line: None)
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
+        self._labels: dict[int, tuple[str, str, float]] = {}
 
     def close(self) -> None:
         self._writer.submit(lambda: connection.close()).result()
@@ -51,7 +54,9 @@ class DbJournal:
             )
             return int(step.pk)
 
-        return self._write(insert)
+        step = self._write(insert)
+        self._labels[step] = (component, state, time.monotonic())
+        return step
 
     def call_finished(
         self, step: int, *, result: CallResult | None, answer: str | None = None, error: str | None = None
@@ -61,12 +66,12 @@ class DbJournal:
         self.echo(self._line(step, fields))
 
     def _line(self, step: int, fields: dict[str, object]) -> str:
-        row = self._write(lambda: Step.objects.values("component", "state", "started_at").get(pk=step))
-        seconds = (fields["ended_at"] - row["started_at"]).total_seconds()  # type: ignore[operator]
+        component, state, started = self._labels.pop(step)
+        seconds = time.monotonic() - started
         status = "ok" if not fields.get("error") and fields.get("exit_code") in (0, None) else "FAILED"
         extra = f" -> {fields['answer']}" if fields.get("answer") else ""
         error = f"  ({fields['error']})" if fields.get("error") else ""
-        return f"{row['component']:<24} {row['state']:<30} {status}{extra} {seconds:.2f}s{error}"
+        return f"{component:<24} {state:<30} {status}{extra} {seconds:.2f}s{error}"
 
 
 def _finished_fields(result: CallResult | None, answer: str | None, error: str | None) -> dict[str, object]:

@@ -11,7 +11,6 @@ class Manifest(models.Model):
     sha256 = models.CharField(max_length=64)
     raw = models.TextField()
     source_path = models.CharField(max_length=1000)
-    store_path = models.CharField(max_length=1000, blank=True)
     topology_raw = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -48,6 +47,10 @@ class Deployment(models.Model):
     position = models.JSONField(default=dict)  # engine RunState, written before every state
     options = models.JSONField(default=dict)
     work_dir = models.CharField(max_length=1000, blank=True)
+    # 1 while in progress, NULL after: the unique constraint lets the database itself refuse a
+    # second deployment in progress, on SQLite and PostgreSQL alike.
+    slot = models.PositiveSmallIntegerField(null=True, unique=True, default=1)
+    owner = models.CharField(max_length=200, blank=True)  # claims.owner_token() of the runner
     created_by = models.CharField(max_length=150, default="cli")
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True)

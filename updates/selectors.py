@@ -1,4 +1,5 @@
 """Reads: status and history, straight from the database rows."""
+
 from __future__ import annotations
 
 from django.db.models import QuerySet

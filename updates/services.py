@@ -3,6 +3,7 @@
 The engine does the orchestration; these functions load inputs, claim the work, snapshot what
 the run depends on, and keep the database rows (the source of truth) in step with it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -11,24 +12,30 @@ import shlex
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from devices.selectors import component_list
 from devices.services import components_record
-from updates.engine.artifact import PublicKey, load_public_key
+from updates import selectors
+from updates.claims import owner_alive, owner_token
+from updates.engine.artifact import PublicKey, load_public_key, read_artifact
 from updates.engine.config import OrchestratorConfig, load_config
 from updates.engine.inspection import Inspector
 from updates.engine.interface import InterfaceRunner
 from updates.engine.machine import Machine, Options, Result, RunState
-from updates.engine.manifest import DesiredState, InputError, load_desired_state
-from updates import selectors
-from devices.selectors import component_list
-from updates.engine.artifact import read_artifact
-from updates.engine.manifest import Component, parse_manifest, parse_topology
+from updates.engine.manifest import (
+    Component,
+    DesiredState,
+    InputError,
+    load_desired_state,
+    parse_manifest,
+    parse_topology,
+)
 from updates.engine.planner import Inspected, Plan, SelectionError, Target, describe_version, select
 from updates.engine.preview import preview_answers
 from updates.journal import DbJournal
@@ -81,9 +88,16 @@ def environment_load() -> Environment:
     )
 
 
-def desired_state_load(env: Environment, *, manifest_path: Path, topology_components: Path | None) -> DesiredState:
+def desired_state_load(
+    env: Environment, *, manifest_path: Path, topology_components: Path | None, manifest_data: bytes | None = None
+) -> DesiredState:
     components = topology_components or _env_topology_components() or env.config.topology_components
-    return load_desired_state(manifest_path.resolve(), topology_dir=env.topology_dir, topology_components=components)
+    return load_desired_state(
+        manifest_path.resolve(),
+        topology_dir=env.topology_dir,
+        topology_components=components,
+        manifest_data=manifest_data,
+    )
 
 
 def _env_topology_components() -> Path | None:
@@ -106,7 +120,9 @@ def deployment_install(
     and BusyError; returns the finished (or stopped) deployment otherwise."""
     env = environment_load()
     desired = desired_state_load(env, manifest_path=manifest_path, topology_components=topology_components)
-    return _install(env, desired, kind="install", stop_before=stop_before, exit_on_reboot=exit_on_reboot, echo=echo)
+    return _install(
+        env, desired, kind="install", stop_before=stop_before, exit_on_reboot=exit_on_reboot, echo=echo
+    )
 
 
 def deployment_install_previous(
@@ -117,10 +133,13 @@ def deployment_install_previous(
     pointers = ActiveManifests.objects.filter(pk=1).select_related("previous").first()
     if pointers is None or pointers.previous is None:
         raise NothingInProgress("there is no previous manifest to go back to")
+    previous = pointers.previous
     desired = desired_state_load(
-        env, manifest_path=Path(pointers.previous.store_path), topology_components=None
+        env, manifest_path=Path(previous.source_path), topology_components=None, manifest_data=previous.raw.encode()
     )
-    return _install(env, desired, kind="previous", stop_before=stop_before, exit_on_reboot=exit_on_reboot, echo=echo)
+    return _install(
+        env, desired, kind="previous", stop_before=stop_before, exit_on_reboot=exit_on_reboot, echo=echo
+    )
 
 
 def _install(
@@ -146,16 +165,20 @@ def _install(
     return _deployment_finish(env, deployment, result, plan, machine.state)
 
 
-def _deployment_claim(env: Environment, desired: DesiredState, *, kind: str, options: dict[str, object]) -> Deployment:
-    with transaction.atomic():
-        # Under IMMEDIATE transactions this check-and-insert is serialised: two `install`s
-        # started together cannot both pass it.
-        if Deployment.objects.filter(status__in=Deployment.IN_PROGRESS).exists():
-            raise BusyError("another deployment is in progress: run `resume` or `rollback` first")
-        manifest = _manifest_snapshot(env, desired)
-        deployment = Deployment.objects.create(manifest=manifest, kind=kind, options=options, started_at=timezone.now())
-        deployment.work_dir = str(env.work_root / str(deployment.pk))
-        deployment.save(update_fields=["work_dir"])
+def _deployment_claim(
+    env: Environment, desired: DesiredState, *, kind: str, options: dict[str, object]
+) -> Deployment:
+    try:
+        with transaction.atomic():
+            manifest = _manifest_snapshot(env, desired)
+            # `slot` is unique: a second deployment in progress fails here, whoever races us.
+            deployment = Deployment.objects.create(
+                manifest=manifest, kind=kind, options=options, started_at=timezone.now(), owner=owner_token()
+            )
+    except IntegrityError:
+        raise BusyError("another deployment is in progress: run `resume` or `rollback` first") from None
+    deployment.work_dir = str(env.work_root / str(deployment.pk))
+    deployment.save(update_fields=["work_dir"])
     return deployment
 
 
@@ -178,7 +201,9 @@ def _manifest_snapshot(env: Environment, desired: DesiredState) -> Manifest:
 
 
 def _plan(env: Environment, deployment: Deployment, desired: DesiredState, journal: DbJournal) -> Plan | None:
-    inspector = Inspector(runner=env.runner(), journal=journal, workdir=Path(deployment.work_dir) / "_inspect")
+    inspector = Inspector(
+        runner=env.runner(), journal=journal, workdir=Path(deployment.work_dir) / "_inspect"
+    )
     try:
         inspected = inspector.inspect(desired.topology.components)
         plan = select(desired, inspected, keys=env.keys())
@@ -195,10 +220,14 @@ def _deployment_reject(deployment: Deployment, exc: Exception) -> None:
     deployment.status = Deployment.Status.REJECTED
     deployment.reason = str(exc)
     deployment.finished_at = timezone.now()
-    deployment.save(update_fields=["status", "reason", "finished_at"])
+    deployment.slot = None
+    deployment.owner = ""
+    deployment.save(update_fields=["status", "reason", "finished_at", "slot", "owner"])
 
 
-def _machine_options(env: Environment, deployment: Deployment, stop_before: Sequence[str], exit_on_reboot: bool) -> Options:
+def _machine_options(
+    env: Environment, deployment: Deployment, stop_before: Sequence[str], exit_on_reboot: bool
+) -> Options:
     return Options(
         work_root=Path(deployment.work_dir),
         keys=env.keys(),
@@ -218,6 +247,8 @@ def _deployment_finish(
         deployment.position = state.to_json()
         if result.outcome in ("succeeded", "rolled_back", "inconsistent"):
             deployment.finished_at = timezone.now()
+            deployment.slot = None
+        deployment.owner = ""
         deployment.save()
         if result.outcome == "succeeded":
             _activate(env, deployment.manifest)
@@ -276,7 +307,9 @@ def deployment_resume(
 ) -> Deployment:
     """Continue the deployment in progress from its persisted position."""
     deployment = _in_progress_or_raise("resume")
-    return _continue(deployment, stop_before=stop_before, exit_on_reboot=exit_on_reboot, echo=echo, rollback=False)
+    return _continue(
+        deployment, stop_before=stop_before, exit_on_reboot=exit_on_reboot, echo=echo, rollback=False
+    )
 
 
 def deployment_rollback(
@@ -284,7 +317,9 @@ def deployment_rollback(
 ) -> Deployment:
     """Roll back the deployment in progress (committed components included)."""
     deployment = _in_progress_or_raise("roll back")
-    return _continue(deployment, stop_before=stop_before, exit_on_reboot=exit_on_reboot, echo=echo, rollback=True)
+    return _continue(
+        deployment, stop_before=stop_before, exit_on_reboot=exit_on_reboot, echo=echo, rollback=True
+    )
 
 
 def _in_progress_or_raise(verb: str) -> Deployment:
@@ -302,13 +337,19 @@ def _continue(
     echo: Echo | None,
     rollback: bool,
 ) -> Deployment:
+    crashed = _deployment_takeover(deployment)
+    if not deployment.plan:
+        return _deployment_close_untouched(deployment)
     env = environment_load()
     plan = plan_from_json(deployment.plan, keys=env.keys())
-    state = RunState.from_json(deployment.position)
+    state = RunState.from_json(deployment.position) if deployment.position else None
     journal = DbJournal(deployment, echo=echo)
     try:
         options = _machine_options(env, deployment, stop_before, exit_on_reboot)
         machine = Machine(plan=plan, runner=env.runner(), journal=journal, options=options, state=state)
+        if crashed:
+            _close_interrupted_steps(deployment)
+            machine.recover_after_crash()
         if rollback:
             try:
                 machine.request_rollback("rollback requested by the operator")
@@ -318,6 +359,41 @@ def _continue(
     finally:
         journal.close()
     return _deployment_finish(env, deployment, result, plan, machine.state)
+
+
+def _deployment_takeover(deployment: Deployment) -> bool:
+    """Claim a deployment in progress for this process; True when its last runner died.
+
+    The conditional UPDATE (on the owner we read) makes two resumers race safely: one wins.
+    """
+    if deployment.status == Deployment.Status.RUNNING and owner_alive(deployment.owner):
+        raise BusyError(f"deployment {deployment.pk} is being run by another process ({deployment.owner})")
+    crashed = deployment.status == Deployment.Status.RUNNING
+    claimed = Deployment.objects.filter(
+        pk=deployment.pk, owner=deployment.owner, status=deployment.status
+    ).update(owner=owner_token(), status=Deployment.Status.RUNNING)
+    if claimed != 1:
+        raise BusyError(f"deployment {deployment.pk} was just claimed by another process")
+    deployment.refresh_from_db()
+    return crashed
+
+
+def _close_interrupted_steps(deployment: Deployment) -> None:
+    """Calls that were running when the process died: recorded as interrupted, never as done."""
+    deployment.steps.filter(ended_at__isnull=True).update(
+        ended_at=timezone.now(), error="interrupted: the orchestrator stopped during this call"
+    )
+
+
+def _deployment_close_untouched(deployment: Deployment) -> Deployment:
+    _close_interrupted_steps(deployment)
+    deployment.status = Deployment.Status.ROLLED_BACK
+    deployment.reason = "interrupted before any component was touched; nothing to roll back"
+    deployment.finished_at = timezone.now()
+    deployment.slot = None
+    deployment.owner = ""
+    deployment.save()
+    return deployment
 
 
 def plan_from_json(data: dict[str, Any], *, keys: Sequence[PublicKey]) -> Plan:
@@ -382,7 +458,12 @@ def status_report() -> dict[str, Any]:
             for c in component_list()
         ],
         "in_progress": (
-            {"id": running.pk, "status": running.status, "reason": running.reason, "position": running.position}
+            {
+                "id": running.pk,
+                "status": running.status,
+                "reason": running.reason,
+                "position": running.position,
+            }
             if running
             else None
         ),
@@ -434,8 +515,12 @@ def inventory_lines() -> list[str]:
     with tempfile.TemporaryDirectory(prefix="orch-inv-") as tmp:
         inspector = Inspector(runner=env.runner(), journal=NullJournal(), workdir=Path(tmp))
         for item in _inspect_live():
-            lines.append(f"mender-orchestrator-manifest.{item.key}.component_type={item.component.component_type}")
-            lines.append(f"mender-orchestrator-manifest.{item.key}.version={describe_version(item.provides, item.component.interface)}")
+            lines.append(
+                f"mender-orchestrator-manifest.{item.key}.component_type={item.component.component_type}"
+            )
+            lines.append(
+                f"mender-orchestrator-manifest.{item.key}.version={describe_version(item.provides, item.component.interface)}"
+            )
             for key, values in sorted(inspector.inventory(item.component, item.component_id).items()):
                 lines.extend(f"{item.key}.{key}={v}" for v in values)
     return lines

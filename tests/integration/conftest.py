@@ -1,5 +1,6 @@
 """A simulated system (the demo's gateway and RTOS boards) in a temp dir, driven through the
 real command line as a subprocess, with its own data store and SQLite database."""
+
 from __future__ import annotations
 
 import os
@@ -50,7 +51,9 @@ class DemoSystem:
         return self.run("install", str(self.system / name), *args)
 
     def versions(self) -> dict[str, str]:
-        return {d.name: (d / "version").read_text().strip() for d in sorted((self.root / "devices").iterdir())}
+        return {
+            d.name: (d / "version").read_text().strip() for d in sorted((self.root / "devices").iterdir())
+        }
 
     def fail(self, device_id: str, state: str) -> None:
         (self.device(device_id) / f"{state}.FAIL").touch()
@@ -71,9 +74,18 @@ class DemoSystem:
 
     def states(self, device_id: str) -> list[str]:
         """The states (not queries) a device was driven through, in order."""
-        queries = {"Identity", "Provides", "Inventory", "NeedsUnpackedArtifact", "ProvidePayloadFileSizes",
-                   "NeedsArtifactReboot", "SupportsRollback"}
-        return [s for _, d, s, edge in self.calls() if d == device_id and edge == "start" and s not in queries]
+        queries = {
+            "Identity",
+            "Provides",
+            "Inventory",
+            "NeedsUnpackedArtifact",
+            "ProvidePayloadFileSizes",
+            "NeedsArtifactReboot",
+            "SupportsRollback",
+        }
+        return [
+            s for _, d, s, edge in self.calls() if d == device_id and edge == "start" and s not in queries
+        ]
 
     def timeline(self) -> list[tuple[float, str, str]]:
         path = self.root / "timeline.log"
@@ -85,7 +97,9 @@ class DemoSystem:
 
 
 def build_demo(root: Path, db_template: Path) -> DemoSystem:
-    subprocess.run([str(ROOT / "demo" / "setup"), "--no-artifacts", str(root)], check=True, capture_output=True)
+    subprocess.run(
+        [str(ROOT / "demo" / "setup"), "--no-artifacts", str(root)], check=True, capture_output=True
+    )
     build = root / "build"
     build.mkdir(exist_ok=True)
     for version in (1, 2, 3):
@@ -95,7 +109,11 @@ def build_demo(root: Path, db_template: Path) -> DemoSystem:
             payload.write_text(f"demo firmware {name}\n")
             write_artifact(
                 root / "system" / "artifacts" / f"{name}.mender",
-                kind="module-image", name=name, device_types=[ctype], payload_type=ctype, files=[payload],
+                kind="module-image",
+                name=name,
+                device_types=[ctype],
+                payload_type=ctype,
+                files=[payload],
             )
     (root / "datastore").mkdir(exist_ok=True)
     shutil.copy(db_template, root / "datastore" / "orchestrator.sqlite3")

@@ -1,4 +1,5 @@
 """The whole-system install/commit/rollback flow, through the real CLI and real interfaces."""
+
 from __future__ import annotations
 
 import json
@@ -6,7 +7,14 @@ import json
 from tests.integration.conftest import DemoSystem
 
 INSTALL = ["Download", "ArtifactInstall", "ArtifactCommit", "Cleanup"]
-INSTALL_WITH_REBOOT = ["Download", "ArtifactInstall", "ArtifactReboot", "ArtifactVerifyReboot", "ArtifactCommit", "Cleanup"]
+INSTALL_WITH_REBOOT = [
+    "Download",
+    "ArtifactInstall",
+    "ArtifactReboot",
+    "ArtifactVerifyReboot",
+    "ArtifactCommit",
+    "Cleanup",
+]
 V1 = {"G13": "gateway-v1", "R456": "rtos-v1", "R998": "rtos-v1"}
 V2 = {"G13": "gateway-v2", "R456": "rtos-v2", "R998": "rtos-v2"}
 V3 = {"G13": "gateway-v3", "R456": "rtos-v3", "R998": "rtos-v3"}
@@ -44,7 +52,10 @@ def test_it_prints_one_line_per_state_per_component(demo: DemoSystem) -> None:
     result = demo.install("manifest-v2.yaml")
     lines = result.stdout.splitlines()
     assert any(line.startswith("rtos.R456") and "ArtifactCommit" in line and " ok" in line for line in lines)
-    assert any(line.startswith("gateway.G13") and "NeedsArtifactReboot" in line and "-> Yes" in line for line in lines)
+    assert any(
+        line.startswith("gateway.G13") and "NeedsArtifactReboot" in line and "-> Yes" in line
+        for line in lines
+    )
 
 
 def test_it_runs_order_groups_ascending_and_components_of_a_group_in_parallel(demo: DemoSystem) -> None:
@@ -64,7 +75,11 @@ def test_it_runs_order_groups_ascending_and_components_of_a_group_in_parallel(de
 
 def test_it_commits_only_after_every_group_installed(demo: DemoSystem) -> None:
     assert demo.install("manifest-v2.yaml").returncode == 0
-    installs = [ts for ts, _, s, edge in demo.calls() if s in ("ArtifactInstall", "ArtifactVerifyReboot") and edge == "end"]
+    installs = [
+        ts
+        for ts, _, s, edge in demo.calls()
+        if s in ("ArtifactInstall", "ArtifactVerifyReboot") and edge == "end"
+    ]
     commits = [ts for ts, _, s, edge in demo.calls() if s == "ArtifactCommit" and edge == "start"]
     assert max(installs) < min(commits)
     assert min(_starts(demo, "G13", "ArtifactCommit")) < min(_starts(demo, "R998", "ArtifactCommit"))
@@ -82,8 +97,16 @@ def test_it_rolls_the_whole_system_back_when_a_late_commit_fails(demo: DemoSyste
     # R998 committed before R456 failed: it is rolled back too
     assert demo.states("R998") == ["Download", "ArtifactInstall", "ArtifactCommit", *rolled_back]
     assert demo.states("G13") == [
-        "Download", "ArtifactInstall", "ArtifactReboot", "ArtifactVerifyReboot", "ArtifactCommit",
-        "ArtifactRollback", "ArtifactRollbackReboot", "ArtifactVerifyRollbackReboot", "ArtifactFailure", "Cleanup",
+        "Download",
+        "ArtifactInstall",
+        "ArtifactReboot",
+        "ArtifactVerifyReboot",
+        "ArtifactCommit",
+        "ArtifactRollback",
+        "ArtifactRollbackReboot",
+        "ArtifactVerifyRollbackReboot",
+        "ArtifactFailure",
+        "Cleanup",
     ]
     # newest group first: the boards are rolled back before the gateway
     assert max(_ends(demo, "R456", "ArtifactRollback")) < min(_starts(demo, "G13", "ArtifactRollback"))
@@ -154,7 +177,11 @@ def test_an_unusable_artifact_refuses_the_update_up_front(demo: DemoSystem) -> N
 
 
 def test_an_artifact_for_another_device_type_is_refused_up_front(demo: DemoSystem) -> None:
-    manifest = (demo.system / "manifest-v2.yaml").read_text().replace("artifacts/rtos-v2.mender", "artifacts/gateway-v2.mender")
+    manifest = (
+        (demo.system / "manifest-v2.yaml")
+        .read_text()
+        .replace("artifacts/rtos-v2.mender", "artifacts/gateway-v2.mender")
+    )
     (demo.system / "wrong.yaml").write_text(manifest)
     result = demo.install("wrong.yaml")
     assert result.returncode == 2
@@ -178,9 +205,9 @@ def test_every_interface_call_is_a_step_row(demo: DemoSystem) -> None:
     steps = json.loads(demo.run("history", "--json").stdout)[0]["steps"]
     logged = [(d, s) for _, d, s, edge in demo.calls() if edge == "start"]
     assert len(steps) == len(logged)
-    assert [s["state"] for s in steps] == [s for _, s in logged] or sorted(s["state"] for s in steps) == sorted(
-        s for _, s in logged
-    )
+    assert [s["state"] for s in steps] == [s for _, s in logged] or sorted(
+        s["state"] for s in steps
+    ) == sorted(s for _, s in logged)
     commit = next(s for s in steps if s["component"] == "rtos.R456" and s["state"] == "ArtifactCommit")
     assert commit["argv"][1:] == ["ArtifactCommit", commit["argv"][2], "rtos", "R456"]
     assert commit["exit_code"] == 0 and commit["ended_at"] >= commit["started_at"]
@@ -247,7 +274,9 @@ def test_plan_shows_what_would_change_without_touching_anything(demo: DemoSystem
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
     by_key = {c["key"]: c for c in plan["components"]}
-    assert by_key["gateway.G13"]["current"] == "gateway-v1" and by_key["gateway.G13"]["target"] == "gateway-v2"
+    assert (
+        by_key["gateway.G13"]["current"] == "gateway-v1" and by_key["gateway.G13"]["target"] == "gateway-v2"
+    )
     assert by_key["gateway.G13"]["reboot"] == "Yes" and by_key["gateway.G13"]["rollback"] == "Yes"
     assert by_key["rtos.R998"]["action"] == "skip"
     assert plan["groups"] == [[10, ["gateway.G13"]], [20, ["rtos.R998", "rtos.R456"]]]

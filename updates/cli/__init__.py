@@ -3,6 +3,7 @@
 Our own argparse tree rather than Django's, because the exit codes and `--version` are a
 contract (DESIGN.md §4): 0 done, 1 failed, 2 invalid input, 3 busy, 4 reboot required.
 """
+
 from __future__ import annotations
 
 import argparse

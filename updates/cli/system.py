@@ -3,6 +3,7 @@
 Thin edge: parse arguments, call one service or selector, print, map the outcome to the exit
 codes of DESIGN.md §4.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,8 +47,12 @@ def register(sub: Any) -> None:
         parser = sub.add_parser(name, help=f"show {name}")
         parser.add_argument("--json", action="store_true")
         parser.set_defaults(handler=handler)
-    sub.add_parser("show-provides", help="provides of every component").set_defaults(handler=cmd_show_provides)
-    sub.add_parser("show-inventory", help="inventory key=value lines").set_defaults(handler=cmd_show_inventory)
+    sub.add_parser("show-provides", help="provides of every component").set_defaults(
+        handler=cmd_show_provides
+    )
+    sub.add_parser("show-inventory", help="inventory key=value lines").set_defaults(
+        handler=cmd_show_inventory
+    )
 
 
 def _run_options(parser: argparse.ArgumentParser) -> None:
@@ -96,19 +101,25 @@ def cmd_install(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     return _guarded(
-        lambda: services.deployment_resume(stop_before=args.stop_before, exit_on_reboot=args.exit_on_reboot, echo=_echo)
+        lambda: services.deployment_resume(
+            stop_before=args.stop_before, exit_on_reboot=args.exit_on_reboot, echo=_echo
+        )
     )
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     return _guarded(
-        lambda: services.deployment_rollback(stop_before=args.stop_before, exit_on_reboot=args.exit_on_reboot, echo=_echo)
+        lambda: services.deployment_rollback(
+            stop_before=args.stop_before, exit_on_reboot=args.exit_on_reboot, echo=_echo
+        )
     )
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
     try:
-        report = services.plan_preview(manifest_path=args.manifest, topology_components=args.topology_components)
+        report = services.plan_preview(
+            manifest_path=args.manifest, topology_components=args.topology_components
+        )
     except (InputError, SelectionError) as exc:
         _err(f"the manifest cannot be applied:\n{exc}")
         return 2
@@ -142,7 +153,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     for c in report["components"]:
         print(f"{c['key']:<24} {c['version']:<24} (as of {c['refreshed_at']})")
     running = report["in_progress"]
-    print(f"in progress: deployment {running['id']} ({running['status']}: {running['reason']})" if running else "in progress: none")
+    print(
+        f"in progress: deployment {running['id']} ({running['status']}: {running['reason']})"
+        if running
+        else "in progress: none"
+    )
     return 0
 
 

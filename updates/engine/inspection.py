@@ -2,6 +2,7 @@
 
 Runs before anything changes; a component that cannot answer stops the update up front.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -40,7 +41,13 @@ class Inspector:
         try:
             component_id = component.component_id or self._identity(component)
             stdout = self._ask(component, "Provides", component_id)
-            provides = parse_provides(stdout, source=f"{component.interface} Provides for {label}")
+            # Seed-form (old Mender) interfaces printed `device_type=`; the current protocol forbids it.
+            provides = parse_provides(
+                stdout,
+                source=f"{component.interface} Provides for {label}",
+                interface=component.interface,
+                allow_device_type=component.component_id is not None,
+            )
         except (InterfaceError, ValueError) as exc:
             return f"{component.component_type} {label}: {exc}"
         return Inspected(component=component, component_id=component_id, provides=provides)
@@ -58,7 +65,12 @@ class Inspector:
             component_id=component.component_id,
             args=component.interface_args,
         )
-        key = component_key(component.component_type, component_id or "?")
+        # Before Identity answered, the component is named by its interface args.
+        key = (
+            component_key(component.component_type, component_id)
+            if component_id
+            else (f"{component.component_type}[{' '.join(component.interface_args)}]")
+        )
         step = self.journal.call_started(component=key, state=state, argv=argv)
         result = self.runner.call(argv, cwd=self.workdir)
         self.journal.call_finished(step, result=result)

@@ -7,6 +7,7 @@ installed, and otherwise rolls every touched component back, newest group first.
 The machine knows nothing of Django: it reports through a `Journal`, which persists the
 run position (`RunState`) before every state so a later `resume` can continue from it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -14,7 +15,7 @@ import shutil
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -35,6 +36,8 @@ log = logging.getLogger("orchestrator.machine")
 T = TypeVar("T")
 
 STOPPABLE = ("ArtifactCommit", "ArtifactRollback", "Cleanup")
+INTERRUPTIBLE_BY_CRASH = ("Download", "ArtifactInstall", "ArtifactReboot", "ArtifactVerifyReboot", "ArtifactCommit")
+MAX_CRASHES_IN_ONE_PLACE = 3
 VERIFY_ROLLBACK_REBOOT_TRIES = 3
 Phase = Literal["install", "commit", "rollback", "cleanup", "done"]
 Outcome = Literal["succeeded", "rolled_back", "inconsistent", "stopped", "reboot_required"]
@@ -69,10 +72,17 @@ class RunState:
     failed: bool = False
     reason: str = ""
     host_reboot_pending: bool = False
+    crashes: dict[str, int] = field(default_factory=dict)
+    given_up: str = ""
     progress: dict[str, Progress] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        # vars() instead of dataclasses.asdict: this runs before every state, and asdict's
+        # deep copy was a measurable share of the orchestration overhead.
+        data = dict(vars(self))
+        data["crashes"] = dict(self.crashes)
+        data["progress"] = {key: dict(vars(p)) for key, p in self.progress.items()}
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunState:
@@ -118,7 +128,13 @@ class StopRun(Exception):
 
 class Machine:
     def __init__(
-        self, *, plan: Plan, runner: InterfaceRunner, journal: Journal, options: Options, state: RunState | None = None
+        self,
+        *,
+        plan: Plan,
+        runner: InterfaceRunner,
+        journal: Journal,
+        options: Options,
+        state: RunState | None = None,
     ) -> None:
         self.plan = plan
         self.runner = runner
@@ -127,6 +143,8 @@ class Machine:
         self.targets = {t.key: t for t in plan.installing()}
         self.groups = [keys for _, keys in _install_groups(plan)]
         self.state = state or RunState(progress={k: Progress() for k in self.targets})
+        widest = max((len(keys) for keys in self.groups), default=1)
+        self.pool = ThreadPoolExecutor(max_workers=widest, thread_name_prefix="component")
 
     # ----- the top-level loop -------------------------------------------------------------
 
@@ -137,6 +155,8 @@ class Machine:
         except StopRun as stop:
             self.journal.checkpoint(self.state)
             return Result(stop.outcome, str(stop))
+        finally:
+            self.pool.shutdown()
         return self._result()
 
     def _run_phase(self) -> None:
@@ -156,6 +176,26 @@ class Machine:
         if not self.state.failed:
             self.state.failed, self.state.reason = True, reason
         self._enter("rollback", self._highest_touched_group())
+
+    def recover_after_crash(self) -> None:
+        """The process running this deployment died; apply the update-module resume rules.
+
+        A planned host reboot continues at the verify state; a stop in Download, Install,
+        Reboot, VerifyReboot or Commit takes the rollback path; the rollback path and Cleanup
+        are continued. A position that keeps dying is given up (`inconsistent`).
+        """
+        where = f"{self.state.phase}/{self.state.group}/{self.state.step}"
+        self.state.crashes[where] = self.state.crashes.get(where, 0) + 1
+        if self.state.crashes[where] > MAX_CRASHES_IN_ONE_PLACE:
+            self.state.given_up = f"the deployment died {MAX_CRASHES_IN_ONE_PLACE + 1} times at {where}"
+            self.state.failed = True
+            self.state.reason = self.state.reason or self.state.given_up
+            self.state.phase = "done"
+            return
+        if self.state.host_reboot_pending or self.state.step.startswith("stopped-before-"):
+            return
+        if self.state.phase in ("install", "commit") and self.state.step in INTERRUPTIBLE_BY_CRASH:
+            self._fail(f"interrupted during {self.state.step} (the process stopped unexpectedly)")
 
     def request_rollback(self, reason: str) -> None:
         """Operator's `rollback`: too late once cleanup started (the update is then final)."""
@@ -186,6 +226,7 @@ class Machine:
             ("ArtifactVerifyReboot", self._verify_reboot),
         ]
         for name, fn in self._remaining(steps):
+            self._premark(keys, name)
             self._checkpoint_step(name)
             error = self._parallel(keys, fn)
             if error:
@@ -193,6 +234,14 @@ class Machine:
             if name == "ArtifactReboot":
                 self._host_reboot_if_needed(keys, "reboot")
         return None
+
+    def _premark(self, keys: Sequence[str], step: str) -> None:
+        """Persist *before* the calls that a component entered the flow or started installing:
+        after a crash in the middle of the state, resume must clean up / roll it back."""
+        for key in keys:
+            progress = self.state.progress[key]
+            progress.entered = progress.entered or step == "Download"
+            progress.install_started = progress.install_started or step == "ArtifactInstall"
 
     def _remaining(self, steps: list[tuple[str, T]]) -> list[tuple[str, T]]:
         """The steps of a group still to run: from the persisted step on (all on a fresh group).
@@ -225,11 +274,15 @@ class Machine:
             progress.downloaded = True
         return error
 
-    def _run_download(self, key: str, state: str, payloads: Iterator[PayloadSource], *, with_sizes: bool) -> str | None:
+    def _run_download(
+        self, key: str, state: str, payloads: Iterator[PayloadSource], *, with_sizes: bool
+    ) -> str | None:
         argv = self._argv(key, state)
         step = self.journal.call_started(component=key, state=state, argv=argv)
         try:
-            outcome = run_download(self.runner, argv, tree=self.tree(key), payloads=payloads, with_sizes=with_sizes)
+            outcome = run_download(
+                self.runner, argv, tree=self.tree(key), payloads=payloads, with_sizes=with_sizes
+            )
         except (DownloadError, ArtifactError, InterfaceError, OSError) as exc:
             result = getattr(exc, "result", None)
             self.journal.call_finished(step, result=result, error=str(exc))
@@ -365,17 +418,21 @@ class Machine:
     def _cleanup(self, key: str) -> str | None:
         progress = self.state.progress[key]
         if progress.entered and not progress.cleaned:
-            self._call(key, "Cleanup", record_error=False)
+            # As in Mender: a missing tree means Cleanup already ran (we died just after).
+            if self.tree(key).is_dir():
+                self._call(key, "Cleanup", record_error=False)
+                remove_tree(self.tree(key))
             progress.cleaned = True
-            remove_tree(self.tree(key))
         return None
 
     # ----- host reboots ---------------------------------------------------------------------
 
     def _host_reboot_if_needed(self, keys: Sequence[str], why: str) -> None:
         progress = [self.state.progress[k] for k in keys]
-        wanted = any(p.reboot == "Automatic" and (p.rollback_reboot_ran if why == "rollback" else p.reboot_ran)
-                     for p in progress)
+        wanted = any(
+            p.reboot == "Automatic" and (p.rollback_reboot_ran if why == "rollback" else p.reboot_ran)
+            for p in progress
+        )
         if not wanted:
             return
         self.state.host_reboot_pending = True
@@ -386,9 +443,13 @@ class Machine:
         self.state.host_reboot_pending = False
 
     def _run_reboot_command(self) -> None:
-        step = self.journal.call_started(component="host", state="Reboot", argv=list(self.options.reboot_command))
+        step = self.journal.call_started(
+            component="host", state="Reboot", argv=list(self.options.reboot_command)
+        )
         try:
-            done = subprocess.run(list(self.options.reboot_command), capture_output=True, text=True, check=False)
+            done = subprocess.run(
+                list(self.options.reboot_command), capture_output=True, text=True, check=False
+            )
         except OSError as exc:
             self.journal.call_finished(step, result=None, error=f"reboot command failed: {exc}")
             return
@@ -411,8 +472,7 @@ class Machine:
             return None
         if len(keys) == 1:
             return fn(keys[0])
-        with ThreadPoolExecutor(max_workers=len(keys)) as pool:
-            errors = list(pool.map(fn, keys))
+        errors = list(self.pool.map(fn, keys))
         return next((e for e in errors if e), None)
 
     def _argv(self, key: str, state: str) -> list[str]:
@@ -462,16 +522,24 @@ class Machine:
         return self.options.work_root / key
 
     def _highest_touched_group(self) -> int:
-        touched = [i for i, keys in enumerate(self.groups) if any(self.state.progress[k].entered for k in keys)]
+        touched = [
+            i for i, keys in enumerate(self.groups) if any(self.state.progress[k].entered for k in keys)
+        ]
         return max(touched, default=-1)
 
     def _result(self) -> Result:
         if not self.state.failed:
             return Result("succeeded", "all components installed and committed", tuple(self.targets))
         stuck = [k for k, p in self.state.progress.items() if p.install_started and not p.rollback_ok]
+        if self.state.given_up:
+            return Result("inconsistent", self.state.given_up, tuple(stuck or self.targets))
         if stuck:
-            return Result("inconsistent", f"{self.state.reason}; could not roll back: {', '.join(stuck)}", tuple(stuck))
-        return Result("rolled_back", self.state.reason, tuple(k for k, p in self.state.progress.items() if p.entered))
+            return Result(
+                "inconsistent", f"{self.state.reason}; could not roll back: {', '.join(stuck)}", tuple(stuck)
+            )
+        return Result(
+            "rolled_back", self.state.reason, tuple(k for k, p in self.state.progress.items() if p.entered)
+        )
 
 
 class _Failed:
@@ -509,7 +577,9 @@ def current_files(target: Target) -> CurrentFiles:
     current = target.current
     name = current.get("artifact_name") or target.current_version
     return CurrentFiles(
-        artifact_name=name, artifact_group=current.get("artifact_group", ""), device_type=target.component.component_type
+        artifact_name=name,
+        artifact_group=current.get("artifact_group", ""),
+        device_type=target.component.component_type,
     )
 
 
@@ -527,7 +597,7 @@ class _payloads:
         self.keys = keys
 
     def __enter__(self) -> Iterator[PayloadSource]:
-        self.file = open(self.path, "rb")  # noqa: SIM115 - closed in __exit__
+        self.file = open(self.path, "rb")
         if not self.unpacked:
             return iter([_WholeFile(self.file, self.path.stat().st_size)])
         reader = ArtifactReader(self.file, keys=self.keys)

@@ -4,6 +4,7 @@ Selection follows the Mender orchestrator's rules (reference §3.1): a component
 provides already match its artifact is skipped, depends and device types are checked, and a
 component without a usable artifact fails the whole update *before anything is touched*.
 """
+
 from __future__ import annotations
 
 import re
@@ -87,9 +88,7 @@ def describe_version(provides: dict[str, str], interface: str) -> str:
     return "unknown"
 
 
-def select(
-    desired: DesiredState, inspected: Sequence[Inspected], *, keys: Sequence[PublicKey] = ()
-) -> Plan:
+def select(desired: DesiredState, inspected: Sequence[Inspected], *, keys: Sequence[PublicKey] = ()) -> Plan:
     """Decide, per component, skip or install which artifact; raise with *all* problems."""
     _check_unique_ids(inspected)
     problems: list[str] = []
@@ -157,7 +156,9 @@ def _missing_artifact(item: Inspected, spec: TypeTarget) -> str:
     return f"{item.key}: artifact {spec.artifact_name!r} is not in the artifact store and no artifact server is configured"
 
 
-def _read_cached(path: Path, keys: Sequence[PublicKey], cache: dict[Path, ArtifactInfo | str]) -> ArtifactInfo | str:
+def _read_cached(
+    path: Path, keys: Sequence[PublicKey], cache: dict[Path, ArtifactInfo | str]
+) -> ArtifactInfo | str:
     # Full streaming verification up front: a corrupt or unsigned artifact must stop the update
     # before the first component is touched, not in the middle of group 20.
     if path not in cache:
@@ -172,7 +173,9 @@ def _incompatibilities(item: Inspected, info: ArtifactInfo) -> list[str]:
     reasons = []
     ctype = item.component.component_type
     if not device_type_ok(ctype, info.device_types):
-        reasons.append(f"artifact is for device types {list(info.device_types)}, not component type {ctype!r}")
+        reasons.append(
+            f"artifact is for device types {list(info.device_types)}, not component type {ctype!r}"
+        )
     if info.payload_type not in (item.component.interface, None) and info.payload_type != "rootfs-image":
         reasons.append(
             f"payload type {info.payload_type!r} does not match interface {item.component.interface!r}"

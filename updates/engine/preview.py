@@ -3,6 +3,7 @@
 Queries have no side effects, so `plan` may ask them before installing; the real run asks
 again at the protocol's moment (after `ArtifactInstall`), and that answer is the one used.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

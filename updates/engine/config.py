@@ -1,0 +1,290 @@
+"""``mender-orchestrator.conf`` (JSON): main file plus a persistent fallback, merged per key.
+
+The main file (``$MENDER_ORCHESTRATOR_CONF_DIR``, read-only rootfs) wins key by key over the
+fallback in the data store, so a device can carry settings that survive rootfs updates. Missing
+files are fine; anything present but wrong is an error naming file, line and key, because a
+mistyped key (say ``ArtifactVerifyKeys``) silently ignored would turn off signature checks.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from updates.engine.manifest import InputError, Problem
+
+CONF_NAME = "mender-orchestrator.conf"
+LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "fatal")
+DEFAULT_TIMEOUT = 14400
+MAX_CONF_BYTES = 1 << 20
+# Nested objects and the keys they accept; everything else is reported as unknown.
+_NESTED = {
+    "ArtifactsCache": ("Enabled", "Path", "MaxSizeBytes"),
+    "HttpsClient": ("Certificate", "Key", "SSLEngine"),
+}
+_TOP_KEYS = (
+    "ArtifactVerifyKey",
+    "ArtifactVerifyKeys",
+    "ArtifactsCache",
+    "HttpsClient",
+    "InterfaceTimeoutSeconds",
+    "LogLevel",
+    "ManifestStore",
+    "ServerCertificate",
+    "TopologyComponents",
+)
+
+
+@dataclass(frozen=True)
+class OrchestratorConfig:
+    verify_keys: tuple[Path, ...]
+    interface_timeout_seconds: int = DEFAULT_TIMEOUT
+    log_level: str = "info"
+    topology_components: Path | None = None
+    artifacts_cache_max_size_bytes: int = 0
+    raw: Mapping[str, object] = field(default_factory=dict)
+    artifacts_cache_enabled: bool = False
+    artifacts_cache_path: Path | None = None
+    manifest_store: Path | None = None
+    server_certificate: Path | None = None
+
+
+@dataclass(frozen=True)
+class _Source:
+    file: str
+    text: str
+
+
+class _Merged:
+    """The merged keys, where each came from, and the problems found so far."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, object] = {}
+        self.origin: dict[str, _Source] = {}
+        self.problems: list[Problem] = []
+
+    def absorb(self, source: _Source, values: Mapping[str, object]) -> None:
+        for key, value in values.items():
+            self.values[key] = value
+            self.origin[key] = source
+
+    def report(self, key: str, message: str) -> None:
+        top, _, sub = re.split(r"\[", key)[0].partition(".")
+        source = self.origin.get(top)
+        file = source.file if source else "<config>"
+        line = _key_line(source.text, top, sub) if source else None
+        self.problems.append(Problem(file, line, key, message))
+
+
+def load_config(conf_dir: Path, fallback_dir: Path | None) -> OrchestratorConfig:
+    """Load and validate the configuration; raise InputError listing every problem."""
+    merged = _Merged()
+    for directory in (fallback_dir, conf_dir):  # later wins: the main file overrides the fallback
+        if directory is not None:
+            _load_file(merged, directory / CONF_NAME)
+    config = _build(merged)
+    if merged.problems:
+        raise InputError(merged.problems)
+    return config
+
+
+def _load_file(merged: _Merged, path: Path) -> None:
+    text = _read(merged, path)
+    if text is None or not text.strip():
+        return  # an absent or blank file configures nothing
+    source = _Source(str(path), text)
+    try:
+        values = json.loads(text, object_pairs_hook=_no_duplicates)
+    except json.JSONDecodeError as exc:
+        merged.problems.append(Problem(source.file, exc.lineno, "(document)", f"invalid JSON: {exc.msg}"))
+        return
+    except _DuplicateKey as exc:
+        merged.problems.append(Problem(source.file, _key_line(text, exc.key, ""), exc.key, "duplicate key"))
+        return
+    if not isinstance(values, dict):
+        merged.problems.append(Problem(source.file, 1, "(document)", "must be a JSON object"))
+        return
+    merged.absorb(source, values)
+
+
+def _read(merged: _Merged, path: Path) -> str | None:
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_CONF_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        merged.problems.append(Problem(str(path), None, "(file)", f"cannot read: {exc.strerror or exc}"))
+        return None
+    if len(data) > MAX_CONF_BYTES:
+        merged.problems.append(Problem(str(path), None, "(file)", f"larger than {MAX_CONF_BYTES} bytes"))
+        return None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        merged.problems.append(Problem(str(path), line, "(document)", "file is not valid UTF-8"))
+        return None
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    # json keeps the last of two equal keys; two ArtifactVerifyKey lines are a mistake, not an override.
+    result: dict[str, object] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKey(key)
+        result[key] = value
+    return result
+
+
+def _key_line(text: str, key: str, sub: str) -> int | None:
+    """Best-effort line of ``"key"`` (then of ``"sub"`` after it); JSON parsers keep no positions."""
+    match = re.search(rf'"{re.escape(key)}"\s*:', text)
+    if match is None:
+        return None
+    start = match.start()
+    if sub:
+        inner = re.compile(rf'"{re.escape(sub)}"\s*:').search(text, match.end())
+        start = inner.start() if inner else start
+    return text.count("\n", 0, start) + 1
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation
+
+
+def _build(merged: _Merged) -> OrchestratorConfig:
+    _check_unknown(merged, merged.values, "", _TOP_KEYS)
+    cache = _object(merged, "ArtifactsCache")
+    _object(merged, "HttpsClient")
+    return OrchestratorConfig(
+        verify_keys=_verify_keys(merged),
+        interface_timeout_seconds=_integer(merged, "InterfaceTimeoutSeconds", low=1) or DEFAULT_TIMEOUT,
+        log_level=_log_level(merged),
+        topology_components=_path(merged, "TopologyComponents", merged.values.get("TopologyComponents")),
+        artifacts_cache_max_size_bytes=_integer(merged, "ArtifactsCache.MaxSizeBytes", low=0, within=cache)
+        or 0,
+        raw=dict(merged.values),
+        artifacts_cache_enabled=_boolean(merged, "ArtifactsCache.Enabled", cache.get("Enabled", False)),
+        artifacts_cache_path=_path(merged, "ArtifactsCache.Path", cache.get("Path")),
+        manifest_store=_path(merged, "ManifestStore", merged.values.get("ManifestStore")),
+        server_certificate=_path(merged, "ServerCertificate", merged.values.get("ServerCertificate")),
+    )
+
+
+def _check_unknown(
+    merged: _Merged, values: Mapping[str, object], prefix: str, allowed: tuple[str, ...]
+) -> None:
+    for key in values:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.7)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(allowed)}"
+            merged.report(prefix + key, f"unknown key{hint}")
+
+
+def _object(merged: _Merged, key: str) -> dict[str, object]:
+    value = merged.values.get(key, {})
+    if not isinstance(value, dict):
+        merged.report(key, f"must be a JSON object, got {_kind(value)}")
+        return {}
+    _check_unknown(merged, value, f"{key}.", _NESTED[key])
+    for sub in ("Certificate", "Key", "SSLEngine") if key == "HttpsClient" else ():
+        _string(merged, f"{key}.{sub}", value.get(sub))
+    return value
+
+
+def _verify_keys(merged: _Merged) -> tuple[Path, ...]:
+    one, many = merged.values.get("ArtifactVerifyKey"), merged.values.get("ArtifactVerifyKeys")
+    if one is not None and many is not None:
+        files = sorted({merged.origin["ArtifactVerifyKey"].file, merged.origin["ArtifactVerifyKeys"].file})
+        merged.report(
+            "ArtifactVerifyKeys",
+            f"ArtifactVerifyKey and ArtifactVerifyKeys are exclusive (set in {', '.join(files)})",
+        )
+        return ()
+    if one is not None:
+        path = _path(merged, "ArtifactVerifyKey", one)
+        return (path,) if path is not None else ()
+    return _path_list(merged, "ArtifactVerifyKeys", many)
+
+
+def _path_list(merged: _Merged, key: str, value: object) -> tuple[Path, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not value:
+        merged.report(key, f"must be a non-empty list of key file paths, got {_kind(value)}")
+        return ()
+    paths = [_path(merged, f"{key}[{i}]", item) for i, item in enumerate(value)]
+    return tuple(p for p in paths if p is not None)
+
+
+def _string(merged: _Merged, key: str, value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip():
+        return value
+    merged.report(key, f"must be a non-empty string, got {_kind(value)}")
+    return None
+
+
+def _path(merged: _Merged, key: str, value: object) -> Path | None:
+    text = _string(merged, key, value)
+    return Path(text) if text is not None else None
+
+
+def _integer(
+    merged: _Merged, key: str, *, low: int, within: Mapping[str, object] | None = None
+) -> int | None:
+    value = (merged.values if within is None else within).get(key.rpartition(".")[2])
+    if value is None:
+        return None
+    # JSON `true` is a Python bool, and bool is an int: reject it explicitly.
+    if isinstance(value, int) and not isinstance(value, bool) and value >= low:
+        return value
+    merged.report(key, f"must be an integer >= {low}, got {_kind(value)}")
+    return None
+
+
+def _boolean(merged: _Merged, key: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    merged.report(key, f"must be true or false, got {_kind(value)}")
+    return False
+
+
+def _log_level(merged: _Merged) -> str:
+    value = merged.values.get("LogLevel", "info")
+    if isinstance(value, str) and value.lower() in LOG_LEVELS:
+        return value.lower()
+    merged.report("LogLevel", f"must be one of {', '.join(LOG_LEVELS)}, got {_kind(value)}")
+    return "info"
+
+
+_KINDS: Mapping[type, Callable[[object], str]] = {
+    bool: lambda v: f"the boolean {str(v).lower()}",
+    str: lambda v: f"the string {v!r}",
+    list: lambda v: "an empty list" if not v else "a list",
+    dict: lambda v: "an object",
+}
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "null"
+    describe = _KINDS.get(type(value))
+    if describe is not None:
+        return describe(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"the non-finite number {value}"
+    return f"the number {value}"
