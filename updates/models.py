@@ -11,7 +11,7 @@ class Manifest(models.Model):
     sha256 = models.CharField(max_length=64)
     raw = models.TextField()
     source_path = models.CharField(max_length=1000)
-    topology_raw = models.TextField(blank=True)
+    topology = models.JSONField(default=dict)  # the normalised topology it was applied with
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
@@ -28,6 +28,7 @@ class ActiveManifests(models.Model):
 
 class Deployment(models.Model):
     class Status(models.TextChoices):
+        QUEUED = "queued"  # created, waiting for a runner (CLI at once, or a worker)
         RUNNING = "running"
         STOPPED = "stopped"  # --stop-before: waits for `resume` or `rollback`
         REBOOT_REQUIRED = "reboot_required"  # --exit-on-reboot: waits for `resume` after the reboot
@@ -36,11 +37,11 @@ class Deployment(models.Model):
         INCONSISTENT = "inconsistent"
         REJECTED = "rejected"  # refused before anything was touched
 
-    IN_PROGRESS = (Status.RUNNING, Status.STOPPED, Status.REBOOT_REQUIRED)
+    IN_PROGRESS = (Status.QUEUED, Status.RUNNING, Status.STOPPED, Status.REBOOT_REQUIRED)
 
     manifest = models.ForeignKey(Manifest, on_delete=models.PROTECT, related_name="deployments")
     kind = models.CharField(max_length=20, default="install")  # install | previous
-    status = models.CharField(max_length=20, choices=Status.choices, default=Status.RUNNING)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
     reason = models.TextField(blank=True)
     components = models.JSONField(default=list)  # the components the reason concerns
     plan = models.JSONField(default=dict)

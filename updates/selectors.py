@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db.models import QuerySet
 
+from devices.selectors import component_list
 from updates.models import ActiveManifests, Deployment, Step
 
 
@@ -21,3 +24,59 @@ def deployment_steps(deployment: Deployment) -> QuerySet[Step]:
 
 def active_manifests() -> ActiveManifests | None:
     return ActiveManifests.objects.select_related("active", "previous").filter(pk=1).first()
+
+
+def status_report() -> dict[str, Any]:
+    pointers = active_manifests()
+    running = deployment_in_progress()
+    return {
+        "manifests": {
+            "active": pointers.active.name if pointers and pointers.active else None,
+            "previous": pointers.previous.name if pointers and pointers.previous else None,
+        },
+        "components": [
+            {"key": c.key, "version": c.version, "provides": c.provides, "refreshed_at": c.refreshed_at}
+            for c in component_list()
+        ],
+        "in_progress": (
+            {
+                "id": running.pk,
+                "status": running.status,
+                "reason": running.reason,
+                "position": running.position,
+            }
+            if running
+            else None
+        ),
+    }
+
+
+def history_report(*, limit: int = 50) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": d.pk,
+            "manifest": d.manifest.name,
+            "kind": d.kind,
+            "status": d.status,
+            "reason": d.reason,
+            "components": d.components,
+            "created_at": d.created_at,
+            "finished_at": d.finished_at,
+            "steps": [
+                {
+                    "component": s.component,
+                    "state": s.state,
+                    "argv": s.argv,
+                    "started_at": s.started_at,
+                    "ended_at": s.ended_at,
+                    "exit_code": s.exit_code,
+                    "answer": s.answer,
+                    "error": s.error,
+                    "ok": s.ok,
+                    "stderr": s.stderr,
+                }
+                for s in deployment_steps(d)
+            ],
+        }
+        for d in deployment_list(limit=limit)
+    ]

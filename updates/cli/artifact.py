@@ -4,6 +4,7 @@ Option names follow mender-artifact 3.9 so existing build scripts port over unch
 Exit codes: 0 ok, 1 invalid artifact or failed write (one line on stderr), 2 usage errors,
 including files named on the command line that do not exist.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -210,15 +211,26 @@ def _meta_data(path: Path | None) -> dict[str, object] | None:
 def _write(args: argparse.Namespace) -> int:
     _require_files([*args.files, *args.scripts, args.meta_data, args.key])
     info = write_artifact(
-        args.output_path, kind=args.kind, name=args.artifact_name, device_types=args.device_types,
-        files=args.files, payload_type=args.payload_type, provides=_pairs(args.provides, "--provides"),
-        depends=_pairs(args.depends, "--depends"), clears_provides=args.clears_provides,
+        args.output_path,
+        kind=args.kind,
+        name=args.artifact_name,
+        device_types=args.device_types,
+        files=args.files,
+        payload_type=args.payload_type,
+        provides=_pairs(args.provides, "--provides"),
+        depends=_pairs(args.depends, "--depends"),
+        clears_provides=args.clears_provides,
         no_default_clears_provides=args.no_default_clears_provides,
-        no_default_software_version=args.no_default_software_version, software_name=args.software_name,
-        software_version=args.software_version, software_filesystem=args.software_filesystem,
-        group=args.provides_group, depends_artifact_name=args.artifact_name_depends,
-        depends_artifact_group=args.depends_groups, meta_data=_meta_data(args.meta_data),
-        scripts=args.scripts, compression=args.compression,
+        no_default_software_version=args.no_default_software_version,
+        software_name=args.software_name,
+        software_version=args.software_version,
+        software_filesystem=args.software_filesystem,
+        group=args.provides_group,
+        depends_artifact_name=args.artifact_name_depends,
+        depends_artifact_group=args.depends_groups,
+        meta_data=_meta_data(args.meta_data),
+        scripts=args.scripts,
+        compression=args.compression,
         signing_key=None if args.key is None else load_private_key(args.key),
     )
     print(f"{args.output_path}: wrote {info.payload_type} artifact {info.name!r} ({len(info.files)} file(s))")

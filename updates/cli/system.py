@@ -143,7 +143,7 @@ def _print_plan(report: dict[str, Any]) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    report = services.status_report()
+    report = selectors.status_report()
     if args.json:
         print(json.dumps(report, indent=2, default=str))
         return 0
@@ -162,7 +162,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    report = services.history_report()
+    report = selectors.history_report()
     if args.json:
         print(json.dumps(report, indent=2, default=str))
         return 0

@@ -36,7 +36,13 @@ log = logging.getLogger("orchestrator.machine")
 T = TypeVar("T")
 
 STOPPABLE = ("ArtifactCommit", "ArtifactRollback", "Cleanup")
-INTERRUPTIBLE_BY_CRASH = ("Download", "ArtifactInstall", "ArtifactReboot", "ArtifactVerifyReboot", "ArtifactCommit")
+INTERRUPTIBLE_BY_CRASH = (
+    "Download",
+    "ArtifactInstall",
+    "ArtifactReboot",
+    "ArtifactVerifyReboot",
+    "ArtifactCommit",
+)
 MAX_CRASHES_IN_ONE_PLACE = 3
 VERIFY_ROLLBACK_REBOOT_TRIES = 3
 Phase = Literal["install", "commit", "rollback", "cleanup", "done"]

@@ -2,6 +2,7 @@
 
 Spec and traps: reference/mender-artifact.md §1, §2, §6. Only stdlib and `cryptography`.
 """
+
 from __future__ import annotations
 
 from .errors import (

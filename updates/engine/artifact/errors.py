@@ -3,6 +3,7 @@
 Every error carries the outer (and, for nested tars, inner) member it is about, so a one-line
 message is enough to locate the problem: ``data/0000.tar.gz: hello.txt: checksum mismatch``.
 """
+
 from __future__ import annotations
 
 

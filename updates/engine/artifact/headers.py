@@ -3,6 +3,7 @@
 Reading is strict about structure and types but tolerates unknown keys in header-info/type-info
 (as the device client does); the writer never emits them.
 """
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """Caps applied while reading: everything in an artifact is attacker-controlled until verified."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

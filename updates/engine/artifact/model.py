@@ -1,4 +1,5 @@
 """What a verified artifact says about itself."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

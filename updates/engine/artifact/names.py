@@ -1,4 +1,5 @@
 """Member names and the checks that keep them from becoming paths we did not intend."""
+
 from __future__ import annotations
 
 import re

@@ -5,6 +5,7 @@ stream mode, payload bytes are hashed as they pass, and nothing bigger than the 
 in memory. Trust order (reference §1.8): signature over the raw manifest bytes first, then every
 other byte against the manifest.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -1,4 +1,5 @@
 """Manifest signatures: RSA PKCS#1 v1.5 / ECDSA P-256, both over SHA-256 of the raw manifest bytes."""
+
 from __future__ import annotations
 
 import base64

@@ -4,6 +4,7 @@ Big payloads are hashed in a first pass (the manifest precedes the data) and the
 into a temporary data tar, so memory use does not depend on payload size. The output appears
 under its final name only once complete, and is byte-for-byte reproducible (mtime 0, no names).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -202,9 +203,10 @@ Entries = Sequence[tuple[Path, PayloadFile]]
 
 
 def _write_data_tar(out: IO[bytes], files: Entries, compression: Compression) -> None:
-    with _compressing(out, compression) as stream, tarfile.open(
-        fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT, bufsize=CHUNK
-    ) as tar:
+    with (
+        _compressing(out, compression) as stream,
+        tarfile.open(fileobj=stream, mode="w|", format=tarfile.PAX_FORMAT, bufsize=CHUNK) as tar,
+    ):
         for path, entry in files:
             info = tarfile.TarInfo(entry.name)
             info.size, info.mode = entry.size, 0o644
@@ -278,13 +280,12 @@ def _manifest(entries: Entries, header_name: str, header: bytes) -> bytes:
     return "".join(lines).encode()
 
 
-def _write_outer(
-    output: Path, members: Sequence[tuple[str, bytes]], entries: Entries, spec: _Spec
-) -> None:
+def _write_outer(output: Path, members: Sequence[tuple[str, bytes]], entries: Entries, spec: _Spec) -> None:
     directory, suffix = output.parent, SUFFIXES[spec.compression]
-    with _temp_file(directory, f".{output.name}.data.") as (data, _), _temp_file(
-        directory, f".{output.name}."
-    ) as (out, out_path):
+    with (
+        _temp_file(directory, f".{output.name}.data.") as (data, _),
+        _temp_file(directory, f".{output.name}.") as (out, out_path),
+    ):
         _write_data_tar(data, entries, spec.compression)
         info = tarfile.TarInfo(f"data/0000.tar{suffix}")
         info.size, info.mode = data.tell(), 0o600
@@ -321,9 +322,7 @@ def _write(output: Path, spec: _Spec) -> ArtifactInfo:
     return _describe(spec, parts, entries, manifest)
 
 
-def _describe(
-    spec: _Spec, parts: _HeaderParts, entries: Entries, manifest: bytes
-) -> ArtifactInfo:
+def _describe(spec: _Spec, parts: _HeaderParts, entries: Entries, manifest: bytes) -> ArtifactInfo:
     # Parse what we wrote with the reader's own functions, so both sides agree by construction.
     limits = Limits()
     header = parse_header_info(parts.header_info or b"", limits)
@@ -363,9 +362,25 @@ def write_artifact(
     if compression not in SUFFIXES:
         raise FormatError(f"unknown compression {compression!r} (none, gzip, lzma)")
     spec = _Spec(
-        kind, name, tuple(device_types), tuple(Path(f) for f in files), payload_type, dict(provides),
-        dict(depends), clears_provides, no_default_clears_provides, no_default_software_version,
-        software_name, software_version, software_filesystem, group, tuple(depends_artifact_name),
-        tuple(depends_artifact_group), meta_data, tuple(Path(s) for s in scripts), compression, signing_key,
+        kind,
+        name,
+        tuple(device_types),
+        tuple(Path(f) for f in files),
+        payload_type,
+        dict(provides),
+        dict(depends),
+        clears_provides,
+        no_default_clears_provides,
+        no_default_software_version,
+        software_name,
+        software_version,
+        software_filesystem,
+        group,
+        tuple(depends_artifact_name),
+        tuple(depends_artifact_group),
+        meta_data,
+        tuple(Path(s) for s in scripts),
+        compression,
+        signing_key,
     )
     return _write(Path(output), spec)

@@ -1,4 +1,5 @@
 """Thin edge: hands argv to the orchestrator CLI and exits with its code."""
+
 from __future__ import annotations
 
 import sys

@@ -1,0 +1,96 @@
+"""The appliance's environment: paths, config, keys, and how inputs are loaded."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+
+from updates.engine.artifact import PublicKey, load_public_key
+from updates.engine.config import OrchestratorConfig, load_config
+from updates.engine.interface import InterfaceRunner
+from updates.engine.machine import RunState
+from updates.engine.manifest import DesiredState, load_desired_state
+
+Echo = Callable[[str], None]
+
+
+class BusyError(Exception):
+    """Another deployment is in progress; nothing was touched."""
+
+
+class NothingInProgress(Exception):
+    """`resume`/`rollback` with no deployment in progress."""
+
+
+@dataclass(frozen=True)
+class Environment:
+    """The appliance's paths and knobs, from settings (env-driven) and mender-orchestrator.conf."""
+
+    datastore: Path
+    data_dir: Path
+    topology_dir: Path
+    config: OrchestratorConfig
+    reboot_command: tuple[str, ...]
+
+    @property
+    def work_root(self) -> Path:
+        return self.datastore / "work"
+
+    @property
+    def manifest_store(self) -> Path:
+        return self.datastore / "manifests"
+
+    def keys(self) -> list[PublicKey]:
+        return [load_public_key(path) for path in self.config.verify_keys]
+
+    def runner(self) -> InterfaceRunner:
+        return InterfaceRunner(data_dir=self.data_dir, timeout=self.config.interface_timeout_seconds)
+
+
+def environment_load() -> Environment:
+    datastore = Path(settings.DATASTORE_DIR)
+    return Environment(
+        datastore=datastore,
+        data_dir=Path(settings.DATA_DIR),
+        topology_dir=Path(settings.TOPOLOGY_DIR),
+        config=load_config(Path(settings.CONF_DIR), datastore),
+        reboot_command=tuple(shlex.split(settings.REBOOT_COMMAND)),
+    )
+
+
+def desired_state_load(
+    env: Environment,
+    *,
+    manifest_path: Path,
+    topology_components: Path | None,
+    manifest_data: bytes | None = None,
+) -> DesiredState:
+    components = topology_components or _env_topology_components() or env.config.topology_components
+    return load_desired_state(
+        manifest_path.resolve(),
+        topology_dir=env.topology_dir,
+        topology_components=components,
+        manifest_data=manifest_data,
+    )
+
+
+def _env_topology_components() -> Path | None:
+    value = settings.TOPOLOGY_COMPONENTS_FILE
+    return Path(value) if value else None
+
+
+class NullJournal:
+    """For dry runs and live queries that are not part of a deployment."""
+
+    def checkpoint(self, state: RunState) -> None:
+        return None
+
+    def call_started(self, *, component: str, state: str, argv: Sequence[str]) -> int:
+        return 0
+
+    def call_finished(self, step: int, **kwargs: object) -> None:
+        return None
