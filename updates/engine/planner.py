@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 from updates.engine.artifact import ArtifactError, ArtifactInfo, PublicKey, read_artifact
 from updates.engine.manifest import Component, DesiredState, TypeTarget
@@ -88,19 +88,32 @@ def describe_version(provides: dict[str, str], interface: str) -> str:
     return "unknown"
 
 
-def select(desired: DesiredState, inspected: Sequence[Inspected], *, keys: Sequence[PublicKey] = ()) -> Plan:
+class ArtifactSource(Protocol):
+    """Where `artifact_name` is looked up when `artifact_path` does not exist: the artifact
+    store, then an artifact server. Returns local, complete `.mender` files (downloaded if need
+    be) that are candidates for this component type; [] when the name is unknown there."""
+
+    def candidates(self, *, artifact_name: str, component_type: str) -> list[Path]: ...
+
+
+def select(
+    desired: DesiredState,
+    inspected: Sequence[Inspected],
+    *,
+    keys: Sequence[PublicKey] = (),
+    sources: Sequence[ArtifactSource] = (),
+) -> Plan:
     """Decide, per component, skip or install which artifact; raise with *all* problems."""
     _check_unique_ids(inspected)
-    problems: list[str] = []
-    cache: dict[Path, ArtifactInfo | str] = {}
+    chooser = _Chooser(keys=keys, sources=sources)
     targets = []
     for item in inspected:
         spec = desired.manifest.targets[item.component.component_type]
-        target = _select_one(item, spec, keys, cache, problems)
+        target = chooser.choose(item, spec)
         if target is not None:
             targets.append(target)
-    if problems:
-        raise SelectionError(problems)
+    if chooser.problems:
+        raise SelectionError(chooser.problems)
     return Plan(targets=tuple(targets), groups=_groups(targets))
 
 
@@ -115,36 +128,77 @@ def _check_unique_ids(inspected: Sequence[Inspected]) -> None:
         raise SelectionError(problems)
 
 
-def _select_one(
-    item: Inspected,
-    spec: TypeTarget,
-    keys: Sequence[PublicKey],
-    cache: dict[Path, ArtifactInfo | str],
-    problems: list[str],
-) -> Target | None:
-    path = spec.artifact_path
-    if path is None or not path.is_file():
-        problems.append(_missing_artifact(item, spec))
-        return None
-    info = _read_cached(path, keys, cache)
-    if isinstance(info, str):
-        problems.append(f"{item.key}: {info}")
-        return None
-    reasons = _incompatibilities(item, info)
-    if reasons:
-        problems.extend(f"{item.key}: {path.name}: {reason}" for reason in reasons)
-        return None
-    installed = is_installed(item.provides, provides=info.all_provides(), clears=info.clears_provides)
-    return Target(
-        key=item.key,
-        component=item.component,
-        component_id=item.component_id,
-        order=spec.order,
-        current=item.provides,
-        action="skip" if installed else "install",
-        artifact_path=path,
-        artifact=info,
-    )
+class _Chooser:
+    """Selection per reference §3.1: candidates, drop the incompatible, skip when one is
+    already installed, otherwise take the smallest."""
+
+    def __init__(self, *, keys: Sequence[PublicKey], sources: Sequence[ArtifactSource]) -> None:
+        self.keys = keys
+        self.sources = sources
+        self.cache: dict[Path, ArtifactInfo | str] = {}
+        self.problems: list[str] = []
+
+    def choose(self, item: Inspected, spec: TypeTarget) -> Target | None:
+        paths = self._candidates(spec, item.component.component_type)
+        if not paths:
+            self.problems.append(_missing_artifact(item, spec))
+            return None
+        usable, reasons = self._usable(item, paths)
+        if not usable:
+            self.problems.extend(reasons)
+            return None
+        installed = [(p, i) for p, i in usable if _installed(item, i)]
+        path, info = installed[0] if installed else min(usable, key=lambda pi: pi[0].stat().st_size)
+        return Target(
+            key=item.key,
+            component=item.component,
+            component_id=item.component_id,
+            order=spec.order,
+            current=item.provides,
+            action="skip" if installed else "install",
+            artifact_path=path,
+            artifact=info,
+        )
+
+    def _candidates(self, spec: TypeTarget, component_type: str) -> list[Path]:
+        if spec.artifact_path is not None and spec.artifact_path.is_file():
+            return [spec.artifact_path]  # an existing artifact_path wins over artifact_name
+        if not spec.artifact_name:
+            return []
+        for source in self.sources:
+            found = source.candidates(artifact_name=spec.artifact_name, component_type=component_type)
+            if found:
+                return found
+        return []
+
+    def _usable(
+        self, item: Inspected, paths: Sequence[Path]
+    ) -> tuple[list[tuple[Path, ArtifactInfo]], list[str]]:
+        usable, reasons = [], []
+        for path in paths:
+            info = self._read(path)
+            if isinstance(info, str):
+                reasons.append(f"{item.key}: {info}")
+                continue
+            problems = _incompatibilities(item, info)
+            reasons.extend(f"{item.key}: {path.name}: {reason}" for reason in problems)
+            if not problems:
+                usable.append((path, info))
+        return usable, reasons
+
+    def _read(self, path: Path) -> ArtifactInfo | str:
+        # Full streaming verification up front: a corrupt or unsigned artifact must stop the
+        # update before the first component is touched, not in the middle of group 20.
+        if path not in self.cache:
+            try:
+                self.cache[path] = read_artifact(path, keys=self.keys)
+            except ArtifactError as exc:
+                self.cache[path] = f"{path}: {exc}"
+        return self.cache[path]
+
+
+def _installed(item: Inspected, info: ArtifactInfo) -> bool:
+    return is_installed(item.provides, provides=info.all_provides(), clears=info.clears_provides)
 
 
 def _missing_artifact(item: Inspected, spec: TypeTarget) -> str:
@@ -154,19 +208,6 @@ def _missing_artifact(item: Inspected, spec: TypeTarget) -> str:
             where += f" and artifact {spec.artifact_name!r} is not in the artifact store"
         return f"{item.key}: {where}"
     return f"{item.key}: artifact {spec.artifact_name!r} is not in the artifact store and no artifact server is configured"
-
-
-def _read_cached(
-    path: Path, keys: Sequence[PublicKey], cache: dict[Path, ArtifactInfo | str]
-) -> ArtifactInfo | str:
-    # Full streaming verification up front: a corrupt or unsigned artifact must stop the update
-    # before the first component is touched, not in the middle of group 20.
-    if path not in cache:
-        try:
-            cache[path] = read_artifact(path, keys=keys)
-        except ArtifactError as exc:
-            cache[path] = f"{path}: {exc}"
-    return cache[path]
 
 
 def _incompatibilities(item: Inspected, info: ArtifactInfo) -> list[str]:

@@ -33,6 +33,7 @@ from updates.services.environment import (
     desired_state_load,
     environment_load,
 )
+from updates.services.sources import artifact_sources
 
 # ----- create and execute ----------------------------------------------------------------------
 
@@ -186,7 +187,7 @@ def _plan(env: Environment, deployment: Deployment, desired: DesiredState, journ
     )
     try:
         inspected = inspector.inspect(desired.topology.components)
-        plan = select(desired, inspected, keys=env.keys())
+        plan = select(desired, inspected, keys=env.keys(), sources=artifact_sources(env))
     except SelectionError as exc:
         _deployment_reject(deployment, exc)
         raise

@@ -19,6 +19,7 @@ from updates.services.environment import (
     desired_state_load,
     environment_load,
 )
+from updates.services.sources import artifact_sources
 
 
 def plan_preview(*, manifest_path: Path, topology_components: Path | None = None) -> dict[str, Any]:
@@ -30,7 +31,7 @@ def plan_preview(*, manifest_path: Path, topology_components: Path | None = None
         inspected = Inspector(runner=env.runner(), journal=journal, workdir=Path(tmp) / "_inspect").inspect(
             desired.topology.components
         )
-        plan = select(desired, inspected, keys=env.keys())
+        plan = select(desired, inspected, keys=env.keys(), sources=artifact_sources(env))
         report = plan_as_json(plan)
         for entry, target in zip(report["components"], plan.targets, strict=True):  # type: ignore[call-overload]
             if target.action == "install":
