@@ -281,3 +281,19 @@ def test_plan_shows_what_would_change_without_touching_anything(demo: DemoSystem
     assert by_key["rtos.R998"]["action"] == "skip"
     assert plan["groups"] == [[10, ["gateway.G13"]], [20, ["rtos.R998", "rtos.R456"]]]
     assert all(demo.states(d) == [] for d in V1)
+
+
+def test_status_shows_the_versions_after_the_deployment(demo: DemoSystem) -> None:
+    demo.fail("R456", "ArtifactCommit")
+    assert demo.install("manifest-v2.yaml").returncode == 1
+    status = json.loads(demo.run("status", "--json").stdout)
+    assert {c["key"]: c["version"] for c in status["components"]} == {
+        "gateway.G13": "gateway-v1",
+        "rtos.R456": "rtos-v1",
+        "rtos.R998": "rtos-v1",
+    }
+    (demo.device("R456") / "ArtifactCommit.FAIL").unlink()
+    assert demo.install("manifest-v2.yaml").returncode == 0
+    status = json.loads(demo.run("status", "--json").stdout)
+    assert {c["key"]: c["version"] for c in status["components"]}["rtos.R456"] == "rtos-v2"
+    assert status["manifests"]["active"] == "system-core-v2"

@@ -25,6 +25,7 @@ from updates.engine.manifest import Component, DesiredState, Topology, parse_man
 from updates.engine.planner import Plan, SelectionError, Target, select
 from updates.journal import DbJournal
 from updates.models import ActiveManifests, Deployment, Manifest
+from updates.services.components import components_refresh_quietly
 from updates.services.environment import (
     BusyError,
     Echo,
@@ -233,7 +234,20 @@ def _deployment_finish(
         deployment.save()
         if result.outcome == "succeeded":
             _activate(env, deployment.manifest)
+    if result.outcome in ("succeeded", "rolled_back", "inconsistent"):
+        _refresh_after(env, deployment)
     return deployment
+
+
+def _refresh_after(env: Environment, deployment: Deployment) -> None:
+    topology = _desired_state_of(env, deployment.manifest).topology
+    journal = DbJournal(deployment)
+    try:
+        components_refresh_quietly(
+            env, components=topology.components, system_type=topology.system_type or "", journal=journal
+        )
+    finally:
+        journal.close()
 
 
 def _activate(env: Environment, manifest: Manifest) -> None:
