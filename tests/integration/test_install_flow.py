@@ -297,3 +297,11 @@ def test_status_shows_the_versions_after_the_deployment(demo: DemoSystem) -> Non
     status = json.loads(demo.run("status", "--json").stdout)
     assert {c["key"]: c["version"] for c in status["components"]}["rtos.R456"] == "rtos-v2"
     assert status["manifests"]["active"] == "system-core-v2"
+
+
+def test_no_work_directory_is_left_behind(demo: DemoSystem) -> None:
+    demo.fail("R456", "ArtifactCommit")
+    assert demo.install("manifest-v2.yaml").returncode == 1
+    assert demo.install("manifest-v1.yaml").returncode == 0
+    work = demo.datastore / "work"
+    assert not work.exists() or list(work.iterdir()) == []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -236,6 +237,8 @@ def _deployment_finish(
             _activate(env, deployment.manifest)
     if result.outcome in ("succeeded", "rolled_back", "inconsistent"):
         _refresh_after(env, deployment)
+        # Every component's tree went at its Cleanup; what remains (inspection scratch) goes now.
+        shutil.rmtree(deployment.work_dir, ignore_errors=True)
     return deployment
 
 
