@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -29,3 +30,26 @@ def test_manage_py_runs_the_same_cli() -> None:
     )
     assert result.returncode == 0
     assert result.stdout == run("--version").stdout
+
+
+def test_it_prepares_a_fresh_data_store_on_first_use(tmp_path: Path) -> None:
+    store = tmp_path / "new" / "store"
+    env = {**os.environ, "MENDER_ORCHESTRATOR_DATASTORE_DIR": str(store)}
+    result = subprocess.run(
+        [str(ROOT / "bin" / "mender-orchestrator"), "status"], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert "in progress: none" in result.stdout
+    assert (store / "orchestrator.sqlite3").is_file()
+
+
+def test_it_reports_an_unusable_data_store_in_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    env = {**os.environ, "MENDER_ORCHESTRATOR_DATASTORE_DIR": str(blocker / "store")}
+    result = subprocess.run(
+        [str(ROOT / "bin" / "mender-orchestrator"), "status"], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("mender-orchestrator: cannot open the data store")
+    assert "Traceback" not in result.stderr

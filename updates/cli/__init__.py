@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
+
+from django.db import DatabaseError
 
 from updates.engine.version import VERSION
+from updates.services.environment import datastore_prepare
 
 from . import artifact, system
 
@@ -23,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     artifact.register(sub)
     system.register(sub)
+    for name, command in sub.choices.items():
+        # Every command but the pure file tool works on the data store and its database.
+        command.set_defaults(needs_database=name != "artifact")
     return parser
 
 
@@ -34,5 +41,11 @@ def _configure_logging(level: str) -> None:
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args.log_level)
+    if getattr(args, "needs_database", False):
+        try:
+            datastore_prepare()
+        except (OSError, DatabaseError) as exc:
+            print(f"mender-orchestrator: cannot open the data store: {exc}", file=sys.stderr)
+            return 1
     code: int = args.handler(args)
     return code

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -175,18 +176,16 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_show_provides(args: argparse.Namespace) -> int:
-    try:
-        lines = services.provides_lines()
-    except (InputError, SelectionError) as exc:
-        _err(str(exc))
-        return 2
-    print("\n".join(lines))
-    return 0
+    return _print_lines(services.provides_lines)
 
 
 def cmd_show_inventory(args: argparse.Namespace) -> int:
+    return _print_lines(services.inventory_lines)
+
+
+def _print_lines(source: Callable[[], list[str]]) -> int:
     try:
-        lines = services.inventory_lines()
+        lines = source()
     except (InputError, SelectionError) as exc:
         _err(str(exc))
         return 2

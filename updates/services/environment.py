@@ -94,3 +94,16 @@ class NullJournal:
 
     def call_finished(self, step: int, **kwargs: object) -> None:
         return None
+
+
+def datastore_prepare() -> None:
+    """First use of a fresh appliance: create the data store and bring the database schema up to
+    date, so no operator has to run `migrate` before the first `install`."""
+    Path(settings.DATASTORE_DIR).mkdir(parents=True, exist_ok=True)
+    from django.core.management import call_command
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    if executor.migration_plan(executor.loader.graph.leaf_nodes()):
+        call_command("migrate", verbosity=0, interactive=False)
