@@ -86,3 +86,77 @@ class Step(models.Model):
     @property
     def ok(self) -> bool:
         return self.ended_at is not None and not self.error and self.exit_code in (0, None)
+
+
+class StoredArtifact(models.Model):
+    """An artifact in the content-addressed store (`<store>/<sha256>`), verified when it came in.
+
+    A row exists only for artifacts of accepted bundles and of completed server downloads: bytes
+    of a rejected bundle never get one, so nothing of it is deployable.
+    """
+
+    class Origin(models.TextChoices):
+        BUNDLE = "bundle"
+        SERVER = "server"
+
+    sha256 = models.CharField(max_length=64, unique=True)
+    size = models.BigIntegerField()
+    name = models.CharField(max_length=300, db_index=True)  # artifact_name
+    device_types = models.JSONField(default=list)
+    payload_type = models.CharField(max_length=200, blank=True)
+    provides = models.JSONField(default=dict)
+    depends = models.JSONField(default=dict)
+    signed = models.BooleanField(default=False)
+    signer_fingerprint = models.CharField(max_length=64, blank=True)  # sha256 of the key's DER
+    origin = models.CharField(max_length=10, choices=Origin.choices)
+    server_id = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True)  # stored, named by a bundle, or planned
+
+    class Meta:
+        ordering = ["name", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.sha256[:12]})"
+
+
+class Bundle(models.Model):
+    """One ingested upload (tar/tar.gz, manifest artifact or lone manifest) and its check results."""
+
+    class Status(models.TextChoices):
+        INGESTING = "ingesting"
+        ACCEPTED = "accepted"
+        REJECTED = "rejected"  # kept as a record with its reasons; nothing of it is deployable
+
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.INGESTING)
+    form = models.CharField(max_length=20, blank=True)  # tar | tar.gz | manifest-artifact | manifest
+    filename = models.CharField(max_length=1000, blank=True)
+    sha256 = models.CharField(max_length=64, blank=True)  # of the upload as received
+    size = models.BigIntegerField(default=0)
+    manifest_name = models.CharField(max_length=300, blank=True)
+    manifest_member = models.CharField(max_length=1000, blank=True)
+    manifest_raw = models.TextField(blank=True)
+    topology_raw = models.TextField(blank=True)
+    checks = models.JSONField(default=list)  # [{"check", "ok", "detail"}] in the order they ran
+    problems = models.JSONField(default=list)
+    directory = models.CharField(max_length=1000, blank=True)  # <datastore>/bundles/<id>, if accepted
+    created_by = models.CharField(max_length=150, default="cli")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"bundle {self.pk} ({self.status})"
+
+
+class BundleArtifact(models.Model):
+    """An artifact an accepted bundle carries (`member`) or resolved by name ("")."""
+
+    bundle = models.ForeignKey(Bundle, on_delete=models.CASCADE, related_name="artifacts")
+    artifact = models.ForeignKey(StoredArtifact, on_delete=models.CASCADE, related_name="bundles")
+    member = models.CharField(max_length=1000, blank=True)
+    component_types = models.JSONField(default=list)
+
+    class Meta:
+        ordering = ["id"]

@@ -7,7 +7,7 @@ from typing import Any
 from django.db.models import QuerySet
 
 from devices.selectors import component_list
-from updates.models import ActiveManifests, Deployment, Step
+from updates.models import ActiveManifests, Bundle, BundleArtifact, Deployment, Step
 
 
 def deployment_in_progress() -> Deployment | None:
@@ -80,3 +80,49 @@ def history_report(*, limit: int = 50) -> list[dict[str, Any]]:
         }
         for d in deployment_list(limit=limit)
     ]
+
+
+# ----- bundles and the artifact store (issue #5) ---------------------------------------------------
+
+
+def bundle_list(*, limit: int = 50) -> QuerySet[Bundle]:
+    return Bundle.objects.order_by("-id")[:limit]
+
+
+def bundle_get(*, bundle_id: int) -> Bundle | None:
+    return Bundle.objects.filter(pk=bundle_id).first()
+
+
+def bundle_artifacts(bundle: Bundle) -> QuerySet[BundleArtifact]:
+    return bundle.artifacts.select_related("artifact").order_by("id")
+
+
+def bundle_report(bundle: Bundle) -> dict[str, Any]:
+    return {
+        "id": bundle.pk,
+        "status": bundle.status,
+        "form": bundle.form,
+        "filename": bundle.filename,
+        "sha256": bundle.sha256,
+        "size": bundle.size,
+        "manifest": bundle.manifest_name,
+        "manifest_member": bundle.manifest_member,
+        "directory": bundle.directory,
+        "created_by": bundle.created_by,
+        "created_at": bundle.created_at,
+        "checks": bundle.checks,
+        "problems": bundle.problems,
+        "artifacts": [
+            {
+                "member": ba.member,
+                "name": ba.artifact.name,
+                "sha256": ba.artifact.sha256,
+                "size": ba.artifact.size,
+                "device_types": ba.artifact.device_types,
+                "signed": ba.artifact.signed,
+                "signer_fingerprint": ba.artifact.signer_fingerprint,
+                "component_types": ba.component_types,
+            }
+            for ba in bundle_artifacts(bundle)
+        ],
+    }

@@ -15,7 +15,7 @@ from django.db import DatabaseError
 from updates.engine.version import VERSION
 from updates.services.environment import datastore_prepare
 
-from . import artifact, system
+from . import artifact, bundle, system
 
 LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "fatal")
 
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     artifact.register(sub)
+    bundle.register(sub)
     system.register(sub)
     for name, command in sub.choices.items():
         # Every command but the pure file tool works on the data store and its database.

@@ -18,13 +18,19 @@ from updates.engine.machine import STOPPABLE
 from updates.engine.manifest import InputError
 from updates.engine.planner import SelectionError
 from updates.models import Deployment
+from updates.services import bundles
+
+from .bundle import print_bundle
 
 EXIT = {"succeeded": 0, "stopped": 0, "reboot_required": 4, "rolled_back": 1, "inconsistent": 1}
 
 
 def register(sub: Any) -> None:
-    install = sub.add_parser("install", help="validate, plan and apply a manifest")
-    install.add_argument("manifest", nargs="?", type=Path)
+    install = sub.add_parser(
+        "install",
+        help="validate, plan and apply a manifest, a bundle file (.tar/.tar.gz/.mender) or a bundle id",
+    )
+    install.add_argument("manifest", nargs="?", type=Path, metavar="MANIFEST|BUNDLE|ID")
     install.add_argument("--previous", action="store_true", help="re-apply the previous manifest")
     install.add_argument("-t", "--topology-components", type=Path)
     _run_options(install)
@@ -69,7 +75,7 @@ def _err(message: str) -> None:
     print(f"mender-orchestrator: {message}", file=sys.stderr, flush=True)
 
 
-def _guarded(fn: Any) -> int:
+def _guarded(fn: Any, *, rolling_back: bool = False) -> int:
     """Map the services' expected refusals to exit codes; nothing was touched in any of them."""
     try:
         deployment: Deployment = fn()
@@ -83,6 +89,17 @@ def _guarded(fn: Any) -> int:
         _err(str(exc))
         return 3
     _print_summary(deployment)
+    return _exit_code(deployment, rolling_back=rolling_back)
+
+
+def _exit_code(deployment: Deployment, *, rolling_back: bool) -> int:
+    # A stop (--stop-before) inside a *failed* deployment is a failure for install/resume:
+    # Mender's update module reads 0 as "this state succeeded" and would clean up instead of
+    # calling ArtifactRollback. For `rollback` the stop after rolling back is that command's
+    # success (the module's `rollback --stop-before Cleanup` expects 0).
+    failed = deployment.status == Deployment.Status.STOPPED and bool(deployment.position.get("failed"))
+    if failed and not rolling_back:
+        return 1
     return EXIT.get(deployment.status, 1)
 
 
@@ -93,11 +110,34 @@ def cmd_install(args: argparse.Namespace) -> int:
     opts = {"stop_before": args.stop_before, "exit_on_reboot": args.exit_on_reboot, "echo": _echo}
     if args.previous:
         return _guarded(lambda: services.deployment_install_previous(**opts))
+    manifest = _bundle_manifest(args.manifest)
+    if manifest is None:
+        return 2
+    args.manifest = manifest
     return _guarded(
         lambda: services.deployment_install(
             manifest_path=args.manifest, topology_components=args.topology_components, **opts
         )
     )
+
+
+BUNDLE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".mender")
+
+
+def _bundle_manifest(target: Path) -> Path | None:
+    """A manifest path as given; a bundle file is ingested first; a number names a stored bundle.
+    Bundles install from their store directory, never from the file given (it can still change)."""
+    try:
+        if target.name.endswith(BUNDLE_SUFFIXES) and target.is_file():
+            bundle = bundles.bundle_add_file(path=target)
+            print_bundle(selectors.bundle_report(bundle))
+            return bundles.bundle_manifest_path(bundle_id=bundle.pk)
+        if str(target).isdigit() and not target.exists():
+            return bundles.bundle_manifest_path(bundle_id=int(str(target)))
+    except (bundles.BundleNotFound, InputError) as exc:
+        _err(f"invalid input, nothing was changed:\n{exc}")
+        return None
+    return target
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -112,7 +152,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return _guarded(
         lambda: services.deployment_rollback(
             stop_before=args.stop_before, exit_on_reboot=args.exit_on_reboot, echo=_echo
-        )
+        ),
+        rolling_back=True,
     )
 
 

@@ -26,8 +26,12 @@ MAX_CONF_BYTES = 1 << 20
 _NESTED = {
     "ArtifactsCache": ("Enabled", "Path", "MaxSizeBytes"),
     "HttpsClient": ("Certificate", "Key", "SSLEngine"),
+    # Ours (issue #5): where `artifact_name` is downloaded from when neither a bundle nor the
+    # store has it. Mender's binary gets this from the client's D-Bus auth; we are configured.
+    "ArtifactServer": ("URL", "Token", "TokenFile", "TimeoutSeconds", "Retries"),
 }
 _TOP_KEYS = (
+    "ArtifactServer",
     "ArtifactVerifyKey",
     "ArtifactVerifyKeys",
     "ArtifactsCache",
@@ -52,6 +56,16 @@ class OrchestratorConfig:
     artifacts_cache_path: Path | None = None
     manifest_store: Path | None = None
     server_certificate: Path | None = None
+    artifact_server: ArtifactServerConfig | None = None
+
+
+@dataclass(frozen=True)
+class ArtifactServerConfig:
+    url: str
+    token: str | None = None
+    token_file: Path | None = None
+    timeout_seconds: int = 30
+    retries: int = 3
 
 
 @dataclass(frozen=True)
@@ -168,6 +182,7 @@ def _build(merged: _Merged) -> OrchestratorConfig:
     _check_unknown(merged, merged.values, "", _TOP_KEYS)
     cache = _object(merged, "ArtifactsCache")
     _object(merged, "HttpsClient")
+    server = _artifact_server(merged, _object(merged, "ArtifactServer"))
     return OrchestratorConfig(
         verify_keys=_verify_keys(merged),
         interface_timeout_seconds=_integer(merged, "InterfaceTimeoutSeconds", low=1) or DEFAULT_TIMEOUT,
@@ -180,7 +195,30 @@ def _build(merged: _Merged) -> OrchestratorConfig:
         artifacts_cache_path=_path(merged, "ArtifactsCache.Path", cache.get("Path")),
         manifest_store=_path(merged, "ManifestStore", merged.values.get("ManifestStore")),
         server_certificate=_path(merged, "ServerCertificate", merged.values.get("ServerCertificate")),
+        artifact_server=server,
     )
+
+
+def _artifact_server(merged: _Merged, values: Mapping[str, object]) -> ArtifactServerConfig | None:
+    if not values:
+        return None
+    url = _string(merged, "ArtifactServer.URL", values.get("URL"))
+    if url is None:
+        merged.report("ArtifactServer.URL", "is required when ArtifactServer is set")
+    elif not re.match(r"https://[^/]|http://(127\.0\.0\.1|localhost|\[::1\])[:/]?", url):
+        merged.report(
+            "ArtifactServer.URL", f"must be an https:// URL (plain http only on loopback), got {url!r}"
+        )
+        url = None
+    token = _string(merged, "ArtifactServer.Token", values.get("Token"))
+    token_file = _path(merged, "ArtifactServer.TokenFile", values.get("TokenFile"))
+    if token is not None and token_file is not None:
+        merged.report("ArtifactServer.TokenFile", "Token and TokenFile are exclusive")
+    timeout = _integer(merged, "ArtifactServer.TimeoutSeconds", low=1, within=values) or 30
+    retries = _integer(merged, "ArtifactServer.Retries", low=0, within=values)
+    if url is None:
+        return None
+    return ArtifactServerConfig(url, token, token_file, timeout, 3 if retries is None else retries)
 
 
 def _check_unknown(

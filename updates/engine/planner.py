@@ -180,7 +180,7 @@ class _Chooser:
             if isinstance(info, str):
                 reasons.append(f"{item.key}: {info}")
                 continue
-            problems = _incompatibilities(item, info)
+            problems = incompatibilities(item, info)
             reasons.extend(f"{item.key}: {path.name}: {reason}" for reason in problems)
             if not problems:
                 usable.append((path, info))
@@ -210,7 +210,9 @@ def _missing_artifact(item: Inspected, spec: TypeTarget) -> str:
     return f"{item.key}: artifact {spec.artifact_name!r} is not in the artifact store and no artifact server is configured"
 
 
-def _incompatibilities(item: Inspected, info: ArtifactInfo) -> list[str]:
+def incompatibilities(item: Inspected, info: ArtifactInfo) -> list[str]:
+    """Why `info` cannot go on this component (device type, interface, depends); [] if it can.
+    Shared with bundle ingest, so a bundle is checked by the same rules as an install."""
     reasons = []
     ctype = item.component.component_type
     if not device_type_ok(ctype, info.device_types):

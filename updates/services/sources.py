@@ -1,14 +1,128 @@
 """Where `artifact_name` is resolved when a manifest's `artifact_path` does not exist.
 
-The artifact store and the configured artifact server (issue #5) plug in here; the planner
-asks them in order (reference §3.1).
+The planner asks these in order (reference §3.1): the artifact store first, then the configured
+artifact server, whose downloads land in the store. Both hand out store paths, i.e. complete,
+verified, read-only files that cannot change under a running deployment.
 """
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
+from django.utils import timezone
+
+from updates.engine.artifact import ArtifactError, ArtifactInfo, Limits, PublicKey
 from updates.engine.planner import ArtifactSource
+from updates.engine.server import ArtifactServer, RemoteArtifact, ServerError, ServerSettings
+from updates.engine.store import ArtifactStore, StoreError
+from updates.models import StoredArtifact
 from updates.services.environment import Environment
+
+log = logging.getLogger("orchestrator")
+
+
+def artifact_store(env: Environment) -> ArtifactStore:
+    return ArtifactStore(env.config.artifacts_cache_path or env.datastore / "artifacts")
 
 
 def artifact_sources(env: Environment) -> list[ArtifactSource]:
-    return []
+    store = artifact_store(env)
+    sources: list[ArtifactSource] = [StoreSource(store)]
+    server = artifact_server(env)
+    if server is not None:
+        sources.append(ServerSource(server, store, keys=env.keys()))
+    return sources
+
+
+def artifact_server(env: Environment) -> ArtifactServer | None:
+    conf = env.config.artifact_server
+    if conf is None:
+        return None
+    token = conf.token or (conf.token_file.read_text().strip() if conf.token_file else "")
+    settings = ServerSettings(
+        url=conf.url,
+        token=token,
+        timeout=float(conf.timeout_seconds),
+        retries=conf.retries,
+        cafile=env.config.server_certificate,
+    )
+    return ArtifactServer(settings)
+
+
+def stored_artifact_record(
+    info: ArtifactInfo, *, sha256: str, size: int, origin: str, server_id: str = ""
+) -> StoredArtifact:
+    """The store's row for verified bytes (one per sha256, whoever brought them first)."""
+    row, _ = StoredArtifact.objects.get_or_create(
+        sha256=sha256,
+        defaults={
+            "size": size,
+            "name": info.name,
+            "device_types": list(info.device_types),
+            "payload_type": info.payload_type or "",
+            "provides": info.all_provides(),
+            "depends": dict(info.depends),
+            "signed": info.signed,
+            "signer_fingerprint": info.signer_fingerprint or "",
+            "origin": origin,
+            "server_id": server_id,
+            "last_used_at": timezone.now(),
+        },
+    )
+    return row
+
+
+class StoreSource:
+    """Artifacts already in the store (from bundles or earlier downloads), by name and type."""
+
+    def __init__(self, store: ArtifactStore) -> None:
+        self.store = store
+
+    def candidates(self, *, artifact_name: str, component_type: str) -> list[Path]:
+        rows = [
+            r for r in StoredArtifact.objects.filter(name=artifact_name) if component_type in r.device_types
+        ]
+        found = [r for r in rows if self.store.has(r.sha256)]
+        StoredArtifact.objects.filter(pk__in=[r.pk for r in found]).update(last_used_at=timezone.now())
+        return [self.store.path(r.sha256) for r in found]
+
+
+class ServerSource:
+    """The release's artifacts on the artifact server, downloaded (verified) into the store."""
+
+    def __init__(self, server: ArtifactServer, store: ArtifactStore, *, keys: list[PublicKey]) -> None:
+        self.server = server
+        self.store = store
+        self.keys = keys
+        self.errors: list[str] = []
+
+    def candidates(self, *, artifact_name: str, component_type: str) -> list[Path]:
+        try:
+            remote = self.server.list_artifacts(release_name=artifact_name, device_type=component_type)
+        except ServerError as exc:
+            self._error(exc)
+            return []
+        paths = []
+        for artifact in remote:
+            try:
+                paths.append(self._local(artifact))
+            except (ServerError, ArtifactError, StoreError) as exc:
+                self._error(exc)  # a refused download is no candidate; the others still are
+        return paths
+
+    def _error(self, exc: Exception) -> None:
+        # The planner's protocol has no error channel: keep it for callers and log it.
+        self.errors.append(f"artifact server: {exc}")
+        log.error("artifact server: %s", exc)
+
+    def _local(self, artifact: RemoteArtifact) -> Path:
+        # Downloaded before (same server id, still stored): no second download.
+        row = StoredArtifact.objects.filter(server_id=artifact.id, name=artifact.name).first()
+        if row is not None and self.store.has(row.sha256):
+            return self.store.path(row.sha256)
+        stored, info = self.server.fetch(artifact, self.store, keys=self.keys, limits=Limits())
+        stored_artifact_record(
+            info, sha256=stored.sha256, size=stored.size, origin="server", server_id=artifact.id
+        )
+        return stored.path

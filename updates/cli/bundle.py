@@ -1,0 +1,100 @@
+"""`bundle add|list|show` and `gc`: the artifact store on the command line.
+
+Thin edge: parse, call one service or selector, print. `bundle add` exits 0 when the bundle was
+accepted and 2 when it was rejected (the record and its reasons are kept either way).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from updates import selectors
+from updates.engine.manifest import InputError
+from updates.services import bundles
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser("bundle", help="add, list and show bundles (manifest + artifacts)")
+    commands = parser.add_subparsers(dest="bundle_command", required=True, metavar="SUBCOMMAND")
+    add = commands.add_parser("add", help="ingest a .tar/.tar.gz bundle, manifest artifact or manifest YAML")
+    add.add_argument("file", type=Path)
+    add.add_argument("--json", action="store_true")
+    add.set_defaults(handler=cmd_bundle_add)
+    listing = commands.add_parser("list", help="bundles, newest first")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=cmd_bundle_list)
+    show = commands.add_parser("show", help="one bundle with its check results and artifacts")
+    show.add_argument("id", type=int)
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(handler=cmd_bundle_show)
+    gc = sub.add_parser("gc", help="evict unneeded artifacts beyond ArtifactsCache.MaxSizeBytes")
+    gc.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    gc.set_defaults(handler=cmd_gc)
+
+
+def _err(message: str) -> None:
+    print(f"mender-orchestrator: {message}", file=sys.stderr, flush=True)
+
+
+def cmd_bundle_add(args: argparse.Namespace) -> int:
+    if not args.file.is_file():
+        _err(f"{args.file}: no such file")
+        return 2
+    try:
+        bundle = bundles.bundle_add_file(path=args.file)
+    except InputError as exc:  # the configuration itself is invalid
+        _err(str(exc))
+        return 2
+    report = selectors.bundle_report(bundle)
+    print(json.dumps(report, indent=2, default=str)) if args.json else print_bundle(report)
+    return 0 if bundle.status == "accepted" else 2
+
+
+def print_bundle(report: dict[str, Any]) -> None:
+    print(
+        f"bundle {report['id']}: {report['status']} ({report['form'] or '-'}, {report['size']} bytes, sha256 {report['sha256']})"
+    )
+    if report["manifest"]:
+        print(f"manifest: {report['manifest']} ({report['manifest_member']})")
+    for check in report["checks"]:
+        print(f"  [{'ok' if check['ok'] else 'FAILED'}] {check['check']}: {check['detail']}")
+    for a in report["artifacts"]:
+        signer = f", signed by {a['signer_fingerprint'][:16]}…" if a["signed"] else ""
+        print(
+            f"  artifact {a['member'] or '(manifest artifact)'}: {a['name']} {a['sha256'][:12]} {a['size']} bytes{signer}"
+        )
+
+
+def cmd_bundle_list(args: argparse.Namespace) -> int:
+    rows = [selectors.bundle_report(b) for b in selectors.bundle_list()]
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    for r in rows:
+        print(f"{r['id']:>5} {r['status']:<9} {r['form']:<17} {r['manifest'] or '-':<28} {r['filename']}")
+    return 0
+
+
+def cmd_bundle_show(args: argparse.Namespace) -> int:
+    bundle = selectors.bundle_get(bundle_id=args.id)
+    if bundle is None:
+        _err(f"bundle {args.id} does not exist")
+        return 2
+    report = selectors.bundle_report(bundle)
+    print(json.dumps(report, indent=2, default=str)) if args.json else print_bundle(report)
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    removed = bundles.store_gc(dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for item in removed:
+        print(
+            f"{verb} {item['sha256'][:12] or '-':<12} {item['name']:<30} {item['size']:>12} bytes: {item['reason']}"
+        )
+    print(f"{verb} {len(removed)} file(s), {sum(i['size'] for i in removed)} bytes")
+    return 0

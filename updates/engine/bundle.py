@@ -1,0 +1,534 @@
+"""Bundle intake, read once from the first byte to the last.
+
+Three forms (DESIGN.md §3): a ``.tar``/``.tar.gz`` holding one manifest YAML (optionally a
+topology) and ``.mender`` files; a manifest artifact (payload type ``mender-orchestrator-manifest``);
+a lone manifest YAML. The form is sniffed from the bytes, not taken from the file name.
+
+Nothing is extracted. ``.mender`` members stream into the content-addressed store through
+`store_artifact`, which hashes, verifies (checksums, signature) and writes them in the same pass;
+YAML members are read into memory under a cap. The upload's own sha256 is computed on the side.
+Hostile archives: unsafe names, links, devices, duplicates and unexpected members are reported and
+skipped (so one run lists them all); oversize members, too many members and decompression bombs
+stop the intake at once, because skipping them would mean decompressing them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import tarfile
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import IO
+
+from updates.engine import yamlpos
+from updates.engine.artifact import (
+    ArtifactError,
+    ArtifactInfo,
+    ArtifactReader,
+    FormatError,
+    Limits,
+    PayloadStream,
+    PublicKey,
+)
+from updates.engine.store import ArtifactStore, BackgroundHash, NoSpaceError, StoredObject, StoreError
+
+CHUNK = 64 << 10
+MANIFEST_PAYLOAD_TYPE = "mender-orchestrator-manifest"
+YAML_SUFFIXES = (".yaml", ".yml")
+MANIFEST_KINDS = ("manifest", "update_manifest")
+_SNIFF = 512
+_MAX_TRAILING = 1 << 20  # tar end-of-archive padding is at most one 10 KiB record; gzip adds bytes
+
+
+@dataclass(frozen=True)
+class BundleLimits:
+    max_members: int = 4096
+    max_member_bytes: int = 64 << 30
+    max_total_bytes: int = 256 << 30  # decompressed, all members together
+    max_yaml_bytes: int = yamlpos.MAX_BYTES
+    max_name_chars: int = 256
+    # Legitimate firmware rarely compresses beyond ~100:1; gzip's own ceiling is ~1032:1.
+    max_ratio: int = 200
+    ratio_floor: int = 64 << 20  # small archives may compress well without being bombs
+    artifact: Limits = field(default_factory=Limits)
+
+
+class BundleError(Exception):
+    """The intake had to stop (corrupt archive, bomb, no space); names the member and reason."""
+
+    def __init__(self, reason: str, member: str | None = None) -> None:
+        self.reason = reason
+        self.member = member
+        super().__init__(f"{member}: {reason}" if member else reason)
+
+
+@dataclass(frozen=True)
+class StoredArtifact:
+    member: str  # path inside the bundle ("" when the artifact is the upload itself)
+    stored: StoredObject
+    info: ArtifactInfo
+
+
+@dataclass
+class Intake:
+    form: str
+    sha256: str = ""
+    size: int = 0
+    manifest: bytes | None = None
+    manifest_member: str = "manifest.yaml"
+    topology: bytes | None = None
+    topology_member: str | None = None
+    artifacts: list[StoredArtifact] = field(default_factory=list)
+    manifest_artifact: StoredArtifact | None = None
+    problems: list[str] = field(default_factory=list)
+
+    def problem(self, where: str, reason: str) -> None:
+        self.problems.append(f"{where}: {reason}")
+
+    def new_objects(self) -> list[StoredObject]:
+        """What this intake added to the store (to take back if the bundle is rejected)."""
+        stored = [a.stored for a in self.artifacts]
+        if self.manifest_artifact is not None:
+            stored.append(self.manifest_artifact.stored)
+        return [s for s in stored if s.new]
+
+
+# -- byte streams ----------------------------------------------------------------------------------
+
+
+class _Counting:
+    """The upload: every byte read is counted and hashed (the bundle's sha256)."""
+
+    def __init__(self, raw: IO[bytes], hasher: BackgroundHash) -> None:
+        self.raw = raw
+        self.hasher = hasher
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        if data:
+            self.size += len(data)
+            self.hasher.update(data)
+        return data
+
+
+class _Prefixed:
+    """The sniffed head, then the rest of the stream."""
+
+    def __init__(self, head: bytes, rest: _Counting) -> None:
+        self.head = head
+        self.rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        if not self.head:
+            return self.rest.read(n)
+        take = len(self.head) if n is None or n < 0 else n
+        data, self.head = self.head[:take], self.head[take:]
+        return data
+
+
+class _Inflating:
+    """gunzip with caps: total output, and output per input byte (decompression bombs)."""
+
+    def __init__(self, source: _Prefixed, counter: _Counting, limits: BundleLimits) -> None:
+        self.gz: gzip.GzipFile = gzip.GzipFile(fileobj=source, mode="rb")  # type: ignore[call-overload]
+        self.counter = counter
+        self.limits = limits
+        self.out = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            data: bytes = self.gz.read(n)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise BundleError(f"corrupt gzip stream ({exc})")
+        self.out += len(data)
+        self._check()
+        return data
+
+    def _check(self) -> None:
+        if self.out > self.limits.max_total_bytes:
+            raise BundleError(f"decompressed size exceeds the cap of {self.limits.max_total_bytes} bytes")
+        ratio = self.out / max(self.counter.size, 1)
+        if self.out > self.limits.ratio_floor and ratio > self.limits.max_ratio:
+            raise BundleError(
+                f"decompression ratio above {self.limits.max_ratio}:1 after {self.out} bytes "
+                "(decompression bomb?)"
+            )
+
+
+class _Tee:
+    """Everything the artifact reader reads also goes into the store writer."""
+
+    def __init__(self, source: IO[bytes] | _Prefixed, sink: Callable[[bytes], None]) -> None:
+        self.source = source
+        self.sink = sink
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.source.read(n)
+        if data:
+            self.sink(data)
+        return data
+
+    def drain(self, label: str, limit: int | None) -> None:
+        """Take in the bytes after the tar's end (padding), so the stored file is the whole file."""
+        extra = 0
+        while data := self.read(CHUNK):
+            extra += len(data)
+            if limit is not None and extra > limit:
+                raise FormatError(f"more than {limit} bytes of trailing data after the artifact", label)
+
+
+def _read_exactly(source: _Counting, size: int) -> bytes:
+    parts, have = [], 0
+    while have < size and (data := source.read(size - have)):
+        parts.append(data)
+        have += len(data)
+    return b"".join(parts)
+
+
+# -- one artifact ----------------------------------------------------------------------------------
+
+
+def store_artifact(
+    source: IO[bytes] | _Prefixed,
+    store: ArtifactStore,
+    *,
+    keys: Sequence[PublicKey],
+    limits: Limits,
+    label: str,
+    expected_size: int | None = None,
+    on_payload: Callable[[PayloadStream], None] | None = None,
+    accept: Callable[[ArtifactInfo], None] | None = None,
+) -> tuple[StoredObject, ArtifactInfo]:
+    """Verify one `.mender` stream while writing it into the store, in a single pass.
+
+    `accept` may raise to refuse a verified artifact before it gets its store name. Raises
+    ArtifactError (invalid, unsigned, bad checksum) or StoreError; the store is unchanged then.
+    """
+    with store.writer(label, expected_size=expected_size) as out:
+        tee = _Tee(source, out.write)
+        reader = ArtifactReader(tee, keys=keys, limits=limits)  # type: ignore[arg-type]  # duck-typed
+        reader.read_header()
+        for payload in reader.payloads():
+            if on_payload is not None:
+                on_payload(payload)
+        info = reader.finish()
+        tee.drain(label, None if expected_size is not None else _MAX_TRAILING)
+        if expected_size is not None and out.size != expected_size:
+            raise FormatError(f"{out.size} bytes, but {expected_size} were announced", label)
+        if accept is not None:
+            accept(info)
+        return out.commit(), info
+
+
+# -- the three forms -------------------------------------------------------------------------------
+
+
+def sniff(head: bytes) -> str:
+    if head[:2] == b"\x1f\x8b":
+        return "tar.gz"
+    if (len(head) >= 262 and head[257:262] == b"ustar") or _looks_like_v7_tar(head):
+        # A .mender file is a tar whose first member is `version` (reference §1.1).
+        return "manifest-artifact" if head[:8] == b"version\0" else "tar"
+    return "manifest"
+
+
+def _looks_like_v7_tar(head: bytes) -> bool:
+    # Pre-POSIX tars lack the magic; their header checksum still identifies them.
+    if len(head) < _SNIFF:
+        return False
+    try:
+        tarfile.TarInfo.frombuf(head, "utf-8", "surrogateescape")
+    except tarfile.HeaderError:
+        return False
+    return True
+
+
+def ingest(
+    source: IO[bytes],
+    store: ArtifactStore,
+    *,
+    keys: Sequence[PublicKey] = (),
+    limits: BundleLimits = BundleLimits(),
+) -> Intake:
+    """Read a whole upload; every problem found ends up in `Intake.problems` (none: accepted)."""
+    hasher = BackgroundHash()
+    counter = _Counting(source, hasher)
+    head = _read_exactly(counter, _SNIFF)
+    intake = Intake(form=sniff(head))
+    stream = _Prefixed(head, counter)
+    try:
+        _FORMS[intake.form](_Context(stream, counter, store, keys, limits, intake))
+    except BundleError as exc:
+        intake.problems.append(f"{exc} (intake stopped here)")
+    except NoSpaceError as exc:
+        intake.problems.append(f"{exc} (intake stopped here)")
+    finally:
+        intake.sha256 = hasher.hexdigest()
+        intake.size = counter.size
+    return intake
+
+
+@dataclass(frozen=True)
+class _Context:
+    stream: _Prefixed
+    counter: _Counting
+    store: ArtifactStore
+    keys: Sequence[PublicKey]
+    limits: BundleLimits
+    intake: Intake
+
+
+def _lone_manifest(ctx: _Context) -> None:
+    cap = ctx.limits.max_yaml_bytes
+    data = _read_capped(ctx.stream, cap)
+    if len(data) > cap:
+        ctx.intake.problem("manifest", f"larger than {cap} bytes")
+        return
+    ctx.intake.manifest = data
+
+
+def _read_capped(source: _Prefixed | IO[bytes], cap: int) -> bytes:
+    parts, have = [], 0
+    while have <= cap and (data := source.read(min(CHUNK, cap + 1 - have))):
+        parts.append(data)
+        have += len(data)
+    return b"".join(parts)
+
+
+def _manifest_artifact(ctx: _Context) -> None:
+    kept: list[tuple[str, bytes]] = []
+
+    def keep(payload: PayloadStream) -> None:
+        kept.append((payload.name, _read_capped(payload, ctx.limits.max_yaml_bytes)))  # type: ignore[arg-type]
+
+    try:
+        stored, info = store_artifact(
+            ctx.stream,
+            ctx.store,
+            keys=ctx.keys,
+            limits=ctx.limits.artifact,
+            label="artifact",
+            on_payload=keep,
+        )
+    except (ArtifactError, StoreError) as exc:
+        ctx.intake.problem("manifest artifact", str(exc))
+        return
+    ctx.intake.manifest_artifact = StoredArtifact("", stored, info)
+    _take_manifest_payload(ctx.intake, info, kept, ctx.limits.max_yaml_bytes)
+
+
+def _take_manifest_payload(
+    intake: Intake, info: ArtifactInfo, kept: list[tuple[str, bytes]], cap: int
+) -> None:
+    if info.payload_type != MANIFEST_PAYLOAD_TYPE:
+        intake.problem(
+            "manifest artifact", f"payload type is {info.payload_type!r}, not {MANIFEST_PAYLOAD_TYPE!r}"
+        )
+        return
+    if len(kept) != 1 or not kept[0][0].endswith(YAML_SUFFIXES):
+        names = [name for name, _ in kept]
+        intake.problem("manifest artifact", f"must carry exactly one .yaml/.yml file, carries {names}")
+        return
+    name, data = kept[0]
+    if len(data) > cap:
+        intake.problem(f"manifest artifact: {name}", f"larger than {cap} bytes")
+        return
+    intake.manifest, intake.manifest_member = data, name
+
+
+def _tar(ctx: _Context) -> None:
+    _read_tar(ctx, ctx.stream)
+
+
+def _tar_gz(ctx: _Context) -> None:
+    _read_tar(ctx, _Inflating(ctx.stream, ctx.counter, ctx.limits))
+
+
+_FORMS: dict[str, Callable[[_Context], None]] = {
+    "manifest": _lone_manifest,
+    "manifest-artifact": _manifest_artifact,
+    "tar": _tar,
+    "tar.gz": _tar_gz,
+}
+
+
+# -- tar bundles -----------------------------------------------------------------------------------
+
+
+def _read_tar(ctx: _Context, source: _Prefixed | _Inflating) -> None:
+    try:
+        tar = tarfile.open(fileobj=source, mode="r|", bufsize=CHUNK)  # type: ignore[call-overload]  # noqa: SIM115
+    except tarfile.TarError as exc:
+        raise BundleError(f"not a readable tar archive ({exc})")
+    gate = _Gate(ctx.limits, ctx.intake)
+    for info in _Members(tar):
+        name = gate.admit(info)
+        if name is not None:
+            _member(ctx, tar, info, name)
+    if ctx.intake.manifest is None:
+        ctx.intake.problem(
+            "bundle", "holds no manifest (a YAML file with kind: manifest or kind: update_manifest)"
+        )
+    _drain_trailing(source)
+
+
+class _Members:
+    def __init__(self, tar: tarfile.TarFile) -> None:
+        self.tar = tar
+
+    def __iter__(self) -> _Members:
+        return self
+
+    def __next__(self) -> tarfile.TarInfo:
+        try:
+            info = self.tar.next()
+        except (tarfile.TarError, EOFError, ValueError, OverflowError) as exc:
+            raise BundleError(f"corrupt tar archive ({exc})")
+        if info is None:
+            raise StopIteration
+        return info
+
+
+def _drain_trailing(source: _Prefixed | _Inflating) -> None:
+    extra = 0
+    while data := source.read(CHUNK):
+        extra += len(data)
+        if extra > _MAX_TRAILING:
+            raise BundleError(f"more than {_MAX_TRAILING} bytes of data after the end of the archive")
+
+
+class _Gate:
+    """Member-by-member admission: names, types, duplicates, sizes."""
+
+    def __init__(self, limits: BundleLimits, intake: Intake) -> None:
+        self.limits = limits
+        self.intake = intake
+        self.seen: set[str] = set()
+        self.count = 0
+        self.total = 0
+
+    def admit(self, info: tarfile.TarInfo) -> str | None:
+        """The member's bundle path, or None when it is skipped (the reason is recorded)."""
+        self._count(info)
+        name = info.name[2:] if info.name.startswith("./") else info.name
+        reason = _unsafe_name(name, self.limits.max_name_chars) or _bad_type(info)
+        if reason is None and name.rstrip("/") in self.seen:
+            reason = "duplicate member name"
+        self.seen.add(name.rstrip("/"))
+        if reason is not None:
+            self.intake.problem(info.name or "(empty name)", reason)
+            return None
+        return None if info.isdir() else name
+
+    def _count(self, info: tarfile.TarInfo) -> None:
+        self.count += 1
+        if self.count > self.limits.max_members:
+            raise BundleError(f"more than {self.limits.max_members} members")
+        if info.size > self.limits.max_member_bytes:
+            raise BundleError(
+                f"{info.size} bytes exceed the member cap of {self.limits.max_member_bytes}", info.name
+            )
+        self.total += info.size
+        if self.total > self.limits.max_total_bytes:
+            raise BundleError(
+                f"members exceed the total cap of {self.limits.max_total_bytes} bytes", info.name
+            )
+
+
+def _unsafe_name(name: str, max_chars: int) -> str | None:
+    parts = name.rstrip("/").split("/")
+    if not name or name.startswith("/") or ".." in parts:
+        return "outside the bundle root"
+    if "\\" in name or any(ord(c) < 32 for c in name) or "" in parts or "." in parts:
+        return "unsafe member name"
+    if len(name) > max_chars:
+        return f"name longer than {max_chars} characters"
+    return None
+
+
+def _bad_type(info: tarfile.TarInfo) -> str | None:
+    if info.issym() or info.islnk():
+        return f"links are not allowed (-> {info.linkname!r})"
+    if info.ischr() or info.isblk() or info.isfifo():
+        return "device files and FIFOs are not allowed"
+    if info.issparse():
+        return "sparse files are not allowed"
+    if not (info.isreg() or info.isdir()):
+        return f"tar member type {info.type!r} is not allowed"
+    return None
+
+
+def _member(ctx: _Context, tar: tarfile.TarFile, info: tarfile.TarInfo, name: str) -> None:
+    fileobj = tar.extractfile(info)
+    assert fileobj is not None  # regular file
+    if name.endswith(".mender"):
+        _artifact_member(ctx, fileobj, info, name)
+    elif name.endswith(YAML_SUFFIXES):
+        _yaml_member(ctx, fileobj, info, name)
+    else:
+        ctx.intake.problem(name, "unexpected member: a bundle holds manifest/topology YAML and .mender files")
+
+
+def _artifact_member(ctx: _Context, fileobj: IO[bytes], info: tarfile.TarInfo, name: str) -> None:
+    try:
+        stored, artifact = store_artifact(
+            fileobj, ctx.store, keys=ctx.keys, limits=ctx.limits.artifact, label=name, expected_size=info.size
+        )
+    except NoSpaceError:
+        raise
+    except (ArtifactError, StoreError) as exc:
+        # The member's rest is skipped by the next tar.next(); its bytes never get a store name.
+        ctx.intake.problem(name, str(exc).removeprefix(f"{name}: "))
+        return
+    ctx.intake.artifacts.append(StoredArtifact(name, stored, artifact))
+
+
+def _yaml_member(ctx: _Context, fileobj: IO[bytes], info: tarfile.TarInfo, name: str) -> None:
+    cap = ctx.limits.max_yaml_bytes
+    if info.size > cap:
+        ctx.intake.problem(name, f"YAML larger than {cap} bytes")
+        return
+    data = fileobj.read()
+    kind = _yaml_kind(data)
+    if kind in MANIFEST_KINDS:
+        _take(ctx.intake, "manifest", name, data)
+    elif kind == "topology":
+        _take(ctx.intake, "topology", name, data)
+    else:
+        ctx.intake.problem(name, f"neither a manifest nor a topology ({kind})")
+
+
+def _yaml_kind(data: bytes) -> str:
+    try:
+        root = yamlpos.load(data)
+    except yamlpos.YamlError as exc:
+        return f"invalid YAML: {exc}".replace("\n", "; ")
+    kind = root.mapping.get("kind") if root.mapping else None
+    return str(kind.value) if kind is not None else "no 'kind' key"
+
+
+def _take(intake: Intake, what: str, name: str, data: bytes) -> None:
+    current = intake.manifest_member if what == "manifest" and intake.manifest is not None else None
+    if what == "topology" and intake.topology is not None:
+        current = intake.topology_member
+    if current is not None:
+        intake.problem(name, f"a second {what} (the first is {current}); a bundle holds one")
+        return
+    if what == "manifest":
+        intake.manifest, intake.manifest_member = data, name
+    else:
+        intake.topology, intake.topology_member = data, name

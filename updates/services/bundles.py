@@ -1,0 +1,491 @@
+"""Bundles: one ingest path for every way a deployment's inputs arrive (a file on the command
+line, a REST or browser upload, a Mender manifest artifact) into one artifact store, and every
+check run before a bundle is accepted.
+
+How a bundle becomes a deployment: an accepted bundle gets ``<datastore>/bundles/<id>/`` holding
+its manifest (the raw bytes, read-only) at its path inside the bundle and, at their paths inside
+the bundle, read-only hard links to the store files of the artifacts it carries. The manifest's
+relative ``artifact_path`` therefore resolves, unchanged, to a store inode that was verified at
+ingest and is never written again, and ``artifact_name`` resolves through the store source. Nothing
+is rewritten, so the manifest a deployment records is byte for byte the one that was uploaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from updates import selectors
+from updates.engine.artifact import ArtifactError, ArtifactInfo, ArtifactReader, PublicKey
+from updates.engine.bundle import Intake, ingest
+from updates.engine.bundle import StoredArtifact as Carried
+from updates.engine.inspection import Inspector
+from updates.engine.manifest import DesiredState, InputError, TypeTarget, parse_topology
+from updates.engine.planner import (
+    ArtifactSource,
+    Inspected,
+    SelectionError,
+    incompatibilities,  # the planner's own §3.1 rules
+)
+from updates.engine.provides import device_type_ok
+from updates.engine.store import ArtifactStore, NoSpaceError, plan_eviction
+from updates.models import Bundle, BundleArtifact, StoredArtifact
+from updates.services.environment import Environment, NullJournal, desired_state_load, environment_load
+from updates.services.sources import artifact_sources, artifact_store, stored_artifact_record
+
+
+class BundleNotFound(Exception):
+    """No accepted bundle with that id (unknown, rejected, or its manifest is gone)."""
+
+
+def bundles_root(env: Environment) -> Path:
+    return env.datastore / "bundles"
+
+
+# ----- add ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Checks:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def add(self, check: str, problems: Sequence[str], detail: str = "") -> None:
+        self.rows.append({"check": check, "ok": not problems, "detail": "; ".join(problems) or detail})
+        self.problems.extend(f"{check}: {p}" for p in problems)
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    label: str
+    info: ArtifactInfo
+
+
+def bundle_add(
+    *, source: IO[bytes], filename: str = "", size_hint: int | None = None, created_by: str = "cli"
+) -> Bundle:
+    """Ingest one upload (streamed, hashed and verified while written) and check it completely.
+
+    Always returns the recorded bundle: `accepted` (deployable) or `rejected` with every reason.
+    """
+    env = environment_load()
+    store = artifact_store(env)
+    bundle = Bundle.objects.create(filename=filename, created_by=created_by)
+    directory = bundles_root(env) / str(bundle.pk)
+    checks = _Checks()
+    keys = _keys(env, checks)
+    try:
+        # Known sizes (files, Content-Length) are checked up front; members are checked again
+        # before each is written, which also covers compressed uploads.
+        if size_hint is not None:
+            store.ensure_space(size_hint, filename or "upload")
+    except NoSpaceError as exc:
+        checks.add("disk space", [str(exc)])
+        return _bundle_reject(bundle, Intake(form=""), store, checks)
+    intake = ingest(source, store, keys=keys)
+    _record_intake(bundle, intake)
+    checks.add("archive and artifacts", intake.problems, _verified(intake))
+    checks.add("signatures", [], _signatures(intake, keys))
+    resolved = _check_manifest(env, intake, directory, checks)
+    if checks.problems:
+        return _bundle_reject(bundle, intake, store, checks)
+    return _bundle_accept(bundle, intake, directory, checks, resolved)
+
+
+def _keys(env: Environment, checks: _Checks) -> list[PublicKey]:
+    try:
+        return env.keys()
+    except ArtifactError as exc:
+        checks.add("verification keys", [str(exc)])
+        return []
+
+
+def _record_intake(bundle: Bundle, intake: Intake) -> None:
+    bundle.form, bundle.sha256, bundle.size = intake.form, intake.sha256, intake.size
+    bundle.manifest_member = intake.manifest_member
+    bundle.manifest_raw = (intake.manifest or b"").decode("utf-8", "replace")
+    bundle.topology_raw = (intake.topology or b"").decode("utf-8", "replace")
+
+
+def _verified(intake: Intake) -> str:
+    names = [f"{a.member} ({a.info.name})" for a in intake.artifacts]
+    return (
+        f"{len(names)} artifact(s) verified and stored: {', '.join(names)}"
+        if names
+        else "no artifacts carried"
+    )
+
+
+def _signatures(intake: Intake, keys: Sequence[PublicKey]) -> str:
+    if not keys:
+        return "no ArtifactVerifyKey(s) configured: signatures not required"
+    every = list(intake.artifacts) + ([intake.manifest_artifact] if intake.manifest_artifact else [])
+    return "; ".join(
+        f"{a.member or 'manifest artifact'}: signed by {a.info.signer_fingerprint}" for a in every
+    )
+
+
+def _check_manifest(
+    env: Environment, intake: Intake, directory: Path, checks: _Checks
+) -> dict[str, list[str]]:
+    if intake.manifest is None:
+        return {}
+    desired = _desired(env, intake, directory, checks)
+    if desired is None:
+        return {}
+    _check_bundle_topology(intake, desired, checks)
+    _check_manifest_artifact(intake, desired, checks)
+    candidates = _resolve(env, intake, desired, directory, checks)
+    if not checks.problems:
+        _check_compatibility(env, desired, candidates, checks)
+    return {ctype: [c.label for c in found] for ctype, found in candidates.items()}
+
+
+def _desired(env: Environment, intake: Intake, directory: Path, checks: _Checks) -> DesiredState | None:
+    assert intake.manifest is not None
+    try:
+        desired = desired_state_load(
+            env,
+            manifest_path=directory / intake.manifest_member,
+            topology_components=None,
+            manifest_data=intake.manifest,
+        )
+    except InputError as exc:
+        # Name the file as it is in the bundle, not by the bundle directory it would have had.
+        checks.add("manifest", [str(p).replace(f"{directory}/", "") for p in exc.problems])
+        return None
+    checks.add("manifest", [], f"{desired.manifest.name} ({desired.manifest.form} form)")
+    return desired
+
+
+def _check_bundle_topology(intake: Intake, desired: DesiredState, checks: _Checks) -> None:
+    if intake.topology is None or intake.topology_member is None:
+        return
+    try:
+        theirs = parse_topology(intake.topology, path=Path(intake.topology_member))
+    except InputError as exc:
+        checks.add("bundle topology", [str(p) for p in exc.problems])
+        return
+    ours = desired.topology.system_type
+    problems = (
+        []
+        if ours in (None, theirs.system_type)
+        else [
+            f"{intake.topology_member}: made for system type {theirs.system_type!r}, this system is {ours!r}"
+        ]
+    )
+    checks.add("bundle topology", problems, f"system type {theirs.system_type}")
+
+
+def _check_manifest_artifact(intake: Intake, desired: DesiredState, checks: _Checks) -> None:
+    if intake.manifest_artifact is None:
+        return
+    info, system = intake.manifest_artifact.info, desired.topology.system_type
+    problems = (
+        []
+        if system is None or system in info.device_types
+        else [f"manifest artifact {info.name!r} is for {list(info.device_types)}, this system is {system!r}"]
+    )
+    checks.add("manifest artifact", problems, f"{info.name} for {list(info.device_types)}")
+
+
+# ----- artifacts: present or resolvable ---------------------------------------------------------------
+
+
+def _resolve(
+    env: Environment, intake: Intake, desired: DesiredState, directory: Path, checks: _Checks
+) -> dict[str, list[_Candidate]]:
+    sources = artifact_sources(env)
+    keys = env.keys()
+    found: dict[str, list[_Candidate]] = {}
+    problems: list[str] = []
+    for ctype, spec in desired.manifest.targets.items():
+        candidates, problem = _candidates(intake, spec, directory, sources, keys)
+        if problem:
+            problems.append(f"component_types.{ctype}: {problem}")
+        found[ctype] = candidates
+    problems.extend(_source_errors(sources))
+    detail = "; ".join(f"{t}: {', '.join(c.label for c in cs)}" for t, cs in found.items())
+    checks.add("artifacts present or resolvable", problems, detail)
+    return found
+
+
+def _candidates(
+    intake: Intake,
+    spec: TypeTarget,
+    directory: Path,
+    sources: Sequence[ArtifactSource],
+    keys: Sequence[PublicKey],
+) -> tuple[list[_Candidate], str | None]:
+    if spec.artifact_path is not None:
+        member, problem = _by_path(intake, spec, directory)
+        if member is not None or problem is not None:
+            return ([_Candidate(member.member, member.info)] if member else []), problem
+    name = spec.artifact_name
+    assert name is not None  # the manifest parser requires a path or a name
+    own = [
+        a
+        for a in intake.artifacts
+        if a.info.name == name and device_type_ok(spec.component_type, a.info.device_types)
+    ]
+    if own:
+        return [_Candidate(a.member, a.info) for a in own], None
+    for source in sources:
+        paths = source.candidates(artifact_name=name, component_type=spec.component_type)
+        if paths:
+            return _read_headers(paths, keys)
+    return [], f"artifact {name!r} is neither in the bundle nor in the store, nor on an artifact server"
+
+
+def _by_path(intake: Intake, spec: TypeTarget, directory: Path) -> tuple[Carried | None, str | None]:
+    """The bundle member an artifact_path names; a problem, or (None, None) to go by name."""
+    assert spec.artifact_path is not None
+    inside = spec.artifact_path.is_relative_to(directory)
+    relative = str(spec.artifact_path.relative_to(directory)) if inside else None
+    member = next((a for a in intake.artifacts if a.member == relative), None)
+    if member is not None:
+        return member, None
+    if not inside and spec.artifact_path.exists():
+        return None, (
+            f"artifact_path {spec.artifact_path} is a file on this appliance, outside the bundle: a deployment "
+            "would install from it rather than from the store; put it in the bundle or use artifact_name"
+        )
+    if spec.artifact_name is None:
+        return (
+            None,
+            f"artifact_path {relative or spec.artifact_path} is not in the bundle (and no artifact_name)",
+        )
+    return None, None
+
+
+def _read_headers(paths: Sequence[Path], keys: Sequence[PublicKey]) -> tuple[list[_Candidate], str | None]:
+    # Store files were verified completely when they came in; the header (and signature) is enough.
+    found, problems = [], []
+    for path in paths:
+        try:
+            with open(path, "rb") as fileobj:
+                found.append(
+                    _Candidate(f"store {path.name[:12]}", ArtifactReader(fileobj, keys=keys).read_header())
+                )
+        except ArtifactError as exc:
+            problems.append(f"{path}: {exc}")
+    return found, "; ".join(problems) or None
+
+
+def _source_errors(sources: Sequence[ArtifactSource]) -> list[str]:
+    return [e for s in sources for e in getattr(s, "errors", [])]
+
+
+# ----- compatibility with this system -------------------------------------------------------------------
+
+
+def _check_compatibility(
+    env: Environment, desired: DesiredState, found: dict[str, list[_Candidate]], checks: _Checks
+) -> None:
+    """Reference §3.1 against what the components run now: device type, interface, depends."""
+    try:
+        inspected = _inspect(env, desired)
+    except SelectionError as exc:
+        checks.add("compatibility", [f"cannot ask the components what they run: {p}" for p in exc.problems])
+        return
+    problems, notes = [], []
+    for item in inspected:
+        candidates = found.get(item.component.component_type, [])
+        reasons = {c.label: incompatibilities(item, c.info) for c in candidates}
+        usable = [c for c in candidates if not reasons[c.label]]
+        if not usable:
+            problems.extend(f"{item.key}: {label}: {r}" for label, rs in reasons.items() for r in rs)
+        else:
+            notes.append(f"{item.key}: {usable[0].info.name}")
+    checks.add("compatibility", problems, "; ".join(notes))
+
+
+def _inspect(env: Environment, desired: DesiredState) -> list[Inspected]:
+    with tempfile.TemporaryDirectory(prefix="orch-bundle-") as tmp:
+        inspector = Inspector(runner=env.runner(), journal=NullJournal(), workdir=Path(tmp) / "_inspect")
+        return inspector.inspect(desired.topology.components)
+
+
+# ----- outcome ---------------------------------------------------------------------------------------
+
+
+def _bundle_reject(bundle: Bundle, intake: Intake, store: ArtifactStore, checks: _Checks) -> Bundle:
+    """Keep the record and its reasons; take back every store file only this bundle brought."""
+    with transaction.atomic():
+        for stored in intake.new_objects():
+            if not StoredArtifact.objects.filter(sha256=stored.sha256).exists():
+                store.remove(stored.sha256)
+        bundle.status, bundle.checks, bundle.problems = Bundle.Status.REJECTED, checks.rows, checks.problems
+        bundle.save()
+    return bundle
+
+
+def _bundle_accept(
+    bundle: Bundle, intake: Intake, directory: Path, checks: _Checks, resolved: dict[str, list[str]]
+) -> Bundle:
+    _materialise(intake, directory)
+    with transaction.atomic():
+        carried = list(intake.artifacts) + ([intake.manifest_artifact] if intake.manifest_artifact else [])
+        for item in carried:
+            row = stored_artifact_record(
+                item.info, sha256=item.stored.sha256, size=item.stored.size, origin="bundle"
+            )
+            types = [t for t, labels in resolved.items() if item.member in labels]
+            BundleArtifact.objects.create(
+                bundle=bundle, artifact=row, member=item.member, component_types=types
+            )
+        bundle.status, bundle.checks, bundle.problems = Bundle.Status.ACCEPTED, checks.rows, []
+        bundle.directory = str(directory)
+        bundle.manifest_name = _manifest_name(checks)
+        bundle.save()
+    return bundle
+
+
+def _manifest_name(checks: _Checks) -> str:
+    row = next((r for r in checks.rows if r["check"] == "manifest"), None)
+    return row["detail"].split(" (")[0] if row else ""
+
+
+def _materialise(intake: Intake, directory: Path) -> None:
+    """The bundle directory: the manifest and read-only links to the store, at their bundle paths."""
+    assert intake.manifest is not None
+    directory.mkdir(parents=True, exist_ok=False)
+    _write_read_only(directory / intake.manifest_member, intake.manifest)
+    if intake.topology is not None and intake.topology_member is not None:
+        _write_read_only(directory / intake.topology_member, intake.topology)
+    for item in intake.artifacts:
+        _link(item.stored.path, directory / item.member)
+
+
+def _write_read_only(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    path.chmod(0o444)
+
+
+def _link(target: Path, link: Path) -> None:
+    link.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(target, link)  # same inode: the verified bytes, whatever happens to names
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        link.symlink_to(target)  # ArtifactsCache.Path on another file system
+
+
+# ----- use -------------------------------------------------------------------------------------------
+
+
+def bundle_manifest_path(*, bundle_id: int) -> Path:
+    """The manifest `install` runs for an accepted bundle."""
+    bundle = Bundle.objects.filter(pk=bundle_id).first()
+    if bundle is None:
+        raise BundleNotFound(f"bundle {bundle_id} does not exist")
+    if bundle.status != Bundle.Status.ACCEPTED:
+        raise BundleNotFound(f"bundle {bundle_id} is {bundle.status}: " + "; ".join(bundle.problems))
+    path = Path(bundle.directory) / bundle.manifest_member
+    if not path.is_file():
+        raise BundleNotFound(f"bundle {bundle_id}: {path} is missing")
+    StoredArtifact.objects.filter(bundles__bundle=bundle).update(last_used_at=timezone.now())
+    return path
+
+
+def bundle_add_file(*, path: Path, created_by: str = "cli") -> Bundle:
+    with open(path, "rb") as fileobj:
+        return bundle_add(
+            source=fileobj, filename=path.name, size_hint=path.stat().st_size, created_by=created_by
+        )
+
+
+# ----- retention ---------------------------------------------------------------------------------------
+
+
+def store_gc(*, dry_run: bool = False) -> list[dict[str, Any]]:
+    """Evict what the active, previous and in-progress manifests do not need, beyond the budget
+    (ArtifactsCache.MaxSizeBytes; 0 = unlimited), oldest unused first. Unrecorded files (a crash
+    between naming and recording) and stale temp files always go. Returns what was (would be) removed."""
+    env = environment_load()
+    store = artifact_store(env)
+    rows = {r.sha256: r for r in StoredArtifact.objects.all()}
+    entries = store.entries()
+    gone = [
+        _gone(e.sha256, "", e.size, "not recorded (interrupted ingest)")
+        for e in entries
+        if e.sha256 not in rows
+    ]
+    recorded = [e for e in entries if e.sha256 in rows]
+    last_used = {s: (r.last_used_at or r.created_at).timestamp() for s, r in rows.items()}
+    budget = env.config.artifacts_cache_max_size_bytes
+    plan = plan_eviction(recorded, needed=_needed(store), last_used=last_used, budget=budget)
+    gone += [
+        _gone(e.sha256, rows[e.sha256].name, e.size, f"over the {budget}-byte budget, unused longest")
+        for e in plan.evict
+    ]
+    gone += [
+        _gone("", p.name, p.stat().st_size, "temp file of an interrupted write") for p in store.leftovers()
+    ]
+    if not dry_run:
+        _evict(store, gone, rows)
+    return gone
+
+
+def _gone(sha256: str, name: str, size: int, reason: str) -> dict[str, Any]:
+    return {"sha256": sha256, "name": name, "size": size, "reason": reason}
+
+
+def _needed(store: ArtifactStore) -> set[str]:
+    inodes = {
+        (p.stat().st_dev, p.stat().st_ino): e.sha256 for e in store.entries() for p in [store.path(e.sha256)]
+    }
+    needed: set[str] = set()
+    for manifest in _kept_manifests():
+        needed |= set(
+            StoredArtifact.objects.filter(
+                bundles__bundle__directory=str(Path(manifest.source_path).parent)
+            ).values_list("sha256", flat=True)
+        )
+        for deployment in manifest.deployments.all():
+            paths = [c.get("artifact") for c in deployment.plan.get("components", [])]
+            needed |= {sha for p in paths if p and (sha := _sha_of(Path(p), inodes))}
+    return needed
+
+
+def _kept_manifests() -> list[Any]:
+    pointers = selectors.active_manifests()
+    running = selectors.deployment_in_progress()
+    kept = [pointers.active, pointers.previous] if pointers else []
+    return [m for m in [*kept, running.manifest if running else None] if m is not None]
+
+
+def _sha_of(path: Path, inodes: dict[tuple[int, int], str]) -> str | None:
+    try:
+        stat = path.stat()  # a store file, a bundle's hard link to one, or a symlink to one
+    except OSError:
+        return None
+    return inodes.get((stat.st_dev, stat.st_ino))
+
+
+def _evict(store: ArtifactStore, gone: list[dict[str, Any]], rows: dict[str, StoredArtifact]) -> None:
+    for item in gone:
+        sha = item["sha256"]
+        if not sha:
+            with contextlib.suppress(FileNotFoundError):
+                (store.tmp_dir / item["name"]).unlink()
+            continue
+        row = rows.get(sha)
+        if row is not None:
+            for link in BundleArtifact.objects.filter(artifact=row).select_related("bundle"):
+                if link.member and link.bundle.directory:
+                    with contextlib.suppress(FileNotFoundError):
+                        (Path(link.bundle.directory) / link.member).unlink()
+            row.delete()
+        store.remove(sha)
