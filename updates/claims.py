@@ -7,6 +7,8 @@ from one that died (killed, power cut, host reboot) even if the PID was reused s
 from __future__ import annotations
 
 import os
+import signal
+import time
 from pathlib import Path
 
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
@@ -39,3 +41,55 @@ def owner_alive(token: str) -> bool:
     except ValueError:
         return False
     return boot == _boot_id() and _start_time(int(pid)) == start
+
+
+# ----- leftovers of a dead runner ----------------------------------------------------------------
+# Interface calls run in their own session (so a timeout can kill a whole group); the flip side
+# is that they outlive an orchestrator that is SIGKILLed or crashes. The one who takes over a
+# dead runner's deployment ends them first, as a power cut would have: a leftover must never
+# run next to the resumed flow (e.g. an old ArtifactInstall finishing after ArtifactRollback).
+# Every call of a deployment runs with its cwd inside the deployment's work dir: that is how
+# they are found, without trusting a recorded PID that may since have been reused.
+
+LEFTOVER_GRACE = 5.0
+
+
+def leftover_calls(work_dir: Path) -> list[int]:
+    """PIDs of live processes whose working directory is inside `work_dir`."""
+    if not str(work_dir).strip():
+        return []  # never "the current directory"
+    root = os.path.realpath(work_dir)
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cwd = str((entry / "cwd").readlink())
+        except OSError:  # gone, a zombie, or not ours to inspect
+            continue
+        if cwd == root or cwd.startswith(root + os.sep):
+            found.append(int(entry.name))
+    return found
+
+
+def stop_leftover_calls(work_dir: Path, *, grace: float = LEFTOVER_GRACE) -> list[int]:
+    """End the leftover calls in `work_dir`: SIGTERM to their process groups (the interface may
+    clean up), SIGKILL to whatever is left after `grace`. Returns the PIDs found."""
+    pids = leftover_calls(work_dir)
+    _signal_groups(pids, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while leftover_calls(work_dir) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    _signal_groups(leftover_calls(work_dir), signal.SIGKILL)
+    return pids
+
+
+def _signal_groups(pids: list[int], sig: signal.Signals) -> None:
+    own = os.getpgrp()
+    for pid in pids:
+        try:
+            group = os.getpgid(pid)
+            if group != own:
+                os.killpg(group, sig)
+        except OSError:  # already gone
+            continue

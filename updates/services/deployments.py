@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from devices.services import components_record
 from updates import selectors
-from updates.claims import owner_alive, owner_token
+from updates.claims import owner_alive, owner_token, stop_leftover_calls
 from updates.engine.artifact import PublicKey, read_artifact
 from updates.engine.inspection import Inspector
 from updates.engine.machine import Machine, Options, Result, RunState
@@ -315,6 +315,11 @@ def deployment_rollback(
 ) -> Deployment:
     """Roll back the deployment in progress (committed components included)."""
     deployment = _in_progress_or_raise("roll back")
+    # Refuse before the takeover: a refused `rollback` must leave the row exactly as it was
+    # (claiming it first left it "running" for a dead owner, which the next resume counted
+    # as a crash).
+    if deployment.position.get("phase") in ("cleanup", "done"):
+        raise NothingInProgress("cleanup has started: the deployment can no longer be rolled back")
     return _continue(
         deployment, stop_before=stop_before, exit_on_reboot=exit_on_reboot, echo=echo, rollback=True
     )
@@ -338,6 +343,8 @@ def _continue(
     if deployment.status == Deployment.Status.QUEUED:
         return deployment_execute(deployment_id=deployment.pk, echo=echo)
     crashed = _deployment_takeover(deployment)
+    if crashed:
+        stop_leftover_calls(Path(deployment.work_dir))
     if not deployment.plan:
         return _deployment_close_untouched(deployment)
     env = environment_load()
