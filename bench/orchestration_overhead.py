@@ -80,6 +80,7 @@ def build(root: Path, *, groups: int, per_group: int, download_sleep: float | No
         "MENDER_ORCHESTRATOR_DATA_DIR": str(root / "share"),
         "MENDER_ORCHESTRATOR_CONF_DIR": str(root / "conf"),
         "ORCH_REBOOT_COMMAND": "true",
+        "ORCH_REBOOT_WAIT_SECONDS": "0",
     }
     subprocess.run([sys.executable, str(ROOT / "manage.py"), "migrate", "-v", "0"], env=env, check=True)
     return env

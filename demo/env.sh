@@ -17,4 +17,5 @@ export MENDER_ORCHESTRATOR_DATASTORE_DIR="$_demo_root/datastore"
 export MENDER_ORCHESTRATOR_TOPOLOGY_DIR="$_demo_root/datastore"
 export MENDER_ORCHESTRATOR_CONF_DIR="$_demo_root/conf"
 export ORCH_REBOOT_COMMAND=true
+export ORCH_REBOOT_WAIT_SECONDS=0
 unset _demo_root

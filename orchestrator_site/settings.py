@@ -46,6 +46,9 @@ CONF_DIR = Path(os.getenv("MENDER_ORCHESTRATOR_CONF_DIR", "/etc/mender-orchestra
 TOPOLOGY_DIR = Path(os.getenv("MENDER_ORCHESTRATOR_TOPOLOGY_DIR", str(DATASTORE_DIR)))
 TOPOLOGY_COMPONENTS_FILE = os.getenv("MENDER_ORCHESTRATOR_TOPOLOGY_COMPONENTS_FILE", "")
 REBOOT_COMMAND = os.getenv("ORCH_REBOOT_COMMAND", "reboot")
+# How long to wait for the host to go down after REBOOT_COMMAND returned (Mender waits 10 min);
+# the demo and the tests, whose reboot command is harmless, set 0.
+REBOOT_WAIT_SECONDS = envint("ORCH_REBOOT_WAIT_SECONDS", "600")
 
 SECRET_KEY = envsecret("SECRET_KEY", "dev-only-not-secret-change-me")
 DEBUG = envbool("DEBUG", "False")
@@ -94,17 +97,26 @@ TEMPLATES = [
 def _database() -> dict[str, object]:
     url = os.getenv("DATABASE_URL", "")
     if url:
-        return dict(dj_database_url.parse(url, conn_max_age=0))
+        db = dict(dj_database_url.parse(url, conn_max_age=0))
+        if db["ENGINE"] != "django.db.backends.sqlite3":
+            return db
+        # sqlite:///path (a worker pointed at a test database, say) gets the same safety options.
+        return _sqlite(str(db["NAME"]))
+    return _sqlite(str(DATASTORE_DIR / "orchestrator.sqlite3"))
+
+
+def _sqlite(name: str) -> dict[str, object]:
     # An appliance loses power: WAL + synchronous=FULL keeps every committed step row, and
     # IMMEDIATE makes writers wait for the busy timeout instead of failing at once.
     return {
         "ENGINE": "django.db.backends.sqlite3",
-        "NAME": str(DATASTORE_DIR / "orchestrator.sqlite3"),
+        "NAME": name,
         "OPTIONS": {
             "timeout": 20,
             "transaction_mode": "IMMEDIATE",
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;",
         },
+        # A file, never memory: the Celery worker of the worker tests shares it from another process.
         "TEST": {"NAME": os.getenv("ORCH_TEST_DB", str(DATASTORE_DIR / "test.sqlite3"))},
     }
 
@@ -130,3 +142,51 @@ LOGGING = {
     "handlers": {"stderr": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["stderr"], "level": os.getenv("LOG_LEVEL", "WARNING")},
 }
+
+# ----- Celery (worker/): long, side-effecting deployments -----------------------------------------
+# Without CELERY_BROKER_URL the broker is kombu's file-system transport under <datastore>/queue/,
+# so a fresh machine runs the whole product with no server; production sets redis://.
+# ("localhost" only keeps kombu from warning that no host was given.)
+CELERY_BROKER_URL = os.getenv("CELERY_BROKER_URL", "") or "filesystem://localhost//"
+QUEUE_DIR = DATASTORE_DIR / "queue"
+# Redis hands an unacknowledged message to another worker after this many seconds. Deployment
+# messages stay unacknowledged for the whole run (acks_late), so it must exceed the longest
+# interface call (InterfaceTimeoutSeconds, 4 h by default); the worker refuses to start otherwise.
+# A redelivery while the run goes on is harmless (the claim refuses it), but it costs a no-op task.
+CELERY_VISIBILITY_TIMEOUT = envint("CELERY_VISIBILITY_TIMEOUT", "86400")
+
+
+def _broker_transport_options(url: str) -> dict[str, object]:
+    if url.startswith("filesystem:"):
+        messages = str(QUEUE_DIR / "messages")
+        # Producer and consumer share one folder; 0.2 s polling costs nothing on an idle box.
+        return {
+            "data_folder_in": messages,
+            "data_folder_out": messages,
+            "control_folder": str(QUEUE_DIR / "control"),
+            "polling_interval": 0.2,
+        }
+    return {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
+
+
+CELERY_BROKER_TRANSPORT_OPTIONS = _broker_transport_options(CELERY_BROKER_URL)
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_DEFAULT_QUEUE = os.getenv("CELERY_QUEUE", "orchestrator")
+# Acknowledge after the run, and put the message back when the pool process running it dies: the
+# tasks claim their deployment with a conditional UPDATE, so a second delivery is harmless.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# A worker reserves one message at a time, so a queued deployment never waits behind a long one.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Never cut a running deployment: a time limit fires in the middle of a state. Every interface
+# call has its own timeout (InterfaceTimeoutSeconds), which the engine handles state by state.
+CELERY_TASK_TIME_LIMIT = None
+CELERY_TASK_SOFT_TIME_LIMIT = None
+# Losing the broker connection must not cancel a running deployment either.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+# The database row is the truth of a run; no result backend.
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None

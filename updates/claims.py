@@ -22,12 +22,18 @@ def _boot_id() -> str:
 
 
 def _start_time(pid: int) -> str | None:
+    """The process's start time (clock ticks since boot); None when it is gone or a zombie."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # The command name (field 2) may contain spaces: split after its closing parenthesis.
-    return stat.rsplit(")", 1)[1].split()[19]
+    fields = stat.rsplit(")", 1)[1].split()
+    # A zombie has exited and only waits to be reaped (where pid 1 never reaps, forever): it
+    # runs nothing any more, so it must not keep its deployment from being taken over.
+    if fields[0] in ("Z", "X"):
+        return None
+    return fields[19]
 
 
 def owner_token() -> str:

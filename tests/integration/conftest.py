@@ -7,10 +7,12 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import dj_database_url
 import pytest
 
 from updates.engine.artifact import write_artifact
@@ -19,13 +21,47 @@ ROOT = Path(__file__).resolve().parents[2]
 CLI = str(ROOT / "bin" / "mender-orchestrator")
 
 
+# The PostgreSQL pass of .ci/run sets DATABASE_URL: then every demo system gets a fresh database,
+# cloned from a template migrated once per test process, instead of its SQLite file.
+POSTGRES_URL = os.getenv("DATABASE_URL", "")
+
+
 @pytest.fixture(scope="session")
-def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def migrated_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Migrate once per test process; each system copies the file (much faster than migrating)."""
     store = tmp_path_factory.mktemp("template-store")
     env = {**os.environ, "MENDER_ORCHESTRATOR_DATASTORE_DIR": str(store)}
+    env.pop("DATABASE_URL", None)
     subprocess.run([sys.executable, str(ROOT / "manage.py"), "migrate", "-v", "0"], env=env, check=True)
-    return store / "orchestrator.sqlite3"
+    if not POSTGRES_URL:
+        yield store / "orchestrator.sqlite3"
+        return
+    template = f"orch_tpl_{uuid.uuid4().hex[:12]}"
+    _pg_admin(f'CREATE DATABASE "{template}"')
+    env["DATABASE_URL"] = _pg_url(template)
+    subprocess.run([sys.executable, str(ROOT / "manage.py"), "migrate", "-v", "0"], env=env, check=True)
+    (store / "postgres-template").write_text(template)
+    yield store / "orchestrator.sqlite3"
+    _pg_admin(f'DROP DATABASE IF EXISTS "{template}"')
+
+
+def _pg_url(name: str) -> str:
+    return POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
+
+
+def _pg_admin(sql: str) -> None:
+    import psycopg
+
+    db = dj_database_url.parse(POSTGRES_URL)
+    with psycopg.connect(
+        dbname="postgres",
+        user=db["USER"] or None,
+        password=db["PASSWORD"] or None,
+        host=db["HOST"] or None,
+        port=db["PORT"] or None,
+        autocommit=True,
+    ) as conn:
+        conn.execute(sql)
 
 
 @dataclass
@@ -125,11 +161,22 @@ def build_demo(root: Path, db_template: Path) -> DemoSystem:
         "MENDER_ORCHESTRATOR_DATA_DIR": str(root / "share"),
         "MENDER_ORCHESTRATOR_CONF_DIR": str(root / "conf"),
         "ORCH_REBOOT_COMMAND": f"touch {root / 'host-rebooted'}",
+        "ORCH_REBOOT_WAIT_SECONDS": "0",
     }
     env.pop("MENDER_ORCHESTRATOR_TOPOLOGY_COMPONENTS_FILE", None)
+    env.pop("DATABASE_URL", None)  # its own SQLite copy; the `demo` fixture may give it a PostgreSQL one
     return DemoSystem(root=root, env=env)
 
 
 @pytest.fixture
 def demo(tmp_path: Path, migrated_db: Path) -> Iterator[DemoSystem]:
-    yield build_demo(tmp_path / "demo", migrated_db)
+    system = build_demo(tmp_path / "demo", migrated_db)
+    if not POSTGRES_URL:
+        yield system
+        return
+    name = f"orch_demo_{uuid.uuid4().hex[:12]}"
+    template = (migrated_db.parent / "postgres-template").read_text()
+    _pg_admin(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    system.env["DATABASE_URL"] = _pg_url(name)
+    yield system
+    _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

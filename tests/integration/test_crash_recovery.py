@@ -7,7 +7,9 @@ import json
 import random
 import sqlite3
 import stat
+import subprocess
 import time
+from pathlib import Path
 
 from tests.integration.conftest import POSTGRES_URL, DemoSystem
 from tests.integration.test_crash_matrix import (
@@ -216,3 +218,19 @@ def test_rollback_is_refused_once_cleanup_started_and_resume_finishes(demo: Demo
     assert result.returncode == 2 and "can no longer be rolled back" in result.stderr
     assert demo.run("resume").returncode == 0
     verify(demo, Expected("succeeded", V2))
+
+
+def test_a_zombie_owner_counts_as_dead() -> None:
+    from updates.claims import owner_alive
+
+    child = subprocess.Popen(["/bin/sh", "-c", "exit 0"])
+    token_pid = child.pid
+    deadline = time.monotonic() + 5
+    # While unreaped, the exited child is a zombie; the token must already read as dead.
+    while Path(f"/proc/{token_pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    start = Path(f"/proc/{token_pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    assert not owner_alive(f"{boot}:{token_pid}:{start}")
+    child.wait()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 from tests.integration.conftest import DemoSystem
 
@@ -305,3 +306,14 @@ def test_no_work_directory_is_left_behind(demo: DemoSystem) -> None:
     assert demo.install("manifest-v1.yaml").returncode == 0
     work = demo.datastore / "work"
     assert not work.exists() or list(work.iterdir()) == []
+
+
+def test_it_waits_for_the_host_to_go_down_after_the_reboot_command(demo: DemoSystem) -> None:
+    demo.answer("G13", "NeedsArtifactReboot", "Automatic")
+    demo.env["ORCH_REBOOT_WAIT_SECONDS"] = "2"
+    started = time.monotonic()
+    assert demo.install("manifest-v2.yaml").returncode == 0
+    assert time.monotonic() - started >= 2
+    rebooted = (demo.root / "host-rebooted").stat().st_mtime
+    verify = min(_starts(demo, "G13", "ArtifactVerifyReboot"))
+    assert verify - rebooted >= 2

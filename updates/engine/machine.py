@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -122,6 +123,10 @@ class Options:
     stop_before: frozenset[str] = frozenset()
     exit_on_reboot: bool = False
     reboot_command: Sequence[str] = ("reboot",)
+    # A real `reboot` returns before the host goes down: wait to be killed, as Mender's client
+    # does, so the shutdown lands while the reboot is still marked pending (resume then verifies
+    # the reboot instead of treating the kill as a crash in ArtifactVerifyReboot).
+    reboot_wait_seconds: float = 600.0
 
 
 class StopRun(Exception):
@@ -446,6 +451,9 @@ class Machine:
         if self.options.exit_on_reboot:
             raise StopRun("reboot_required", f"host reboot required ({why}); run `resume` after it")
         self._run_reboot_command()
+        time.sleep(self.options.reboot_wait_seconds)
+        # Still alive: the command did not take the host down (a harmless command in the demo
+        # and tests, or a failed reboot); the verify state tells which image really runs.
         self.state.host_reboot_pending = False
 
     def _run_reboot_command(self) -> None:

@@ -33,7 +33,9 @@ def components_refresh(
         inspector = Inspector(runner=env.runner(), journal=journal or NullJournal(), workdir=Path(tmp))
         inspected = inspector.inspect(components)
         inventories = (
-            {i.key: inspector.inventory(i.component, i.component_id) for i in inspected} if inventory else None
+            {i.key: inspector.inventory(i.component, i.component_id) for i in inspected}
+            if inventory
+            else None
         )
     components_record(inspected=inspected, system_type=system_type, inventories=inventories)
     return inspected

@@ -217,6 +217,7 @@ def _machine_options(
         stop_before=frozenset(stop_before),
         exit_on_reboot=exit_on_reboot,
         reboot_command=env.reboot_command,
+        reboot_wait_seconds=env.reboot_wait_seconds,
     )
 
 

@@ -35,6 +35,7 @@ class Environment:
     topology_dir: Path
     config: OrchestratorConfig
     reboot_command: tuple[str, ...]
+    reboot_wait_seconds: float
 
     @property
     def work_root(self) -> Path:
@@ -59,6 +60,7 @@ def environment_load() -> Environment:
         topology_dir=Path(settings.TOPOLOGY_DIR),
         config=load_config(Path(settings.CONF_DIR), datastore),
         reboot_command=tuple(shlex.split(settings.REBOOT_COMMAND)),
+        reboot_wait_seconds=settings.REBOOT_WAIT_SECONDS,
     )
 
 

@@ -1,0 +1,198 @@
+"""Deployments on Celery workers: hand work to a worker after commit, and the task bodies.
+
+The web UI, the REST API and hooks call the `*_start` functions: they write (or check) the row
+and enqueue a message carrying only ids once the transaction commits. The worker's tasks call
+the other functions, which re-read the row and let the conditional claims of `deployments.py`
+decide, so a redelivered or duplicated message does nothing. The CLI does not come here: it
+runs its deployments in its own process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+
+from django.db import transaction
+
+from devices.models import System
+from updates import selectors
+from updates.claims import owner_alive
+from updates.engine.manifest import InputError
+from updates.engine.planner import SelectionError
+from updates.models import Deployment
+from updates.services.components import components_refresh as refresh_components
+from updates.services.deployments import (
+    deployment_create,
+    deployment_execute,
+    deployment_resume,
+    deployment_rollback,
+)
+from updates.services.environment import BusyError, NothingInProgress, environment_load
+from updates.services.system import current_components
+from worker.celery import (
+    TASK_RECOVER,
+    TASK_REFRESH,
+    TASK_RESUME,
+    TASK_ROLLBACK,
+    TASK_RUN,
+    app,
+    queue_folders_create,
+)
+
+log = logging.getLogger("orchestrator.dispatch")
+CLI = "cli"  # `created_by` of the deployments the command line runs itself
+
+# ----- callers (web, API, hooks): write or check, then enqueue after commit ---------------------
+
+
+def deployment_start(
+    *,
+    manifest_path: Path,
+    created_by: str,
+    topology_components: Path | None = None,
+    stop_before: Sequence[str] = (),
+) -> Deployment:
+    """Queue a deployment and hand it to a worker once the row is committed.
+
+    Raises InputError / SelectionError (nothing recorded) and BusyError (one is in progress:
+    the API answers 409). Inside the caller's transaction the message waits for its commit.
+    """
+    if created_by == CLI:
+        raise ValueError("the command line runs its deployments itself; name the web user or hook")
+    deployment = deployment_create(
+        manifest_path=manifest_path,
+        topology_components=topology_components,
+        stop_before=stop_before,
+        created_by=created_by,
+    )
+    _enqueue_on_commit(TASK_RUN, deployment.pk)
+    return deployment
+
+
+def deployment_resume_start(*, deployment_id: int, stop_before: Sequence[str] = ()) -> Deployment:
+    """Ask a worker to continue a stopped (or crashed) deployment. Raises NothingInProgress, BusyError."""
+    deployment = _continuable(deployment_id)
+    _enqueue_on_commit(TASK_RESUME, deployment.pk, deployment_fingerprint(deployment), list(stop_before))
+    return deployment
+
+
+def deployment_rollback_start(*, deployment_id: int) -> Deployment:
+    """Ask a worker to roll back the deployment in progress. Raises NothingInProgress, BusyError."""
+    deployment = _continuable(deployment_id)
+    _enqueue_on_commit(TASK_ROLLBACK, deployment.pk, deployment_fingerprint(deployment))
+    return deployment
+
+
+def components_refresh_start() -> None:
+    _enqueue_on_commit(TASK_REFRESH)
+
+
+def deployments_recover_start() -> None:
+    """Sent when a worker starts: the recovery itself runs in a pool process, like any task."""
+    _enqueue(TASK_RECOVER)
+
+
+def _continuable(deployment_id: int) -> Deployment:
+    deployment = selectors.deployment_in_progress()
+    if deployment is None or deployment.pk != deployment_id:
+        raise NothingInProgress(f"deployment {deployment_id} is not in progress")
+    if deployment.status == Deployment.Status.QUEUED or (
+        deployment.status == Deployment.Status.RUNNING and owner_alive(deployment.owner)
+    ):
+        raise BusyError(f"deployment {deployment_id} is {deployment.status}; a worker has it")
+    return deployment
+
+
+def deployment_fingerprint(deployment: Deployment) -> str:
+    """Status + run position: a resume/rollback message acts only on the state its sender saw, so
+    a duplicate delivered after the first one moved the deployment on finds a different print."""
+    position = json.dumps(deployment.position, sort_keys=True)
+    return hashlib.sha256(f"{deployment.status}\n{position}".encode()).hexdigest()[:16]
+
+
+def _enqueue_on_commit(name: str, *args: object) -> None:
+    # Outside a transaction on_commit runs at once; inside, the worker never sees an uncommitted row.
+    transaction.on_commit(partial(_enqueue, name, *args))
+
+
+def _enqueue(name: str, *args: object) -> None:
+    queue_folders_create()
+    app.send_task(name, args=args)
+
+
+# ----- task bodies (worker side): re-read, claim, run; a second delivery does nothing -----------
+
+
+def deployment_run(*, deployment_id: int) -> str:
+    """Run a queued deployment. A redelivery after the pool process running it died finds it
+    running with a dead owner and continues it by the crash rules instead."""
+    try:
+        deployment = deployment_execute(deployment_id=deployment_id)
+    except (InputError, SelectionError) as exc:
+        return f"deployment {deployment_id} rejected: {exc}"
+    if deployment.status == Deployment.Status.RUNNING and not owner_alive(deployment.owner):
+        return _resume_crashed(deployment)
+    return f"deployment {deployment_id}: {deployment.status}"
+
+
+def deployment_continue(
+    *, deployment_id: int, fingerprint: str, rollback: bool, stop_before: Sequence[str] = ()
+) -> str:
+    deployment = selectors.deployment_in_progress()
+    if deployment is None or deployment.pk != deployment_id:
+        return f"deployment {deployment_id} is no longer in progress: nothing to do"
+    if deployment_fingerprint(deployment) != fingerprint:
+        return f"deployment {deployment_id} moved on since the request: nothing to do"
+    action = deployment_rollback if rollback else deployment_resume
+    try:
+        return f"deployment {deployment_id}: {action(stop_before=stop_before).status}"
+    except (BusyError, NothingInProgress) as exc:
+        return str(exc)
+
+
+def deployments_recover() -> str:
+    """After a worker start: run what a dead worker left queued, continue what it left running.
+
+    Stopped and reboot-required deployments wait for their operator or update module, and a
+    running one with a live owner (another worker, the CLI) is none of our business.
+    """
+    deployment = selectors.deployment_in_progress()
+    if deployment is None:
+        return "nothing to recover"
+    if deployment.status == Deployment.Status.QUEUED and deployment.created_by != CLI:
+        return deployment_run(deployment_id=deployment.pk)
+    if deployment.status == Deployment.Status.RUNNING and not owner_alive(deployment.owner):
+        return _resume_crashed(deployment)
+    return f"deployment {deployment.pk} ({deployment.status}) left alone"
+
+
+def _resume_crashed(deployment: Deployment) -> str:
+    # The run's own options still hold: a crash must not skip a stop the operator asked for.
+    options = deployment.options or {}
+    log.warning("deployment %s was left running by a dead process: resuming it", deployment.pk)
+    try:
+        resumed = deployment_resume(
+            stop_before=options.get("stop_before", ()), exit_on_reboot=bool(options.get("exit_on_reboot"))
+        )
+    except (BusyError, NothingInProgress) as exc:
+        return str(exc)
+    return f"deployment {resumed.pk} resumed after a crash: {resumed.status}"
+
+
+def components_refresh() -> str:
+    """Ask every component for its Provides and Inventory and store the answers.
+
+    Skipped while a deployment runs: its interfaces are busy, and it records Provides itself.
+    """
+    if Deployment.objects.filter(status=Deployment.Status.RUNNING).exists():
+        return "a deployment is running: refresh skipped"
+    env = environment_load()
+    system_type = System.objects.filter(pk=1).values_list("system_type", flat=True).first() or ""
+    inspected = refresh_components(
+        env, components=current_components(env), system_type=system_type, inventory=True
+    )
+    return f"refreshed {len(inspected)} components"

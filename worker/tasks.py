@@ -1,0 +1,71 @@
+"""Thin tasks: take ids, call one service in `updates/services/dispatch.py`.
+
+Every setting that makes long, side-effecting work safe (late ack, requeue on a lost worker,
+prefetch 1, no time limits, JSON, no results) is in `orchestrator_site/settings.py`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery.signals import worker_init, worker_ready
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+from updates.services import dispatch
+from updates.services.environment import environment_load
+from worker.celery import (
+    TASK_RECOVER,
+    TASK_REFRESH,
+    TASK_RESUME,
+    TASK_ROLLBACK,
+    TASK_RUN,
+    app,
+    queue_folders_create,
+)
+
+
+@app.task(name=TASK_RUN)
+def deployment_run(deployment_id: int) -> str:
+    return dispatch.deployment_run(deployment_id=deployment_id)
+
+
+@app.task(name=TASK_RESUME)
+def deployment_resume(deployment_id: int, fingerprint: str, stop_before: list[str]) -> str:
+    return dispatch.deployment_continue(
+        deployment_id=deployment_id, fingerprint=fingerprint, rollback=False, stop_before=stop_before
+    )
+
+
+@app.task(name=TASK_ROLLBACK)
+def deployment_rollback(deployment_id: int, fingerprint: str) -> str:
+    return dispatch.deployment_continue(deployment_id=deployment_id, fingerprint=fingerprint, rollback=True)
+
+
+@app.task(name=TASK_RECOVER)
+def deployments_recover() -> str:
+    return dispatch.deployments_recover()
+
+
+# Queries only, so a time limit cannot leave a half-done state behind.
+@app.task(name=TASK_REFRESH, soft_time_limit=3600, time_limit=3700)
+def components_refresh() -> str:
+    return dispatch.components_refresh()
+
+
+@worker_init.connect
+def _check_config(**kwargs: Any) -> None:
+    """Refuse to start when Redis would redeliver a message while an interface call still runs."""
+    queue_folders_create()
+    longest = environment_load().config.interface_timeout_seconds
+    if app.conf.broker_url.startswith("redis") and longest >= settings.CELERY_VISIBILITY_TIMEOUT:
+        raise ImproperlyConfigured(
+            f"CELERY_VISIBILITY_TIMEOUT ({settings.CELERY_VISIBILITY_TIMEOUT} s) must exceed "
+            f"InterfaceTimeoutSeconds ({longest} s)"
+        )
+
+
+@worker_ready.connect
+def _recover(**kwargs: Any) -> None:
+    # After a power cut or a killed worker nobody else will look: the appliance has no operator.
+    dispatch.deployments_recover_start()
