@@ -149,7 +149,7 @@ def start_worker(log: Path) -> subprocess.Popen[bytes]:
 
 
 def run_noops(path: Path, count: int) -> list[float]:
-    from worker.celery import queue_folders_create
+    from updates.services.dispatch import queue_folders_create
 
     queue_folders_create()
     for n in range(count):

@@ -13,16 +13,10 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from updates.services import dispatch
+from updates.services.dispatch import queue_folders_create
 from updates.services.environment import environment_load
-from worker.celery import (
-    TASK_RECOVER,
-    TASK_REFRESH,
-    TASK_RESUME,
-    TASK_ROLLBACK,
-    TASK_RUN,
-    app,
-    queue_folders_create,
-)
+from updates.tasknames import TASK_RECOVER, TASK_REFRESH, TASK_RESUME, TASK_ROLLBACK, TASK_RUN
+from worker.celery import app
 
 
 @app.task(name=TASK_RUN)

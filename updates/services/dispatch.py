@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
+from celery import current_app
 from django.db import transaction
 
 from devices.models import System
@@ -33,15 +34,7 @@ from updates.services.deployments import (
 )
 from updates.services.environment import BusyError, NothingInProgress, environment_load
 from updates.services.system import current_components
-from worker.celery import (
-    TASK_RECOVER,
-    TASK_REFRESH,
-    TASK_RESUME,
-    TASK_ROLLBACK,
-    TASK_RUN,
-    app,
-    queue_folders_create,
-)
+from updates.tasknames import TASK_RECOVER, TASK_REFRESH, TASK_RESUME, TASK_ROLLBACK, TASK_RUN
 
 log = logging.getLogger("orchestrator.dispatch")
 CLI = "cli"  # `created_by` of the deployments the command line runs itself
@@ -121,7 +114,17 @@ def _enqueue_on_commit(name: str, *args: object) -> None:
 
 def _enqueue(name: str, *args: object) -> None:
     queue_folders_create()
-    app.send_task(name, args=args)
+    # By name through the current app (orchestrator_site loads worker.celery as it): `updates`
+    # does not import the worker package (DESIGN.md §2: the worker depends on us, not back).
+    current_app.send_task(name, args=args)
+
+
+def queue_folders_create() -> None:
+    """The file-system transport neither creates its folders nor works without them."""
+    options = current_app.conf.broker_transport_options or {}
+    for key in ("data_folder_in", "data_folder_out", "control_folder"):
+        if options.get(key):
+            Path(options[key]).mkdir(parents=True, exist_ok=True)
 
 
 # ----- task bodies (worker side): re-read, claim, run; a second delivery does nothing -----------
