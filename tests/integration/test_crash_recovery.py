@@ -234,3 +234,17 @@ def test_a_zombie_owner_counts_as_dead() -> None:
     start = Path(f"/proc/{token_pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
     assert not owner_alive(f"{boot}:{token_pid}:{start}")
     child.wait()
+
+
+def test_an_unexpected_error_leaves_the_deployment_to_recovery(demo: DemoSystem) -> None:
+    (demo.datastore / "work").write_text("a file where the work directories should go")
+    result = demo.install("manifest-v2.yaml")
+    assert result.returncode == 1
+    with sqlite3.connect(demo.datastore / "orchestrator.sqlite3") as db:
+        status, owner = db.execute("select status, owner from updates_deployment").fetchone()
+    assert (status, owner) == ("running", "")
+    (demo.datastore / "work").unlink()
+    assert demo.run("resume").returncode == 1
+    record = json.loads(demo.run("history", "--json").stdout)[0]
+    assert record["status"] == "rolled_back"
+    assert demo.versions() == {"G13": "gateway-v1", "R456": "rtos-v1", "R998": "rtos-v1"}

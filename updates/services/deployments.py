@@ -6,12 +6,14 @@ the run depends on, and keep the database rows (the source of truth) in step wit
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -36,6 +38,9 @@ from updates.services.environment import (
     environment_load,
 )
 from updates.services.sources import artifact_sources
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 # ----- create and execute ----------------------------------------------------------------------
 
@@ -87,6 +92,28 @@ def deployment_install_previous(*, echo: Echo | None = None, **kwargs: Any) -> D
     return deployment_execute(deployment_id=deployment_create_previous(**kwargs).pk, echo=echo)
 
 
+def _released_on_crash(fn: Callable[P, R]) -> Callable[P, R]:
+    """An unexpected error in this process (a bug, a lost database connection) leaves the
+    deployment to recovery, as if its runner had died: in a long-lived worker the owner token
+    would otherwise stay "alive" and block every takeover until the worker restarts."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except (SelectionError, NothingInProgress, BusyError):
+            raise  # expected refusals: the row already says what happened
+        except BaseException:
+            with contextlib.suppress(Exception):
+                Deployment.objects.filter(owner=owner_token(), status=Deployment.Status.RUNNING).update(
+                    owner=""
+                )
+            raise
+
+    return wrapper
+
+
+@_released_on_crash
 def deployment_execute(*, deployment_id: int, echo: Echo | None = None) -> Deployment:
     """Inspect, select and run a queued deployment.
 
@@ -333,6 +360,7 @@ def _in_progress_or_raise(verb: str) -> Deployment:
     return deployment
 
 
+@_released_on_crash
 def _continue(
     deployment: Deployment,
     *,
