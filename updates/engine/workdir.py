@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
+from updates.engine.fsutil import fsync_dir
 from updates.engine.interface import CallResult, InterfaceError, InterfaceRunner, RunningCall
 
 CHUNK = 1024 * 1024
@@ -62,7 +63,7 @@ def prepare_tree(tree: Path, *, header: HeaderFiles, current: CurrentFiles) -> N
     _write_tree_files(staging, header=header, current=current)
     _rmtree(tree)
     staging.rename(tree)
-    _fsync_dir(tree.parent)
+    fsync_dir(tree.parent)
 
 
 def remove_tree(tree: Path) -> None:
@@ -70,7 +71,7 @@ def remove_tree(tree: Path) -> None:
     _rmtree(tree)
     _rmtree(_staging_path(tree))
     if tree.parent.is_dir():
-        _fsync_dir(tree.parent)
+        fsync_dir(tree.parent)
 
 
 def _staging_path(tree: Path) -> Path:
@@ -91,10 +92,10 @@ def _write_tree_files(root: Path, *, header: HeaderFiles, current: CurrentFiles)
     _write_file(head / "header-info", header.header_info)
     _write_file(head / "type-info", header.type_info)
     _write_file(head / "meta-data", header.meta_data or b"null")
-    _fsync_dir(head)
+    fsync_dir(head)
     _make_dir(root / "tmp")
-    _fsync_dir(root / "tmp")
-    _fsync_dir(root)
+    fsync_dir(root / "tmp")
+    fsync_dir(root)
 
 
 def _line(value: str) -> bytes:
@@ -121,14 +122,6 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _rmtree(path: Path) -> None:
@@ -390,8 +383,8 @@ def _files_mode(tree: Path, payloads: Iterable[PayloadSource]) -> tuple[str, ...
     files_dir = tree / "files"
     _make_dir(files_dir)
     names = tuple(_store_file(files_dir, payload) for payload in payloads)
-    _fsync_dir(files_dir)
-    _fsync_dir(tree)
+    fsync_dir(files_dir)
+    fsync_dir(tree)
     return names
 
 

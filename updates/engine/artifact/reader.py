@@ -22,6 +22,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, BinaryIO
 
+from updates.engine.fsutil import fsync_dir
+
 from .errors import (
     ChecksumError,
     FormatError,
@@ -434,14 +436,6 @@ def assemble_info(
 # -- whole-file verification and extraction ---------------------------------------------------
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _extract(stream: PayloadStream, directory: Path, written: list[Path]) -> None:
     """Write to a temp name; link to the final name only once the checksum verified."""
     fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{stream.name}.", suffix=".part")
@@ -485,7 +479,7 @@ def read_artifact(
                     _extract(stream, directory, written)
             info = reader.finish()
         if directory is not None:
-            _fsync_dir(directory)
+            fsync_dir(directory)
         return info
     except BaseException:
         _remove(written)
