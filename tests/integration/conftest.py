@@ -16,6 +16,7 @@ import dj_database_url
 import pytest
 
 from updates.engine.artifact import write_artifact
+from updates.engine.interface import QUERY_STATES
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = str(ROOT / "bin" / "mender-orchestrator")
@@ -110,17 +111,8 @@ class DemoSystem:
 
     def states(self, device_id: str) -> list[str]:
         """The states (not queries) a device was driven through, in order."""
-        queries = {
-            "Identity",
-            "Provides",
-            "Inventory",
-            "NeedsUnpackedArtifact",
-            "ProvidePayloadFileSizes",
-            "NeedsArtifactReboot",
-            "SupportsRollback",
-        }
         return [
-            s for _, d, s, edge in self.calls() if d == device_id and edge == "start" and s not in queries
+            s for _, d, s, edge in self.calls() if d == device_id and edge == "start" and s not in QUERY_STATES
         ]
 
     def timeline(self) -> list[tuple[float, str, str]]:
