@@ -2,8 +2,8 @@
 
 An interface is an executable we do not trust to behave: it may hang, spawn children that outlive
 it, or print megabytes. So every call runs in its own session (a timeout kills the whole group),
-with an argv list (never a shell), a clean environment, stdin from /dev/null, and reader threads
-that keep only a bounded part of stdout/stderr while always draining the pipes.
+with an argv list (never a shell), a clean environment, stdin from /dev/null, and readers that
+keep only a bounded part of stdout/stderr while always draining the pipes.
 """
 
 from __future__ import annotations
@@ -87,15 +87,28 @@ class CallResult:
 class _Capture:
     """Drains one pipe in a thread, keeping the head or the tail of what was written."""
 
-    def __init__(self, pipe: IO[bytes], *, keep: Literal["head", "tail"], limit: int = CAPTURE_LIMIT) -> None:
+    def __init__(
+        self,
+        pipe: IO[bytes],
+        *,
+        keep: Literal["head", "tail"],
+        limit: int = CAPTURE_LIMIT,
+        threaded: bool = True,
+    ) -> None:
         self._pipe = pipe
+        self.fd = pipe.fileno()
         self._keep = keep
         self._limit = limit
         self._buf = bytearray()
         self._dropped = 0
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"capture-{keep}", daemon=True)
-        self._thread.start()
+        # Threaded when the caller is busy elsewhere (serving Download's FIFOs); a plain call
+        # drains both pipes in its own thread instead (RunningCall._pump): two fewer threads
+        # per interface call, which is most of the orchestrator's per-call overhead.
+        self._thread: threading.Thread | None = None
+        if threaded:
+            self._thread = threading.Thread(target=self._run, name=f"capture-{keep}", daemon=True)
+            self._thread.start()
 
     def _run(self) -> None:
         # poll() rather than a blocking read so finish() can abandon a pipe that a leftover
@@ -114,6 +127,10 @@ class _Capture:
                     return
         finally:
             self._pipe.close()
+
+    def read_once(self) -> bool:
+        """One read (the pipe is readable); False at EOF."""
+        return self._read_once(self.fd)
 
     def _read_once(self, fd: int) -> bool:
         """One read; False at EOF."""
@@ -134,12 +151,16 @@ class _Capture:
             self._dropped += excess
 
     def join(self, timeout: float) -> None:
-        self._thread.join(timeout)
+        if self._thread is not None:
+            self._thread.join(timeout)
 
     def finish(self) -> tuple[str, bool]:
         """Stop (after draining what is already buffered) and return (text, truncated)."""
         self._stop.set()
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
+        elif not self._pipe.closed:
+            self._pipe.close()
         return self._text(), self._dropped > 0
 
     def _text(self) -> str:
@@ -155,7 +176,13 @@ class RunningCall:
     """One started interface process. Not thread-safe: one owner drives it."""
 
     def __init__(
-        self, proc: subprocess.Popen[bytes], argv: tuple[str, ...], *, timeout: float, kill_grace: float
+        self,
+        proc: subprocess.Popen[bytes],
+        argv: tuple[str, ...],
+        *,
+        timeout: float,
+        kill_grace: float,
+        threaded: bool = True,
     ) -> None:
         assert proc.stdout is not None and proc.stderr is not None
         self.pid = proc.pid
@@ -164,8 +191,9 @@ class RunningCall:
         self._deadline = time.monotonic() + timeout
         self._proc = proc
         self._kill_grace = kill_grace
-        self._out = _Capture(proc.stdout, keep="head")
-        self._err = _Capture(proc.stderr, keep="tail")
+        self._threaded = threaded
+        self._out = _Capture(proc.stdout, keep="head", threaded=threaded)
+        self._err = _Capture(proc.stderr, keep="tail", threaded=threaded)
         self._timed_out = False
         self._result: CallResult | None = None
 
@@ -198,6 +226,8 @@ class RunningCall:
     def wait(self) -> CallResult:
         """Wait for the exit (killing the group at the runner timeout) and collect the output."""
         if self._result is None:
+            if not self._threaded:
+                self._pump()
             try:
                 self._proc.wait(self.remaining())
             except subprocess.TimeoutExpired:
@@ -205,6 +235,24 @@ class RunningCall:
                 self.kill()
             self._result = self._collect()
         return self._result
+
+    def _pump(self) -> None:
+        """Drain both pipes in this thread until both reach EOF (normally: the process exited),
+        the runner timeout passes, or the process is gone while a leftover child holds a pipe."""
+        captures = {self._out.fd: self._out, self._err.fd: self._err}
+        poller = select.poll()
+        for fd in captures:
+            poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+        exited_at: float | None = None
+        while captures and not self.expired():
+            if exited_at is None and self._proc.poll() is not None:
+                exited_at = time.monotonic()
+            if exited_at is not None and time.monotonic() - exited_at > _DRAIN_GRACE:
+                return
+            for fd, _ in poller.poll(100):
+                if not captures[fd].read_once():
+                    poller.unregister(fd)
+                    del captures[fd]
 
     def _collect(self) -> CallResult:
         # Normally both pipes hit EOF as soon as the process is gone; a leftover child that holds
@@ -285,7 +333,7 @@ class InterfaceRunner:
     def env(self) -> dict[str, str]:
         return {"PATH": CLEAN_PATH, "LANG": "C.UTF-8", **self.extra_env}
 
-    def start(self, argv: Sequence[str], *, cwd: Path) -> RunningCall:
+    def start(self, argv: Sequence[str], *, cwd: Path, threaded: bool = True) -> RunningCall:
         argv_t = tuple(argv)
         try:
             proc = subprocess.Popen(
@@ -300,10 +348,10 @@ class InterfaceRunner:
             )
         except (OSError, ValueError) as exc:
             raise InterfaceError(f"cannot run {argv_t[0] if argv_t else '<empty argv>'}: {exc}") from exc
-        return RunningCall(proc, argv_t, timeout=self.timeout, kill_grace=self.kill_grace)
+        return RunningCall(proc, argv_t, timeout=self.timeout, kill_grace=self.kill_grace, threaded=threaded)
 
     def call(self, argv: Sequence[str], *, cwd: Path) -> CallResult:
-        return self.start(argv, cwd=cwd).wait()
+        return self.start(argv, cwd=cwd, threaded=False).wait()
 
 
 def _is_executable_file(path: Path) -> bool:
