@@ -10,8 +10,8 @@ from typing import Any
 
 from celery.signals import worker_init, worker_ready
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
 
+from updates.engine.manifest import InputError
 from updates.services import dispatch
 from updates.services.dispatch import queue_folders_create
 from updates.services.environment import environment_load
@@ -49,13 +49,22 @@ def components_refresh() -> str:
 
 @worker_init.connect
 def _check_config(**kwargs: Any) -> None:
-    """Refuse to start when Redis would redeliver a message while an interface call still runs."""
-    queue_folders_create()
-    longest = environment_load().config.interface_timeout_seconds
+    """Refuse to start on a configuration every task would fail on (unreadable data store, bad
+    mender-orchestrator.conf), or when Redis would redeliver a message while an interface call
+    still runs. Better no worker and a clear message than one that fails every deployment."""
+    try:
+        queue_folders_create()
+        longest = environment_load().config.interface_timeout_seconds
+    except (OSError, InputError) as exc:
+        raise SystemExit(f"worker refuses to start: {exc}") from exc
     if app.conf.broker_url.startswith("redis") and longest >= settings.CELERY_VISIBILITY_TIMEOUT:
-        raise ImproperlyConfigured(
-            f"CELERY_VISIBILITY_TIMEOUT ({settings.CELERY_VISIBILITY_TIMEOUT} s) must exceed "
-            f"InterfaceTimeoutSeconds ({longest} s)"
+        # SystemExit, not an Exception: Celery's Signal.send logs and swallows a handler's
+        # Exception (its send is Django's send_robust), so the ImproperlyConfigured raised here
+        # before only printed a traceback and the worker started anyway. SystemExit ends the
+        # `celery worker` command with status 1 and this message on stderr.
+        raise SystemExit(
+            f"worker refuses to start: CELERY_VISIBILITY_TIMEOUT ({settings.CELERY_VISIBILITY_TIMEOUT} s) "
+            f"must exceed InterfaceTimeoutSeconds ({longest} s)"
         )
 
 

@@ -152,17 +152,27 @@ class Appliance:
     workers: list[Worker] = field(default_factory=list)
 
     def start_worker(self, concurrency: int = 2) -> Worker:
+        worker = self.spawn_worker(concurrency)
+        worker.wait_ready()
+        return worker
+
+    def spawn_worker(self, concurrency: int = 2, env: dict[str, str] | None = None) -> Worker:
+        """Start a worker without waiting for it (it may refuse to start); `env` adds variables."""
         log = self.system.root / f"worker-{len(self.workers)}.log"
         cmd = [sys.executable, "-m", "celery", "-A", "worker", "worker", "-P", "prefork"]
         cmd += ["-c", str(concurrency), "-l", "INFO", "-n", f"test-{uuid.uuid4().hex[:8]}@%h"]
         cmd += ["--without-mingle", "--without-gossip", "--without-heartbeat"]
         with open(log, "wb") as out:
             proc = subprocess.Popen(
-                cmd, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                cmd,
+                cwd=ROOT,
+                env={**self.env, **(env or {})},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         worker = Worker(proc, log)
         self.workers.append(worker)
-        worker.wait_ready()
         return worker
 
     def wait_finished(self, deployment_id: int, timeout: float = 60) -> Deployment:
