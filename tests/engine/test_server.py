@@ -38,6 +38,7 @@ class FakeMender:
     listing: list[dict[str, object]] = field(default_factory=list)
     drop_after: int | None = None  # first download sends this many bytes, then hangs up
     fail_503: int = 0  # next N list calls answer 503
+    fail_500: int = 0  # next N list calls answer 500
     ranges: list[str] = field(default_factory=list)
     auth_seen: list[str] = field(default_factory=list)
 
@@ -90,6 +91,9 @@ def _handler(state: FakeMender) -> type[BaseHTTPRequestHandler]:
             if state.fail_503 > 0:
                 state.fail_503 -= 1
                 return self._json(503, {"error": "busy"})
+            if state.fail_500 > 0:
+                state.fail_500 -= 1
+                return self._json(500, {"error": "internal"})
             name, dtype = query["release_name"][0], query["device_type"][0]
             found = [a for a in state.listing if a["name"] == name and dtype in a["device_types_compatible"]]  # type: ignore[operator]
             return self._json(200, found)

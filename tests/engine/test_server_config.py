@@ -23,10 +23,29 @@ def _problems(tmp_path: Path, server: object) -> list[str]:
 
 
 def test_it_reads_the_artifact_server_settings(tmp_path: Path) -> None:
-    conf = {"URL": "https://hosted.mender.io", "TokenFile": "/run/token", "TimeoutSeconds": 5, "Retries": 0}
+    (tmp_path / "token").write_text("device-jwt\n")
+    conf = {
+        "URL": "https://hosted.mender.io",
+        "TokenFile": str(tmp_path / "token"),
+        "TimeoutSeconds": 5,
+        "Retries": 0,
+    }
     assert _load(tmp_path, conf) == ArtifactServerConfig(
-        "https://hosted.mender.io", None, Path("/run/token"), 5, 0
+        "https://hosted.mender.io", "device-jwt", tmp_path / "token", 5, 0
     )
+
+
+def test_it_reports_a_missing_empty_or_directory_token_file(tmp_path: Path) -> None:
+    (tmp_path / "empty").write_text("\n")
+    assert _problems(tmp_path, {"URL": "https://x.example", "TokenFile": str(tmp_path)}) == [
+        f"ArtifactServer.TokenFile: cannot read {tmp_path}: Is a directory"
+    ]
+    missing = _problems(tmp_path, {"URL": "https://x.example", "TokenFile": str(tmp_path / "nope")})
+    empty = _problems(tmp_path, {"URL": "https://x.example", "TokenFile": str(tmp_path / "empty")})
+    assert missing == [
+        f"ArtifactServer.TokenFile: cannot read {tmp_path / 'nope'}: No such file or directory"
+    ]
+    assert empty == [f"ArtifactServer.TokenFile: {tmp_path / 'empty'} is empty"]
 
 
 def test_it_defaults_timeout_and_retries(tmp_path: Path) -> None:

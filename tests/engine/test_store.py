@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -92,3 +94,37 @@ def test_it_goes_by_last_use_rather_than_age_when_known() -> None:
 
 def test_it_keeps_everything_with_a_zero_budget() -> None:
     assert plan_eviction([_entry("a", 1 << 40, 1)], needed=set(), last_used={}, budget=0).evict == ()
+
+
+ROOT = Path(__file__).resolve().parents[2]
+# A writer in another process that gets SIGKILLed mid-write, as a killed `bundle add` would.
+_WRITER = """
+import sys, time
+from pathlib import Path
+from updates.engine.store import ArtifactStore
+out = ArtifactStore(Path(sys.argv[1])).writer("dies")
+out.write(b"half")
+out.flush()
+print("writing", flush=True)
+time.sleep(60)
+"""
+
+
+def test_it_counts_only_temp_files_no_live_writer_holds_as_leftovers(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "writing"
+        with store.writer("live here") as out:
+            out.write(b"still coming")
+            assert store.leftovers() == []  # both writers are alive
+            child.kill()
+            child.wait()
+            dead = store.leftovers()
+        assert [p.name for p in dead] == [p.name for p in store.tmp_dir.iterdir()]
+        assert len(dead) == 1 and dead[0].read_bytes() == b"half"
+    finally:
+        child.kill()
+        child.wait()

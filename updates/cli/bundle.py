@@ -90,7 +90,11 @@ def cmd_bundle_show(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    removed = bundles.store_gc(dry_run=args.dry_run)
+    try:
+        removed = bundles.store_gc(dry_run=args.dry_run)
+    except InputError as exc:  # the configuration itself is invalid
+        _err(str(exc))
+        return 2
     verb = "would remove" if args.dry_run else "removed"
     for item in removed:
         print(

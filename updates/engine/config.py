@@ -22,6 +22,7 @@ CONF_NAME = "mender-orchestrator.conf"
 LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "fatal")
 DEFAULT_TIMEOUT = 14400
 MAX_CONF_BYTES = 1 << 20
+MAX_TOKEN_BYTES = 64 << 10  # a device JWT is a few KiB
 # Nested objects and the keys they accept; everything else is reported as unknown.
 _NESTED = {
     "ArtifactsCache": ("Enabled", "Path", "MaxSizeBytes"),
@@ -214,11 +215,36 @@ def _artifact_server(merged: _Merged, values: Mapping[str, object]) -> ArtifactS
     token_file = _path(merged, "ArtifactServer.TokenFile", values.get("TokenFile"))
     if token is not None and token_file is not None:
         merged.report("ArtifactServer.TokenFile", "Token and TokenFile are exclusive")
+    elif token_file is not None:
+        token = _token_file(merged, token_file)
     timeout = _integer(merged, "ArtifactServer.TimeoutSeconds", low=1, within=values) or 30
     retries = _integer(merged, "ArtifactServer.Retries", low=0, within=values)
     if url is None:
         return None
     return ArtifactServerConfig(url, token, token_file, timeout, 3 if retries is None else retries)
+
+
+def _token_file(merged: _Merged, path: Path) -> str | None:
+    """Read with the configuration, so an unreadable file is a config error naming it, found
+    by every command up front, and not a crash in the middle of an ingest or an install."""
+    key = "ArtifactServer.TokenFile"
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_TOKEN_BYTES + 1)
+    except OSError as exc:
+        merged.report(key, f"cannot read {path}: {exc.strerror or exc}")
+        return None
+    if len(data) > MAX_TOKEN_BYTES:
+        merged.report(key, f"{path} is larger than {MAX_TOKEN_BYTES} bytes")
+        return None
+    try:
+        text = data.decode("ascii").strip()  # it goes into an HTTP header as it is
+    except UnicodeDecodeError:
+        merged.report(key, f"{path} does not hold an ASCII token")
+        return None
+    if not text:
+        merged.report(key, f"{path} is empty")
+    return text or None
 
 
 def _check_unknown(

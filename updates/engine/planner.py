@@ -88,10 +88,16 @@ def describe_version(provides: dict[str, str], interface: str) -> str:
     return "unknown"
 
 
+class SourceError(Exception):
+    """An `ArtifactSource` could not answer (server down, refused, bad download). The message
+    names the source and the reason, e.g. "artifact server https://…: HTTP 500 …"."""
+
+
 class ArtifactSource(Protocol):
     """Where `artifact_name` is looked up when `artifact_path` does not exist: the artifact
     store, then an artifact server. Returns local, complete `.mender` files (downloaded if need
-    be) that are candidates for this component type; [] when the name is unknown there."""
+    be) that are candidates for this component type; [] when the name is unknown there.
+    Raises SourceError when it cannot tell (its failure becomes the component's problem)."""
 
     def candidates(self, *, artifact_name: str, component_type: str) -> list[Path]: ...
 
@@ -139,9 +145,9 @@ class _Chooser:
         self.problems: list[str] = []
 
     def choose(self, item: Inspected, spec: TypeTarget) -> Target | None:
-        paths = self._candidates(spec, item.component.component_type)
+        paths, failures = self._candidates(spec, item.component.component_type)
         if not paths:
-            self.problems.append(_missing_artifact(item, spec))
+            self.problems.append(_missing_artifact(item, spec, failures))
             return None
         usable, reasons = self._usable(item, paths)
         if not usable:
@@ -160,16 +166,23 @@ class _Chooser:
             artifact=info,
         )
 
-    def _candidates(self, spec: TypeTarget, component_type: str) -> list[Path]:
+    def _candidates(self, spec: TypeTarget, component_type: str) -> tuple[list[Path], list[str]]:
+        """The first source's candidates, and the failures of the sources asked before it."""
         if spec.artifact_path is not None and spec.artifact_path.is_file():
-            return [spec.artifact_path]  # an existing artifact_path wins over artifact_name
+            return [spec.artifact_path], []  # an existing artifact_path wins over artifact_name
         if not spec.artifact_name:
-            return []
+            return [], []
+        failures = []
         for source in self.sources:
-            found = source.candidates(artifact_name=spec.artifact_name, component_type=component_type)
+            try:
+                found = source.candidates(artifact_name=spec.artifact_name, component_type=component_type)
+            except SourceError as exc:
+                # A later source may still have it; if none does, this is the real cause.
+                failures.append(str(exc))
+                continue
             if found:
-                return found
-        return []
+                return found, []
+        return [], failures
 
     def _usable(
         self, item: Inspected, paths: Sequence[Path]
@@ -201,7 +214,12 @@ def _installed(item: Inspected, info: ArtifactInfo) -> bool:
     return is_installed(item.provides, provides=info.all_provides(), clears=info.clears_provides)
 
 
-def _missing_artifact(item: Inspected, spec: TypeTarget) -> str:
+def _missing_artifact(item: Inspected, spec: TypeTarget, failures: Sequence[str] = ()) -> str:
+    if failures:
+        # A source failed: that, not "not found", is why there is no artifact.
+        where = f"artifact_path {spec.artifact_path} does not exist and " if spec.artifact_path else ""
+        where += f"artifact {spec.artifact_name!r} is not in the artifact store; " + "; ".join(failures)
+        return f"{item.key}: {where}"
     if spec.artifact_path is not None:
         where = f"artifact_path {spec.artifact_path} does not exist"
         if spec.artifact_name:

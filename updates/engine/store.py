@@ -9,6 +9,7 @@ reads a file that can still change. The same bytes stored twice end up as one fi
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import queue
@@ -16,8 +17,7 @@ import re
 import shutil
 import tempfile
 import threading
-import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -25,6 +25,9 @@ from typing import IO
 
 SHA_RE = re.compile(r"[0-9a-f]{64}")
 TMP_DIR = ".tmp"
+# Writers take it shared while they create and lock a temp file, clean-up takes it exclusive
+# while it probes: a temp file is never seen in the moment between its creation and its lock.
+TMP_LOCK = ".tmp.lock"
 # Space kept free for the database, the journal and the work dirs of a running deployment.
 DEFAULT_RESERVE = 64 << 20
 _QUEUE_CHUNKS = 64  # x 64 KiB chunks in flight: bounded memory whatever the upload size
@@ -101,12 +104,19 @@ class BackgroundHash:
 
 
 class StoreWriter:
-    """One object being written; `commit()` names it by its sha256, `abort()` forgets it."""
+    """One object being written; `commit()` names it by its sha256, `abort()` forgets it.
+
+    The temp file stays flock()ed while it is written: the kernel drops the lock when the
+    process dies (SIGKILL, crash), which is how `ArtifactStore.leftovers()` tells a dead
+    write from a live one, at once and whatever the PIDs since.
+    """
 
     def __init__(self, store: ArtifactStore, label: str) -> None:
         self.store = store
         self.label = label
-        fd, name = tempfile.mkstemp(dir=store.tmp_dir, prefix="in-", suffix=".part")
+        with store.tmp_lock(fcntl.LOCK_SH):
+            fd, name = tempfile.mkstemp(dir=store.tmp_dir, prefix="in-", suffix=".part")
+            fcntl.flock(fd, fcntl.LOCK_EX)
         self.tmp_path = Path(name)
         self._file = os.fdopen(fd, "wb")
         self._sink = self._start()
@@ -141,9 +151,11 @@ class StoreWriter:
         self._finish_sink()
         self._file.flush()
         os.fsync(self._file.fileno())
-        self._file.close()
+        # Named while still open, i.e. locked: a clean-up never takes the temp file meanwhile.
+        stored = self.store._adopt(self.tmp_path, self._sink.digest.hexdigest(), self.size)
         self._done = True
-        return self.store._adopt(self.tmp_path, self._sink.digest.hexdigest(), self.size)
+        self._file.close()
+        return stored
 
     def abort(self) -> None:
         if self._done:
@@ -151,9 +163,9 @@ class StoreWriter:
         self._done = True
         with contextlib.suppress(BaseException):
             self._finish_sink()
-        self._file.close()
         with contextlib.suppress(FileNotFoundError):
             self.tmp_path.unlink()
+        self._file.close()
 
     def _finish_sink(self) -> None:
         self._sink.chunks.put(None)
@@ -186,6 +198,15 @@ class ArtifactStore:
     @property
     def tmp_dir(self) -> Path:
         return self.root / TMP_DIR
+
+    @contextlib.contextmanager
+    def tmp_lock(self, mode: int) -> Iterator[None]:
+        fd = os.open(self.root / TMP_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, mode)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     def path(self, sha256: str) -> Path:
         if not SHA_RE.fullmatch(sha256):
@@ -242,10 +263,24 @@ class ArtifactStore:
                 found.append(StoreEntry(path.name, stat.st_size, stat.st_mtime))
         return found
 
-    def leftovers(self, *, older_than: float = 3600.0) -> list[Path]:
-        """Temp files of writes that died (crash, kill); young ones may still be in progress."""
-        limit = time.time() - older_than
-        return [p for p in self.tmp_dir.iterdir() if p.stat().st_mtime < limit]
+    def leftovers(self) -> list[Path]:
+        """Temp files of writes that died (crash, kill): those no live writer holds locked."""
+        with self.tmp_lock(fcntl.LOCK_EX):
+            return [p for p in sorted(self.tmp_dir.iterdir()) if _unlocked(p)]
+
+
+def _unlocked(path: Path) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False  # gone meanwhile, or not ours to judge: leave it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False  # a live writer holds it
+    finally:
+        os.close(fd)
+    return True
 
 
 def _fsync_dir(directory: Path) -> None:

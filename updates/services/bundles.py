@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,6 +27,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from updates import selectors
+from updates.claims import owner_alive, owner_token
 from updates.engine.artifact import ArtifactError, ArtifactInfo, ArtifactReader, PublicKey
 from updates.engine.bundle import Intake, ingest
 from updates.engine.bundle import StoredArtifact as Carried
@@ -34,6 +37,7 @@ from updates.engine.planner import (
     ArtifactSource,
     Inspected,
     SelectionError,
+    SourceError,
     incompatibilities,  # the planner's own §3.1 rules
 )
 from updates.engine.provides import device_type_ok
@@ -41,6 +45,9 @@ from updates.engine.store import ArtifactStore, NoSpaceError, plan_eviction
 from updates.models import Bundle, BundleArtifact, StoredArtifact
 from updates.services.environment import Environment, NullJournal, desired_state_load, environment_load
 from updates.services.sources import artifact_sources, artifact_store, stored_artifact_record
+
+log = logging.getLogger("orchestrator")
+INTERRUPTED = "interrupted during ingest (its process is gone)"
 
 
 class BundleNotFound(Exception):
@@ -79,7 +86,37 @@ def bundle_add(
     """
     env = environment_load()
     store = artifact_store(env)
-    bundle = Bundle.objects.create(filename=filename, created_by=created_by)
+    _clean_interrupted(env, store)
+    bundle = _bundle_begin(env, filename=filename, created_by=created_by)
+    try:
+        return _bundle_check(env, store, bundle, source, size_hint)
+    except Exception as exc:
+        _mark_rejected(bundle.pk, f"ingest failed: {exc}")  # not left "ingesting" for the sweep
+        raise
+    finally:
+        _ingest_marker(env, bundle.pk).unlink(missing_ok=True)
+
+
+def _bundle_begin(env: Environment, *, filename: str, created_by: str) -> Bundle:
+    """The `ingesting` row, with a marker naming this process: a later ingest or gc can then
+    tell an ingest that died (SIGKILL, power cut) from one still running elsewhere."""
+    with transaction.atomic():
+        bundle = Bundle.objects.create(filename=filename, created_by=created_by)
+        # Written before the row commits: no one ever sees an `ingesting` row without its marker.
+        marker = _ingest_marker(env, bundle.pk)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(owner_token())
+    return bundle
+
+
+def _ingest_marker(env: Environment, bundle_id: int) -> Path:
+    return bundles_root(env) / ".ingesting" / str(bundle_id)
+
+
+def _bundle_check(
+    env: Environment, store: ArtifactStore, bundle: Bundle, source: IO[bytes], size_hint: int | None
+) -> Bundle:
+    filename = bundle.filename
     directory = bundles_root(env) / str(bundle.pk)
     checks = _Checks()
     keys = _keys(env, checks)
@@ -213,7 +250,6 @@ def _resolve(
         if problem:
             problems.append(f"component_types.{ctype}: {problem}")
         found[ctype] = candidates
-    problems.extend(_source_errors(sources))
     detail = "; ".join(f"{t}: {', '.join(c.label for c in cs)}" for t, cs in found.items())
     checks.add("artifacts present or resolvable", problems, detail)
     return found
@@ -239,10 +275,17 @@ def _candidates(
     ]
     if own:
         return [_Candidate(a.member, a.info) for a in own], None
+    failures = []
     for source in sources:
-        paths = source.candidates(artifact_name=name, component_type=spec.component_type)
+        try:
+            paths = source.candidates(artifact_name=name, component_type=spec.component_type)
+        except SourceError as exc:
+            failures.append(str(exc))  # the server's failure is the reason, not "not found"
+            continue
         if paths:
             return _read_headers(paths, keys)
+    if failures:
+        return [], f"artifact {name!r} is neither in the bundle nor in the store; " + "; ".join(failures)
     return [], f"artifact {name!r} is neither in the bundle nor in the store, nor on an artifact server"
 
 
@@ -279,10 +322,6 @@ def _read_headers(paths: Sequence[Path], keys: Sequence[PublicKey]) -> tuple[lis
         except ArtifactError as exc:
             problems.append(f"{path}: {exc}")
     return found, "; ".join(problems) or None
-
-
-def _source_errors(sources: Sequence[ArtifactSource]) -> list[str]:
-    return [e for s in sources for e in getattr(s, "errors", [])]
 
 
 # ----- compatibility with this system -------------------------------------------------------------------
@@ -411,31 +450,110 @@ def bundle_add_file(*, path: Path, created_by: str = "cli") -> Bundle:
 
 def store_gc(*, dry_run: bool = False) -> list[dict[str, Any]]:
     """Evict what the active, previous and in-progress manifests do not need, beyond the budget
-    (ArtifactsCache.MaxSizeBytes; 0 = unlimited), oldest unused first. Unrecorded files (a crash
-    between naming and recording) and stale temp files always go. Returns what was (would be) removed."""
-    env = environment_load()
+    (ArtifactsCache.MaxSizeBytes; 0 = unlimited), oldest unused first. Ingests that died are
+    marked rejected; their temp files and store files no row records always go (unless another
+    ingest is running: its files are not recorded yet). Returns what was (would be) removed."""
+    return _store_retention(environment_load(), dry_run=dry_run)
+
+
+def store_retention_after_deployment(env: Environment) -> None:
+    """What `gc` does, run when a deployment has ended (reference §5.3: the cache is trimmed
+    after each deployment). Never raises: retention must not change a deployment's outcome."""
+    try:
+        removed = _store_retention(env, dry_run=False)
+    except Exception:
+        log.exception("artifact store retention after the deployment failed")
+        return
+    if removed:
+        log.info("artifact store retention: removed %d file(s)", len(removed))
+
+
+def _store_retention(env: Environment, *, dry_run: bool) -> list[dict[str, Any]]:
     store = artifact_store(env)
+    if not dry_run:
+        _reject_interrupted(env)
     rows = {r.sha256: r for r in StoredArtifact.objects.all()}
-    entries = store.entries()
-    gone = [
-        _gone(e.sha256, "", e.size, "not recorded (interrupted ingest)")
-        for e in entries
-        if e.sha256 not in rows
-    ]
-    recorded = [e for e in entries if e.sha256 in rows]
-    last_used = {s: (r.last_used_at or r.created_at).timestamp() for s, r in rows.items()}
-    budget = env.config.artifacts_cache_max_size_bytes
-    plan = plan_eviction(recorded, needed=_needed(store), last_used=last_used, budget=budget)
-    gone += [
-        _gone(e.sha256, rows[e.sha256].name, e.size, f"over the {budget}-byte budget, unused longest")
-        for e in plan.evict
-    ]
-    gone += [
-        _gone("", p.name, p.stat().st_size, "temp file of an interrupted write") for p in store.leftovers()
-    ]
+    gone = _debris(env, store) + _over_budget(env, store, rows)
     if not dry_run:
         _evict(store, gone, rows)
     return gone
+
+
+def _clean_interrupted(env: Environment, store: ArtifactStore) -> None:
+    """Before an ingest: what earlier ingests left when they died (records, temp and store files)."""
+    _reject_interrupted(env)
+    _evict(store, _debris(env, store), {})
+
+
+def _reject_interrupted(env: Environment) -> list[int]:
+    """Mark `ingesting` bundles whose process is gone as rejected; returns their ids."""
+    stale = [
+        b.pk
+        for b in Bundle.objects.filter(status=Bundle.Status.INGESTING)
+        if not owner_alive(_ingest_owner(env, b.pk))
+    ]
+    for bundle_id in stale:
+        if _mark_rejected(bundle_id, INTERRUPTED):
+            # A directory half made when it died; the store files it linked are unrecorded debris.
+            shutil.rmtree(bundles_root(env) / str(bundle_id), ignore_errors=True)
+        _ingest_marker(env, bundle_id).unlink(missing_ok=True)
+    return stale
+
+
+def _ingest_owner(env: Environment, bundle_id: int) -> str:
+    try:
+        return _ingest_marker(env, bundle_id).read_text().strip()
+    except OSError:
+        return ""  # no marker: its process removed it on the way out, or never got to write it
+
+
+def _mark_rejected(bundle_id: int, reason: str) -> bool:
+    """Conditional on `ingesting`: a bundle that just finished (or another sweeper) wins."""
+    return bool(
+        Bundle.objects.filter(pk=bundle_id, status=Bundle.Status.INGESTING).update(
+            status=Bundle.Status.REJECTED,
+            checks=[{"check": "ingest", "ok": False, "detail": reason}],
+            problems=[f"ingest: {reason}"],
+        )
+    )
+
+
+def _ingest_running(env: Environment) -> bool:
+    return any(
+        owner_alive(_ingest_owner(env, b.pk)) for b in Bundle.objects.filter(status=Bundle.Status.INGESTING)
+    )
+
+
+def _debris(env: Environment, store: ArtifactStore) -> list[dict[str, Any]]:
+    """Temp files no live writer holds, and store files no row records (a crash between naming
+    and recording), unless an ingest is running: it records its files only when it is done."""
+    gone = [
+        _gone("", p.name, p.stat().st_size, "temp file of an interrupted write") for p in store.leftovers()
+    ]
+    # In this order: files listed before the check were either written by an ingest still
+    # running (then nothing goes) or by one that has ended, so their rows are there by now.
+    entries = store.entries()
+    if _ingest_running(env):
+        return gone
+    recorded = set(StoredArtifact.objects.values_list("sha256", flat=True))
+    return gone + [
+        _gone(e.sha256, "", e.size, "not recorded (interrupted ingest)")
+        for e in entries
+        if e.sha256 not in recorded
+    ]
+
+
+def _over_budget(
+    env: Environment, store: ArtifactStore, rows: dict[str, StoredArtifact]
+) -> list[dict[str, Any]]:
+    recorded = [e for e in store.entries() if e.sha256 in rows]
+    last_used = {s: (r.last_used_at or r.created_at).timestamp() for s, r in rows.items()}
+    budget = env.config.artifacts_cache_max_size_bytes
+    plan = plan_eviction(recorded, needed=_needed(store), last_used=last_used, budget=budget)
+    return [
+        _gone(e.sha256, rows[e.sha256].name, e.size, f"over the {budget}-byte budget, unused longest")
+        for e in plan.evict
+    ]
 
 
 def _gone(sha256: str, name: str, size: int, reason: str) -> dict[str, Any]:

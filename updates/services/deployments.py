@@ -28,6 +28,7 @@ from updates.engine.manifest import Component, DesiredState, Topology, parse_man
 from updates.engine.planner import Plan, SelectionError, Target, select
 from updates.journal import DbJournal
 from updates.models import ActiveManifests, Deployment, Manifest
+from updates.services.bundles import store_retention_after_deployment
 from updates.services.components import components_refresh_quietly
 from updates.services.environment import (
     BusyError,
@@ -267,6 +268,9 @@ def _deployment_finish(
         _refresh_after(env, deployment)
         # Every component's tree went at its Cleanup; what remains (inspection scratch) goes now.
         shutil.rmtree(deployment.work_dir, ignore_errors=True)
+        # Reference §5.3: trim the artifact store after each deployment, as `gc` does (keeps
+        # what the active, previous and in-progress manifests need). Logs, never raises.
+        store_retention_after_deployment(env)
     return deployment
 
 

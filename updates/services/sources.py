@@ -13,7 +13,7 @@ from pathlib import Path
 from django.utils import timezone
 
 from updates.engine.artifact import ArtifactError, ArtifactInfo, Limits, PublicKey
-from updates.engine.planner import ArtifactSource
+from updates.engine.planner import ArtifactSource, SourceError
 from updates.engine.server import ArtifactServer, RemoteArtifact, ServerError, ServerSettings
 from updates.engine.store import ArtifactStore, StoreError
 from updates.models import StoredArtifact
@@ -39,10 +39,9 @@ def artifact_server(env: Environment) -> ArtifactServer | None:
     conf = env.config.artifact_server
     if conf is None:
         return None
-    token = conf.token or (conf.token_file.read_text().strip() if conf.token_file else "")
     settings = ServerSettings(
         url=conf.url,
-        token=token,
+        token=conf.token or "",  # TokenFile was read (or reported unreadable) with the config
         timeout=float(conf.timeout_seconds),
         retries=conf.retries,
         cafile=env.config.server_certificate,
@@ -89,32 +88,46 @@ class StoreSource:
 
 
 class ServerSource:
-    """The release's artifacts on the artifact server, downloaded (verified) into the store."""
+    """The release's artifacts on the artifact server, downloaded (verified) into the store.
+
+    Raises SourceError when it has no candidate because the server failed (or does not list
+    the release), so the planner and bundle checks name that cause rather than "not found".
+    """
 
     def __init__(self, server: ArtifactServer, store: ArtifactStore, *, keys: list[PublicKey]) -> None:
         self.server = server
         self.store = store
         self.keys = keys
-        self.errors: list[str] = []
 
     def candidates(self, *, artifact_name: str, component_type: str) -> list[Path]:
         try:
             remote = self.server.list_artifacts(release_name=artifact_name, device_type=component_type)
         except ServerError as exc:
-            self._error(exc)
-            return []
-        paths = []
+            raise self._failure(exc) from exc
+        if not remote:
+            raise SourceError(
+                f"artifact server {self.server.base}: has no artifact {artifact_name!r} "
+                f"for device type {component_type!r}"
+            )
+        paths, failures = [], []
         for artifact in remote:
             try:
                 paths.append(self._local(artifact))
             except (ServerError, ArtifactError, StoreError) as exc:
-                self._error(exc)  # a refused download is no candidate; the others still are
+                failures.append(self._failure(exc))  # refused: no candidate; the others still are
+        if not paths:
+            raise failures[0] if len(failures) == 1 else SourceError("; ".join(map(str, failures)))
         return paths
 
-    def _error(self, exc: Exception) -> None:
-        # The planner's protocol has no error channel: keep it for callers and log it.
-        self.errors.append(f"artifact server: {exc}")
-        log.error("artifact server: %s", exc)
+    def _failure(self, exc: Exception) -> SourceError:
+        base = self.server.base
+        detail = str(exc)
+        if isinstance(exc, ServerError) and exc.where and exc.where.startswith(base):
+            # "HTTP 500 … (/api/…)": the server is named once, in front.
+            detail = f"{exc.reason} ({exc.where.removeprefix(base)})"
+        # Logged too: a partial failure (another download worked) is reported nowhere else.
+        log.error("artifact server %s: %s", base, detail)
+        return SourceError(f"artifact server {base}: {detail}")
 
     def _local(self, artifact: RemoteArtifact) -> Path:
         # Downloaded before (same server id, still stored): no second download.
