@@ -10,8 +10,6 @@ run position (`RunState`) before every state so a later `resume` can continue fr
 
 from __future__ import annotations
 
-import logging
-import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -33,7 +31,6 @@ from updates.engine.workdir import (
     run_download,
 )
 
-log = logging.getLogger("orchestrator.machine")
 T = TypeVar("T")
 
 STOPPABLE = ("ArtifactCommit", "ArtifactRollback", "Cleanup")
@@ -637,7 +634,3 @@ class _WholeFile:
     def read(self, n: int = -1) -> bytes:
         data: bytes = self.file.read(n)
         return data
-
-
-def copy_tree_for_debug(src: Path, dst: Path) -> None:  # pragma: no cover - operator aid
-    shutil.copytree(src, dst, dirs_exist_ok=True)

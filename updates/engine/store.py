@@ -23,6 +23,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from updates.engine.fsutil import fsync_dir
+
 SHA_RE = re.compile(r"[0-9a-f]{64}")
 TMP_DIR = ".tmp"
 # Writers take it shared while they create and lock a temp file, clean-up takes it exclusive
@@ -246,7 +248,7 @@ class ArtifactStore:
         except FileExistsError:
             new = False
         tmp.unlink()
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
         if not new:
             os.utime(final)  # mtime = last stored: the age "oldest unused" eviction goes by
         return StoredObject(sha256, size, final, new)
@@ -281,14 +283,6 @@ def _unlocked(path: Path) -> bool:
     finally:
         os.close(fd)
     return True
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,7 @@ def desired_state_load(
     topology_components: Path | None,
     manifest_data: bytes | None = None,
 ) -> DesiredState:
-    components = topology_components or _env_topology_components() or env.config.topology_components
+    components = topology_components_file(env, explicit=topology_components)
     return load_desired_state(
         manifest_path.resolve(),
         topology_dir=env.topology_dir,
@@ -80,9 +80,11 @@ def desired_state_load(
     )
 
 
-def _env_topology_components() -> Path | None:
-    value = settings.TOPOLOGY_COMPONENTS_FILE
-    return Path(value) if value else None
+def topology_components_file(env: Environment, *, explicit: Path | None = None) -> Path | None:
+    """The separate topology components file, if any: CLI `-t` wins over the environment
+    (MENDER_ORCHESTRATOR_TOPOLOGY_COMPONENTS_FILE), which wins over config `TopologyComponents`."""
+    from_env = Path(settings.TOPOLOGY_COMPONENTS_FILE) if settings.TOPOLOGY_COMPONENTS_FILE else None
+    return explicit or from_env or env.config.topology_components
 
 
 class NullJournal:

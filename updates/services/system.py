@@ -15,9 +15,9 @@ from updates.services.deployments import plan_as_json
 from updates.services.environment import (
     Environment,
     NullJournal,
-    _env_topology_components,
     desired_state_load,
     environment_load,
+    topology_components_file,
 )
 from updates.services.sources import artifact_sources
 
@@ -76,13 +76,17 @@ def current_components(env: Environment) -> tuple[Component, ...]:
     """The topology on disk; for a seed-form system, the components of the active manifest."""
     topology = env.topology_dir / "topology.yaml"
     if topology.is_file():
-        components_file = _env_topology_components() or env.config.topology_components
-        return parse_topology(
-            topology.read_bytes(),
-            path=topology,
-            components_data=components_file.read_bytes() if components_file else None,
-            components_path=components_file,
-        ).components
+        components_file = topology_components_file(env)
+        try:
+            components_data = components_file.read_bytes() if components_file else None
+            return parse_topology(
+                topology.read_bytes(),
+                path=topology,
+                components_data=components_data,
+                components_path=components_file,
+            ).components
+        except OSError as exc:
+            raise SelectionError([f"cannot read the topology: {exc}"]) from exc
     pointers = selectors.active_manifests()
     if pointers and pointers.active and pointers.active.form == "seed":
         _, components = parse_manifest(pointers.active.raw.encode(), path=Path(pointers.active.source_path))
