@@ -7,6 +7,7 @@ raw payload (baseline) and `read_artifact(..., extract_to=...)` in a child proce
 the speed ratio (ours / sha256sum) and the child's peak RSS. Targets (uncompressed): ratio >= 0.8,
 RSS < 64 MiB. Each measurement is the best of --repeat runs, after one warm-up of the page cache.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,8 +63,15 @@ def _measure(tmp: Path, size_mib: int, compression: str, repeat: int) -> None:
     payload = tmp / f"payload-{compression}.bin"
     artifact = tmp / f"bench-{compression}.mender"
     _payload(payload, size_mib)
-    write_artifact(artifact, kind="module-image", name="bench-1", device_types=["bench"], files=[payload],
-                   payload_type="single-file", compression=compression)  # type: ignore[arg-type]
+    write_artifact(
+        artifact,
+        kind="module-image",
+        name="bench-1",
+        device_types=["bench"],
+        files=[payload],
+        payload_type="single-file",
+        compression=compression,
+    )  # type: ignore[arg-type]
     _timed(["sha256sum", str(payload)])  # warm the page cache for both sides
     base = _best(["sha256sum", str(payload)], repeat)[0]
     ours_runs = []
@@ -76,10 +84,14 @@ def _measure(tmp: Path, size_mib: int, compression: str, repeat: int) -> None:
     bytes_ = size_mib * MIB
     print(f"[{compression}] payload {size_mib} MiB, artifact {artifact.stat().st_size / MIB:.1f} MiB")
     print(f"  sha256sum            {base:7.3f} s  {bytes_ / base / MIB:8.1f} MiB/s")
-    print(f"  read_artifact+extract{ours:7.3f} s  {bytes_ / ours / MIB:8.1f} MiB/s"
-          f"  (in-process {float(inner.split()[0]):.3f} s, incl. fsync)")
-    print(f"  ratio ours/sha256sum {base / ours:7.3f}   peak RSS {rss / 1024:.1f} MiB (ru_maxrss),"
-          f" {hwm / 1024:.1f} MiB (VmHWM)")
+    print(
+        f"  read_artifact+extract{ours:7.3f} s  {bytes_ / ours / MIB:8.1f} MiB/s"
+        f"  (in-process {float(inner.split()[0]):.3f} s, incl. fsync)"
+    )
+    print(
+        f"  ratio ours/sha256sum {base / ours:7.3f}   peak RSS {rss / 1024:.1f} MiB (ru_maxrss),"
+        f" {hwm / 1024:.1f} MiB (VmHWM)"
+    )
     payload.unlink()
     artifact.unlink()
 

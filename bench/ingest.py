@@ -56,8 +56,15 @@ def _payload(path: Path, size_mib: int) -> None:
 def _bundle(tmp: Path, size_mib: int, gz: bool) -> Path:
     payload, artifact = tmp / "payload.bin", tmp / "bench-v1.mender"
     _payload(payload, size_mib)
-    write_artifact(artifact, kind="module-image", name="bench-v1", device_types=["bench"],
-                   payload_type="bench", files=[payload], compression="none")
+    write_artifact(
+        artifact,
+        kind="module-image",
+        name="bench-v1",
+        device_types=["bench"],
+        payload_type="bench",
+        files=[payload],
+        compression="none",
+    )
     payload.unlink()
     (tmp / "manifest.yaml").write_bytes(MANIFEST)
     bundle = tmp / ("bundle.tar.gz" if gz else "bundle.tar")
@@ -100,7 +107,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--gzip", action="store_true", help="a .tar.gz bundle instead of a .tar")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bench-ingest-", dir=ROOT / "var" if (ROOT / "var").is_dir() else None) as tmp_name:
+    with tempfile.TemporaryDirectory(
+        prefix="bench-ingest-", dir=ROOT / "var" if (ROOT / "var").is_dir() else None
+    ) as tmp_name:
         tmp = Path(tmp_name)
         bundle = _bundle(tmp, args.size, args.gzip)
         _timed(["sha256sum", str(bundle)])  # warm the page cache for both sides

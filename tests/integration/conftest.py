@@ -112,7 +112,9 @@ class DemoSystem:
     def states(self, device_id: str) -> list[str]:
         """The states (not queries) a device was driven through, in order."""
         return [
-            s for _, d, s, edge in self.calls() if d == device_id and edge == "start" and s not in QUERY_STATES
+            s
+            for _, d, s, edge in self.calls()
+            if d == device_id and edge == "start" and s not in QUERY_STATES
         ]
 
     def timeline(self) -> list[tuple[float, str, str]]:
