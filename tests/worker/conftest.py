@@ -22,6 +22,7 @@ from typing import Any
 import kombu.pools
 import pytest
 import redis
+from django.conf import settings
 from django.db import connection, connections
 
 from tests.integration.conftest import DemoSystem, build_demo, demo, migrated_db
@@ -197,10 +198,12 @@ def _configure_producer(broker: str, datastore: Path) -> dict[str, str]:
         url = f"{REDIS_BASE}/{_redis_db()}"
         redis.Redis.from_url(url).flushdb()
         app.conf.broker_url = url
+        app.conf.broker_transport = None
         app.conf.broker_transport_options = {"visibility_timeout": 86400}
         return {"CELERY_BROKER_URL": url}
     queue = datastore / "queue"
     app.conf.broker_url = "filesystem://localhost//"
+    app.conf.broker_transport = settings.FILESYSTEM_TRANSPORT  # the worker's, from the same settings
     app.conf.broker_transport_options = {
         "data_folder_in": str(queue / "messages"),
         "data_folder_out": str(queue / "messages"),
