@@ -7,6 +7,8 @@ from typing import Any
 from django.db.models import QuerySet
 
 from devices.selectors import component_list
+from updates.heartbeat import WorkerBeat as WorkerBeat
+from updates.heartbeat import live_workers as live_workers  # re-exported: workers that answer
 from updates.models import ActiveManifests, Bundle, BundleArtifact, Deployment, Step
 
 
