@@ -267,6 +267,12 @@ def appliance(
     _forget_broker_connections()
 
 
+def producer_broker(url: str) -> None:
+    """Send this process's messages to another Redis (a private one a test stops and starts)."""
+    _forget_broker_connections()
+    app.conf.broker_url = url
+
+
 def _forget_broker_connections() -> None:
     # Celery has no public "switch brokers" call; this is what it does itself after a fork.
     kombu.pools.reset()

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+import redis
 
-from tests.worker.conftest import ROOT, Appliance, wait_for
+from tests.worker.conftest import ROOT, Appliance, producer_broker, wait_for
 from updates import selectors
 from updates.heartbeat import HEARTBEAT_SECONDS, heartbeats_dir
+from updates.services import dispatch
 
 
 def _live_names(within_seconds: float = 10) -> list[str]:
@@ -52,6 +55,52 @@ def test_a_frozen_worker_drops_out_after_the_window_and_a_stopped_one_at_once(ap
     assert stopped.proc.wait(30) == 0, stopped.text()
     assert not (heartbeats_dir() / f"{stopped.name}.json").exists()
     wait_for(lambda: _live_names() == [frozen.name], 10, frozen.text)
+
+
+def _redis_server(port: int, root: Path) -> subprocess.Popen[bytes]:
+    cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    server = subprocess.Popen([*cmd, "--dir", str(root)], stdout=subprocess.DEVNULL)
+    wait_for(lambda: _answers(port), 10, lambda: f"redis-server on port {port} did not start")
+    return server
+
+
+def _answers(port: int) -> bool:
+    try:
+        return bool(redis.Redis(port=port, socket_timeout=0.5).ping())
+    except redis.ConnectionError:
+        return False
+
+
+@pytest.mark.parametrize("broker", ["redis"], indirect=True)
+def test_a_worker_waits_out_a_lost_redis_and_takes_work_when_it_is_back(
+    appliance: Appliance, tmp_path: Path
+) -> None:
+    with socket.socket() as probe:  # a free port for a Redis of our own, which we stop
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"redis://127.0.0.1:{port}/0"
+    server = _redis_server(port, tmp_path)
+    producer_broker(url)
+    worker = appliance.spawn_worker(env={"CELERY_BROKER_URL": url})
+    try:
+        worker.wait_ready()
+        server.kill()
+        server.wait()
+        wait_for(lambda: "Cannot connect to" in worker.text(), 30, worker.text)
+        time.sleep(3)  # several retries
+        assert worker.proc.poll() is None, worker.text()
+
+        server = _redis_server(port, tmp_path)  # back, and empty
+        wait_for(lambda: worker.count("Connected to") == 2, 60, worker.text)
+        deployment = dispatch.deployment_start(
+            manifest_path=appliance.system.system / "manifest-v2.yaml", created_by="api:test"
+        )
+        assert appliance.wait_finished(deployment.pk).status == "succeeded"
+        assert worker.proc.poll() is None
+        wait_for(lambda: worker.name in _live_names(), 10, worker.text)
+    finally:
+        server.kill()
+        server.wait()
 
 
 def test_the_supervisor_restarts_a_killed_worker_and_stops_it_on_sigterm(appliance: Appliance) -> None:
