@@ -94,6 +94,8 @@ class Channel(filesystem.Channel):
     def _decoded(self, raw: bytes) -> dict[str, Any]:
         """The message as the virtual channel will read it, checked now: a KeyError or a bad
         body encoding later, inside the consumer, would kill the worker like a bad JSON."""
+        if not raw:
+            raise ValueError("empty file")
         message = _loads(_to_str(raw))
         properties = message.get("properties") if isinstance(message, dict) else None
         if not isinstance(properties, dict) or "delivery_tag" not in properties:

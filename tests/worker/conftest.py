@@ -382,6 +382,6 @@ def producers_wait(producers: list[subprocess.Popen[str]], timeout: float) -> li
     printed: list[Any] = []
     for producer in producers:
         out, _ = producer.communicate(timeout=timeout)
-        assert producer.returncode == 0, f"{producer.args} failed (status {producer.returncode}): {out}"
+        assert producer.returncode == 0, f"{producer.args!r} failed (status {producer.returncode}): {out}"
         printed += json.loads(out.strip().splitlines()[-1]) if out.strip() else []
     return printed

@@ -50,7 +50,7 @@ def test_two_consumers_get_each_message_of_four_producers_once_beside_two_cpu_bu
     appliance: Appliance,
 ) -> None:
     """The transport alone, at full speed: kombu's own lets a consumer read a message still
-    being written and die of the JSONDecodeError (2 runs in 3 here), or producers starting
+    being written and die of the JSONDecodeError (1 run in 2 here), or producers starting
     together read a half-made exchange table."""
     expected = [[f"producer-{p}", n] for p in range(4) for n in range(MESSAGES)]
     with cpu_burners(2):
