@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import sqlite3
 import stat
 import subprocess
@@ -189,6 +190,10 @@ def test_two_installs_at_the_same_moment_run_once(demo: DemoSystem) -> None:
     sleep_in(demo, "G13", "Download", "1")  # the winner is still running when the loser decides
     procs = [start_install(demo), start_install(demo)]
     assert sorted(p.wait(60) for p in procs) == [0, 3]
+    refusal = next(t for f in demo.root.glob("cli-*.log") if "deployment 1 (" in (t := f.read_text()))
+    # Its runner is alive: say so and to wait; `resume`/`rollback` would be wrong advice.
+    assert re.search(r"deployment 1 \(system-core-v2\) is (running \(pid \d+, since|queued since)", refusal)
+    assert "wait for it to" in refusal and "`rollback`" not in refusal, refusal
     assert len(json.loads(demo.run("history", "--json").stdout)) == 1
     assert demo.states("G13") == [
         "Download",

@@ -179,7 +179,7 @@ def _busy_message(running: Deployment) -> str:
     if running.status == Deployment.Status.RUNNING and owner_alive(running.owner):
         return f"{what} is running (pid {owner_pid(running.owner)}, since {since}): wait for it to end"
     if running.status == Deployment.Status.QUEUED:
-        return f"{what} is queued since {since}: wait for it to run, or `resume` runs it here"
+        return f"{what} is queued since {since}: wait for it to start (if nothing runs it, `resume` does)"
     if running.status == Deployment.Status.RUNNING:
         return f"{what} was left running by a process that is gone: run `resume` or `rollback` first"
     return f"{what} is {running.status} since {since}: run `resume` or `rollback` first"
