@@ -49,9 +49,7 @@ def test_after_a_rollback_every_line_says_what_happened_and_what_runs(demo: Demo
     steps = demo.run("history", "2").stdout.splitlines()
     assert steps[0] == history[0]
     assert "  rtos.R456                rtos-v2 -> rtos-v3: failed in ArtifactCommit, rolled back" in steps
-    assert any(
-        re.search(r"rtos\.R456 +ArtifactCommit +FAILED exit code 1$", s) for s in steps
-    )
+    assert any(re.search(r"rtos\.R456 +ArtifactCommit +FAILED exit code 1$", s) for s in steps)
     assert any(re.search(r"rtos\.R456 +ArtifactRollback +ok$", s) for s in steps)
     one = json.loads(demo.run("history", "2", "--json").stdout)
     assert (

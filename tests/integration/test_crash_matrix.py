@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -257,7 +258,7 @@ def test_it_recovers_when_resume_is_killed_during_the_rollback_too(
 # ----- the leftover interface call finished on its own before `resume` ---------------------------
 
 
-ORPHAN_DONE = {
+ORPHAN_DONE: dict[tuple[str, str], Callable[[Path], bool]] = {
     ("G13", "ArtifactInstall"): lambda dev: (dev / "pending").exists(),
     ("G13", "ArtifactReboot"): lambda dev: (dev / "version").read_text().strip() == "gateway-v2",
     ("R456", "ArtifactCommit"): lambda dev: not (dev / "pending").exists(),
