@@ -158,6 +158,17 @@ def _integrity(demo: DemoSystem) -> list[str]:
     return [str(r[0]) for r in rows]
 
 
+def _wait_for_a_call(demo: DemoSystem, proc: subprocess.Popen[str]) -> None:
+    """Until the process starts one more interface call (or ends, or 30 s pass)."""
+    log = demo.root / "calls.log"
+    seen = len(log.read_text().splitlines()) if log.exists() else 0
+    deadline = time.monotonic() + 30
+    while proc.poll() is None and time.monotonic() < deadline:
+        if log.exists() and len(log.read_text().splitlines()) > seen:
+            return
+        time.sleep(0.02)
+
+
 def test_the_database_stays_consistent_when_killed_during_writes(demo: DemoSystem) -> None:
     rng = random.Random(4)  # fixed: the same kill times on every run
     finished = 0
@@ -168,7 +179,8 @@ def test_the_database_stays_consistent_when_killed_during_writes(demo: DemoSyste
             if busy
             else start_install(demo, "manifest-v3.yaml" if finished else "manifest-v2.yaml")
         )
-        time.sleep(rng.uniform(0.6, 2.0))  # past Django's start-up, into the run's writes
+        _wait_for_a_call(demo, proc)  # past start-up (seconds on a loaded machine), into the run
+        time.sleep(rng.uniform(0.0, 1.4))  # ... and somewhere in its writes
         proc.kill()
         proc.wait()
         assert _integrity(demo) == ["ok"]
