@@ -139,7 +139,7 @@ def _guarded(fn: Callable[[], Deployment], *, rolling_back: bool = False) -> int
 def cmd_install(args: argparse.Namespace) -> int:
     if bool(args.manifest) == bool(args.previous):
         _err("install needs a manifest path or --previous (not both)")
-        return 2
+        return ExitCode.INVALID
     opts = {"stop_before": args.stop_before, "exit_on_reboot": args.exit_on_reboot, "echo": _echo}
     if args.previous:
         return _guarded(lambda: services.deployment_install_previous(**opts))
