@@ -10,6 +10,8 @@ from devices.selectors import component_list
 from updates.claims import owner_alive
 from updates.engine.interface import QUERY_STATES
 from updates.engine.planner import TargetJson
+from updates.heartbeat import WorkerBeat as WorkerBeat
+from updates.heartbeat import live_workers as live_workers  # re-exported: workers that answer
 from updates.models import ActiveManifests, Bundle, BundleArtifact, Deployment, Step
 
 
