@@ -220,7 +220,7 @@ def deployment_figures(ids: list[int], wall: float) -> dict[str, float]:
         sys.exit(
             f"a deployment failed: {[(d.pk, d.status, d.reason) for d in rows if d.status != 'succeeded']}"
         )
-    latencies = [(d.started_at - d.created_at).total_seconds() for d in rows]
+    latencies = [(d.started_at - d.created_at).total_seconds() for d in rows if d.started_at]
     return {"count": len(ids), "per_second": len(ids) / wall, "latency": statistics.mean(latencies)}
 
 

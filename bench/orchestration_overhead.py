@@ -22,6 +22,7 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import cast
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -106,7 +107,7 @@ def plain_loop(steps: list[dict[str, object]], scratch: Path) -> float:
     scratch.mkdir(exist_ok=True)
     start = time.perf_counter()
     for step in steps:
-        subprocess.run(step["argv"], cwd=scratch, capture_output=True, check=False)  # type: ignore[arg-type]
+        subprocess.run(cast(list[str], step["argv"]), cwd=scratch, capture_output=True, check=False)
     return time.perf_counter() - start
 
 

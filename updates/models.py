@@ -61,7 +61,7 @@ class Deployment(models.Model):
     IN_PROGRESS = _IN_PROGRESS
     TERMINAL = _TERMINAL
     # How a run of the engine's state machine ends (`machine.Outcome`), as a status.
-    OUTCOME_STATUS: ClassVar[dict[str, Status]] = {
+    OUTCOME_STATUS: ClassVar[dict[str, DeploymentStatus]] = {
         "succeeded": Status.SUCCEEDED,
         "rolled_back": Status.ROLLED_BACK,
         "inconsistent": Status.INCONSISTENT,

@@ -19,7 +19,7 @@ from updates.heartbeat import HEARTBEAT_SECONDS, heartbeat_remove, heartbeat_wri
 log = logging.getLogger("orchestrator.heartbeat")
 
 
-class Heartbeat(bootsteps.StartStopStep):  # type: ignore[misc]  # celery is untyped
+class Heartbeat(bootsteps.StartStopStep):
     requires = ("celery.worker.consumer.connection:Connection",)
 
     def __init__(self, c: Any, **kwargs: Any) -> None:

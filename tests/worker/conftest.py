@@ -213,12 +213,12 @@ def _configure_producer(broker: str, datastore: Path) -> dict[str, str]:
     if broker == "redis":
         url = f"{REDIS_BASE}/{_redis_db()}"
         redis.Redis.from_url(url).flushdb()
-        app.conf.broker_url = url
+        app.conf.broker_url = url  # type: ignore[misc]  # celery-types: read-only, Celery: settable
         app.conf.broker_transport = None
         app.conf.broker_transport_options = {"visibility_timeout": 86400}
         return {"CELERY_BROKER_URL": url}
     queue = datastore / "queue"
-    app.conf.broker_url = "filesystem://localhost//"
+    app.conf.broker_url = "filesystem://localhost//"  # type: ignore[misc]  # as above
     app.conf.broker_transport = settings.FILESYSTEM_TRANSPORT  # the worker's, from the same settings
     app.conf.broker_transport_options = {
         "data_folder_in": str(queue / "messages"),
@@ -260,13 +260,13 @@ def appliance(
 def producer_broker(url: str) -> None:
     """Send this process's messages to another Redis (a private one a test stops and starts)."""
     _forget_broker_connections()
-    app.conf.broker_url = url
+    app.conf.broker_url = url  # type: ignore[misc]  # celery-types: read-only, Celery: settable
 
 
 def _forget_broker_connections() -> None:
     # Celery has no public "switch brokers" call; this is what it does itself after a fork.
     kombu.pools.reset()
-    app._after_fork()
+    app._after_fork()  # type: ignore[attr-defined]  # private, not in celery-types
 
 
 # ----- bursts: a one-component system with a no-op interface, producer processes, CPU burners ---

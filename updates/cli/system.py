@@ -59,7 +59,9 @@ def register(sub: Any) -> None:
     status.set_defaults(handler=cmd_status)
     history = sub.add_parser("history", help="past deployments, one line each; with an ID, its steps")
     history.add_argument("id", nargs="?", type=int, metavar="ID", help="one deployment: every interface call")
-    history.add_argument("--limit", type=int, default=20, help="how many deployments (default 20)")
+    history.add_argument(
+        "--limit", type=int, help="how many deployments, newest first (default 20; 50 with --json, as before)"
+    )
     _json_option(history)
     history.set_defaults(handler=cmd_history)
     sub.add_parser("show-provides", help="provides of every component").set_defaults(
@@ -139,7 +141,7 @@ def _guarded(fn: Callable[[], Deployment], *, rolling_back: bool = False) -> int
 def cmd_install(args: argparse.Namespace) -> int:
     if bool(args.manifest) == bool(args.previous):
         _err("install needs a manifest path or --previous (not both)")
-        return 2
+        return ExitCode.INVALID
     opts = {"stop_before": args.stop_before, "exit_on_reboot": args.exit_on_reboot, "echo": _echo}
     if args.previous:
         return _guarded(lambda: services.deployment_install_previous(**opts))
@@ -258,7 +260,7 @@ def _in_progress_line(running: dict[str, Any] | None) -> str:
 def cmd_history(args: argparse.Namespace) -> int:
     if args.id is not None:
         return _history_of(args.id, as_json=args.json)
-    report = selectors.history_report(limit=args.limit)
+    report = selectors.history_report(limit=args.limit or (50 if args.json else 20))
     if args.json:
         print(json.dumps(report, indent=2, default=str))
         return 0

@@ -26,7 +26,7 @@ from updates.engine.machine import Machine, Options, Result, RunState
 from updates.engine.manifest import DesiredState, Topology, TopologyJson, parse_manifest
 from updates.engine.planner import Plan, SelectionError, select
 from updates.journal import DbJournal
-from updates.models import ActiveManifests, Deployment, Manifest
+from updates.models import ActiveManifests, Deployment, DeploymentStatus, Manifest
 from updates.services.bundles import store_retention_after_deployment
 from updates.services.components import components_refresh_after_deployment
 from updates.services.environment import (
@@ -179,7 +179,7 @@ def _busy_message(running: Deployment) -> str:
     if running.status == Deployment.Status.RUNNING and owner_alive(running.owner):
         return f"{what} is running (pid {owner_pid(running.owner)}, since {since}): wait for it to end"
     if running.status == Deployment.Status.QUEUED:
-        return f"{what} is queued since {since}: wait for it to run, or `resume` runs it here"
+        return f"{what} is queued since {since}: wait for it to start (if nothing runs it, `resume` does)"
     if running.status == Deployment.Status.RUNNING:
         return f"{what} was left running by a process that is gone: run `resume` or `rollback` first"
     return f"{what} is {running.status} since {since}: run `resume` or `rollback` first"
@@ -223,7 +223,7 @@ def _plan(env: Environment, deployment: Deployment, desired: DesiredState, journ
 def deployment_close(
     deployment: Deployment,
     *,
-    status: Deployment.Status,
+    status: DeploymentStatus,
     reason: str,
     components: Sequence[str] | None = None,
     position: dict[str, Any] | None = None,
