@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shlex
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,11 +11,12 @@ from django.conf import settings
 
 from updates.engine.artifact import PublicKey, load_public_key
 from updates.engine.config import OrchestratorConfig, load_config
+from updates.engine.inspection import NullJournal
 from updates.engine.interface import InterfaceRunner
-from updates.engine.machine import RunState
 from updates.engine.manifest import DesiredState, load_desired_state
 
 Echo = Callable[[str], None]
+__all__ = ["NullJournal"]  # re-exported: its home is the engine
 
 
 class BusyError(Exception):
@@ -85,19 +86,6 @@ def topology_components_file(env: Environment, *, explicit: Path | None = None) 
     (MENDER_ORCHESTRATOR_TOPOLOGY_COMPONENTS_FILE), which wins over config `TopologyComponents`."""
     from_env = Path(settings.TOPOLOGY_COMPONENTS_FILE) if settings.TOPOLOGY_COMPONENTS_FILE else None
     return explicit or from_env or env.config.topology_components
-
-
-class NullJournal:
-    """For dry runs and live queries that are not part of a deployment."""
-
-    def checkpoint(self, state: RunState) -> None:
-        return None
-
-    def call_started(self, *, component: str, state: str, argv: Sequence[str]) -> int:
-        return 0
-
-    def call_finished(self, step: int, **kwargs: object) -> None:
-        return None
 
 
 def datastore_prepare() -> None:

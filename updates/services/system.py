@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from updates import selectors
+from updates.engine import inspection
 from updates.engine.inspection import Inspector
-from updates.engine.manifest import Component, parse_manifest, parse_topology
-from updates.engine.planner import Inspected, SelectionError, describe_version, select
+from updates.engine.manifest import TOPOLOGY_FILE, Component, parse_manifest
+from updates.engine.planner import SelectionError, select
 from updates.engine.preview import preview_answers
 from updates.services.deployments import plan_as_json
 from updates.services.environment import (
@@ -42,53 +43,27 @@ def plan_preview(*, manifest_path: Path, topology_components: Path | None = None
 
 def provides_lines() -> list[str]:
     """`<component_type>.<component_id>.<key>=<value>` for every component, asked live."""
-    lines = []
-    for item in _inspect_live():
-        lines.extend(f"{item.key}.{k}={v}" for k, v in sorted(item.provides.items()))
-    return lines
+    env = environment_load()
+    with tempfile.TemporaryDirectory(prefix="orch-show-") as tmp:
+        inspector = Inspector(runner=env.runner(), journal=NullJournal(), workdir=Path(tmp))
+        return inspection.provides_lines(inspector.inspect(current_components(env)))
 
 
 def inventory_lines() -> list[str]:
     env = environment_load()
-    lines = []
     with tempfile.TemporaryDirectory(prefix="orch-inv-") as tmp:
         inspector = Inspector(runner=env.runner(), journal=NullJournal(), workdir=Path(tmp))
-        for item in _inspect_live():
-            lines.append(
-                f"mender-orchestrator-manifest.{item.key}.component_type={item.component.component_type}"
-            )
-            lines.append(
-                f"mender-orchestrator-manifest.{item.key}.version={describe_version(item.provides, item.component.interface)}"
-            )
-            for key, values in sorted(inspector.inventory(item.component, item.component_id).items()):
-                lines.extend(f"{item.key}.{key}={v}" for v in values)
-    return lines
-
-
-def _inspect_live() -> list[Inspected]:
-    env = environment_load()
-    components = current_components(env)
-    with tempfile.TemporaryDirectory(prefix="orch-show-") as tmp:
-        return Inspector(runner=env.runner(), journal=NullJournal(), workdir=Path(tmp)).inspect(components)
+        return inspection.inventory_lines(inspector, inspector.inspect(current_components(env)))
 
 
 def current_components(env: Environment) -> tuple[Component, ...]:
     """The topology on disk; for a seed-form system, the components of the active manifest."""
-    topology = env.topology_dir / "topology.yaml"
-    if topology.is_file():
-        components_file = topology_components_file(env)
-        try:
-            components_data = components_file.read_bytes() if components_file else None
-            return parse_topology(
-                topology.read_bytes(),
-                path=topology,
-                components_data=components_data,
-                components_path=components_file,
-            ).components
-        except OSError as exc:
-            raise SelectionError([f"cannot read the topology: {exc}"]) from exc
+    components = inspection.topology_on_disk(env.topology_dir, topology_components_file(env))
+    if components is not None:
+        return components
     pointers = selectors.active_manifests()
     if pointers and pointers.active and pointers.active.form == "seed":
-        _, components = parse_manifest(pointers.active.raw.encode(), path=Path(pointers.active.source_path))
-        return components or ()
+        _, seed = parse_manifest(pointers.active.raw.encode(), path=Path(pointers.active.source_path))
+        return seed or ()
+    topology = env.topology_dir / TOPOLOGY_FILE
     raise SelectionError([f"no topology: {topology} does not exist and no seed-form manifest is active"])
