@@ -32,7 +32,7 @@ def register(sub: Any) -> None:
     )
     install.add_argument("manifest", nargs="?", type=Path, metavar="MANIFEST|BUNDLE|ID")
     install.add_argument("--previous", action="store_true", help="re-apply the previous manifest")
-    install.add_argument("-t", "--topology-components", type=Path)
+    install.add_argument("-t", "--topology-components", "--manifest-components", type=Path)
     _run_options(install)
     install.set_defaults(handler=cmd_install)
 
@@ -46,7 +46,7 @@ def register(sub: Any) -> None:
 
     plan = sub.add_parser("plan", help="dry run: what would change")
     plan.add_argument("manifest", type=Path)
-    plan.add_argument("-t", "--topology-components", type=Path)
+    plan.add_argument("-t", "--topology-components", "--manifest-components", type=Path)
     plan.add_argument("--json", action="store_true")
     plan.set_defaults(handler=cmd_plan)
 
