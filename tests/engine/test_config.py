@@ -125,7 +125,11 @@ def test_it_warns_of_an_unknown_key_suggesting_the_one_probably_meant(
     # A key added by a newer Mender release must not stop the appliance; a typo is still shown.
     config = load_config(*dirs(tmp_path, '{\n  "LogLevel": "debug",\n  "ArtifactVerifyKeyz": ["/a"]\n}'))
     [warning] = config.warnings
-    assert (warning.file, warning.line, warning.field) == (str(tmp_path / "etc" / CONF_NAME), 3, "ArtifactVerifyKeyz")
+    assert (warning.file, warning.line, warning.field) == (
+        str(tmp_path / "etc" / CONF_NAME),
+        3,
+        "ArtifactVerifyKeyz",
+    )
     assert warning.message == "unknown key, ignored; did you mean 'ArtifactVerifyKey'?"
     assert config.log_level == "debug" and config.verify_keys == ()
     assert [r.getMessage() for r in caplog.records] == [str(warning)]

@@ -14,7 +14,9 @@ stop the intake at once, because skipping them would mean decompressing them.
 
 from __future__ import annotations
 
+import codecs
 import gzip
+import re
 import tarfile
 import zlib
 from collections.abc import Callable, Sequence
@@ -38,6 +40,8 @@ MANIFEST_PAYLOAD_TYPE = "mender-orchestrator-manifest"
 YAML_SUFFIXES = (".yaml", ".yml")
 MANIFEST_KINDS = ("manifest", "update_manifest")
 _SNIFF = 512
+# A lone manifest keeps its own file name in the bundle (and in every problem about it).
+_SAFE_YAML_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.ya?ml")
 _MAX_TRAILING = 1 << 20  # tar end-of-archive padding is at most one 10 KiB record; gzip adds bytes
 
 
@@ -77,6 +81,7 @@ class Intake:
     size: int = 0
     manifest: bytes | None = None
     manifest_member: str = "manifest.yaml"
+    name: str = "the upload"
     topology: bytes | None = None
     topology_member: str | None = None
     artifacts: list[StoredArtifact] = field(default_factory=list)
@@ -243,7 +248,18 @@ def sniff(head: bytes) -> str:
     if (len(head) >= 262 and head[257:262] == b"ustar") or _looks_like_v7_tar(head):
         # A .mender file is a tar whose first member is `version` (reference §1.1).
         return "manifest-artifact" if head[:8] == b"version\0" else "tar"
-    return "manifest"
+    return "manifest" if _looks_like_text(head) else "unknown"
+
+
+def _looks_like_text(head: bytes) -> bool:
+    """A YAML manifest is UTF-8 text: no NUL, and it decodes (the head may cut a character)."""
+    if b"\0" in head:
+        return False
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _looks_like_v7_tar(head: bytes) -> bool:
@@ -263,12 +279,16 @@ def ingest(
     *,
     keys: Sequence[PublicKey] = (),
     limits: BundleLimits = BundleLimits(),
+    name: str = "",
 ) -> Intake:
-    """Read a whole upload; every problem found ends up in `Intake.problems` (none: accepted)."""
+    """Read a whole upload; every problem found ends up in `Intake.problems` (none: accepted).
+    `name` is the upload's file name, to name it in problems (and a lone manifest by it)."""
     hasher = BackgroundHash()
     counter = _Counting(source, hasher)
     head = _read_exactly(counter, _SNIFF)
-    intake = Intake(form=sniff(head))
+    intake = Intake(form=sniff(head), name=name or "the upload")
+    if intake.form == "manifest" and _SAFE_YAML_NAME.fullmatch(name):
+        intake.manifest_member = name
     stream = _Prefixed(head, counter)
     try:
         _FORMS[intake.form](_Context(stream, counter, store, keys, limits, intake))
@@ -299,6 +319,21 @@ def _lone_manifest(ctx: _Context) -> None:
         ctx.intake.problem("manifest", f"larger than {cap} bytes")
         return
     ctx.intake.manifest = data
+
+
+def _unknown(ctx: _Context) -> None:
+    head = ctx.stream.read(8)
+    ctx.intake.problem(
+        ctx.intake.name,
+        "not a bundle: neither a tar archive, a gzip file, a .mender artifact nor a YAML manifest "
+        f"(it starts with the bytes {head.hex(' ')})",
+    )
+    _drain(ctx.stream)  # the upload's sha256 and size still cover all of it
+
+
+def _drain(source: _Prefixed) -> None:
+    while source.read(CHUNK):
+        pass
 
 
 def _read_capped(source: _Prefixed | IO[bytes], cap: int) -> bytes:
@@ -363,6 +398,7 @@ _FORMS: dict[str, Callable[[_Context], None]] = {
     "manifest-artifact": _manifest_artifact,
     "tar": _tar,
     "tar.gz": _tar_gz,
+    "unknown": _unknown,
 }
 
 

@@ -128,7 +128,7 @@ def _bundle_check(
     except NoSpaceError as exc:
         checks.add("disk space", [str(exc)])
         return _bundle_reject(bundle, Intake(form=""), store, checks)
-    intake = ingest(source, store, keys=keys)
+    intake = ingest(source, store, keys=keys, name=filename)
     _record_intake(bundle, intake)
     checks.add("archive and artifacts", intake.problems, _verified(intake))
     checks.add("signatures", [], _signatures(intake, keys))

@@ -65,6 +65,7 @@ from .signing import SIG_MEMBER, PublicKey, key_fingerprint, verify_manifest
 # fresh mmaps whose page faults made extraction ~3x slower (measured with bench/artifact_throughput.py).
 CHUNK = 64 << 10
 _SCRIPTS = "scripts/"
+NOT_AN_ARTIFACT = "not a Mender artifact: expected a tar archive whose first member is 'version'"
 
 
 @contextlib.contextmanager
@@ -244,16 +245,32 @@ class ArtifactReader:
     # -- outer tar -------------------------------------------------------------------------
 
     def _next(self) -> tarfile.TarInfo | None:
-        with tar_errors(f"after {self._last}"):
-            if self._tar is None:
-                # The caller owns the file object; the TarFile holds no other resource.
-                self._tar = tarfile.open(fileobj=self._fileobj, mode="r|", bufsize=CHUNK)  # noqa: SIM115
-            info = self._tar.next()
+        if self._tar is None:
+            self._tar = self._open_outer()
+            info = self._first_member(self._tar)
+        else:
+            with tar_errors(f"the tar header after {self._last!r}"):
+                info = self._tar.next()
         if info is not None:
             check_unsafe(info.name, info.name)
             check_regular(info, info.name)
             self._last = info.name
         return info
+
+    def _open_outer(self) -> tarfile.TarFile:
+        try:
+            # The caller owns the file object; the TarFile holds no other resource.
+            return tarfile.open(fileobj=self._fileobj, mode="r|", bufsize=CHUNK)
+        except tarfile.ReadError as exc:
+            raise FormatError(f"{NOT_AN_ARTIFACT} ({exc})") from None
+
+    def _first_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo | None:
+        # Garbage fails here: say what was expected, not "corrupt tar" somewhere.
+        try:
+            with tar_errors("version"):
+                return tar.next()
+        except (FormatError, TruncatedError) as exc:
+            raise FormatError(f"{NOT_AN_ARTIFACT} ({exc.reason})") from None
 
     def _read_small(self, info: tarfile.TarInfo, cap: int) -> bytes:
         if info.size > cap:
