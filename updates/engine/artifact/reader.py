@@ -22,6 +22,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, BinaryIO
 
+import zstandard
+
 from updates.engine.fsutil import fsync_dir
 
 from .errors import (
@@ -77,7 +79,7 @@ def tar_errors(member: str) -> Iterator[None]:
         if isinstance(exc, EOFError) or "unexpected end" in str(exc) or "truncated" in str(exc):
             raise TruncatedError(f"stream ended early ({exc})", member)
         raise FormatError(f"corrupt tar: {exc}", member)
-    except (tarfile.TarError, zlib.error, lzma.LZMAError, gzip.BadGzipFile) as exc:
+    except (tarfile.TarError, zlib.error, lzma.LZMAError, gzip.BadGzipFile, zstandard.ZstdError) as exc:
         raise FormatError(f"corrupt data: {exc}", member)
     except (ValueError, OverflowError) as exc:  # tarfile lets these escape from malformed PAX/GNU headers
         raise FormatError(f"corrupt tar header: {exc}", member)
@@ -100,12 +102,25 @@ def decompressor(raw: IO[bytes], kind: str) -> IO[bytes]:
         return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]  # GzipFile is a binary IO
     if kind == "xz":
         return lzma.LZMAFile(raw)
+    if kind == "zstd":
+        # Streaming like the others: memory stays bounded by the window, whatever the frame says.
+        # One decompressor per stream: they are not thread-safe, and Downloads run in parallel.
+        # The window cap (128 MiB, zstd's own default limit) bounds what a hostile frame header
+        # can make the decoder reserve.
+        decompressor = zstandard.ZstdDecompressor(max_window_size=1 << 27)
+        reader = decompressor.stream_reader(raw, read_size=CHUNK, read_across_frames=True, closefd=False)
+        return reader  # a binary, readable stream
     return raw
 
 
 def read_capped(fileobj: IO[bytes], cap: int, label: str, what: str) -> bytes:
+    parts, have = [], 0
     with tar_errors(label):
-        data = fileobj.read(cap + 1)
+        # Some decompressors return short reads before the end: read until cap+1 or EOF.
+        while have <= cap and (chunk := fileobj.read(cap + 1 - have)):
+            parts.append(chunk)
+            have += len(chunk)
+    data = b"".join(parts)
     if len(data) > cap:
         raise LimitError(f"{what} exceeds the cap of {cap} bytes", label)
     return data
@@ -324,7 +339,7 @@ class ArtifactReader:
             raise FormatError("augmented artifacts are not supported", info.name)
         if not match:
             raise FormatError("expected header.tar[.gz|.xz] here", info.name)
-        kind = compression_of(match.group(1), info.name)
+        kind = compression_of(match.group(1))
         raw = self._read_small(info, self._limits.max_header_bytes)
         self._check_sha(info.name, raw)
         header_tar = _decompress_header(raw, kind, info.name, self._limits)
@@ -379,7 +394,7 @@ class ArtifactReader:
             raise FormatError("unexpected member (expected data/0000.tar[.gz|.xz])", info.name)
         if match.group(1) != "0000":
             raise FormatError("only one payload (data/0000) is supported", info.name)
-        return compression_of(match.group(2), info.name)
+        return compression_of(match.group(2))
 
     def _open_payload(self, inner: tarfile.TarFile, member: tarfile.TarInfo, outer: str) -> PayloadStream:
         label = f"{outer}: {member.name}"
