@@ -29,10 +29,12 @@ from updates.engine.artifact import (
     ArtifactInfo,
     ArtifactReader,
     FormatError,
+    LimitError,
     Limits,
     PayloadStream,
     PublicKey,
 )
+from updates.engine.artifact.tarcaps import capped_tarinfo
 from updates.engine.store import ArtifactStore, BackgroundHash, NoSpaceError, StoredObject, StoreError
 
 CHUNK = 64 << 10
@@ -52,6 +54,8 @@ class BundleLimits:
     max_total_bytes: int = 256 << 30  # decompressed, all members together
     max_yaml_bytes: int = yamlpos.MAX_BYTES
     max_name_chars: int = 256
+    # PAX extended headers are read into memory whole: capped before they are read.
+    max_extended_header_bytes: int = 64 << 10
     # Legitimate firmware rarely compresses beyond ~100:1; gzip's own ceiling is ~1032:1.
     max_ratio: int = 200
     ratio_floor: int = 64 << 20  # small archives may compress well without being bombs
@@ -407,9 +411,11 @@ _FORMS: dict[str, Callable[[_Context], None]] = {
 
 def _read_tar(ctx: _Context, source: _Prefixed | _Inflating) -> None:
     try:
-        tar = tarfile.open(fileobj=source, mode="r|", bufsize=CHUNK)  # type: ignore[call-overload]  # noqa: SIM115
+        tar = tarfile.open(fileobj=source, mode="r|", bufsize=CHUNK, tarinfo=_tarinfo(ctx.limits))  # type: ignore[call-overload]  # noqa: SIM115
     except tarfile.TarError as exc:
         raise BundleError(f"not a readable tar archive ({exc})")
+    except LimitError as exc:
+        raise BundleError(exc.reason, "the first member")
     gate = _Gate(ctx.limits, ctx.intake)
     for info in _Members(tar):
         name = gate.admit(info)
@@ -425,6 +431,7 @@ def _read_tar(ctx: _Context, source: _Prefixed | _Inflating) -> None:
 class _Members:
     def __init__(self, tar: tarfile.TarFile) -> None:
         self.tar = tar
+        self.last = ""
 
     def __iter__(self) -> _Members:
         return self
@@ -434,9 +441,19 @@ class _Members:
             info = self.tar.next()
         except (tarfile.TarError, EOFError, ValueError, OverflowError) as exc:
             raise BundleError(f"corrupt tar archive ({exc})")
+        except LimitError as exc:
+            raise BundleError(
+                exc.reason, f"the member after {self.last!r}" if self.last else "the first member"
+            )
         if info is None:
             raise StopIteration
+        self.last = info.name[:100]
         return info
+
+
+def _tarinfo(limits: BundleLimits) -> type[tarfile.TarInfo]:
+    # A name is at most max_name_chars characters of up to 4 UTF-8 bytes each.
+    return capped_tarinfo(limits.max_name_chars * 4, limits.max_extended_header_bytes)
 
 
 def _drain_trailing(source: _Prefixed | _Inflating) -> None:

@@ -62,6 +62,7 @@ from .names import (
     compression_of,
 )
 from .signing import SIG_MEMBER, PublicKey, key_fingerprint, verify_manifest
+from .tarcaps import capped_tarinfo
 
 # 64 KiB rather than 1 MiB: buffers this size are recycled by the allocator, while 1 MiB ones are
 # fresh mmaps whose page faults made extraction ~3x slower (measured with bench/artifact_throughput.py).
@@ -83,6 +84,10 @@ def tar_errors(member: str) -> Iterator[None]:
         raise FormatError(f"corrupt data: {exc}", member)
     except (ValueError, OverflowError) as exc:  # tarfile lets these escape from malformed PAX/GNU headers
         raise FormatError(f"corrupt tar header: {exc}", member)
+    except LimitError as exc:
+        if exc.member is not None:
+            raise
+        raise LimitError(exc.reason, member) from None  # from the tar-header caps, which know no member
 
 
 def _kind(info: tarfile.TarInfo) -> str:
@@ -154,8 +159,8 @@ def _header_member(parts: _HeaderParts, name: str, data: bytes, label: str) -> N
 def parse_header_tar(tar_bytes: bytes, outer: str, limits: Limits) -> _HeaderParts:
     parts = _HeaderParts()
     with tar_errors(outer):
-        tar = tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r|")  # noqa: SIM115 - in-memory
-    for count, info in enumerate(_members(tar, outer), 1):
+        tar = tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r|", tarinfo=_tarinfo(limits))  # noqa: SIM115 - in-memory
+    for count, info in enumerate(_members(tar, outer, limits), 1):
         label = f"{outer}: {info.name}"
         if count > limits.max_header_members:
             raise LimitError(f"more than {limits.max_header_members} members", outer)
@@ -167,13 +172,24 @@ def parse_header_tar(tar_bytes: bytes, outer: str, limits: Limits) -> _HeaderPar
     return parts
 
 
-def _members(tar: tarfile.TarFile, label: str) -> Iterator[tarfile.TarInfo]:
+def _members(tar: tarfile.TarFile, label: str, limits: Limits) -> Iterator[tarfile.TarInfo]:
     while True:
         with tar_errors(label):
             info = tar.next()
         if info is None:
             return
+        check_name_length(info, limits, f"{label}: {info.name[:100]}")
         yield info
+
+
+def _tarinfo(limits: Limits) -> type[tarfile.TarInfo]:
+    return capped_tarinfo(limits.max_name_bytes, limits.max_header_bytes)
+
+
+def check_name_length(info: tarfile.TarInfo, limits: Limits, label: str) -> None:
+    # A PAX `path` record within the extended-header cap can still be far longer than any name.
+    if len(info.name.encode("utf-8", "surrogateescape")) > limits.max_name_bytes:
+        raise LimitError(f"member name longer than {limits.max_name_bytes} bytes", label)
 
 
 def _read_member(tar: tarfile.TarFile, info: tarfile.TarInfo, label: str) -> bytes:
@@ -262,28 +278,27 @@ class ArtifactReader:
     def _next(self) -> tarfile.TarInfo | None:
         if self._tar is None:
             self._tar = self._open_outer()
-            info = self._first_member(self._tar)
+            with tar_errors("version"):
+                info = self._tar.next()  # the member read by open()
         else:
             with tar_errors(f"the tar header after {self._last!r}"):
                 info = self._tar.next()
         if info is not None:
+            check_name_length(info, self._limits, info.name[:100])
             check_unsafe(info.name, info.name)
             check_regular(info, info.name)
             self._last = info.name
         return info
 
     def _open_outer(self) -> tarfile.TarFile:
-        try:
-            # The caller owns the file object; the TarFile holds no other resource.
-            return tarfile.open(fileobj=self._fileobj, mode="r|", bufsize=CHUNK)
-        except tarfile.ReadError as exc:
-            raise FormatError(f"{NOT_AN_ARTIFACT} ({exc})") from None
-
-    def _first_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo | None:
-        # Garbage fails here: say what was expected, not "corrupt tar" somewhere.
+        # tarfile reads the first member header here. Garbage fails at this point: say what was
+        # expected, not "corrupt tar" somewhere.
         try:
             with tar_errors("version"):
-                return tar.next()
+                # The caller owns the file object; the TarFile holds no other resource.
+                return tarfile.open(
+                    fileobj=self._fileobj, mode="r|", bufsize=CHUNK, tarinfo=_tarinfo(self._limits)
+                )
         except (FormatError, TruncatedError) as exc:
             raise FormatError(f"{NOT_AN_ARTIFACT} ({exc.reason})") from None
 
@@ -376,8 +391,8 @@ class ArtifactReader:
         assert self._tar is not None
         with tar_errors(info.name):
             source = decompressor(self._tar.extractfile(info) or io.BytesIO(), kind)
-            inner = tarfile.open(fileobj=source, mode="r|", bufsize=CHUNK)  # noqa: SIM115 - lives with the outer
-        for member in _members(inner, info.name):
+            inner = tarfile.open(fileobj=source, mode="r|", bufsize=CHUNK, tarinfo=_tarinfo(self._limits))  # noqa: SIM115 - lives with the outer
+        for member in _members(inner, info.name, self._limits):
             stream = self._open_payload(inner, member, info.name)
             yield stream
             stream.drain()
