@@ -21,6 +21,7 @@ import tarfile
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO
 
 from updates.engine import yamlpos
@@ -101,6 +102,56 @@ class Intake:
         if self.manifest_artifact is not None:
             stored.append(self.manifest_artifact.stored)
         return [s for s in stored if s.new]
+
+
+# -- which system a manifest artifact is for -------------------------------------------------------
+
+
+def read_device_type(path: Path) -> tuple[str | None, str]:
+    """The device type from Mender's `device_type` file (`device_type=gateway`), and where it
+    came from (or why there is none), for the bundle checks."""
+    try:
+        with open(path, "rb") as handle:
+            text = handle.read(4096).decode("utf-8", "replace")
+    except OSError as exc:
+        return None, f"{path}: {exc.strerror or exc}"
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "device_type" and value.strip():
+            return value.strip(), str(path)
+    return None, f"{path}: no device_type= line"
+
+
+def manifest_artifact_fit(
+    name: str, device_types: Sequence[str], *, system_type: str | None, device_type_file: Path
+) -> tuple[str | None, str]:
+    """(problem or None, what matched) for a manifest artifact on this system.
+
+    A Mender client matches a manifest artifact's compatible types against its device type
+    (standard tier) or the system type (system tier); `mender-orchestrator-manifest-gen -t
+    gateway` builds it for the system device's own type. Either is accepted; the YAML's
+    `system_types_compatible` is checked against the topology by the manifest checks.
+    """
+    types = list(device_types)
+    if system_type is not None and system_type in types:
+        return None, f"{name}: its compatible types {types} contain the system type {system_type!r}"
+    device_type, source = read_device_type(device_type_file)
+    if device_type is not None and device_type in types:
+        return (
+            None,
+            f"{name}: its compatible types {types} contain this device's type {device_type!r} ({source})",
+        )
+    if system_type is None:
+        return None, f"{name} for {types} (a seed-form system has no system type to match)"
+    device = (
+        f"this device's type {device_type!r} ({source})"
+        if device_type
+        else f"this device's type (unknown: {source})"
+    )
+    return (
+        f"manifest artifact {name!r} is for {types}: that is neither the system type {system_type!r} nor {device}",
+        f"{name} for {types}",
+    )
 
 
 # -- byte streams ----------------------------------------------------------------------------------
