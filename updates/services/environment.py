@@ -78,6 +78,8 @@ def desired_state_load(
         topology_dir=env.topology_dir,
         topology_components=components,
         manifest_data=manifest_data,
+        # Applied from where it lies (not a bundle being checked): its artifact files must be there.
+        check_artifact_paths=manifest_data is None,
     )
 
 
