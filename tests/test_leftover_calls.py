@@ -27,15 +27,10 @@ def the_interface(tmp_path: Path) -> InterfaceRunner:
     return InterfaceRunner(data_dir=tmp_path / "share", timeout=30)
 
 
-def alive(pid: int) -> bool:
-    return start_time(pid) is not None
-
-
-def test_it_stops_a_leftover_that_left_the_work_dir(tmp_path: Path) -> None:
-    work = tmp_path / "work"
+def leave_a_grandchild(runner: InterfaceRunner, work: Path) -> int:
+    """Run the interface once in a component tree of `work`; the PID it left behind in /."""
     tree = work / "board.B1"
     tree.mkdir(parents=True)
-    runner = the_interface(tmp_path).with_session_log(work / SESSION_LOG)
     argv = runner.argv(
         interface="detaching",
         state="ArtifactInstall",
@@ -45,7 +40,16 @@ def test_it_stops_a_leftover_that_left_the_work_dir(tmp_path: Path) -> None:
         args=[],
     )
     assert runner.call(argv, cwd=tree).ok
-    grandchild = int((tree / "grandchild").read_text())
+    return int((tree / "grandchild").read_text())
+
+
+def alive(pid: int) -> bool:
+    return start_time(pid) is not None
+
+
+def test_it_stops_a_leftover_that_left_the_work_dir(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    grandchild = leave_a_grandchild(the_interface(tmp_path).with_session_log(work / SESSION_LOG), work)
     try:
         assert alive(grandchild)
         assert Path(f"/proc/{grandchild}/cwd").readlink() == Path("/")
@@ -62,19 +66,8 @@ def test_it_stops_a_leftover_that_left_the_work_dir(tmp_path: Path) -> None:
 
 def test_without_the_session_log_only_the_work_dir_counts(tmp_path: Path) -> None:
     work = tmp_path / "work"
-    tree = work / "board.B1"
-    tree.mkdir(parents=True)
-    runner = the_interface(tmp_path)  # no log: the leftover is invisible, which is the old gap
-    argv = runner.argv(
-        interface="detaching",
-        state="ArtifactInstall",
-        workdir=tree,
-        component_type="board",
-        component_id=None,
-        args=[],
-    )
-    assert runner.call(argv, cwd=tree).ok
-    grandchild = int((tree / "grandchild").read_text())
+    # No log: the leftover is invisible, which was the gap.
+    grandchild = leave_a_grandchild(the_interface(tmp_path), work)
     try:
         assert leftover_calls(work) == []
     finally:

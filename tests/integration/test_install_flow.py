@@ -322,7 +322,9 @@ def test_it_waits_for_the_host_to_go_down_after_the_reboot_command(demo: DemoSys
 def test_missing_artifact_files_are_all_named_before_any_component_is_queried(demo: DemoSystem) -> None:
     text = (demo.system / "manifest-v2.yaml").read_text()
     for name in ("gateway-v2", "rtos-v2"):
-        text = text.replace(f"    artifact_name: {name}\n", "").replace(f"{name}.mender", f"gone-{name}.mender")
+        text = text.replace(f"    artifact_name: {name}\n", "").replace(
+            f"{name}.mender", f"gone-{name}.mender"
+        )
     (demo.system / "gone.yaml").write_text(text)
     result = demo.install("gone.yaml")
     assert result.returncode == 2
