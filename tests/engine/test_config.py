@@ -132,7 +132,7 @@ def test_it_warns_of_an_unknown_key_suggesting_the_one_probably_meant(
     )
     assert warning.message == "unknown key, ignored; did you mean 'ArtifactVerifyKey'?"
     assert config.log_level == "debug" and config.verify_keys == ()
-    assert [r.getMessage() for r in caplog.records] == [str(warning)]
+    assert [r.getMessage() for r in caplog.records] == [f"mender-orchestrator: warning: {warning}"]
 
 
 def test_it_warns_of_unknown_keys_inside_known_sections(tmp_path: Path) -> None:

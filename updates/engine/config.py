@@ -123,7 +123,7 @@ def load_config(conf_dir: Path, fallback_dir: Path | None) -> OrchestratorConfig
     if merged.problems:
         raise InputError(merged.problems)
     for warning in merged.warnings:
-        log.warning("%s", warning)
+        log.warning("mender-orchestrator: warning: %s", warning)
     return config
 
 
