@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-_LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "fatal")
 
 
 def serve(argv: Sequence[str]) -> int | None:
@@ -32,9 +31,13 @@ def serve(argv: Sequence[str]) -> int | None:
 
 def _without_log_level(args: list[str]) -> list[str]:
     """Drop a leading global `--log-level LEVEL`; anything unusual goes the long way (argparse)."""
-    if args[:1] == ["--log-level"] and len(args) > 1 and args[1] in _LOG_LEVELS:
+    if not args or not args[0].startswith("--log-level"):
+        return args
+    from updates.engine.config import LOG_LEVELS
+
+    if args[0] == "--log-level" and len(args) > 1 and args[1] in LOG_LEVELS:
         return args[2:]
-    if args[:1] and args[0].startswith("--log-level=") and args[0].split("=", 1)[1] in _LOG_LEVELS:
+    if args[0].startswith("--log-level=") and args[0].split("=", 1)[1] in LOG_LEVELS:
         return args[1:]
     return args
 
@@ -44,6 +47,7 @@ def _live_query(command: str) -> int | None:
 
     from updates.appliance import paths_from_env
     from updates.engine.config import load_config
+    from updates.engine.errors import OrchestratorError
     from updates.engine.inspection import (
         Inspector,
         NullJournal,
@@ -52,27 +56,25 @@ def _live_query(command: str) -> int | None:
         topology_on_disk,
     )
     from updates.engine.interface import InterfaceRunner
-    from updates.engine.manifest import InputError
-    from updates.engine.planner import SelectionError
 
     paths = paths_from_env(BASE_DIR)
     try:
         config = load_config(paths.conf_dir, paths.datastore)
         from_env = Path(paths.topology_components_file) if paths.topology_components_file else None
-        components = topology_on_disk(paths.topology_dir, from_env or config.topology_components)
-        if components is None:
+        topology = topology_on_disk(paths.topology_dir, from_env or config.topology_components)
+        if topology is None:
             return None
         runner = InterfaceRunner(data_dir=paths.data_dir, timeout=config.interface_timeout_seconds)
         with tempfile.TemporaryDirectory(prefix="orch-show-") as tmp:
             inspector = Inspector(runner=runner, journal=NullJournal(), workdir=Path(tmp))
-            inspected = inspector.inspect(components)
+            inspected = inspector.inspect(topology.components)
             lines = (
                 provides_lines(inspected)
                 if command == "show-provides"
                 else inventory_lines(inspector, inspected)
             )
-    except (InputError, SelectionError) as exc:
+    except OrchestratorError as exc:  # as the Django side's `_print_lines` reports them
         print(f"mender-orchestrator: {exc}", file=sys.stderr, flush=True)
-        return 2
+        return int(exc.exit_code)
     print("\n".join(lines))
     return 0

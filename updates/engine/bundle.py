@@ -36,6 +36,7 @@ from updates.engine.artifact import (
     PublicKey,
 )
 from updates.engine.artifact.tarcaps import capped_tarinfo
+from updates.engine.errors import InvalidInput
 from updates.engine.store import ArtifactStore, BackgroundHash, NoSpaceError, StoredObject, StoreError
 
 CHUNK = 64 << 10
@@ -63,7 +64,7 @@ class BundleLimits:
     artifact: Limits = field(default_factory=Limits)
 
 
-class BundleError(Exception):
+class BundleError(InvalidInput):
     """The intake had to stop (corrupt archive, bomb, no space); names the member and reason."""
 
     def __init__(self, reason: str, member: str | None = None) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from updates.engine.interface import CallResult, InterfaceError, InterfaceRunner
-from updates.engine.manifest import TOPOLOGY_FILE, Component, parse_topology
+from updates.engine.manifest import TOPOLOGY_FILE, Component, Topology, parse_topology
 from updates.engine.planner import Inspected, SelectionError, component_key, describe_version
 from updates.engine.provides import parse_identity, parse_inventory, parse_provides
 
@@ -65,7 +65,7 @@ class Inspector:
                 interface=component.interface,
                 allow_device_type=component.component_id is not None,
             )
-        except (InterfaceError, ValueError) as exc:
+        except InterfaceError as exc:
             return f"{component.component_type} {label}: {exc}"
         return Inspected(component=component, component_id=component_id, provides=provides)
 
@@ -123,9 +123,9 @@ def inventory_lines(inspector: Inspector, inspected: Sequence[Inspected]) -> lis
     return lines
 
 
-def topology_on_disk(topology_dir: Path, components_file: Path | None) -> tuple[Component, ...] | None:
-    """The components of `<topology_dir>/topology.yaml`; None when there is no topology file
-    (a seed-form system, whose components are in its active manifest)."""
+def topology_on_disk(topology_dir: Path, components_file: Path | None) -> Topology | None:
+    """`<topology_dir>/topology.yaml`; None when there is no topology file (a seed-form system,
+    whose components are in its active manifest)."""
     topology = topology_dir / TOPOLOGY_FILE
     if not topology.is_file():
         return None
@@ -136,6 +136,6 @@ def topology_on_disk(topology_dir: Path, components_file: Path | None) -> tuple[
             path=topology,
             components_data=components_data,
             components_path=components_file,
-        ).components
+        )
     except OSError as exc:
         raise SelectionError([f"cannot read the topology: {exc}"]) from exc

@@ -27,6 +27,8 @@ from updates.engine.sessions import record_session
 if TYPE_CHECKING:
     from updates.engine.workdir import DownloadOutcome, PayloadSource
 
+from updates.engine.errors import UnavailableError
+
 QUERY_STATES = (
     "Identity",
     "Provides",
@@ -56,8 +58,10 @@ _YES_NO_DEFAULTS: dict[str, str] = {
 }
 
 
-class InterfaceError(Exception):
+class InterfaceError(UnavailableError):
     """Base of everything that goes wrong around an interface call."""
+
+    code = "interface_error"
 
 
 class InterfaceNotFound(InterfaceError):

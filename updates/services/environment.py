@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,20 +13,13 @@ from django.conf import settings
 
 from updates.engine.artifact import PublicKey, load_public_key
 from updates.engine.config import OrchestratorConfig, load_config
-from updates.engine.inspection import NullJournal
+from updates.engine.inspection import Inspector, NullJournal
 from updates.engine.interface import InterfaceRunner
+from updates.engine.machine import Journal
 from updates.engine.manifest import DesiredState, load_desired_state
 
 Echo = Callable[[str], None]
 __all__ = ["NullJournal"]  # re-exported: its home is the engine
-
-
-class BusyError(Exception):
-    """Another deployment is in progress; nothing was touched."""
-
-
-class NothingInProgress(Exception):
-    """`resume`/`rollback` with no deployment in progress."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +83,20 @@ def topology_components_file(env: Environment, *, explicit: Path | None = None) 
     (MENDER_ORCHESTRATOR_TOPOLOGY_COMPONENTS_FILE), which wins over config `TopologyComponents`."""
     from_env = Path(settings.TOPOLOGY_COMPONENTS_FILE) if settings.TOPOLOGY_COMPONENTS_FILE else None
     return explicit or from_env or env.config.topology_components
+
+
+@contextlib.contextmanager
+def live_inspector(
+    env: Environment, *, journal: Journal | None = None, workdir: Path | None = None
+) -> Iterator[Inspector]:
+    """An Inspector for live questions to the components. Its queries' File-API trees go in
+    `workdir` (a deployment's), or in a scratch directory removed afterwards."""
+    with contextlib.ExitStack() as stack:
+        if workdir is None:
+            workdir = (
+                Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="orch-inspect-"))) / "_inspect"
+            )
+        yield Inspector(runner=env.runner(), journal=journal or NullJournal(), workdir=workdir)
 
 
 def datastore_prepare() -> None:
