@@ -9,6 +9,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from updates.appliance import paths_from_env
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -38,13 +40,12 @@ def envsecret(name: str, default: str) -> str:
     return os.getenv(name, default)
 
 
-DATASTORE_DIR = Path(
-    os.getenv("MENDER_ORCHESTRATOR_DATASTORE_DIR", str(BASE_DIR / "var" / "lib" / "mender-orchestrator"))
-).resolve()
-DATA_DIR = Path(os.getenv("MENDER_ORCHESTRATOR_DATA_DIR", "/usr/share/mender-orchestrator"))
-CONF_DIR = Path(os.getenv("MENDER_ORCHESTRATOR_CONF_DIR", "/etc/mender-orchestrator"))
-TOPOLOGY_DIR = Path(os.getenv("MENDER_ORCHESTRATOR_TOPOLOGY_DIR", str(DATASTORE_DIR)))
-TOPOLOGY_COMPONENTS_FILE = os.getenv("MENDER_ORCHESTRATOR_TOPOLOGY_COMPONENTS_FILE", "")
+PATHS = paths_from_env(BASE_DIR)
+DATASTORE_DIR = PATHS.datastore
+DATA_DIR = PATHS.data_dir
+CONF_DIR = PATHS.conf_dir
+TOPOLOGY_DIR = PATHS.topology_dir
+TOPOLOGY_COMPONENTS_FILE = PATHS.topology_components_file
 REBOOT_COMMAND = os.getenv("ORCH_REBOOT_COMMAND", "reboot")
 # How long to wait for the host to go down after REBOOT_COMMAND returned (Mender waits 10 min);
 # the demo and the tests, whose reboot command is harmless, set 0.

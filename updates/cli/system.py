@@ -99,6 +99,7 @@ def _topology_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-t",
         "--topology-components",
+        "--manifest-components",  # the old name, as Mender's older tooling passes it
         type=Path,
         metavar="FILE",
         help="the topology's components from this file (wins over the environment and the config)",

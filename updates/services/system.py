@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from updates import selectors
-from updates.engine.manifest import Topology, parse_manifest, parse_topology
-from updates.engine.planner import SelectionError, describe_version, select
+from updates.engine import inspection
+from updates.engine.manifest import TOPOLOGY_FILE, Topology, parse_manifest
+from updates.engine.planner import SelectionError, select
 from updates.engine.preview import preview_answers
 from updates.services.environment import (
     Environment,
@@ -47,40 +48,23 @@ def provides_lines() -> list[str]:
     """`<component_type>.<component_id>.<key>=<value>` for every component, asked live."""
     env = environment_load()
     with live_inspector(env) as inspector:
-        inspected = inspector.inspect(current_topology(env).components)
-    return [f"{item.key}.{k}={v}" for item in inspected for k, v in sorted(item.provides.items())]
+        return inspection.provides_lines(inspector.inspect(current_topology(env).components))
 
 
 def inventory_lines() -> list[str]:
     env = environment_load()
-    lines = []
     with live_inspector(env) as inspector:
-        for item in inspector.inspect(current_topology(env).components):
-            prefix = f"mender-orchestrator-manifest.{item.key}"
-            lines.append(f"{prefix}.component_type={item.component.component_type}")
-            lines.append(f"{prefix}.version={describe_version(item.provides, item.component.interface)}")
-            for key, values in sorted(inspector.inventory(item.component, item.component_id).items()):
-                lines.extend(f"{item.key}.{key}={v}" for v in values)
-    return lines
+        return inspection.inventory_lines(inspector, inspector.inspect(current_topology(env).components))
 
 
 def current_topology(env: Environment) -> Topology:
     """The topology on disk; for a seed-form system, the components of the active manifest."""
-    topology = env.topology_dir / "topology.yaml"
-    if topology.is_file():
-        components_file = topology_components_file(env)
-        try:
-            components_data = components_file.read_bytes() if components_file else None
-            return parse_topology(
-                topology.read_bytes(),
-                path=topology,
-                components_data=components_data,
-                components_path=components_file,
-            )
-        except OSError as exc:
-            raise SelectionError([f"cannot read the topology: {exc}"]) from exc
+    topology = inspection.topology_on_disk(env.topology_dir, topology_components_file(env))
+    if topology is not None:
+        return topology
     pointers = selectors.active_manifests()
     if pointers and pointers.active and pointers.active.form == "seed":
         _, components = parse_manifest(pointers.active.raw.encode(), path=Path(pointers.active.source_path))
         return Topology(None, components or (), pointers.active.source_path)
-    raise SelectionError([f"no topology: {topology} does not exist and no seed-form manifest is active"])
+    topology_path = env.topology_dir / TOPOLOGY_FILE
+    raise SelectionError([f"no topology: {topology_path} does not exist and no seed-form manifest is active"])
