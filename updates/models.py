@@ -53,6 +53,10 @@ class Deployment(models.Model):
     slot = models.PositiveSmallIntegerField(null=True, unique=True, default=1)
     owner = models.CharField(max_length=200, blank=True)  # claims.owner_token() of the runner
     created_by = models.CharField(max_length=150, default="cli")
+    # Run past the declared constraints (`install --force --reason`): who asked and why; both
+    # empty for a deployment that was not forced.
+    forced_by = models.CharField(max_length=150, blank=True)
+    forced_reason = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True)
     finished_at = models.DateTimeField(null=True)
@@ -62,6 +66,10 @@ class Deployment(models.Model):
 
     def __str__(self) -> str:
         return f"deployment {self.pk} ({self.status})"
+
+    @property
+    def forced(self) -> bool:
+        return bool(self.forced_reason)
 
 
 class Step(models.Model):

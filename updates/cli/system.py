@@ -7,7 +7,9 @@ codes of DESIGN.md §4.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,8 +19,10 @@ from updates import selectors, services
 from updates.engine.machine import STOPPABLE
 from updates.engine.manifest import InputError
 from updates.engine.planner import SelectionError
+from updates.engine.transitions import ConstraintViolation, TooManyTypes
 from updates.models import Deployment
 from updates.services import bundles
+from updates.services.constraints import ForceWithoutReason
 
 from .bundle import print_bundle
 
@@ -33,6 +37,12 @@ def register(sub: Any) -> None:
     install.add_argument("manifest", nargs="?", type=Path, metavar="MANIFEST|BUNDLE|ID")
     install.add_argument("--previous", action="store_true", help="re-apply the previous manifest")
     install.add_argument("-t", "--topology-components", type=Path)
+    install.add_argument(
+        "--force", action="store_true", help="run even if the plan violates the declared constraints"
+    )
+    install.add_argument(
+        "--reason", default="", help="why --force is needed (recorded; required with --force)"
+    )
     _run_options(install)
     install.set_defaults(handler=cmd_install)
 
@@ -48,6 +58,11 @@ def register(sub: Any) -> None:
     plan.add_argument("manifest", type=Path)
     plan.add_argument("-t", "--topology-components", type=Path)
     plan.add_argument("--json", action="store_true")
+    plan.add_argument(
+        "--suggest-order",
+        action="store_true",
+        help="print update_strategy.order values that satisfy the declared constraints",
+    )
     plan.set_defaults(handler=cmd_plan)
 
     for name, handler in (("status", cmd_status), ("history", cmd_history)):
@@ -79,7 +94,11 @@ def _guarded(fn: Any, *, rolling_back: bool = False) -> int:
     """Map the services' expected refusals to exit codes; nothing was touched in any of them."""
     try:
         deployment: Deployment = fn()
-    except (InputError, SelectionError) as exc:
+    except ConstraintViolation as exc:
+        _err(f"the plan violates the declared constraints, nothing was changed:\n{exc}")
+        _err("run `install --force --reason TEXT` to run it anyway (recorded with your name and reason)")
+        return 2
+    except (InputError, SelectionError, ForceWithoutReason) as exc:
         _err(f"invalid input, nothing was changed:\n{exc}")
         return 2
     except services.NothingInProgress as exc:
@@ -107,7 +126,17 @@ def cmd_install(args: argparse.Namespace) -> int:
     if bool(args.manifest) == bool(args.previous):
         _err("install needs a manifest path or --previous (not both)")
         return 2
-    opts = {"stop_before": args.stop_before, "exit_on_reboot": args.exit_on_reboot, "echo": _echo}
+    if args.reason and not args.force:
+        _err("--reason goes with --force (it records why the constraints were overridden)")
+        return 2
+    opts = {
+        "stop_before": args.stop_before,
+        "exit_on_reboot": args.exit_on_reboot,
+        "echo": _echo,
+        "force": args.force,
+        "force_reason": args.reason,
+        "actor": _os_user(),
+    }
     if args.previous:
         return _guarded(lambda: services.deployment_install_previous(**opts))
     manifest = _bundle_manifest(args.manifest)
@@ -119,6 +148,14 @@ def cmd_install(args: argparse.Namespace) -> int:
             manifest_path=args.manifest, topology_components=args.topology_components, **opts
         )
     )
+
+
+def _os_user() -> str:
+    """The CLI's actor: the operating-system user running it."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers): the uid still names someone
+        return f"uid {os.getuid()}"
 
 
 BUNDLE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".mender")
@@ -158,6 +195,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    if args.suggest_order:
+        return _suggest_order(args)
     try:
         report = services.plan_preview(
             manifest_path=args.manifest, topology_components=args.topology_components
@@ -165,11 +204,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
     except (InputError, SelectionError) as exc:
         _err(f"the manifest cannot be applied:\n{exc}")
         return 2
+    verdict = report["constraints"]
     if args.json:
         print(json.dumps(report, indent=2))
-        return 0
-    _print_plan(report)
-    return 0
+    else:
+        _print_plan(report)
+        if verdict:
+            print_path(verdict)
+    return 2 if verdict and not verdict["ok"] else 0
 
 
 def _print_plan(report: dict[str, Any]) -> None:
@@ -184,12 +226,84 @@ def _print_plan(report: dict[str, Any]) -> None:
         )
 
 
+def print_path(verdict: dict[str, Any]) -> None:
+    """The states the deployment can pass through (steps x components), first violation marked."""
+    print()
+    print(f"constraints: {verdict['file']}")
+    keys = list(verdict["end_state"]["versions"])
+    back = {c["key"]: c["rolls_back"] for c in verdict["components"]}
+    rows = [["step", *keys]] + [
+        [step["step"], *(_cell(step, k, back[k]) for k in keys)] for step in verdict["path"]
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    first = verdict["first_violation"]
+    marked = False
+    for index, row in enumerate(rows):
+        line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        step = verdict["path"][index - 1] if index else None
+        if step and first and step["step"] == first["step"] and not marked:
+            marked = True
+            line += f"   <-- FORBIDDEN: {first['combination']} ({first['row']})"
+        print(line)
+    print("(a -> b: moves during the step, every order of the moves is checked; a or b: not rolled back)")
+    end = verdict["end_state"]
+    if end["system_version"]:
+        print(f"end state: system {end['system_version']} ({end['row']})")
+    if verdict["ok"]:
+        print("verdict: ok, no state on the way forward or on any rollback path is forbidden")
+        return
+    print("verdict: REFUSED")
+    for reason in verdict["reasons"]:
+        print(f"  {reason}")
+
+
+def _cell(step: dict[str, Any], key: str, rolls_back: bool) -> str:
+    versions = step["versions"][key]
+    if len(versions) == 1:
+        return str(versions[0])
+    old, new = versions
+    if step["phase"] != "rollback":
+        return f"{old} -> {new}"
+    # Without rollback support a component stays where the failure found it: either version.
+    return f"{new} -> {old}" if rolls_back else f"{old} or {new}"
+
+
+def _suggest_order(args: argparse.Namespace) -> int:
+    try:
+        suggestion = services.plan_suggest_order(
+            manifest_path=args.manifest, topology_components=args.topology_components
+        )
+    except (InputError, SelectionError, TooManyTypes) as exc:
+        _err(f"cannot suggest an order:\n{exc}")
+        return 2
+    if not suggestion.types:
+        print("nothing changes: no order is needed")
+        return 0
+    if not suggestion.orders:
+        print(f"no order satisfies them: every grouping of {', '.join(suggestion.types)} passes through")
+        print("a forbidden combination; the conflicting rows:")
+        for row in suggestion.conflicts:
+            print(f"  {row.where}: {row.combination} (acceptable: false)")
+        return 2
+    best, *others = suggestion.orders
+    print("update_strategy.order values that satisfy the declared constraints (transition_states):")
+    for ctype, order in best.items():
+        print(f"  {ctype}: {order}")
+    for other in others[:4]:
+        print("also satisfying: " + ", ".join(f"{t}: {o}" for t, o in other.items()))
+    if suggestion.end_row is None:
+        print("note: the end state matches no end_states row; no order changes that (install refuses it)")
+        return 2
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     report = selectors.status_report()
     if args.json:
         print(json.dumps(report, indent=2, default=str))
         return 0
     pointers = report["manifests"]
+    _print_system(report["system"])
     print(f"active manifest:   {pointers['active'] or '-'}")
     print(f"previous manifest: {pointers['previous'] or '-'}")
     for c in report["components"]:
@@ -201,6 +315,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         else "in progress: none"
     )
     return 0
+
+
+def _print_system(system: dict[str, Any]) -> None:
+    if system["state"] == "working":
+        print(f"{system['message']} ({system['row']} of {system['constraints_file']})")
+    elif system["state"] != "undeclared":
+        print(f"system: {system['message']}")
 
 
 def cmd_history(args: argparse.Namespace) -> int:

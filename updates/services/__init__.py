@@ -11,7 +11,7 @@ from updates.services.deployments import (
     plan_as_json,
 )
 from updates.services.environment import BusyError, Environment, NothingInProgress, environment_load
-from updates.services.system import inventory_lines, plan_preview, provides_lines
+from updates.services.system import inventory_lines, plan_preview, plan_suggest_order, provides_lines
 
 __all__ = [
     "BusyError",
@@ -28,5 +28,6 @@ __all__ = [
     "inventory_lines",
     "plan_as_json",
     "plan_preview",
+    "plan_suggest_order",
     "provides_lines",
 ]

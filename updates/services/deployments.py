@@ -26,10 +26,18 @@ from updates.engine.inspection import Inspector
 from updates.engine.machine import Machine, Options, Result, RunState
 from updates.engine.manifest import Component, DesiredState, Topology, parse_manifest
 from updates.engine.planner import Plan, SelectionError, Target, select
+from updates.engine.transitions import ConstraintViolation
 from updates.journal import DbJournal
 from updates.models import ActiveManifests, Deployment, Manifest
 from updates.services.bundles import store_retention_after_deployment
 from updates.services.components import components_refresh_quietly
+from updates.services.constraints import (
+    constraints_restore,
+    constraints_snapshot,
+    force_check,
+    plan_verdict,
+    verdict_as_json,
+)
 from updates.services.environment import (
     BusyError,
     Echo,
@@ -53,22 +61,38 @@ def deployment_create(
     stop_before: Sequence[str] = (),
     exit_on_reboot: bool = False,
     created_by: str = "cli",
+    force: bool = False,
+    force_reason: str = "",
+    actor: str = "",
 ) -> Deployment:
     """Validate the inputs and queue a deployment (it holds the single in-progress slot).
 
-    Raises InputError (nothing recorded) and BusyError. `deployment_execute` runs it: at once
-    from the CLI, on a worker from the web.
+    Raises InputError (nothing recorded), ForceWithoutReason and BusyError. `deployment_execute`
+    runs it: at once from the CLI, on a worker from the web. `force` (with `force_reason`) runs it
+    even when it violates the declared constraints; `actor` (default `created_by`) is recorded
+    as the one who forced it.
     """
+    force_check(force=force, reason=force_reason)
     env = environment_load()
     desired = desired_state_load(env, manifest_path=manifest_path, topology_components=topology_components)
     options = {"stop_before": list(stop_before), "exit_on_reboot": exit_on_reboot}
-    return _deployment_queue(env, desired, kind="install", options=options, created_by=created_by)
+    forced = (actor or created_by, force_reason.strip()) if force else None
+    return _deployment_queue(
+        env, desired, kind="install", options=options, created_by=created_by, forced=forced
+    )
 
 
 def deployment_create_previous(
-    *, stop_before: Sequence[str] = (), exit_on_reboot: bool = False, created_by: str = "cli"
+    *,
+    stop_before: Sequence[str] = (),
+    exit_on_reboot: bool = False,
+    created_by: str = "cli",
+    force: bool = False,
+    force_reason: str = "",
+    actor: str = "",
 ) -> Deployment:
     """Queue the previous manifest again: "go back to the last known good system"."""
+    force_check(force=force, reason=force_reason)
     env = environment_load()
     pointers = selectors.active_manifests()
     if pointers is None or pointers.previous is None:
@@ -81,7 +105,10 @@ def deployment_create_previous(
         manifest_data=previous.raw.encode(),
     )
     options = {"stop_before": list(stop_before), "exit_on_reboot": exit_on_reboot}
-    return _deployment_queue(env, desired, kind="previous", options=options, created_by=created_by)
+    forced = (actor or created_by, force_reason.strip()) if force else None
+    return _deployment_queue(
+        env, desired, kind="previous", options=options, created_by=created_by, forced=forced
+    )
 
 
 def deployment_install(*, echo: Echo | None = None, **kwargs: Any) -> Deployment:
@@ -146,8 +173,16 @@ def deployment_execute(*, deployment_id: int, echo: Echo | None = None) -> Deplo
 
 
 def _deployment_queue(
-    env: Environment, desired: DesiredState, *, kind: str, options: dict[str, object], created_by: str
+    env: Environment,
+    desired: DesiredState,
+    *,
+    kind: str,
+    options: dict[str, object],
+    created_by: str,
+    forced: tuple[str, str] | None = None,
 ) -> Deployment:
+    # The constraints file is validated (InputError) and kept with the run before anything is recorded.
+    options = {**options, "constraints_file": constraints_snapshot(env, desired)}
     try:
         with transaction.atomic():
             manifest = _manifest_snapshot(desired)
@@ -158,6 +193,8 @@ def _deployment_queue(
                 options=options,
                 status=Deployment.Status.QUEUED,
                 created_by=created_by,
+                forced_by=forced[0] if forced else "",
+                forced_reason=forced[1] if forced else "",
             )
             deployment.work_dir = str(env.work_root / str(deployment.pk))
             deployment.save(update_fields=["work_dir"])
@@ -223,8 +260,31 @@ def _plan(env: Environment, deployment: Deployment, desired: DesiredState, journ
         raise
     components_record(inspected=inspected, system_type=desired.topology.system_type or "")
     deployment.plan = plan_as_json(plan)
+    _check_constraints(env, deployment, desired, plan, journal)
     deployment.save(update_fields=["plan"])
     return plan
+
+
+def _check_constraints(
+    env: Environment, deployment: Deployment, desired: DesiredState, plan: Plan, journal: DbJournal
+) -> None:
+    """Refuse (nothing touched) a plan that would pass through a forbidden state, unless forced."""
+    constraints = constraints_restore(desired, deployment.options.get("constraints_file"))
+    if constraints is None:
+        return
+    verdict = plan_verdict(env.runner(), plan, constraints, Path(deployment.work_dir) / "_preview")
+    deployment.plan["constraints"] = verdict_as_json(verdict)
+    if verdict.ok:
+        return
+    if not deployment.forced:
+        deployment.save(update_fields=["plan"])
+        violation = ConstraintViolation(verdict)
+        _deployment_reject(deployment, violation)
+        raise violation
+    journal.echo(
+        f"constraints violated, run anyway: forced by {deployment.forced_by} ({deployment.forced_reason}): "
+        + "; ".join(verdict.reasons())
+    )
 
 
 def _deployment_reject(deployment: Deployment, exc: Exception) -> None:

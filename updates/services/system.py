@@ -7,10 +7,20 @@ from pathlib import Path
 from typing import Any
 
 from updates import selectors
+from updates.engine.constraints import CONSTRAINTS_FILE
 from updates.engine.inspection import Inspector
-from updates.engine.manifest import Component, parse_manifest, parse_topology
-from updates.engine.planner import Inspected, SelectionError, describe_version, select
-from updates.engine.preview import preview_answers
+from updates.engine.manifest import (
+    Component,
+    DesiredState,
+    InputError,
+    Problem,
+    parse_manifest,
+    parse_topology,
+)
+from updates.engine.planner import Inspected, Plan, SelectionError, describe_version, select
+from updates.engine.preview import preview_answers, rollback_support
+from updates.engine.transitions import Suggestion, check_plan, plan_slots, suggest_orders
+from updates.services.constraints import constraints_for, verdict_as_json
 from updates.services.deployments import plan_as_json
 from updates.services.environment import (
     Environment,
@@ -23,21 +33,56 @@ from updates.services.sources import artifact_sources
 
 
 def plan_preview(*, manifest_path: Path, topology_components: Path | None = None) -> dict[str, Any]:
-    """What `install` would do, without touching anything (queries only)."""
+    """What `install` would do, without touching anything (queries only).
+
+    `constraints` is the verdict of the declared constraints (None when none are declared).
+    """
     env = environment_load()
     desired = desired_state_load(env, manifest_path=manifest_path, topology_components=topology_components)
+    constraints = constraints_for(env, desired)
     with tempfile.TemporaryDirectory(prefix="orch-plan-") as tmp:
-        journal = NullJournal()
-        inspected = Inspector(runner=env.runner(), journal=journal, workdir=Path(tmp) / "_inspect").inspect(
-            desired.topology.components
-        )
-        plan = select(desired, inspected, keys=env.keys(), sources=artifact_sources(env))
+        plan = _select_live(env, desired, Path(tmp))
         report = plan_as_json(plan)
+        rollback: dict[str, bool] = {}
         for entry, target in zip(report["components"], plan.targets, strict=True):  # type: ignore[call-overload]
             if target.action == "install":
                 entry.update(preview_answers(env.runner(), target, Path(tmp)))
-    report.update(manifest=desired.manifest.name, form=desired.manifest.form)
+                rollback[target.key] = entry["rollback"] == "Yes"
+    verdict = check_plan(plan, constraints, rollback) if constraints else None
+    report.update(
+        manifest=desired.manifest.name,
+        form=desired.manifest.form,
+        constraints=verdict_as_json(verdict) if verdict else None,
+    )
     return report
+
+
+def plan_suggest_order(*, manifest_path: Path, topology_components: Path | None = None) -> Suggestion:
+    """`order` values under which the plan satisfies the declared constraints (queries only).
+
+    Raises InputError when no constraints are declared: there is nothing to derive an order from.
+    """
+    env = environment_load()
+    desired = desired_state_load(env, manifest_path=manifest_path, topology_components=topology_components)
+    constraints = constraints_for(env, desired)
+    if constraints is None:
+        raise InputError([Problem(str(env.topology_dir / CONSTRAINTS_FILE), None, "(file)", _NO_CONSTRAINTS)])
+    with tempfile.TemporaryDirectory(prefix="orch-plan-") as tmp:
+        plan = _select_live(env, desired, Path(tmp))
+        rollback = rollback_support(env.runner(), plan.installing(), Path(tmp))
+    slots, _ = plan_slots(plan, rollback)
+    return suggest_orders(constraints, slots)
+
+
+_NO_CONSTRAINTS = (
+    "does not exist and the manifest has no 'constraints:' section: nothing to derive an order from"
+)
+
+
+def _select_live(env: Environment, desired: DesiredState, tmp: Path) -> Plan:
+    inspector = Inspector(runner=env.runner(), journal=NullJournal(), workdir=tmp / "_inspect")
+    inspected = inspector.inspect(desired.topology.components)
+    return select(desired, inspected, keys=env.keys(), sources=artifact_sources(env))
 
 
 def provides_lines() -> list[str]:
