@@ -11,7 +11,13 @@ from updates.services.deployments import (
     plan_as_json,
 )
 from updates.services.environment import BusyError, Environment, NothingInProgress, environment_load
-from updates.services.system import inventory_lines, plan_preview, plan_suggest_order, provides_lines
+from updates.services.system import (
+    inventory_lines,
+    plan_constraints_check,
+    plan_preview,
+    plan_suggest_order,
+    provides_lines,
+)
 
 __all__ = [
     "BusyError",
@@ -27,6 +33,7 @@ __all__ = [
     "environment_load",
     "inventory_lines",
     "plan_as_json",
+    "plan_constraints_check",
     "plan_preview",
     "plan_suggest_order",
     "provides_lines",

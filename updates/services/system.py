@@ -19,8 +19,8 @@ from updates.engine.manifest import (
 )
 from updates.engine.planner import Inspected, Plan, SelectionError, describe_version, select
 from updates.engine.preview import preview_answers, rollback_support
-from updates.engine.transitions import Suggestion, check_plan, plan_slots, suggest_orders
-from updates.services.constraints import constraints_for, verdict_as_json
+from updates.engine.transitions import ConstraintViolation, Suggestion, check_plan, plan_slots, suggest_orders
+from updates.services.constraints import constraints_for, plan_verdict, verdict_as_json
 from updates.services.deployments import plan_as_json
 from updates.services.environment import (
     Environment,
@@ -55,6 +55,22 @@ def plan_preview(*, manifest_path: Path, topology_components: Path | None = None
         constraints=verdict_as_json(verdict) if verdict else None,
     )
     return report
+
+
+def plan_constraints_check(*, manifest_path: Path, topology_components: Path | None = None) -> None:
+    """Raise ConstraintViolation when the live plan violates the declared constraints (queries
+    only; nothing when none are declared). For callers that must answer at once (the API's 422)
+    although the deployment itself runs later on a worker, which checks again."""
+    env = environment_load()
+    desired = desired_state_load(env, manifest_path=manifest_path, topology_components=topology_components)
+    constraints = constraints_for(env, desired)
+    if constraints is None:
+        return
+    with tempfile.TemporaryDirectory(prefix="orch-plan-") as tmp:
+        plan = _select_live(env, desired, Path(tmp))
+        verdict = plan_verdict(env.runner(), plan, constraints, Path(tmp))
+    if not verdict.ok:
+        raise ConstraintViolation(verdict)
 
 
 def plan_suggest_order(*, manifest_path: Path, topology_components: Path | None = None) -> Suggestion:
