@@ -125,6 +125,8 @@ def history_report(*, limit: int = 50) -> list[dict[str, Any]]:
             "components": d.components,
             "created_at": d.created_at,
             "finished_at": d.finished_at,
+            "forced_by": d.forced_by,
+            "forced_reason": d.forced_reason,
             "steps": [
                 {
                     "component": s.component,

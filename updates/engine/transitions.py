@@ -205,18 +205,28 @@ def _forbidden_in(
 
 
 def _witness(row: Row, slots: Sequence[Slot], step: Step) -> tuple[str, ...] | None:
-    """A state of `step` that `row` matches, or None: per component, the earliest version
-    (old before new) that fits the row's glob for its type; unnamed types stay where they were."""
+    """A state of `step` that `row` matches, other than the starting state, or None.
+
+    Per component the earliest version (old before new) that fits the row's glob for its type;
+    unnamed types stay where they were. The starting state itself is exempt: the system is there
+    already, and refusing would only keep it there. If the earliest choice is that state, one
+    component that may also take another fitting version is moved.
+    """
     globs = {p.component_type: p for p in row.patterns}
-    state = []
+    fitting = []
     for slot, cell in zip(slots, step.cells, strict=True):
-        ordered = sorted(cell, key=lambda v: v != slot.old)
         pattern = globs.get(slot.component_type)
-        fitting = [v for v in ordered if pattern is None or pattern.matches(v)]
-        if not fitting:
+        fits = sorted((v for v in cell if pattern is None or pattern.matches(v)), key=lambda v: v != slot.old)
+        if not fits:
             return None
-        state.append(fitting[0])
-    return tuple(state) if row.matches(_members(slots, tuple(state))) else None
+        fitting.append(fits)
+    state = [fits[0] for fits in fitting]
+    if state == [s.old for s in slots]:
+        moved = next((i for i, fits in enumerate(fitting) if len(fits) > 1), None)
+        if moved is None:
+            return None
+        state[moved] = fitting[moved][1]
+    return tuple(state) if row.matches(_members(slots, state)) else None
 
 
 def _members(slots: Sequence[Slot], state: Sequence[str]) -> list[Member]:
