@@ -126,7 +126,7 @@ def test_it_refuses_two_end_states_with_one_system_version() -> None:
 
 def test_it_names_a_type_the_system_lacks() -> None:
     with pytest.raises(InputError, match=r":5: end_states\[0\].versions.rtos: the system has no component"):
-        seed().check_types({"gateway"})
+        parse_constraints(SEED, path=Path("/c.yaml"), types={"gateway"})
 
 
 MANIFEST = b"""\

@@ -331,6 +331,8 @@ def cmd_history(args: argparse.Namespace) -> int:
         return 0
     for d in report:
         print(f"#{d['id']} {d['created_at']} {d['manifest']:<24} {d['status']:<15} {d['reason']}")
+        if d["forced_by"]:
+            print(f"    forced past the declared constraints by {d['forced_by']}: {d['forced_reason']}")
         for s in d["steps"]:
             result = s["answer"] or ("ok" if s["ok"] else f"FAILED {s['error']}")
             print(f"    {s['started_at']} {s['component']:<24} {s['state']:<30} {result}")

@@ -10,7 +10,7 @@ line and dotted field, all of them at once.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -107,38 +107,30 @@ class Constraints:
         members = list(members)
         return next((row for row in self.forbidden_rows() if row.matches(members)), None)
 
-    def check_types(self, types: Iterable[str]) -> None:
-        """A type the system does not have is a typo nearly always: such a row could never match."""
-        known = set(types)
-        problems = [
-            Problem(
-                self.file,
-                p.line,
-                f"{row.table}[{row.index}].versions.{p.component_type}",
-                f"the system has no component of type {p.component_type!r} "
-                f"(its types: {', '.join(sorted(known))})",
-            )
-            for row in (*self.end_states, *self.transition_states)
-            for p in row.patterns
-            if p.component_type not in known
-        ]
-        if problems:
-            raise InputError(problems)
-
 
 # --------------------------------------------------------------------------------------------------
 # Loading
 
 
 def load_constraints(
-    *, topology_dir: Path | None, manifest_raw: bytes, manifest_path: Path
+    *,
+    topology_dir: Path | None,
+    manifest_raw: bytes,
+    manifest_path: Path,
+    types: Collection[str] | None = None,
 ) -> Constraints | None:
-    """The manifest's `constraints:` section, else `constraints.yaml` beside the topology, else None."""
-    section = constraints_from_manifest(manifest_raw, path=manifest_path)
-    return section if section is not None else constraints_file(topology_dir)
+    """The manifest's `constraints:` section, else `constraints.yaml` beside the topology, else None.
+
+    `types`: the system's component types; a row naming another is reported (a typo, nearly always:
+    such a row could never match).
+    """
+    section = constraints_from_manifest(manifest_raw, path=manifest_path, types=types)
+    return section if section is not None else constraints_file(topology_dir, types=types)
 
 
-def constraints_file(topology_dir: Path | None) -> Constraints | None:
+def constraints_file(
+    topology_dir: Path | None, *, types: Collection[str] | None = None
+) -> Constraints | None:
     """`constraints.yaml` in the topology directory, if there is one."""
     path = topology_dir / CONSTRAINTS_FILE if topology_dir is not None else None
     if path is None or not path.is_file():
@@ -148,12 +140,12 @@ def constraints_file(topology_dir: Path | None) -> Constraints | None:
     except OSError as exc:
         problem = Problem(str(_absolute(path)), None, "(file)", f"cannot read: {exc.strerror or exc}")
         raise InputError([problem])
-    return parse_constraints(data, path=path)
+    return parse_constraints(data, path=path, types=types)
 
 
-def parse_constraints(data: bytes, *, path: Path) -> Constraints:
+def parse_constraints(data: bytes, *, path: Path, types: Collection[str] | None = None) -> Constraints:
     """Parse a `kind: constraints` document; raise InputError listing every problem."""
-    ck = _Checker(str(_absolute(path)))
+    ck = _TypedChecker(str(_absolute(path)), types)
     root = ck.load(data)
     constraints = None
     if root is not None and ck.mapping(root, DOC) is not None:
@@ -164,9 +156,11 @@ def parse_constraints(data: bytes, *, path: Path) -> Constraints:
     return constraints
 
 
-def constraints_from_manifest(raw: bytes, *, path: Path) -> Constraints | None:
+def constraints_from_manifest(
+    raw: bytes, *, path: Path, types: Collection[str] | None = None
+) -> Constraints | None:
     """The `constraints:` section of a manifest (same body as the file; header optional)."""
-    ck = _Checker(str(_absolute(path)))
+    ck = _TypedChecker(str(_absolute(path)), types)
     try:
         root = yamlpos.load(raw)
     except yamlpos.YamlError:
@@ -180,7 +174,15 @@ def constraints_from_manifest(raw: bytes, *, path: Path) -> Constraints | None:
     return constraints
 
 
-def _body(ck: _Checker, node: YNode, where: str) -> Constraints | None:
+class _TypedChecker(_Checker):
+    """The manifest's problem collector, plus the system's component types (None: unknown)."""
+
+    def __init__(self, file: str, types: Collection[str] | None) -> None:
+        super().__init__(file)
+        self.types = types
+
+
+def _body(ck: _TypedChecker, node: YNode, where: str) -> Constraints | None:
     mark = _Mark(ck)
     ck.keys(node, where, _TOP, {})
     if where:  # a manifest section may repeat the file's header; it must then be right
@@ -193,7 +195,7 @@ def _body(ck: _Checker, node: YNode, where: str) -> Constraints | None:
     return Constraints(ck.file, end_states, transitions) if mark.clean else None
 
 
-def _section_header(ck: _Checker, node: YNode, where: str) -> None:
+def _section_header(ck: _TypedChecker, node: YNode, where: str) -> None:
     expected = {"api_version": API_VERSION, "kind": "constraints"}
     for key, value in expected.items():
         child = (node.mapping or {}).get(key)
@@ -201,7 +203,9 @@ def _section_header(ck: _Checker, node: YNode, where: str) -> None:
             ck.add(child.line, _join(where, key), f"must be {value!r}, got {_describe(child)}")
 
 
-def _rows(ck: _Checker, node: YNode, where: str, table: Table, *, required: bool) -> tuple[Row, ...] | None:
+def _rows(
+    ck: _TypedChecker, node: YNode, where: str, table: Table, *, required: bool
+) -> tuple[Row, ...] | None:
     field_ = _join(where, table)
     child = (node.mapping or {}).get(table)
     if child is None:
@@ -217,7 +221,7 @@ def _rows(ck: _Checker, node: YNode, where: str, table: Table, *, required: bool
     return tuple(r for r in rows if r is not None) if all(rows) else None
 
 
-def _row(ck: _Checker, item: YNode, where: str, table: Table, index: int) -> Row | None:
+def _row(ck: _TypedChecker, item: YNode, where: str, table: Table, index: int) -> Row | None:
     if ck.mapping(item, where) is None:
         return None
     mark = _Mark(ck)
@@ -235,7 +239,7 @@ def _row(ck: _Checker, item: YNode, where: str, table: Table, index: int) -> Row
     return None
 
 
-def _patterns(ck: _Checker, node: YNode | None, where: str) -> tuple[Pattern, ...] | None:
+def _patterns(ck: _TypedChecker, node: YNode | None, where: str) -> tuple[Pattern, ...] | None:
     if ck.mapping(node, where) is None or node is None:
         return None
     if not node.mapping:
@@ -246,6 +250,13 @@ def _patterns(ck: _Checker, node: YNode | None, where: str) -> tuple[Pattern, ..
         glob = ck.string(value, _join(where, ctype))
         if not ctype.strip():
             ck.add(value.line, where, "a component type name must not be empty")
+        elif ck.types is not None and ctype not in ck.types:
+            known = ", ".join(sorted(ck.types))
+            ck.add(
+                value.line,
+                _join(where, ctype),
+                f"the system has no component of type {ctype!r} (its types: {known})",
+            )
         elif glob is not None:
             patterns.append(Pattern(ctype, glob, value.line))
     return tuple(patterns) if len(patterns) == len(node.mapping) else None

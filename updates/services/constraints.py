@@ -33,12 +33,12 @@ def constraints_for(env: Environment, desired: DesiredState) -> Constraints | No
 
     Raises InputError (file, line, field) for a bad document or a type the system lacks.
     """
-    constraints = load_constraints(
-        topology_dir=env.topology_dir, manifest_raw=desired.manifest.raw, manifest_path=desired.manifest.path
+    return load_constraints(
+        topology_dir=env.topology_dir,
+        manifest_raw=desired.manifest.raw,
+        manifest_path=desired.manifest.path,
+        types={c.component_type for c in desired.topology.components},
     )
-    if constraints is not None:
-        constraints.check_types({c.component_type for c in desired.topology.components})
-    return constraints
 
 
 def constraints_snapshot(env: Environment, desired: DesiredState) -> dict[str, str] | None:
