@@ -44,6 +44,7 @@ class SystemVersion:
     message: str
     system_version: str | None = None
     row: str | None = None
+    line: int | None = None
     constraints_file: str | None = None
     versions: dict[str, str] = field(default_factory=dict)
 
@@ -72,6 +73,7 @@ def system_version() -> SystemVersion:
         f"system {row.system_version}",
         system_version=row.system_version,
         row=row.where,
+        line=row.line,
         constraints_file=constraints.file,
         versions=versions,
     )

@@ -66,7 +66,7 @@ def test_gateway_10_rtos_20_passes_and_status_names_the_system(seeded: DemoSyste
     assert result.returncode == 0, result.stderr
     assert seeded.versions() == V2
     status = seeded.run("status")
-    assert status.stdout.splitlines()[0].startswith("system v.2 (end_states[1] (line 6) of ")
+    assert status.stdout.splitlines()[0].startswith("system v.2 (end_states[1], /")
     system = json.loads(seeded.run("status", "--json").stdout)["system"]
     assert (system["state"], system["system_version"]) == ("working", "v.2")
 
@@ -76,7 +76,7 @@ def test_swapped_orders_fail_at_the_first_step_naming_the_combination(seeded: De
     assert plan.returncode == 2
     marked = [line for line in plan.stdout.splitlines() if "FORBIDDEN" in line]
     assert len(marked) == 1 and marked[0].startswith("order 10 ")
-    assert "<-- FORBIDDEN: gateway-v1 + rtos-v2 (transition_states[0] (line 9))" in marked[0]
+    assert "<-- FORBIDDEN: gateway-v1 + rtos-v2 (transition_states[0], line 9)" in marked[0]
 
     result = seeded.install(swapped(seeded))
     assert result.returncode == 2
@@ -157,8 +157,8 @@ def test_suggest_order_says_when_no_order_satisfies_them(seeded: DemoSystem) -> 
     assert result.stdout.splitlines() == [
         "no order satisfies them: every grouping of gateway, rtos passes through",
         "a forbidden combination; the conflicting rows:",
-        "  transition_states[0] (line 9): gateway-v1 + rtos-v2 (acceptable: false)",
-        "  transition_states[1] (line 11): gateway-v2 + rtos-v1 (acceptable: false)",
+        "  transition_states[0], line 9: gateway-v1 + rtos-v2 (acceptable: false)",
+        "  transition_states[1], line 11: gateway-v2 + rtos-v1 (acceptable: false)",
     ]
 
 

@@ -243,12 +243,12 @@ def print_path(verdict: dict[str, Any]) -> None:
         step = verdict["path"][index - 1] if index else None
         if step and first and step["step"] == first["step"] and not marked:
             marked = True
-            line += f"   <-- FORBIDDEN: {first['combination']} ({first['row']})"
+            line += f"   <-- FORBIDDEN: {first['combination']} ({first['row']}, line {first['line']})"
         print(line)
     print("(a -> b: moves during the step, every order of the moves is checked; a or b: not rolled back)")
     end = verdict["end_state"]
     if end["system_version"]:
-        print(f"end state: system {end['system_version']} ({end['row']})")
+        print(f"end state: system {end['system_version']} ({end['row']}, line {end['line']})")
     if verdict["ok"]:
         print("verdict: ok, no state on the way forward or on any rollback path is forbidden")
         return
@@ -283,7 +283,7 @@ def _suggest_order(args: argparse.Namespace) -> int:
         print(f"no order satisfies them: every grouping of {', '.join(suggestion.types)} passes through")
         print("a forbidden combination; the conflicting rows:")
         for row in suggestion.conflicts:
-            print(f"  {row.where}: {row.combination} (acceptable: false)")
+            print(f"  {row.where}, line {row.line}: {row.combination} (acceptable: false)")
         return 2
     best, *others = suggestion.orders
     print("update_strategy.order values that satisfy the declared constraints (transition_states):")
@@ -319,7 +319,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _print_system(system: dict[str, Any]) -> None:
     if system["state"] == "working":
-        print(f"{system['message']} ({system['row']} of {system['constraints_file']})")
+        print(f"{system['message']} ({system['row']}, {system['constraints_file']}:{system['line']})")
     elif system["state"] != "undeclared":
         print(f"system: {system['message']}")
 

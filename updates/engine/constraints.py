@@ -72,7 +72,7 @@ class Row:
 
     @property
     def where(self) -> str:
-        return f"{self.table}[{self.index}] (line {self.line})"
+        return f"{self.table}[{self.index}]"
 
     @property
     def combination(self) -> str:

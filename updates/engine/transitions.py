@@ -101,7 +101,7 @@ class Verdict:
         step = self.path[violation.step]
         state = ", ".join(f"{s.key}={v}" for s, v in zip(self.slots, violation.state, strict=True))
         return (
-            f"{self.constraints.file}: {violation.row.where}: step '{step.label}' would pass through "
+            f"{self.constraints.file}:{violation.row.line}: {violation.row.where}: step '{step.label}' would pass through "
             f"the forbidden combination {violation.row.combination} ({state})"
         )
 

@@ -71,6 +71,7 @@ def verdict_as_json(verdict: Verdict) -> dict[str, Any]:
         "end_state": {
             "system_version": verdict.end_row.system_version if verdict.end_row else None,
             "row": verdict.end_row.where if verdict.end_row else None,
+            "line": verdict.end_row.line if verdict.end_row else None,
             "versions": dict(zip([s.key for s in verdict.slots], verdict.end_state(), strict=True)),
         },
         "orders": list(verdict.orders),
@@ -107,6 +108,7 @@ def _violation_json(verdict: Verdict, violation: Violation) -> dict[str, Any]:
     return {
         "step": verdict.path[violation.step].label,
         "row": violation.row.where,
+        "line": violation.row.line,
         "combination": violation.row.combination,
         "state": dict(zip([s.key for s in verdict.slots], violation.state, strict=True)),
         "message": verdict.describe(violation),
