@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -71,8 +72,17 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@dataclass(frozen=True)
+class Scenario:
+    devices: list[tuple[str, str, str]]  # (device id, component type, version it runs)
+    targets: dict[str, tuple[str, int]]  # component type -> (artifact name, order)
+    forbidden: list[dict[str, str]]  # transition rows with acceptable: false
+    no_rollback: list[str]  # devices answering SupportsRollback: No
+    failure: tuple[str, str] | None  # (device, state) that exits 1
+
+
 @st.composite
-def scenarios(draw: st.DrawFn) -> dict[str, object]:
+def scenarios(draw: st.DrawFn) -> Scenario:
     types = draw(st.lists(st.sampled_from(TYPES), min_size=1, max_size=3, unique=True))
     devices = []
     for i in range(draw(st.integers(len(types), 4))):
@@ -87,36 +97,30 @@ def scenarios(draw: st.DrawFn) -> dict[str, object]:
     no_rollback = draw(st.lists(st.sampled_from([d[0] for d in devices]), unique=True))
     failing = st.tuples(st.sampled_from([d[0] for d in devices]), st.sampled_from(FAILING))
     failure = draw(st.none() if draw(st.integers(0, 3)) == 0 else failing)
-    return {
-        "devices": devices,
-        "targets": targets,
-        "forbidden": forbidden,
-        "no_rollback": no_rollback,
-        "failure": failure,
-    }
+    return Scenario(devices, targets, forbidden, no_rollback, failure)
 
 
-def build(template: Path, root: Path, scenario: dict[str, object]) -> DesiredState:
+def build(template: Path, root: Path, scenario: Scenario) -> DesiredState:
     shutil.copytree(template / "share", root / "share", symlinks=True)
     (root / "timeline.log").touch()
     components = []
-    for device, ctype, version in scenario["devices"]:  # type: ignore[attr-defined]
+    for device, ctype, version in scenario.devices:
         directory = root / "devices" / device
         (directory / "answers").mkdir(parents=True)
         (directory / "component-type").write_text(f"{ctype}\n")
         (directory / "version").write_text(f"{version}\n")
-        if device in scenario["no_rollback"]:  # type: ignore[operator]
+        if device in scenario.no_rollback:
             (directory / "answers" / "SupportsRollback").write_text("No\n")
         components.append(Component(ctype, ctype, (device,), None))
     targets = {
         t: TypeTarget(t, None, template / "artifacts" / f"{name}.mender", order)
-        for t, (name, order) in scenario["targets"].items()  # type: ignore[attr-defined]
+        for t, (name, order) in scenario.targets.items()
     }
     manifest = Manifest("current", "random", ("system-core",), targets, root / "manifest.yaml", b"")
     return DesiredState(manifest, Topology("system-core", tuple(components), "random"))
 
 
-def constraints_for(scenario: dict[str, object], end: Sequence[tuple[str, str]]) -> Constraints:
+def constraints_for(scenario: Scenario, end: Sequence[tuple[str, str]]) -> Constraints:
     forbidden = tuple(
         Row(
             "transition_states",
@@ -125,14 +129,14 @@ def constraints_for(scenario: dict[str, object], end: Sequence[tuple[str, str]])
             tuple(Pattern(t, g, i + 1) for t, g in row.items()),
             acceptable=False,
         )
-        for i, row in enumerate(scenario["forbidden"])  # type: ignore[attr-defined]
+        for i, row in enumerate(scenario.forbidden)
     )
     # One end state: exactly where the manifest leads, so the end check alone refuses nothing.
     exact = tuple(Pattern(t, v, 1) for t, v in dict(end).items())
     return Constraints("random.yaml", (Row("end_states", 0, 1, exact, system_version="end"),), forbidden)
 
 
-def replay(root: Path, start: dict[str, str], types: dict[str, str]) -> Iterator[dict[str, str]]:
+def replay(root: Path, start: dict[str, str]) -> Iterator[dict[str, str]]:
     """Every state the interfaces recorded, in the order they wrote it."""
     running = dict(start)
     for line in (root / "timeline.log").read_text().splitlines():
@@ -145,7 +149,7 @@ def replay(root: Path, start: dict[str, str], types: dict[str, str]) -> Iterator
     max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
 )
 @given(scenario=scenarios())
-def test_every_state_of_an_accepted_run_is_allowed(template: Path, scenario: dict[str, object]) -> None:
+def test_every_state_of_an_accepted_run_is_allowed(template: Path, scenario: Scenario) -> None:
     with tempfile.TemporaryDirectory(prefix="orch-prop-") as tmp:
         root = Path(tmp)
         desired = build(template, root, scenario)
@@ -160,15 +164,15 @@ def test_every_state_of_an_accepted_run_is_allowed(template: Path, scenario: dic
         event("accepted" if verdict.ok else "refused")
         if not verdict.ok:
             return
-        if scenario["failure"]:
-            device, state = scenario["failure"]  # type: ignore[misc]
-            (root / "devices" / device / f"{state}.FAIL").touch()
+        if scenario.failure:
+            device, failing = scenario.failure
+            (root / "devices" / device / f"{failing}.FAIL").touch()
         options = Options(work_root=root / "work", reboot_command=("true",), reboot_wait_seconds=0)
         result = Machine(plan=plan, runner=runner, journal=QuietJournal(), options=options).run()
-        event(f"{result.outcome} (failure: {scenario['failure']})")
-        start = {d: v for d, _, v in scenario["devices"]}  # type: ignore[attr-defined]
-        types = {d: t for d, t, _ in scenario["devices"]}  # type: ignore[attr-defined]
-        for state in replay(root, start, types):
+        event(f"{result.outcome} (failure: {scenario.failure})")
+        start = {d: v for d, _, v in scenario.devices}
+        types = {d: t for d, t, _ in scenario.devices}
+        for state in replay(root, start):
             if state == start:
                 continue  # where the system began: exempt, as in the checker
             row = constraints.forbidding([(types[d], v) for d, v in state.items()])
