@@ -21,21 +21,8 @@ from updates.engine.constraints import (
 from updates.engine.manifest import InputError, parse_manifest
 from updates.engine.transitions import Slot, check_slots, suggest_orders
 
-# The seed's two tables, exactly as the issue writes them.
-SEED = b"""\
-api_version: mender/v1
-kind: constraints
-end_states:                      # the seed's end-state table: every acceptable combination
-  - system_version: "v.1"
-    versions: {gateway: gateway-v1, rtos: rtos-v1}
-  - system_version: "v.2"
-    versions: {gateway: gateway-v2, rtos: "rtos-v2*"}
-transition_states:               # the seed's transition table
-  - versions: {gateway: gateway-v1, rtos: rtos-v2}
-    acceptable: false
-  - versions: {gateway: gateway-v2, rtos: rtos-v1}
-    acceptable: true
-"""
+# The seed's two tables, exactly as the issue writes them (also used by the integration tests).
+SEED = (Path(__file__).parent / "fixtures" / "seed_constraints.yaml").read_bytes()
 
 
 def seed() -> Constraints:

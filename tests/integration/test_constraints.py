@@ -9,22 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import DemoSystem
+from tests.integration.conftest import ROOT, DemoSystem
 
-SEED_TABLES = """\
-api_version: mender/v1
-kind: constraints
-end_states:                      # the seed's end-state table: every acceptable combination
-  - system_version: "v.1"
-    versions: {gateway: gateway-v1, rtos: rtos-v1}
-  - system_version: "v.2"
-    versions: {gateway: gateway-v2, rtos: "rtos-v2*"}
-transition_states:               # the seed's transition table
-  - versions: {gateway: gateway-v1, rtos: rtos-v2}
-    acceptable: false
-  - versions: {gateway: gateway-v2, rtos: rtos-v1}
-    acceptable: true
-"""
+SEED_TABLES = (ROOT / "tests" / "engine" / "fixtures" / "seed_constraints.yaml").read_text()
 V1 = {"G13": "gateway-v1", "R456": "rtos-v1", "R998": "rtos-v1"}
 V2 = {"G13": "gateway-v2", "R456": "rtos-v2", "R998": "rtos-v2"}
 

@@ -22,7 +22,7 @@ from updates.engine.planner import SelectionError
 from updates.engine.transitions import ConstraintViolation, TooManyTypes
 from updates.models import Deployment
 from updates.services import bundles
-from updates.services.constraints import ForceWithoutReason
+from updates.services.constraints import ForceWithoutReason, forced_by
 
 from .bundle import print_bundle
 
@@ -98,7 +98,7 @@ def _guarded(fn: Any, *, rolling_back: bool = False) -> int:
         _err(f"the plan violates the declared constraints, nothing was changed:\n{exc}")
         _err("run `install --force --reason TEXT` to run it anyway (recorded with your name and reason)")
         return 2
-    except (InputError, SelectionError, ForceWithoutReason) as exc:
+    except (InputError, SelectionError) as exc:
         _err(f"invalid input, nothing was changed:\n{exc}")
         return 2
     except services.NothingInProgress as exc:
@@ -129,13 +129,16 @@ def cmd_install(args: argparse.Namespace) -> int:
     if args.reason and not args.force:
         _err("--reason goes with --force (it records why the constraints were overridden)")
         return 2
+    try:
+        forced = forced_by(force=args.force, reason=args.reason, actor=_os_user())
+    except ForceWithoutReason as exc:
+        _err(f"invalid input, nothing was changed:\n{exc}")
+        return 2
     opts = {
         "stop_before": args.stop_before,
         "exit_on_reboot": args.exit_on_reboot,
         "echo": _echo,
-        "force": args.force,
-        "force_reason": args.reason,
-        "actor": _os_user(),
+        "forced": forced,
     }
     if args.previous:
         return _guarded(lambda: services.deployment_install_previous(**opts))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,21 @@ class ForceWithoutReason(ValueError):
     """`force` overrides a declared constraint: the record must say why."""
 
 
-def force_check(*, force: bool, reason: str) -> None:
-    if force and not reason.strip():
+@dataclass(frozen=True)
+class Forced:
+    """Run past the declared constraints: who asked (recorded as `forced_by`) and why."""
+
+    by: str
+    reason: str
+
+
+def forced_by(*, force: bool, reason: str, actor: str) -> Forced | None:
+    """The override to record, None without `force`; raises ForceWithoutReason."""
+    if not force:
+        return None
+    if not reason.strip():
         raise ForceWithoutReason("forcing past the declared constraints needs a reason (--reason TEXT)")
+    return Forced(by=actor, reason=reason.strip())
 
 
 def constraints_for(env: Environment, desired: DesiredState) -> Constraints | None:

@@ -32,9 +32,9 @@ from updates.models import ActiveManifests, Deployment, Manifest
 from updates.services.bundles import store_retention_after_deployment
 from updates.services.components import components_refresh_quietly
 from updates.services.constraints import (
+    Forced,
     constraints_restore,
     constraints_snapshot,
-    force_check,
     plan_verdict,
     verdict_as_json,
 )
@@ -61,22 +61,17 @@ def deployment_create(
     stop_before: Sequence[str] = (),
     exit_on_reboot: bool = False,
     created_by: str = "cli",
-    force: bool = False,
-    force_reason: str = "",
-    actor: str = "",
+    forced: Forced | None = None,
 ) -> Deployment:
     """Validate the inputs and queue a deployment (it holds the single in-progress slot).
 
-    Raises InputError (nothing recorded), ForceWithoutReason and BusyError. `deployment_execute`
-    runs it: at once from the CLI, on a worker from the web. `force` (with `force_reason`) runs it
-    even when it violates the declared constraints; `actor` (default `created_by`) is recorded
-    as the one who forced it.
+    Raises InputError (nothing recorded) and BusyError. `deployment_execute` runs it: at once
+    from the CLI, on a worker from the web. `forced` (see `forced_by`) runs it even when it
+    violates the declared constraints, and is recorded on the row.
     """
-    force_check(force=force, reason=force_reason)
     env = environment_load()
     desired = desired_state_load(env, manifest_path=manifest_path, topology_components=topology_components)
     options = {"stop_before": list(stop_before), "exit_on_reboot": exit_on_reboot}
-    forced = (actor or created_by, force_reason.strip()) if force else None
     return _deployment_queue(
         env, desired, kind="install", options=options, created_by=created_by, forced=forced
     )
@@ -87,12 +82,9 @@ def deployment_create_previous(
     stop_before: Sequence[str] = (),
     exit_on_reboot: bool = False,
     created_by: str = "cli",
-    force: bool = False,
-    force_reason: str = "",
-    actor: str = "",
+    forced: Forced | None = None,
 ) -> Deployment:
     """Queue the previous manifest again: "go back to the last known good system"."""
-    force_check(force=force, reason=force_reason)
     env = environment_load()
     pointers = selectors.active_manifests()
     if pointers is None or pointers.previous is None:
@@ -105,7 +97,6 @@ def deployment_create_previous(
         manifest_data=previous.raw.encode(),
     )
     options = {"stop_before": list(stop_before), "exit_on_reboot": exit_on_reboot}
-    forced = (actor or created_by, force_reason.strip()) if force else None
     return _deployment_queue(
         env, desired, kind="previous", options=options, created_by=created_by, forced=forced
     )
@@ -179,7 +170,7 @@ def _deployment_queue(
     kind: str,
     options: dict[str, object],
     created_by: str,
-    forced: tuple[str, str] | None = None,
+    forced: Forced | None = None,
 ) -> Deployment:
     # The constraints file is validated (InputError) and kept with the run before anything is recorded.
     options = {**options, "constraints_file": constraints_snapshot(env, desired)}
@@ -193,8 +184,8 @@ def _deployment_queue(
                 options=options,
                 status=Deployment.Status.QUEUED,
                 created_by=created_by,
-                forced_by=forced[0] if forced else "",
-                forced_reason=forced[1] if forced else "",
+                forced_by=forced.by if forced else "",
+                forced_reason=forced.reason if forced else "",
             )
             deployment.work_dir = str(env.work_root / str(deployment.pk))
             deployment.save(update_fields=["work_dir"])

@@ -26,7 +26,7 @@ from updates.engine.manifest import InputError
 from updates.engine.planner import SelectionError
 from updates.models import Deployment
 from updates.services.components import components_refresh as refresh_components
-from updates.services.constraints import force_check
+from updates.services.constraints import forced_by
 from updates.services.deployments import (
     deployment_create,
     deployment_execute,
@@ -62,16 +62,15 @@ def deployment_start(
     """
     if created_by == CLI:
         raise ValueError("the command line runs its deployments itself; name the web user or hook")
-    force_check(force=force, reason=force_reason)
-    if not force:
+    forced = forced_by(force=force, reason=force_reason, actor=created_by)
+    if forced is None:
         plan_constraints_check(manifest_path=manifest_path, topology_components=topology_components)
     deployment = deployment_create(
         manifest_path=manifest_path,
         topology_components=topology_components,
         stop_before=stop_before,
         created_by=created_by,
-        force=force,
-        force_reason=force_reason,
+        forced=forced,
     )
     _enqueue_on_commit(TASK_RUN, deployment.pk)
     return deployment
