@@ -239,15 +239,9 @@ def print_path(verdict: dict[str, Any]) -> None:
         [step["step"], *(_cell(step, k, back[k]) for k in keys)] for step in verdict["path"]
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    first = verdict["first_violation"]
-    marked = False
-    for index, row in enumerate(rows):
-        line = "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        step = verdict["path"][index - 1] if index else None
-        if step and first and step["step"] == first["step"] and not marked:
-            marked = True
-            line += f"   <-- FORBIDDEN: {first['combination']} ({first['row']}, line {first['line']})"
-        print(line)
+    marks = [""] + [_mark(step, verdict["first_violation"]) for step in verdict["path"]]
+    for row, mark in zip(rows, marks, strict=True):
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() + mark)
     print("(a -> b: moves during the step, every order of the moves is checked; a or b: not rolled back)")
     end = verdict["end_state"]
     if end["system_version"]:
@@ -258,6 +252,12 @@ def print_path(verdict: dict[str, Any]) -> None:
     print("verdict: REFUSED")
     for reason in verdict["reasons"]:
         print(f"  {reason}")
+
+
+def _mark(step: dict[str, Any], first: dict[str, Any] | None) -> str:
+    if first is None or step["violation"] != first:
+        return ""
+    return f"   <-- FORBIDDEN: {first['combination']} ({first['row']}, line {first['line']})"
 
 
 def _cell(step: dict[str, Any], key: str, rolls_back: bool) -> str:
