@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from updates.engine.constraints import Constraints, Member, Row
+from updates.engine.errors import InvalidInput
 from updates.engine.planner import Plan, SelectionError
 
 Phase = Literal["now", "forward", "rollback", "end"]
@@ -250,12 +251,16 @@ class Suggestion:
     types: tuple[str, ...]
 
 
-class TooManyTypes(ValueError):
-    pass
+class TooManyTypes(InvalidInput):
+    """`--suggest-order` would have to try too many orders."""
+
+    code = "too_many_types"
 
 
 class ConstraintViolation(SelectionError):
     """The plan passes through a forbidden state or ends outside every working system."""
+
+    code = "constraint_violation"
 
     def __init__(self, verdict: Verdict) -> None:
         super().__init__(verdict.reasons())

@@ -12,6 +12,7 @@ from updates.engine.constraints import (
     load_constraints,
     parse_constraints,
 )
+from updates.engine.errors import InvalidInput
 from updates.engine.interface import InterfaceRunner
 from updates.engine.manifest import DesiredState
 from updates.engine.planner import Plan
@@ -20,8 +21,10 @@ from updates.engine.transitions import Verdict, Violation, check_plan
 from updates.services.environment import Environment
 
 
-class ForceWithoutReason(ValueError):
+class ForceWithoutReason(InvalidInput):
     """`force` overrides a declared constraint: the record must say why."""
+
+    code = "force_without_reason"
 
 
 @dataclass(frozen=True)

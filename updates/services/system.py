@@ -2,31 +2,30 @@
 
 from __future__ import annotations
 
-import tempfile
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from updates import selectors
 from updates.engine.constraints import CONSTRAINTS_FILE
-from updates.engine.inspection import Inspector
 from updates.engine.manifest import (
-    Component,
     DesiredState,
     InputError,
     Problem,
+    Topology,
     parse_manifest,
     parse_topology,
 )
-from updates.engine.planner import Inspected, Plan, SelectionError, describe_version, select
+from updates.engine.planner import Plan, SelectionError, describe_version, select
 from updates.engine.preview import preview_answers, rollback_support
 from updates.engine.transitions import ConstraintViolation, Suggestion, check_plan, plan_slots, suggest_orders
 from updates.services.constraints import constraints_for, plan_verdict, verdict_as_json
-from updates.services.deployments import plan_as_json
 from updates.services.environment import (
     Environment,
-    NullJournal,
     desired_state_load,
     environment_load,
+    live_inspector,
     topology_components_file,
 )
 from updates.services.sources import artifact_sources
@@ -40,21 +39,22 @@ def plan_preview(*, manifest_path: Path, topology_components: Path | None = None
     env = environment_load()
     desired = desired_state_load(env, manifest_path=manifest_path, topology_components=topology_components)
     constraints = constraints_for(env, desired)
-    with tempfile.TemporaryDirectory(prefix="orch-plan-") as tmp:
-        plan = _select_live(env, desired, Path(tmp))
-        report = plan_as_json(plan)
+    with _live_plan(env, desired) as (plan, scratch):
+        components: list[dict[str, Any]] = []
         rollback: dict[str, bool] = {}
-        for entry, target in zip(report["components"], plan.targets, strict=True):  # type: ignore[call-overload]
-            if target.action == "install":
-                entry.update(preview_answers(env.runner(), target, Path(tmp)))
-                rollback[target.key] = entry["rollback"] == "Yes"
+        for entry, target in zip(plan.to_json()["components"], plan.targets, strict=True):
+            answers = preview_answers(env.runner(), target, scratch) if target.action == "install" else {}
+            components.append({**entry, **answers})
+            rollback[target.key] = answers.get("rollback") == "Yes"
     verdict = check_plan(plan, constraints, rollback) if constraints else None
-    report.update(
-        manifest=desired.manifest.name,
-        form=desired.manifest.form,
-        constraints=verdict_as_json(verdict) if verdict else None,
-    )
-    return report
+    groups = [[order, list(keys)] for order, keys in plan.groups]
+    return {
+        "groups": groups,
+        "components": components,
+        "manifest": desired.manifest.name,
+        "form": desired.manifest.form,
+        "constraints": verdict_as_json(verdict) if verdict else None,
+    }
 
 
 def plan_constraints_check(*, manifest_path: Path, topology_components: Path | None = None) -> None:
@@ -66,9 +66,8 @@ def plan_constraints_check(*, manifest_path: Path, topology_components: Path | N
     constraints = constraints_for(env, desired)
     if constraints is None:
         return
-    with tempfile.TemporaryDirectory(prefix="orch-plan-") as tmp:
-        plan = _select_live(env, desired, Path(tmp))
-        verdict = plan_verdict(env.runner(), plan, constraints, Path(tmp))
+    with _live_plan(env, desired) as (plan, scratch):
+        verdict = plan_verdict(env.runner(), plan, constraints, scratch)
     if not verdict.ok:
         raise ConstraintViolation(verdict)
 
@@ -83,9 +82,8 @@ def plan_suggest_order(*, manifest_path: Path, topology_components: Path | None 
     constraints = constraints_for(env, desired)
     if constraints is None:
         raise InputError([Problem(str(env.topology_dir / CONSTRAINTS_FILE), None, "(file)", _NO_CONSTRAINTS)])
-    with tempfile.TemporaryDirectory(prefix="orch-plan-") as tmp:
-        plan = _select_live(env, desired, Path(tmp))
-        rollback = rollback_support(env.runner(), plan.installing(), Path(tmp))
+    with _live_plan(env, desired) as (plan, scratch):
+        rollback = rollback_support(env.runner(), plan.installing(), scratch)
     slots, _ = plan_slots(plan, rollback)
     return suggest_orders(constraints, slots)
 
@@ -95,45 +93,39 @@ _NO_CONSTRAINTS = (
 )
 
 
-def _select_live(env: Environment, desired: DesiredState, tmp: Path) -> Plan:
-    inspector = Inspector(runner=env.runner(), journal=NullJournal(), workdir=tmp / "_inspect")
-    inspected = inspector.inspect(desired.topology.components)
-    return select(desired, inspected, keys=env.keys(), sources=artifact_sources(env))
+@contextlib.contextmanager
+def _live_plan(env: Environment, desired: DesiredState) -> Iterator[tuple[Plan, Path]]:
+    """The plan `install` would make now, and a scratch directory for more queries (removed after)."""
+    with live_inspector(env) as inspector:
+        inspected = inspector.inspect(desired.topology.components)
+        yield (
+            select(desired, inspected, keys=env.keys(), sources=artifact_sources(env)),
+            inspector.workdir.parent,
+        )
 
 
 def provides_lines() -> list[str]:
     """`<component_type>.<component_id>.<key>=<value>` for every component, asked live."""
-    lines = []
-    for item in _inspect_live():
-        lines.extend(f"{item.key}.{k}={v}" for k, v in sorted(item.provides.items()))
-    return lines
+    env = environment_load()
+    with live_inspector(env) as inspector:
+        inspected = inspector.inspect(current_topology(env).components)
+    return [f"{item.key}.{k}={v}" for item in inspected for k, v in sorted(item.provides.items())]
 
 
 def inventory_lines() -> list[str]:
     env = environment_load()
     lines = []
-    with tempfile.TemporaryDirectory(prefix="orch-inv-") as tmp:
-        inspector = Inspector(runner=env.runner(), journal=NullJournal(), workdir=Path(tmp))
-        for item in _inspect_live():
-            lines.append(
-                f"mender-orchestrator-manifest.{item.key}.component_type={item.component.component_type}"
-            )
-            lines.append(
-                f"mender-orchestrator-manifest.{item.key}.version={describe_version(item.provides, item.component.interface)}"
-            )
+    with live_inspector(env) as inspector:
+        for item in inspector.inspect(current_topology(env).components):
+            prefix = f"mender-orchestrator-manifest.{item.key}"
+            lines.append(f"{prefix}.component_type={item.component.component_type}")
+            lines.append(f"{prefix}.version={describe_version(item.provides, item.component.interface)}")
             for key, values in sorted(inspector.inventory(item.component, item.component_id).items()):
                 lines.extend(f"{item.key}.{key}={v}" for v in values)
     return lines
 
 
-def _inspect_live() -> list[Inspected]:
-    env = environment_load()
-    components = current_components(env)
-    with tempfile.TemporaryDirectory(prefix="orch-show-") as tmp:
-        return Inspector(runner=env.runner(), journal=NullJournal(), workdir=Path(tmp)).inspect(components)
-
-
-def current_components(env: Environment) -> tuple[Component, ...]:
+def current_topology(env: Environment) -> Topology:
     """The topology on disk; for a seed-form system, the components of the active manifest."""
     topology = env.topology_dir / "topology.yaml"
     if topology.is_file():
@@ -145,11 +137,11 @@ def current_components(env: Environment) -> tuple[Component, ...]:
                 path=topology,
                 components_data=components_data,
                 components_path=components_file,
-            ).components
+            )
         except OSError as exc:
             raise SelectionError([f"cannot read the topology: {exc}"]) from exc
     pointers = selectors.active_manifests()
     if pointers and pointers.active and pointers.active.form == "seed":
         _, components = parse_manifest(pointers.active.raw.encode(), path=Path(pointers.active.source_path))
-        return components or ()
+        return Topology(None, components or (), pointers.active.source_path)
     raise SelectionError([f"no topology: {topology} does not exist and no seed-form manifest is active"])
