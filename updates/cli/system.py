@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from django.utils import timezone
 
@@ -26,6 +26,8 @@ from updates.services import bundles
 from updates.services.constraints import ForceWithoutReason, forced_by
 
 from .bundle import print_bundle
+
+T = TypeVar("T")
 
 
 def register(sub: Any) -> None:
@@ -227,16 +229,9 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     if args.suggest_order:
         return _suggest_order(args)
-    try:
-        report = services.plan_preview(
-            manifest_path=_bundle_manifest(args.manifest, quiet=args.json),
-            topology_components=args.topology_components,
-        )
-    except InvalidInput as exc:
-        _err(f"the manifest cannot be applied:\n{exc}")
-        return ExitCode.INVALID
-    except OrchestratorError as exc:
-        return _refused(exc)
+    report = _dry_run(services.plan_preview, args, quiet=args.json, failing="the manifest cannot be applied")
+    if isinstance(report, int):
+        return report
     verdict = report["constraints"]
     if args.json:
         print(json.dumps(report, indent=2))
@@ -301,17 +296,24 @@ def _cell(step: dict[str, Any], key: str, rolls_back: bool) -> str:
     return f"{new} -> {old}" if rolls_back else f"{old} or {new}"
 
 
-def _suggest_order(args: argparse.Namespace) -> int:
+def _dry_run(service: Callable[..., T], args: argparse.Namespace, *, quiet: bool, failing: str) -> T | int:
+    """Run a `plan` service on the manifest (or bundle) argument; an exit code if it refused."""
     try:
-        suggestion = services.plan_suggest_order(
-            manifest_path=_bundle_manifest(args.manifest, quiet=True),
+        return service(
+            manifest_path=_bundle_manifest(args.manifest, quiet=quiet),
             topology_components=args.topology_components,
         )
     except InvalidInput as exc:
-        _err(f"cannot suggest an order:\n{exc}")
+        _err(f"{failing}:\n{exc}")
         return ExitCode.INVALID
     except OrchestratorError as exc:
         return _refused(exc)
+
+
+def _suggest_order(args: argparse.Namespace) -> int:
+    suggestion = _dry_run(services.plan_suggest_order, args, quiet=True, failing="cannot suggest an order")
+    if isinstance(suggestion, int):
+        return suggestion
     if not suggestion.types:
         print("nothing changes: no order is needed")
         return 0
