@@ -19,7 +19,7 @@ from updates.engine.constraints import (
     parse_constraints,
 )
 from updates.engine.manifest import InputError, parse_manifest
-from updates.engine.transitions import Slot, check_slots, suggest_orders
+from updates.engine.transitions import MAX_SUGGEST_TYPES, Slot, TooManyTypes, check_slots, suggest_orders
 
 # The seed's two tables, exactly as the issue writes them (also used by the integration tests).
 SEED = (Path(__file__).parent / "fixtures" / "seed_constraints.yaml").read_bytes()
@@ -311,3 +311,9 @@ def test_the_step_check_agrees_with_brute_force(system: tuple[Constraints, list[
     assert bool(verdict.violations) == bool(bad), (bad[:3], [verdict.describe(v) for v in verdict.violations])
     for v in verdict.violations:  # every reported state is one a run can really show
         assert v.state in set(reachable(slots, groups)) and v.state != start
+
+
+def test_suggest_order_refuses_too_many_types_to_try() -> None:
+    slots = [Slot(f"t{i}.x", f"t{i}", "a", "b", 0, True) for i in range(MAX_SUGGEST_TYPES + 1)]
+    with pytest.raises(TooManyTypes, match="6 component types change"):
+        suggest_orders(seed(), slots)
