@@ -144,10 +144,14 @@ LOGGING = {
 }
 
 # ----- Celery (worker/): long, side-effecting deployments -----------------------------------------
-# Without CELERY_BROKER_URL the broker is kombu's file-system transport under <datastore>/queue/,
+# Without CELERY_BROKER_URL the broker is the file-system transport under <datastore>/queue/,
 # so a fresh machine runs the whole product with no server; production sets redis://.
 # ("localhost" only keeps kombu from warning that no host was given.)
 CELERY_BROKER_URL = os.getenv("CELERY_BROKER_URL", "") or "filesystem://localhost//"
+# Our subclass of kombu's file-system transport (same folders): kombu's lets a reader see a
+# half-written message, which kills the worker, and lets two readers take the same one (issue 15).
+FILESYSTEM_TRANSPORT = "worker.transport:Transport"
+CELERY_BROKER_TRANSPORT = FILESYSTEM_TRANSPORT if CELERY_BROKER_URL.startswith("filesystem:") else None
 QUEUE_DIR = DATASTORE_DIR / "queue"
 # Redis hands an unacknowledged message to another worker after this many seconds. Deployment
 # messages stay unacknowledged for the whole run (acks_late), so it must exceed the longest
@@ -171,6 +175,9 @@ def _broker_transport_options(url: str) -> dict[str, object]:
 
 CELERY_BROKER_TRANSPORT_OPTIONS = _broker_transport_options(CELERY_BROKER_URL)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A broker that is away (Redis restarted) is waited for, never given up on after 100 tries:
+# a worker that exits leaves the appliance without one until its supervisor restarts it.
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_TASK_DEFAULT_QUEUE = os.getenv("CELERY_QUEUE", "orchestrator")
 # Acknowledge after the run, and put the message back when the pool process running it dies: the
 # tasks claim their deployment with a conditional UPDATE, so a second delivery is harmless.

@@ -15,6 +15,8 @@ from updates.engine.constraints import Constraints, constraints_file, constraint
 from updates.engine.interface import QUERY_STATES
 from updates.engine.manifest import InputError
 from updates.engine.planner import TargetJson
+from updates.heartbeat import WorkerBeat as WorkerBeat
+from updates.heartbeat import live_workers as live_workers  # re-exported: workers that answer
 from updates.models import ActiveManifests, Bundle, BundleArtifact, Deployment, Step
 
 
