@@ -353,8 +353,9 @@ def _kind_message(kind: str, kinds: Sequence[str]) -> str:
 # --------------------------------------------------------------------------------------------------
 # Manifest
 
-_SEED_TOP = ("api_version", "kind", "version", "component_types", "components")
-_CURRENT_TOP = ("api_version", "kind", "name", "system_types_compatible", "component_types")
+# `constraints`: the declared constraints (issue 13), parsed by updates/engine/constraints.py.
+_SEED_TOP = ("api_version", "kind", "version", "component_types", "components", "constraints")
+_CURRENT_TOP = ("api_version", "kind", "name", "system_types_compatible", "component_types", "constraints")
 _SEED_TYPE_KEYS = ("artifact_name", "artifact_path", "update_strategy", "update_interface")
 _CURRENT_TYPE_KEYS = ("artifact_name", "artifact_path", "update_strategy")
 _SEED_HINTS = {

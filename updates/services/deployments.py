@@ -25,10 +25,18 @@ from updates.engine.errors import BusyError, CleanupStarted, NothingInProgress, 
 from updates.engine.machine import Machine, Options, Result, RunState
 from updates.engine.manifest import DesiredState, Topology, TopologyJson, parse_manifest
 from updates.engine.planner import Plan, SelectionError, select
+from updates.engine.transitions import ConstraintViolation
 from updates.journal import DbJournal
 from updates.models import ActiveManifests, Deployment, DeploymentStatus, Manifest
 from updates.services.bundles import store_retention_after_deployment
 from updates.services.components import components_refresh_after_deployment
+from updates.services.constraints import (
+    Forced,
+    constraints_restore,
+    constraints_snapshot,
+    plan_verdict,
+    verdict_as_json,
+)
 from updates.services.environment import (
     Echo,
     Environment,
@@ -51,20 +59,28 @@ def deployment_create(
     stop_before: Sequence[str] = (),
     exit_on_reboot: bool = False,
     created_by: str = "cli",
+    forced: Forced | None = None,
 ) -> Deployment:
     """Validate the inputs and queue a deployment (it holds the single in-progress slot).
 
     Raises InputError (nothing recorded) and BusyError. `deployment_execute` runs it: at once
-    from the CLI, on a worker from the web.
+    from the CLI, on a worker from the web. `forced` (see `forced_by`) runs it even when it
+    violates the declared constraints, and is recorded on the row.
     """
     env = environment_load()
     desired = desired_state_load(env, manifest_path=manifest_path, topology_components=topology_components)
     options = _RunOptions(stop_before=list(stop_before), exit_on_reboot=exit_on_reboot)
-    return _deployment_queue(env, desired, kind="install", options=options, created_by=created_by)
+    return _deployment_queue(
+        env, desired, kind="install", options=options, created_by=created_by, forced=forced
+    )
 
 
 def deployment_create_previous(
-    *, stop_before: Sequence[str] = (), exit_on_reboot: bool = False, created_by: str = "cli"
+    *,
+    stop_before: Sequence[str] = (),
+    exit_on_reboot: bool = False,
+    created_by: str = "cli",
+    forced: Forced | None = None,
 ) -> Deployment:
     """Queue the previous manifest again: "go back to the last known good system"."""
     env = environment_load()
@@ -79,7 +95,9 @@ def deployment_create_previous(
         manifest_data=previous.raw.encode(),
     )
     options = _RunOptions(stop_before=list(stop_before), exit_on_reboot=exit_on_reboot)
-    return _deployment_queue(env, desired, kind="previous", options=options, created_by=created_by)
+    return _deployment_queue(
+        env, desired, kind="previous", options=options, created_by=created_by, forced=forced
+    )
 
 
 def deployment_install(*, echo: Echo | None = None, **kwargs: Any) -> Deployment:
@@ -144,8 +162,16 @@ class _RunOptions(TypedDict):
 
 
 def _deployment_queue(
-    env: Environment, desired: DesiredState, *, kind: str, options: _RunOptions, created_by: str
+    env: Environment,
+    desired: DesiredState,
+    *,
+    kind: str,
+    options: _RunOptions,
+    created_by: str,
+    forced: Forced | None = None,
 ) -> Deployment:
+    # The constraints file is validated (InputError) and kept with the run before anything is recorded.
+    constraints_file = constraints_snapshot(env, desired)
     try:
         with transaction.atomic():
             manifest = _manifest_snapshot(desired)
@@ -156,6 +182,9 @@ def _deployment_queue(
                 **options,
                 status=Deployment.Status.QUEUED,
                 created_by=created_by,
+                forced_by=forced.by if forced else "",
+                forced_reason=forced.reason if forced else "",
+                constraints_file=constraints_file,
             )
             deployment.work_dir = str(env.work_root / str(deployment.pk))
             deployment.save(update_fields=["work_dir"])
@@ -216,8 +245,30 @@ def _plan(env: Environment, deployment: Deployment, desired: DesiredState, journ
         raise
     components_record(inspected=inspected, topology=desired.topology)
     deployment.plan = plan.to_json()
+    _check_constraints(env, deployment, desired, plan, journal)
     deployment.save(update_fields=["plan"])
     return plan
+
+
+def _check_constraints(
+    env: Environment, deployment: Deployment, desired: DesiredState, plan: Plan, journal: DbJournal
+) -> None:
+    """Refuse (nothing touched) a plan that would pass through a forbidden state, unless forced."""
+    constraints = constraints_restore(desired, deployment.constraints_file)
+    if constraints is None:
+        return
+    verdict = plan_verdict(env.runner(), plan, constraints, Path(deployment.work_dir) / "_preview")
+    deployment.plan["constraints"] = verdict_as_json(verdict)
+    if verdict.ok:
+        return
+    if not deployment.forced:
+        violation = ConstraintViolation(verdict)
+        deployment_close(deployment, status=Deployment.Status.REJECTED, reason=str(violation))
+        raise violation
+    journal.echo(
+        f"constraints violated, run anyway: forced by {deployment.forced_by} ({deployment.forced_reason}): "
+        + "; ".join(verdict.reasons())
+    )
 
 
 def deployment_close(

@@ -26,6 +26,7 @@ from updates.engine.manifest import InputError
 from updates.engine.planner import SelectionError
 from updates.models import Deployment
 from updates.services.components import components_refresh as refresh_components
+from updates.services.constraints import forced_by
 from updates.services.deployments import (
     deployment_create,
     deployment_execute,
@@ -33,7 +34,7 @@ from updates.services.deployments import (
     deployment_rollback,
 )
 from updates.services.environment import environment_load
-from updates.services.system import current_topology
+from updates.services.system import current_topology, plan_constraints_check
 from updates.tasknames import TASK_RECOVER, TASK_REFRESH, TASK_RESUME, TASK_ROLLBACK, TASK_RUN
 
 log = logging.getLogger("orchestrator.dispatch")
@@ -48,19 +49,28 @@ def deployment_start(
     created_by: str,
     topology_components: Path | None = None,
     stop_before: Sequence[str] = (),
+    force: bool = False,
+    force_reason: str = "",
 ) -> Deployment:
     """Queue a deployment and hand it to a worker once the row is committed.
 
     Raises InputError / SelectionError (nothing recorded) and BusyError (one is in progress:
     the API answers 409). Inside the caller's transaction the message waits for its commit.
+    A plan that violates the declared constraints raises ConstraintViolation (a SelectionError:
+    the API's 422) unless `force` (operator role; `force_reason` required, else
+    ForceWithoutReason); `created_by` is then recorded as who forced it.
     """
     if created_by == CLI:
         raise InvalidInput("the command line runs its deployments itself; name the web user or hook")
+    forced = forced_by(force=force, reason=force_reason, actor=created_by)
+    if forced is None:
+        plan_constraints_check(manifest_path=manifest_path, topology_components=topology_components)
     deployment = deployment_create(
         manifest_path=manifest_path,
         topology_components=topology_components,
         stop_before=stop_before,
         created_by=created_by,
+        forced=forced,
     )
     _enqueue_on_commit(TASK_RUN, deployment.pk)
     return deployment

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from updates import selectors
 from updates.engine import inspection
-from updates.engine.manifest import TOPOLOGY_FILE, Topology, parse_manifest
-from updates.engine.planner import SelectionError, select
-from updates.engine.preview import preview_answers
+from updates.engine.constraints import CONSTRAINTS_FILE
+from updates.engine.manifest import (
+    TOPOLOGY_FILE,
+    DesiredState,
+    InputError,
+    Problem,
+    Topology,
+    parse_manifest,
+)
+from updates.engine.planner import Plan, SelectionError, select
+from updates.engine.preview import preview_answers, rollback_support
+from updates.engine.transitions import ConstraintViolation, Suggestion, check_plan, plan_slots, suggest_orders
+from updates.services.constraints import constraints_for, plan_verdict, verdict_as_json
 from updates.services.environment import (
     Environment,
     desired_state_load,
@@ -21,27 +33,76 @@ from updates.services.sources import artifact_sources
 
 
 def plan_preview(*, manifest_path: Path, topology_components: Path | None = None) -> dict[str, Any]:
-    """What `install` would do, without touching anything (queries only)."""
+    """What `install` would do, without touching anything (queries only).
+
+    `constraints` is the verdict of the declared constraints (None when none are declared).
+    """
     env = environment_load()
     desired = desired_state_load(env, manifest_path=manifest_path, topology_components=topology_components)
-    with live_inspector(env) as inspector:
-        inspected = inspector.inspect(desired.topology.components)
-        plan = select(desired, inspected, keys=env.keys(), sources=artifact_sources(env))
+    constraints = constraints_for(env, desired)
+    with _live_plan(env, desired) as (plan, scratch):
         components: list[dict[str, Any]] = []
+        rollback: dict[str, bool] = {}
         for entry, target in zip(plan.to_json()["components"], plan.targets, strict=True):
-            answers = (
-                preview_answers(env.runner(), target, inspector.workdir.parent)
-                if target.action == "install"
-                else {}
-            )
+            answers = preview_answers(env.runner(), target, scratch) if target.action == "install" else {}
             components.append({**entry, **answers})
+            rollback[target.key] = answers.get("rollback") == "Yes"
+    verdict = check_plan(plan, constraints, rollback) if constraints else None
     groups = [[order, list(keys)] for order, keys in plan.groups]
     return {
         "groups": groups,
         "components": components,
         "manifest": desired.manifest.name,
         "form": desired.manifest.form,
+        "constraints": verdict_as_json(verdict) if verdict else None,
     }
+
+
+def plan_constraints_check(*, manifest_path: Path, topology_components: Path | None = None) -> None:
+    """Raise ConstraintViolation when the live plan violates the declared constraints (queries
+    only; nothing when none are declared). For callers that must answer at once (the API's 422)
+    although the deployment itself runs later on a worker, which checks again."""
+    env = environment_load()
+    desired = desired_state_load(env, manifest_path=manifest_path, topology_components=topology_components)
+    constraints = constraints_for(env, desired)
+    if constraints is None:
+        return
+    with _live_plan(env, desired) as (plan, scratch):
+        verdict = plan_verdict(env.runner(), plan, constraints, scratch)
+    if not verdict.ok:
+        raise ConstraintViolation(verdict)
+
+
+def plan_suggest_order(*, manifest_path: Path, topology_components: Path | None = None) -> Suggestion:
+    """`order` values under which the plan satisfies the declared constraints (queries only).
+
+    Raises InputError when no constraints are declared: there is nothing to derive an order from.
+    """
+    env = environment_load()
+    desired = desired_state_load(env, manifest_path=manifest_path, topology_components=topology_components)
+    constraints = constraints_for(env, desired)
+    if constraints is None:
+        raise InputError([Problem(str(env.topology_dir / CONSTRAINTS_FILE), None, "(file)", _NO_CONSTRAINTS)])
+    with _live_plan(env, desired) as (plan, scratch):
+        rollback = rollback_support(env.runner(), plan.installing(), scratch)
+    slots, _ = plan_slots(plan, rollback)
+    return suggest_orders(constraints, slots)
+
+
+_NO_CONSTRAINTS = (
+    "does not exist and the manifest has no 'constraints:' section: nothing to derive an order from"
+)
+
+
+@contextlib.contextmanager
+def _live_plan(env: Environment, desired: DesiredState) -> Iterator[tuple[Plan, Path]]:
+    """The plan `install` would make now, and a scratch directory for more queries (removed after)."""
+    with live_inspector(env) as inspector:
+        inspected = inspector.inspect(desired.topology.components)
+        yield (
+            select(desired, inspected, keys=env.keys(), sources=artifact_sources(env)),
+            inspector.workdir.parent,
+        )
 
 
 def provides_lines() -> list[str]:
