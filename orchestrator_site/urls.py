@@ -1,6 +1,15 @@
 from django.contrib import admin
 from django.urls import path
 
+from accounts.views import LoginView, LogoutView
+from orchestrator_site.api import api
+
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("accounts/login/", LoginView.as_view(), name="login"),
+    path("accounts/logout/", LogoutView.as_view(), name="logout"),
+    path("api/v1/", api.urls),
 ]
+
+handler404 = "orchestrator_site.views.not_found"
+handler500 = "orchestrator_site.views.server_error"
