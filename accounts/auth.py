@@ -7,10 +7,13 @@ is recorded against the client address, and an address with too many failures ge
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
-from django.http import HttpRequest
+from django.contrib.auth.views import redirect_to_login
+from django.http import HttpRequest, HttpResponse
 from ninja.errors import AuthorizationError, HttpError
 from ninja.security import APIKeyCookie, HttpBearer
 
@@ -81,3 +84,27 @@ def access(role: Role) -> list[Any]:
 VIEWER = access(Role.VIEWER)
 OPERATOR = access(Role.OPERATOR)
 ADMIN = access(Role.ADMIN)
+
+
+def signed_in(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """For the OpenAPI document and the docs page (not ninja operations): a session or a valid
+    token. A browser without either is sent to the login page; anything else gets 401."""
+
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if request.user.is_authenticated or _token_ok(request):
+            return view(request, *args, **kwargs)
+        if "text/html" in request.headers.get("Accept", ""):
+            return redirect_to_login(request.get_full_path())
+        from orchestrator_site.errors import error_response
+
+        return error_response(401, "unauthorized", "Unauthorized")
+
+    return wrapper
+
+
+def _token_ok(request: HttpRequest) -> bool:
+    try:
+        return BearerToken(Role.VIEWER)(request) is not None
+    except HttpError:
+        return False

@@ -12,6 +12,7 @@ from typing import Any
 from django.http import HttpRequest
 from ninja import NinjaAPI, Schema
 
+from accounts.auth import signed_in
 from devices.api import router as devices_router
 from orchestrator_site.errors import install_handlers
 from orchestrator_site.health import health_report
@@ -36,6 +37,7 @@ api = NinjaAPI(
     description="Bearer API tokens (`orchestrator token create`) or the browser session (with CSRF). "
     'Every error: `{"error": {"code", "message", "details"}}`.',
     urls_namespace="api-v1",
+    docs_decorator=signed_in,
 )
 install_handlers(api)
 

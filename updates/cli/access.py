@@ -29,6 +29,8 @@ def register(sub: Any) -> None:
     set_role.add_argument("name")
     set_role.add_argument("role", choices=ROLES)
     set_role.set_defaults(handler=cmd_user_set_role)
+    ensure = users.add_parser("ensure-admin", help="first start: create user admin if no admin exists")
+    ensure.set_defaults(handler=cmd_user_ensure_admin)
 
     token = sub.add_parser("token", help="API tokens (Authorization: Bearer)")
     tokens = token.add_subparsers(dest="token_command", required=True, metavar="SUBCOMMAND")
@@ -76,6 +78,14 @@ def cmd_user_set_role(args: argparse.Namespace) -> int:
     except services.AccessError as exc:
         return _err(str(exc))
     print(f"user {args.name} is now {args.role}")
+    return 0
+
+
+def cmd_user_ensure_admin(args: argparse.Namespace) -> int:
+    password = services.admin_ensure()
+    if password is not None:
+        print(f"created user admin (role admin) with password: {password}")
+        print("(shown once; change it with `user create`/`set-role`, or reset it with Django's changepassword)")
     return 0
 
 
