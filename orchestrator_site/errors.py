@@ -18,10 +18,10 @@ from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, AuthorizationError, HttpError, Throttled, ValidationError
 
 from accounts.services import AccessError
-from orchestrator_site.uploads import UploadTooLarge
+from orchestrator_site.uploads import UploadIncomplete, UploadTooLarge
 from updates.engine.manifest import InputError
 from updates.engine.planner import SelectionError
-from updates.services.bundles import BundleNotFound
+from updates.services.bundles import BundleInUse, BundleNotFound
 from updates.services.environment import BusyError, NothingInProgress
 
 log = logging.getLogger("orchestrator.api")
@@ -51,6 +51,8 @@ ERROR_STATUS: tuple[tuple[type[Exception], int, str], ...] = (
     (SelectionError, 422, "plan_refused"),
     (AccessError, 422, "invalid_access_change"),
     (UploadTooLarge, 413, "too_large"),
+    (UploadIncomplete, 400, "upload_incomplete"),
+    (BundleInUse, 409, "bundle_in_use"),
 )
 
 

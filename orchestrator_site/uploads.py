@@ -21,6 +21,10 @@ class UploadTooLarge(Exception):
     """The request body exceeds UPLOAD_MAX_BYTES; nothing of it was kept."""
 
 
+class UploadIncomplete(Exception):
+    """The body ended before its Content-Length (the client went away); nothing of it was kept."""
+
+
 class LimitedUploadHandler(TemporaryFileUploadHandler):
     def handle_raw_input(
         self, input_data: Any, META: Any, content_length: int, boundary: Any, encoding: Any = None
@@ -36,6 +40,14 @@ class LimitedUploadHandler(TemporaryFileUploadHandler):
             self.upload_interrupted()
             raise UploadTooLarge(_too_large(self.received))
         return super().receive_data_chunk(raw_data, start)  # type: ignore[no-any-return]
+
+    def upload_complete(self) -> None:
+        # The multipart parser takes a body that simply stops as complete; the stream knows better.
+        stream = getattr(self.request, "_stream", None)
+        position, limit = getattr(stream, "_pos", None), getattr(stream, "limit", None)
+        if position is not None and limit is not None and position < limit:
+            self.upload_interrupted()
+            raise UploadIncomplete(f"the upload ended after {position} of {limit} bytes")
 
 
 def _too_large(size: int) -> str:
