@@ -254,8 +254,9 @@ def step_report(s: Step) -> dict[str, Any]:
 
 
 def deployment_detail(d: Deployment) -> dict[str, Any]:
-    """Order groups -> components (from the plan) -> their steps. Steps of components the plan
-    does not name (a run refused while inspecting) come in a group of their own (order None)."""
+    """Order groups -> components (from the plan) -> their steps. Steps under names the plan does
+    not know (Identity queries, before a component's ID is known; a run refused while inspecting)
+    come first, in a group of their own (order None)."""
     steps: dict[str, list[dict[str, Any]]] = {}
     for s in deployment_steps(d):
         steps.setdefault(s.component, []).append(step_report(s))
@@ -264,8 +265,8 @@ def deployment_detail(d: Deployment) -> dict[str, Any]:
         {"order": order, "components": [_planned(planned[k], steps.pop(k, [])) for k in keys if k in planned]}
         for order, keys in d.plan.get("groups", [])
     ]
-    if steps:
-        groups.append({"order": None, "components": [_unplanned(k, v) for k, v in steps.items()]})
+    if steps:  # Identity queries come first, naming a component by its interface args
+        groups.insert(0, {"order": None, "components": [_unplanned(k, v) for k, v in steps.items()]})
     return deployment_summary(d) | {
         "components_concerned": d.components,
         "position": d.position,
