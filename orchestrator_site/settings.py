@@ -86,6 +86,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "ninja",  # export_openapi_schema (docs/openapi.json)
     "accounts",
     "devices",
     "updates",

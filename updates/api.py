@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
-from ninja import File, Query, Router, Schema
+from ninja import File, Query, Router, Schema, Status
 from ninja.files import UploadedFile
 
 from accounts.auth import OPERATOR, VIEWER
@@ -69,16 +69,16 @@ def system_get(request: HttpRequest) -> dict[str, Any]:
 
 
 @router.post("/system/refresh", response={202: AcceptedOut}, auth=OPERATOR)
-def system_refresh(request: HttpRequest) -> tuple[int, dict[str, str]]:
+def system_refresh(request: HttpRequest) -> Status[dict[str, str]]:
     dispatch.components_refresh_start()
-    return 202, {"detail": "a worker asks every component for its Provides and Inventory"}
+    return Status(202, {"detail": "a worker asks every component for its Provides and Inventory"})
 
 
 # ----- bundles -------------------------------------------------------------------------------------
 
 
 @router.post("/bundles", response={201: BundleOut, 422: BundleOut}, auth=OPERATOR)
-def bundle_upload(request: HttpRequest, file: File[UploadedFile]) -> tuple[int, dict[str, Any]]:
+def bundle_upload(request: HttpRequest, file: File[UploadedFile]) -> Status[dict[str, Any]]:
     """Multipart field `file`; written to disk in chunks while it arrives, then ingested."""
     bundle = bundles.bundle_add(
         source=file.file,
@@ -87,7 +87,7 @@ def bundle_upload(request: HttpRequest, file: File[UploadedFile]) -> tuple[int, 
         actor=_principal(request).actor,
         created_by=_principal(request).actor.label,
     )
-    return (201 if bundle.status == "accepted" else 422), selectors.bundle_summary(bundle)
+    return Status(201 if bundle.status == "accepted" else 422, selectors.bundle_summary(bundle))
 
 
 @router.get("/bundles", response=BundlePageOut)
@@ -128,7 +128,7 @@ def plan(request: HttpRequest, body: PlanIn) -> dict[str, Any]:
 
 
 @router.post("/deployments", response={202: DeploymentOut}, auth=OPERATOR)
-def deployment_create(request: HttpRequest, body: DeploymentIn) -> tuple[int, dict[str, Any]]:
+def deployment_create(request: HttpRequest, body: DeploymentIn) -> Status[dict[str, Any]]:
     actor = _principal(request).actor
     if body.previous:
         deployment = dispatch.deployment_start_previous(actor=actor, stop_before=body.stop_before)
@@ -136,7 +136,7 @@ def deployment_create(request: HttpRequest, body: DeploymentIn) -> tuple[int, di
         deployment = dispatch.deployment_start_bundle(
             bundle_id=body.bundle_id or 0, actor=actor, stop_before=body.stop_before
         )
-    return 202, selectors.deployment_detail(deployment)
+    return Status(202, selectors.deployment_detail(deployment))
 
 
 class DeploymentFilterIn(PageIn):
@@ -173,19 +173,19 @@ def step_log(request: HttpRequest, deployment_id: int, step_id: int) -> Any:
 
 
 @router.post("/deployments/{deployment_id}/resume", response={202: DeploymentOut}, auth=OPERATOR)
-def deployment_resume(request: HttpRequest, deployment_id: int, body: ResumeIn) -> tuple[int, dict[str, Any]]:
+def deployment_resume(request: HttpRequest, deployment_id: int, body: ResumeIn) -> Status[dict[str, Any]]:
     deployment = dispatch.deployment_resume_start(
         deployment_id=deployment_id, stop_before=body.stop_before, actor=_principal(request).actor
     )
-    return 202, selectors.deployment_detail(deployment)
+    return Status(202, selectors.deployment_detail(deployment))
 
 
 @router.post("/deployments/{deployment_id}/rollback", response={202: DeploymentOut}, auth=OPERATOR)
-def deployment_rollback(request: HttpRequest, deployment_id: int) -> tuple[int, dict[str, Any]]:
+def deployment_rollback(request: HttpRequest, deployment_id: int) -> Status[dict[str, Any]]:
     deployment = dispatch.deployment_rollback_start(
         deployment_id=deployment_id, actor=_principal(request).actor
     )
-    return 202, selectors.deployment_detail(deployment)
+    return Status(202, selectors.deployment_detail(deployment))
 
 
 @router.get(
