@@ -23,7 +23,6 @@ from accounts.selectors import Principal
 from updates import selectors
 from updates.events import event_stream
 from updates.schemas import (
-    Id,
     AcceptedOut,
     AuditRowOut,
     BundleOut,
@@ -31,6 +30,7 @@ from updates.schemas import (
     DeploymentIn,
     DeploymentOut,
     DeploymentPageOut,
+    Id,
     PlanIn,
     PlanOut,
     ResumeIn,

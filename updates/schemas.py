@@ -8,7 +8,6 @@ from typing import Annotated, Any, Literal
 from ninja import Schema
 from pydantic import Field, model_validator
 
-
 # A row id: what the database can hold (a bigger number is a 422 naming the field, not a 500).
 Id = Annotated[int, Field(ge=1, le=2**63 - 1)]
 
