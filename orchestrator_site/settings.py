@@ -60,16 +60,18 @@ def _secret_key() -> str:
     if given:
         return given
     path = DATASTORE_DIR / "secret_key"
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        pass
-    DATASTORE_DIR.mkdir(parents=True, exist_ok=True)
     key = secrets.token_urlsafe(50)
     try:
+        if path.exists():
+            return path.read_text().strip()
+        DATASTORE_DIR.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:  # another process (the worker, say) made it first
         return path.read_text().strip()
+    except OSError:
+        # An unusable data store is reported by whoever uses it (the CLI: in one line); a key
+        # for this process alone is enough until then.
+        return key
     with os.fdopen(fd, "w") as fh:
         fh.write(key + "\n")
     return key
