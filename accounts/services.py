@@ -91,6 +91,7 @@ def token_touch(*, token: ApiToken) -> None:
     now = timezone.now()
     if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=1):
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        token.last_used_at = now  # the row may be reused (the web process's token cache)
 
 
 def auth_failure_record(*, address: str, kind: str) -> None:

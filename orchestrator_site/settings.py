@@ -187,6 +187,8 @@ with contextlib.suppress(OSError):  # Django's system check wants it to exist
 # Failed logins and bad API tokens per client address: more than LIMIT in WINDOW seconds -> 429.
 AUTH_FAILURE_LIMIT = envint("ORCH_AUTH_FAILURE_LIMIT", "10")
 AUTH_FAILURE_WINDOW_SECONDS = envint("ORCH_AUTH_FAILURE_WINDOW_SECONDS", "300")
+# How long a web process reuses a good token's user and role (0: look it up on every request).
+TOKEN_CACHE_SECONDS = float(os.getenv("ORCH_TOKEN_CACHE_SECONDS", "2"))
 # How often the events stream looks at the database, and how long one stream may stay open.
 EVENTS_POLL_SECONDS = float(os.getenv("ORCH_EVENTS_POLL_SECONDS", "0.5"))
 EVENTS_MAX_SECONDS = envint("ORCH_EVENTS_MAX_SECONDS", "3600")
