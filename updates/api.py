@@ -44,7 +44,7 @@ PLAN_TEXT_PATH = Path("/request/manifest.yaml")  # names the YAML text of POST /
 
 
 def _principal(request: HttpRequest) -> Principal:
-    principal: Principal = request.auth  # type: ignore[attr-defined]
+    principal: Principal = request.auth
     return principal
 
 
