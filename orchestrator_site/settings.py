@@ -99,6 +99,8 @@ MIDDLEWARE = [
     # error envelope.
     "orchestrator_site.errors.ApiEnvelopeMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # The API docs page's own scripts and styles (no CDN: an appliance may have no internet).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -194,7 +196,11 @@ EVENTS_POLL_SECONDS = float(os.getenv("ORCH_EVENTS_POLL_SECONDS", "0.5"))
 EVENTS_MAX_SECONDS = envint("ORCH_EVENTS_MAX_SECONDS", "3600")
 
 STATIC_URL = "static/"
+# Served from the apps' static folders as they are, so `bin/run` needs no collectstatic step.
+WHITENOISE_USE_FINDERS = True
 STATIC_ROOT = DATASTORE_DIR / "static"
+with contextlib.suppress(OSError):  # WhiteNoise warns about a missing one (collectstatic fills it)
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 
 LOGGING = {
     "version": 1,
