@@ -144,3 +144,10 @@ def test_it_names_the_field_of_a_validation_error(token: str) -> None:
     )
     assert answer.status_code == 422
     assert answer.json()["error"]["details"][0]["field"] == "body.body.bundle_id"
+
+
+def test_it_serves_the_docs_page_with_its_own_scripts(token: str) -> None:
+    client = Client()
+    page = client.get("/api/v1/docs", HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert page.status_code == 200 and b"/static/ninja/swagger-ui-bundle.js" in page.content
+    assert client.get("/static/ninja/swagger-ui-bundle.js").status_code == 200
