@@ -4,6 +4,7 @@ read through a strict helper, with defaults that run the appliance on a fresh ch
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import secrets
 from pathlib import Path
@@ -88,7 +89,6 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
-    "ninja",  # export_openapi_schema (docs/openapi.json)
     "accounts",
     "devices",
     "updates",
@@ -111,12 +111,15 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "orchestrator_site.urls"
+_NINJA_DIR = Path(str(importlib.util.find_spec("ninja").origin)).parent  # type: ignore[union-attr]
 WSGI_APPLICATION = "orchestrator_site.wsgi.application"
 
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
+        # django-ninja's docs page templates, found without importing ninja (not an installed
+        # app: every command-line call would pay for importing it).
+        "DIRS": [BASE_DIR / "templates", _NINJA_DIR / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -198,6 +201,7 @@ EVENTS_MAX_SECONDS = envint("ORCH_EVENTS_MAX_SECONDS", "3600")
 STATIC_URL = "static/"
 # Served from the apps' static folders as they are, so `bin/run` needs no collectstatic step.
 WHITENOISE_USE_FINDERS = True
+STATICFILES_DIRS = [_NINJA_DIR / "static"]  # the docs page's scripts: no CDN
 STATIC_ROOT = DATASTORE_DIR / "static"
 with contextlib.suppress(OSError):  # WhiteNoise warns about a missing one (collectstatic fills it)
     STATIC_ROOT.mkdir(parents=True, exist_ok=True)
