@@ -3,7 +3,10 @@ read through a strict helper, with defaults that run the appliance on a fresh ch
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import os
+import secrets
 from pathlib import Path
 
 import dj_database_url
@@ -51,7 +54,32 @@ REBOOT_COMMAND = os.getenv("ORCH_REBOOT_COMMAND", "reboot")
 # the demo and the tests, whose reboot command is harmless, set 0.
 REBOOT_WAIT_SECONDS = envint("ORCH_REBOOT_WAIT_SECONDS", "600")
 
-SECRET_KEY = envsecret("SECRET_KEY", "dev-only-not-secret-change-me")
+
+def _secret_key() -> str:
+    """SECRET_KEY(_FILE) when given; else a random key kept in the data store, readable only by
+    the service (0600), so sessions and CSRF tokens survive a restart and no default key ships."""
+    given = envsecret("SECRET_KEY", "")
+    if given:
+        return given
+    path = DATASTORE_DIR / "secret_key"
+    key = secrets.token_urlsafe(50)
+    try:
+        if path.exists():
+            return path.read_text().strip()
+        DATASTORE_DIR.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process (the worker, say) made it first
+        return path.read_text().strip()
+    except OSError:
+        # An unusable data store is reported by whoever uses it (the CLI: in one line); a key
+        # for this process alone is enough until then.
+        return key
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key + "\n")
+    return key
+
+
+SECRET_KEY = _secret_key()
 DEBUG = envbool("DEBUG", "False")
 ALLOWED_HOSTS = [h for h in os.getenv("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h]
 
@@ -62,27 +90,37 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "accounts",
     "devices",
     "updates",
 ]
 
 MIDDLEWARE = [
+    # Outermost: whatever Django answers under /api/ (a bad Host, no route, wrong method) gets the
+    # error envelope.
+    "orchestrator_site.errors.ApiEnvelopeMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # The API docs page's own scripts and styles (no CDN: an appliance may have no internet).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "orchestrator_site.uploads.UploadCleanupMiddleware",
 ]
 
 ROOT_URLCONF = "orchestrator_site.urls"
+_NINJA_DIR = Path(str(importlib.util.find_spec("ninja").origin)).parent  # type: ignore[union-attr]
 WSGI_APPLICATION = "orchestrator_site.wsgi.application"
 
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
+        # django-ninja's docs page templates, found without importing ninja (not an installed
+        # app: every command-line call would pay for importing it).
+        "DIRS": [BASE_DIR / "templates", _NINJA_DIR / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -119,6 +157,10 @@ def _sqlite(name: str) -> dict[str, object]:
         },
         # A file, never memory: the Celery worker of the worker tests shares it from another process.
         "TEST": {"NAME": os.getenv("ORCH_TEST_DB", str(DATASTORE_DIR / "test.sqlite3"))},
+        # The web server keeps a connection per thread instead of opening (and re-running the
+        # PRAGMAs) per request; the CLI and the workers never reach the request cycle that closes it.
+        "CONN_MAX_AGE": envint("ORCH_DB_CONN_MAX_AGE", "300"),
+        "CONN_HEALTH_CHECKS": True,
     }
 
 
@@ -134,8 +176,36 @@ TIME_ZONE = "UTC"
 USE_I18N = False
 USE_TZ = True
 
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/api/v1/docs"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+
+# ----- REST API (orchestrator_site/api.py) -----------------------------------------------------
+# Uploads go to disk in chunks (never whole in memory), under the data store so a bundle can be
+# hard-linked or moved on the same file system; beyond the limit the upload is cut off (413).
+UPLOAD_MAX_BYTES = envint("ORCH_UPLOAD_MAX_BYTES", str(2 * 1024**3))
+FILE_UPLOAD_HANDLERS = ["orchestrator_site.uploads.LimitedUploadHandler"]
+FILE_UPLOAD_TEMP_DIR = str(DATASTORE_DIR / "uploads")
+with contextlib.suppress(OSError):  # Django's system check wants it to exist
+    Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)
+# Failed logins and bad API tokens per client address: more than LIMIT in WINDOW seconds -> 429.
+AUTH_FAILURE_LIMIT = envint("ORCH_AUTH_FAILURE_LIMIT", "10")
+AUTH_FAILURE_WINDOW_SECONDS = envint("ORCH_AUTH_FAILURE_WINDOW_SECONDS", "300")
+# How long a web process reuses a good token's user and role (0: look it up on every request).
+TOKEN_CACHE_SECONDS = float(os.getenv("ORCH_TOKEN_CACHE_SECONDS", "2"))
+# How often the events stream looks at the database, and how long one stream may stay open.
+EVENTS_POLL_SECONDS = float(os.getenv("ORCH_EVENTS_POLL_SECONDS", "0.5"))
+EVENTS_MAX_SECONDS = envint("ORCH_EVENTS_MAX_SECONDS", "3600")
+
 STATIC_URL = "static/"
+# Served from the apps' static folders as they are, so `bin/run` needs no collectstatic step.
+WHITENOISE_USE_FINDERS = True
+STATICFILES_DIRS = [_NINJA_DIR / "static"]  # the docs page's scripts: no CDN
 STATIC_ROOT = DATASTORE_DIR / "static"
+with contextlib.suppress(OSError):  # WhiteNoise warns about a missing one (collectstatic fills it)
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 
 LOGGING = {
     "version": 1,

@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from devices.services import components_record
 from updates import selectors
+from updates.actors import CLI_ACTOR, Actor
 from updates.claims import owner_alive, owner_pid, owner_token, stop_leftover_calls
 from updates.engine.errors import BusyError, CleanupStarted, NothingInProgress, OrchestratorError
 from updates.engine.machine import Machine, Options, Result, RunState
@@ -27,7 +28,7 @@ from updates.engine.manifest import DesiredState, Topology, TopologyJson, parse_
 from updates.engine.planner import Plan, SelectionError, select
 from updates.engine.transitions import ConstraintViolation
 from updates.journal import DbJournal
-from updates.models import ActiveManifests, Deployment, DeploymentStatus, Manifest
+from updates.models import ActiveManifests, Deployment, DeploymentStatus, Manifest, Step, StepEvent
 from updates.services.bundles import store_retention_after_deployment
 from updates.services.components import components_refresh_after_deployment
 from updates.services.constraints import (
@@ -60,6 +61,7 @@ def deployment_create(
     exit_on_reboot: bool = False,
     created_by: str = "cli",
     forced: Forced | None = None,
+    actor: Actor = CLI_ACTOR,
 ) -> Deployment:
     """Validate the inputs and queue a deployment (it holds the single in-progress slot).
 
@@ -71,7 +73,7 @@ def deployment_create(
     desired = desired_state_load(env, manifest_path=manifest_path, topology_components=topology_components)
     options = _RunOptions(stop_before=list(stop_before), exit_on_reboot=exit_on_reboot)
     return _deployment_queue(
-        env, desired, kind="install", options=options, created_by=created_by, forced=forced
+        env, desired, kind="install", options=options, created_by=created_by, forced=forced, actor=actor
     )
 
 
@@ -81,6 +83,7 @@ def deployment_create_previous(
     exit_on_reboot: bool = False,
     created_by: str = "cli",
     forced: Forced | None = None,
+    actor: Actor = CLI_ACTOR,
 ) -> Deployment:
     """Queue the previous manifest again: "go back to the last known good system"."""
     env = environment_load()
@@ -96,7 +99,7 @@ def deployment_create_previous(
     )
     options = _RunOptions(stop_before=list(stop_before), exit_on_reboot=exit_on_reboot)
     return _deployment_queue(
-        env, desired, kind="previous", options=options, created_by=created_by, forced=forced
+        env, desired, kind="previous", options=options, created_by=created_by, forced=forced, actor=actor
     )
 
 
@@ -169,6 +172,7 @@ def _deployment_queue(
     options: _RunOptions,
     created_by: str,
     forced: Forced | None = None,
+    actor: Actor,
 ) -> Deployment:
     # The constraints file is validated (InputError) and kept with the run before anything is recorded.
     constraints_file = constraints_snapshot(env, desired)
@@ -185,6 +189,8 @@ def _deployment_queue(
                 forced_by=forced.by if forced else "",
                 forced_reason=forced.reason if forced else "",
                 constraints_file=constraints_file,
+                actor_kind=actor.kind,
+                actor_name=actor.name,
             )
             deployment.work_dir = str(env.work_root / str(deployment.pk))
             deployment.save(update_fields=["work_dir"])
@@ -457,9 +463,14 @@ def _deployment_takeover(deployment: Deployment) -> bool:
 
 def _close_interrupted_steps(deployment: Deployment) -> None:
     """Calls that were running when the process died: recorded as interrupted, never as done."""
-    deployment.steps.filter(ended_at__isnull=True).update(
-        ended_at=timezone.now(), error="interrupted: the orchestrator stopped during this call"
-    )
+    open_steps = list(deployment.steps.filter(ended_at__isnull=True).values_list("pk", flat=True))
+    with transaction.atomic():
+        Step.objects.filter(pk__in=open_steps).update(
+            ended_at=timezone.now(), error="interrupted: the orchestrator stopped during this call"
+        )
+        StepEvent.objects.bulk_create(
+            StepEvent(deployment=deployment, step_id=pk, kind="finished") for pk in open_steps
+        )
 
 
 def _deployment_close_untouched(deployment: Deployment) -> Deployment:

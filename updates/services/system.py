@@ -32,13 +32,18 @@ from updates.services.environment import (
 from updates.services.sources import artifact_sources
 
 
-def plan_preview(*, manifest_path: Path, topology_components: Path | None = None) -> dict[str, Any]:
-    """What `install` would do, without touching anything (queries only).
+def plan_preview(
+    *, manifest_path: Path, topology_components: Path | None = None, manifest_data: bytes | None = None
+) -> dict[str, Any]:
+    """What `install` would do, without touching anything (queries only). `manifest_data` is a
+    manifest that exists only in memory (the API's YAML text); `manifest_path` then names it.
 
     `constraints` is the verdict of the declared constraints (None when none are declared).
     """
     env = environment_load()
-    desired = desired_state_load(env, manifest_path=manifest_path, topology_components=topology_components)
+    desired = desired_state_load(
+        env, manifest_path=manifest_path, topology_components=topology_components, manifest_data=manifest_data
+    )
     constraints = constraints_for(env, desired)
     with _live_plan(env, desired) as (plan, scratch):
         components: list[dict[str, Any]] = []
