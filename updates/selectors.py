@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django.db.models import QuerySet
 
 from devices.selectors import component_list
-from updates.models import ActiveManifests, Bundle, BundleArtifact, Deployment, Step
+from updates.models import ActiveManifests, Bundle, BundleArtifact, Deployment, Step, WebhookEvent
 
 
 def deployment_in_progress() -> Deployment | None:
@@ -125,4 +126,47 @@ def bundle_report(bundle: Bundle) -> dict[str, Any]:
             }
             for ba in bundle_artifacts(bundle)
         ],
+    }
+
+
+# ----- webhooks (issue #9): events as actors, for the audit ---------------------------------------------
+
+WEBHOOK_ACTOR_PREFIX = "webhook:"  # `created_by` of a deployment or bundle a webhook event started
+
+
+def webhook_events(*, since: datetime | None = None, until: datetime | None = None) -> QuerySet[WebhookEvent]:
+    """Signed events received, newest first (unsigned calls are never recorded)."""
+    rows = WebhookEvent.objects.order_by("-received_at", "-id")
+    if since is not None:
+        rows = rows.filter(received_at__gte=since)
+    if until is not None:
+        rows = rows.filter(received_at__lt=until)
+    return rows
+
+
+def webhook_event_for_actor(created_by: str) -> WebhookEvent | None:
+    """The event behind a `created_by` of "webhook:<event id>", else None."""
+    if not created_by.startswith(WEBHOOK_ACTOR_PREFIX):
+        return None
+    event: WebhookEvent | None = WebhookEvent.objects.filter(
+        event_id=created_by.removeprefix(WEBHOOK_ACTOR_PREFIX)
+    ).first()
+    return event
+
+
+def webhook_event_report(event: WebhookEvent) -> dict[str, Any]:
+    """One audit row: who (actor kind "webhook" and the event id), what, when, and the outcome."""
+    return {
+        "actor": {"kind": "webhook", "id": event.event_id, "remote_addr": event.remote_addr},
+        "type": event.type,
+        "device_id": event.device_id,
+        "own_device": event.own_device,
+        "event_time": event.event_time,
+        "received_at": event.received_at,
+        "action": event.action,
+        "status": event.answer_status,
+        "answer": event.answer_body,
+        "bundle_id": event.bundle_id,
+        "deployment_id": event.deployment_id,
+        "replays": event.replays,
     }

@@ -16,6 +16,7 @@ from updates.engine.version import VERSION
 from updates.services.environment import datastore_prepare
 
 from . import artifact, bundle, system
+from . import hooks as hook_secret
 
 LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "fatal")
 
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     artifact.register(sub)
     bundle.register(sub)
     system.register(sub)
+    hook_secret.register(sub)
     for name, command in sub.choices.items():
         # Every command but the pure file tool works on the data store and its database.
         command.set_defaults(needs_database=name != "artifact")
