@@ -101,5 +101,9 @@ def mender(request: HttpRequest) -> JsonResponse:
         )
     except hooks.HookUnauthorized:
         message = "missing or invalid X-Men-Signature"
-        return JsonResponse(hooks.error_body("unauthorized", message), status=401)
+        response = JsonResponse(hooks.error_body("unauthorized", message), status=401)
+        # The service wrote its rate-limited line; Django's own line per 4xx would let a flood
+        # of unsigned calls fill the log anyway (django.utils.log.log_response skips these).
+        response._has_been_logged = True
+        return response
     return JsonResponse(answer.body, status=answer.status)

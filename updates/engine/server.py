@@ -229,6 +229,10 @@ def _content_length(response: http.client.HTTPResponse) -> int | None:
     return int(value) if value.isdigit() else None
 
 
+class TooLarge(ServerError):
+    """The file is larger than the caller's limit."""
+
+
 def download(url: str, out: IO[bytes], *, settings: ServerSettings, max_bytes: int) -> int:
     """Fetch one file (a bundle a deployment request names) by the artifact server's rules:
     TLS verified, plain http only on loopback, retries and resume; cut off beyond `max_bytes`."""
@@ -238,7 +242,7 @@ def download(url: str, out: IO[bytes], *, settings: ServerSettings, max_bytes: i
     while chunk := body.read(CHUNK):
         total += len(chunk)
         if total > max_bytes or (body.size or 0) > max_bytes:
-            raise ServerError(f"larger than the {max_bytes}-byte limit", _path(url))
+            raise TooLarge(f"larger than the {max_bytes}-byte limit", _path(url))
         out.write(chunk)
     return total
 

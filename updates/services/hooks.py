@@ -33,7 +33,7 @@ from updates.engine import hooks as engine
 from updates.engine.hooks import EventError, HookEvent, OwnDevice, SecretError
 from updates.engine.manifest import InputError
 from updates.engine.planner import SelectionError
-from updates.engine.server import ServerError, ServerSettings, download, url_check
+from updates.engine.server import ServerError, ServerSettings, TooLarge, download, url_check
 from updates.models import Bundle, WebhookEvent
 from updates.services import bundles, dispatch
 from updates.services.environment import BusyError, environment_load
@@ -243,6 +243,8 @@ def _fetch_bundle(row: WebhookEvent, key: str, url: str) -> int | HookAnswer:
     with tempfile.TemporaryFile(dir=folder) as tmp:
         try:
             size = download(url, tmp, settings=_download_settings(url, env.config), max_bytes=_limit())
+        except TooLarge as exc:
+            return _refuse(row, 422, "download_too_large", str(exc), {"field": f"data.{key}"})
         except ServerError as exc:
             return _refuse(row, 502, "download_failed", str(exc), {"field": f"data.{key}"})
         tmp.seek(0)
