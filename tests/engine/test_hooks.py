@@ -27,7 +27,7 @@ def mender_event(kind: str, data: dict[str, object], when: str = "2026-11-29T20:
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
-PROVISIONED = {
+PROVISIONED: dict[str, object] = {
     "id": DEVICE,
     "status": "accepted",
     "auth_sets": [

@@ -34,7 +34,9 @@ DEVICE = "6543b2c8f1e2d3a4b5c6d7e8"
 URL = "/api/v1/hooks/mender"
 
 
-def mender_event(kind: str, data: dict[str, Any], *, event_id: str = "", when: datetime | None = None) -> bytes:
+def mender_event(
+    kind: str, data: dict[str, Any], *, event_id: str = "", when: datetime | None = None
+) -> bytes:
     """A body as Mender's iot-manager marshals model.WebhookEvent (Go: RFC 3339, nanoseconds)."""
     moment = (when or datetime.now(UTC)).astimezone(UTC)
     doc = {

@@ -37,7 +37,9 @@ Capture = Callable[..., Any]
 
 
 def post(client: Client, body: bytes, headers: dict[str, str] | None = None) -> Any:
-    return client.post(URL, data=body, content_type="application/json", headers=signed(body) if headers is None else headers)
+    return client.post(
+        URL, data=body, content_type="application/json", headers=signed(body) if headers is None else headers
+    )
 
 
 def sent(callbacks: list[Callable[[], None]]) -> list[tuple[object, ...]]:
@@ -100,7 +102,8 @@ def test_it_knows_its_device_from_its_identity_or_its_device_token(
         body = mender_event("inventory-changed", {"device_id": DEVICE, "tenant_id": "", "inventory": {}})
         assert post(client, body).json()["action"] == "refresh"
     assert sent(callbacks + more) == [(TASK_REFRESH,), (TASK_REFRESH,)]
-    assert WebhookEvent.objects.order_by("id").last().type == "device-inventory-changed"  # type: ignore[union-attr]
+    last = WebhookEvent.objects.order_by("id").last()
+    assert last is not None and last.type == "device-inventory-changed"
 
 
 def test_it_only_records_when_refresh_is_not_configured_for_the_event(
@@ -304,7 +307,9 @@ def test_it_fetches_a_bundle_url_from_a_loopback_server_then_deploys_it(
     client: Client, system: DemoSystem, file_server: FileServer, django_capture_on_commit_callbacks: Capture
 ) -> None:
     _v2_bundle(system, file_server.root / "v2.tar.gz")
-    body = mender_event("deployment-requested", {"bundle_url": f"{file_server.url}/v2.tar.gz"}, event_id="ci-7")
+    body = mender_event(
+        "deployment-requested", {"bundle_url": f"{file_server.url}/v2.tar.gz"}, event_id="ci-7"
+    )
     with django_capture_on_commit_callbacks() as callbacks:
         response = post(client, body)
     assert response.status_code == 202, response.content
@@ -321,7 +326,9 @@ def test_it_keeps_a_rejected_bundle_from_a_url_and_says_why(
     client: Client, system: DemoSystem, file_server: FileServer
 ) -> None:
     (file_server.root / "broken.tar.gz").write_bytes(b"not a tar at all")
-    response = post(client, mender_event("deployment-requested", {"artifact_url": f"{file_server.url}/broken.tar.gz"}))
+    response = post(
+        client, mender_event("deployment-requested", {"artifact_url": f"{file_server.url}/broken.tar.gz"})
+    )
     assert response.status_code == 422
     error = response.json()["error"]
     assert error["code"] == "bundle_rejected"
@@ -344,7 +351,9 @@ def test_it_cuts_a_download_off_at_the_limit(
 ) -> None:
     settings.HOOKS_DOWNLOAD_MAX_BYTES = 1000
     (file_server.root / "big.tar").write_bytes(b"\0" * 5000)
-    response = post(client, mender_event("deployment-requested", {"bundle_url": f"{file_server.url}/big.tar"}))
+    response = post(
+        client, mender_event("deployment-requested", {"bundle_url": f"{file_server.url}/big.tar"})
+    )
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "download_too_large"
     assert not Bundle.objects.exists()
@@ -354,7 +363,9 @@ def test_it_cuts_a_download_off_at_the_limit(
 def test_it_reports_a_missing_file_as_a_failed_download(
     client: Client, system: DemoSystem, file_server: FileServer
 ) -> None:
-    response = post(client, mender_event("deployment-requested", {"bundle_url": f"{file_server.url}/gone.tar"}))
+    response = post(
+        client, mender_event("deployment-requested", {"bundle_url": f"{file_server.url}/gone.tar"})
+    )
     assert response.status_code == 502
     assert response.json()["error"]["message"] == f"{file_server.url}/gone.tar: HTTP 404 File not found"
 

@@ -31,8 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     system.register(sub)
     hook_secret.register(sub)
     for name, command in sub.choices.items():
-        # Every command but the pure file tool works on the data store and its database.
-        command.set_defaults(needs_database=name != "artifact")
+        # Every command but the pure file tool and the secret file works on the database.
+        command.set_defaults(needs_database=name not in ("artifact", "hook-secret"))
     return parser
 
 

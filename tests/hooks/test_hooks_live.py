@@ -1,0 +1,74 @@
+"""The webhook through real HTTP (pytest-django's live server), and a deployment requested over
+HTTP, its bundle fetched from a loopback server, run to the end by a real Celery worker."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+import urllib.error
+import urllib.request
+from typing import Any
+
+import pytest
+
+from tests.hooks.conftest import DEVICE, SECRET, URL, FileServer, mender_event, signed, status_changed
+from tests.worker.conftest import Appliance
+from updates import selectors
+from updates.models import Deployment, WebhookEvent
+from updates.services import hooks
+
+pytestmark = pytest.mark.urls("tests.hooks.urls")
+V2 = {"G13": "gateway-v2", "R456": "rtos-v2", "R998": "rtos-v2"}
+
+
+def send(base: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+    request = urllib.request.Request(
+        base + URL, data=body, method="POST", headers={"Content-Type": "application/json", **headers}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def test_it_answers_mender_over_http(live_server: Any, secret: str, settings: Any) -> None:
+    settings.MENDER_DEVICE_ID = DEVICE
+    body = status_changed(event_id="0b9d5a0e-7f0c-4f55-9a57-2f4f2e8c1d3a")
+    status, first = send(live_server.url, body, signed(body))
+    assert status == 202, first
+    assert json.loads(first)["action"] == "refresh"
+    assert send(live_server.url, body, signed(body)) == (202, first)  # a replay
+    status, refused = send(live_server.url, body, {})
+    assert status == 401
+    assert json.loads(refused) == {
+        "error": {"code": "unauthorized", "message": "missing or invalid X-Men-Signature", "details": None}
+    }
+    assert WebhookEvent.objects.get().replays == 1
+
+
+def test_a_requested_deployment_runs_on_a_worker(
+    live_server: Any, appliance: Appliance, file_server: FileServer, settings: Any
+) -> None:
+    demo = appliance.system
+    with tarfile.open(file_server.root / "v2.tar.gz", "w:gz") as tar:
+        tar.add(demo.system / "manifest-v2.yaml", "manifest-v2.yaml")
+        for name in ("gateway-v2.mender", "rtos-v2.mender"):
+            tar.add(demo.system / "artifacts" / name, f"artifacts/{name}")
+    hooks.hook_secret_set(secret=SECRET)
+    appliance.start_worker()
+
+    body = mender_event(
+        "deployment-requested", {"bundle_url": f"{file_server.url}/v2.tar.gz"}, event_id="ci-99"
+    )
+    status, answer = send(live_server.url, body, signed(body))
+    assert status == 202, answer
+    deployment = appliance.wait_finished(json.loads(answer)["deployment"]["id"])
+    assert deployment.status == "succeeded", deployment.reason
+    assert demo.versions() == V2
+    assert deployment.created_by == "webhook:ci-99"
+    event = selectors.webhook_event_for_actor(deployment.created_by)
+    assert event is not None and event.bundle is not None and event.bundle.created_by == "webhook:ci-99"
+
+    assert send(live_server.url, body, signed(body)) == (202, answer)  # the replay starts nothing
+    assert Deployment.objects.count() == 1
