@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import tarfile
 import threading
 import uuid
 from collections.abc import Iterator
@@ -55,6 +56,15 @@ def signed(body: bytes, secret: str = SECRET) -> dict[str, str]:
 
 def status_changed(device: str = DEVICE, **kw: Any) -> bytes:
     return mender_event("device-status-changed", {"id": device, "status": "accepted"}, **kw)
+
+
+def v2_bundle(demo: DemoSystem, out: Path) -> Path:
+    """The demo's v2 manifest and artifacts as a .tar.gz bundle."""
+    with tarfile.open(out, "w:gz") as tar:
+        tar.add(demo.system / "manifest-v2.yaml", "manifest-v2.yaml")
+        for name in ("gateway-v2.mender", "rtos-v2.mender"):
+            tar.add(demo.system / "artifacts" / name, f"artifacts/{name}")
+    return out
 
 
 def stale(minutes: float) -> datetime:

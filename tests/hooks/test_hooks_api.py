@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tarfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,13 +17,13 @@ from django.test import Client
 from tests.engine.test_hooks import PROVISIONED
 from tests.hooks.conftest import (
     DEVICE,
-    SECRET,
     URL,
     FileServer,
     mender_event,
     signed,
     stale,
     status_changed,
+    v2_bundle,
 )
 from tests.integration.conftest import DemoSystem
 from updates import selectors
@@ -252,18 +251,10 @@ def test_it_accepts_a_time_just_inside_the_window(client: Client, secret: str) -
 # ----- deployment requests -------------------------------------------------------------------------------------
 
 
-def _v2_bundle(demo: DemoSystem, out: Path) -> Path:
-    with tarfile.open(out, "w:gz") as tar:
-        tar.add(demo.system / "manifest-v2.yaml", "manifest-v2.yaml")
-        for name in ("gateway-v2.mender", "rtos-v2.mender"):
-            tar.add(demo.system / "artifacts" / name, f"artifacts/{name}")
-    return out
-
-
 def test_it_starts_a_deployment_of_a_bundle_by_id_once(
     client: Client, system: DemoSystem, django_capture_on_commit_callbacks: Capture
 ) -> None:
-    bundle = bundles.bundle_add_file(path=_v2_bundle(system, system.root / "v2.tar.gz"))
+    bundle = bundles.bundle_add_file(path=v2_bundle(system, system.root / "v2.tar.gz"))
     assert bundle.status == "accepted", bundle.problems
     body = mender_event("deployment-requested", {"bundle_id": bundle.pk}, event_id="ci-build-42")
     with django_capture_on_commit_callbacks() as callbacks:
@@ -284,7 +275,7 @@ def test_it_starts_a_deployment_of_a_bundle_by_id_once(
 def test_it_answers_409_while_a_deployment_is_in_progress(
     client: Client, system: DemoSystem, django_capture_on_commit_callbacks: Capture
 ) -> None:
-    bundle = bundles.bundle_add_file(path=_v2_bundle(system, system.root / "v2.tar.gz"))
+    bundle = bundles.bundle_add_file(path=v2_bundle(system, system.root / "v2.tar.gz"))
     with django_capture_on_commit_callbacks():
         assert post(client, mender_event("deployment-requested", {"bundle_id": bundle.pk})).status_code == 202
         busy = post(client, mender_event("deployment-requested", {"bundle_id": bundle.pk}))
@@ -306,7 +297,7 @@ def test_it_refuses_an_unknown_bundle(client: Client, system: DemoSystem) -> Non
 def test_it_fetches_a_bundle_url_from_a_loopback_server_then_deploys_it(
     client: Client, system: DemoSystem, file_server: FileServer, django_capture_on_commit_callbacks: Capture
 ) -> None:
-    _v2_bundle(system, file_server.root / "v2.tar.gz")
+    v2_bundle(system, file_server.root / "v2.tar.gz")
     body = mender_event(
         "deployment-requested", {"bundle_url": f"{file_server.url}/v2.tar.gz"}, event_id="ci-7"
     )
@@ -368,7 +359,3 @@ def test_it_reports_a_missing_file_as_a_failed_download(
     )
     assert response.status_code == 502
     assert response.json()["error"]["message"] == f"{file_server.url}/gone.tar: HTTP 404 File not found"
-
-
-def test_secret_is_read_from_the_datastore_file(secret: str) -> None:
-    assert hooks.hook_secret_path().read_text().strip() == SECRET

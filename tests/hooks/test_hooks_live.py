@@ -4,14 +4,22 @@ HTTP, its bundle fetched from a loopback server, run to the end by a real Celery
 from __future__ import annotations
 
 import json
-import tarfile
 import urllib.error
 import urllib.request
 from typing import Any
 
 import pytest
 
-from tests.hooks.conftest import DEVICE, SECRET, URL, FileServer, mender_event, signed, status_changed
+from tests.hooks.conftest import (
+    DEVICE,
+    SECRET,
+    URL,
+    FileServer,
+    mender_event,
+    signed,
+    status_changed,
+    v2_bundle,
+)
 from tests.worker.conftest import Appliance
 from updates import selectors
 from updates.models import Deployment, WebhookEvent
@@ -51,10 +59,7 @@ def test_a_requested_deployment_runs_on_a_worker(
     live_server: Any, appliance: Appliance, file_server: FileServer, settings: Any
 ) -> None:
     demo = appliance.system
-    with tarfile.open(file_server.root / "v2.tar.gz", "w:gz") as tar:
-        tar.add(demo.system / "manifest-v2.yaml", "manifest-v2.yaml")
-        for name in ("gateway-v2.mender", "rtos-v2.mender"):
-            tar.add(demo.system / "artifacts" / name, f"artifacts/{name}")
+    v2_bundle(demo, file_server.root / "v2.tar.gz")
     hooks.hook_secret_set(secret=SECRET)
     appliance.start_worker()
 
