@@ -136,7 +136,7 @@ def test_it_keeps_a_five_minute_window_both_ways(offset: timedelta, ok: bool) ->
         problem = hooks.time_problem(event, NOW)
         assert (problem is None) == ok, problem
         if not ok:
-            assert ("ahead of" if sign > 0 else "behind") in (problem or "")
+            assert f"is 5 min 1 s {'ahead of' if sign > 0 else 'behind'} this server" in (problem or "")
 
 
 def test_it_recognises_its_own_device_by_id_or_identity() -> None:

@@ -250,8 +250,12 @@ def time_problem(event: HookEvent, now: datetime) -> str | None:
     if abs(skew) <= REPLAY_WINDOW:
         return None
     direction = "ahead of" if skew > timedelta(0) else "behind"
-    minutes = int(REPLAY_WINDOW.total_seconds() // 60)
-    return f"time {event.time.isoformat()} is {abs(skew)} {direction} this server's clock (limit {minutes} minutes)"
+    minutes, seconds = divmod(int(abs(skew).total_seconds()), 60)
+    limit = int(REPLAY_WINDOW.total_seconds() // 60)
+    return (
+        f"time {event.time.isoformat()} is {minutes} min {seconds} s {direction} this server's clock "
+        f"(limit {limit} minutes)"
+    )
 
 
 # ----- this system's own device --------------------------------------------------------------------
