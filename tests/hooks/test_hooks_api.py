@@ -359,3 +359,18 @@ def test_it_reports_a_missing_file_as_a_failed_download(
     )
     assert response.status_code == 502
     assert response.json()["error"]["message"] == f"{file_server.url}/gone.tar: HTTP 404 File not found"
+
+
+def test_its_openapi_names_the_signature_and_every_answer() -> None:
+    from tests.hooks.urls import api
+
+    operation = api.get_openapi_schema()["paths"][URL]["post"]
+    assert "security" not in operation  # the signature is the authentication
+    assert [p["name"] for p in operation["parameters"]] == ["X-Men-Signature"]
+    assert operation["requestBody"]["content"]["application/json"]["schema"]["required"] == [
+        "id",
+        "type",
+        "data",
+        "time",
+    ]
+    assert sorted(operation["responses"]) == [200, 202, 401, 409, 413, 422, 502]
