@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -53,6 +54,19 @@ def test_it_answers_mender_over_http(live_server: Any, secret: str, settings: An
         "error": {"code": "unauthorized", "message": "missing or invalid X-Men-Signature", "details": None}
     }
     assert WebhookEvent.objects.get().replays == 1
+
+
+def test_it_handles_the_same_event_sent_at_once_a_single_time(
+    live_server: Any, secret: str, settings: Any
+) -> None:
+    settings.MENDER_DEVICE_ID = DEVICE
+    body = status_changed(event_id="d2c1f7a4-2b4e-4c0e-9d0f-6a7b8c9d0e1f")
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(lambda _: send(live_server.url, body, signed(body)), range(4)))
+    statuses = sorted(status for status, _ in answers)
+    assert statuses.count(202) >= 1 and set(statuses) <= {202, 409}, answers
+    event = WebhookEvent.objects.get()
+    assert (event.action, event.replays) == ("refresh", 3)
 
 
 def test_a_requested_deployment_runs_on_a_worker(
