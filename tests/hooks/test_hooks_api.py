@@ -29,6 +29,7 @@ from tests.integration.conftest import DemoSystem
 from updates import selectors
 from updates.models import Bundle, Deployment, WebhookEvent
 from updates.services import bundles, hooks
+from updates.services.hook_secret import hook_secret_path
 from updates.tasknames import TASK_REFRESH, TASK_RUN
 
 pytestmark = [pytest.mark.urls("tests.hooks.urls"), pytest.mark.django_db]
@@ -178,7 +179,7 @@ def test_it_refuses_everything_until_a_secret_is_set(
 def test_it_refuses_a_secret_file_others_can_read(
     client: Client, secret: str, refusals: pytest.LogCaptureFixture
 ) -> None:
-    hooks.hook_secret_path().chmod(0o644)
+    hook_secret_path().chmod(0o644)
     assert post(client, status_changed()).status_code == 401
     assert "lets others read it; it must be 0600" in refusals.text
 

@@ -24,7 +24,7 @@ from tests.hooks.conftest import (
 from tests.worker.conftest import Appliance
 from updates import selectors
 from updates.models import Deployment, WebhookEvent
-from updates.services import hooks
+from updates.services.hook_secret import hook_secret_set
 
 pytestmark = pytest.mark.urls("tests.hooks.urls")
 V2 = {"G13": "gateway-v2", "R456": "rtos-v2", "R998": "rtos-v2"}
@@ -74,7 +74,7 @@ def test_a_requested_deployment_runs_on_a_worker(
 ) -> None:
     demo = appliance.system
     v2_bundle(demo, file_server.root / "v2.tar.gz")
-    hooks.hook_secret_set(secret=SECRET)
+    hook_secret_set(secret=SECRET)
     appliance.start_worker()
 
     body = mender_event(

@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from updates.engine.hooks import SecretError
-from updates.services import hooks
+from updates.services import hook_secret as hooks
 
 
 def register(sub: Any) -> None:

@@ -37,10 +37,10 @@ from updates.engine.server import ServerError, ServerSettings, TooLarge, downloa
 from updates.models import Bundle, WebhookEvent
 from updates.services import bundles, dispatch
 from updates.services.environment import BusyError, environment_load
+from updates.services.hook_secret import hook_secret_path
 
 log = logging.getLogger("orchestrator.hooks")
 ACTOR_PREFIX = selectors.WEBHOOK_ACTOR_PREFIX  # `created_by` of what an event started
-SECRET_FILE = "hook-secret"
 
 
 @dataclass(frozen=True)
@@ -60,25 +60,6 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
 
 def actor(event_id: str) -> str:
     return f"{ACTOR_PREFIX}{event_id}"
-
-
-# ----- the secret -------------------------------------------------------------------------------------
-
-
-def hook_secret_path() -> Path:
-    return Path(settings.DATASTORE_DIR) / SECRET_FILE
-
-
-def hook_secret_set(*, secret: str) -> None:
-    """Raises SecretError when it is not what Mender accepts (hex, 32 to 64 digits)."""
-    engine.secret_write(hook_secret_path(), secret)
-
-
-def hook_secret_rotate() -> str:
-    """A new random secret replaces the old one at once; returned so it is shown once."""
-    secret = engine.secret_generate()
-    engine.secret_write(hook_secret_path(), secret)
-    return secret
 
 
 # ----- receiving ------------------------------------------------------------------------------------
