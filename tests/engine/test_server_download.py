@@ -16,6 +16,8 @@ SEEN: list[dict[str, str]] = []
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
+    port = 0  # the server's, set by the fixture
+
     def log_message(self, *args: object) -> None:
         return None
 
@@ -24,7 +26,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.path == "/to-plain-http":
             self._redirect("http://192.0.2.10/bundle.tar")
         elif self.path == "/to-loopback":
-            self._redirect(f"http://localhost:{self.server.server_address[1]}/bundle.tar")
+            self._redirect(f"http://localhost:{self.port}/bundle.tar")
         elif self.path == "/short":
             self.send_response(200)
             self.send_header("Content-Length", "100")
@@ -49,7 +51,8 @@ def base() -> Iterator[str]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     SEEN.clear()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
+    Handler.port = server.server_port
+    yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
     server.server_close()
 
