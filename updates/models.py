@@ -187,7 +187,8 @@ class WebhookEvent(models.Model):
     body_sha256 = models.CharField(max_length=64)
     action = models.CharField(max_length=20, choices=Action.choices, default=Action.PROCESSING)
     answer_status = models.PositiveSmallIntegerField(null=True)
-    answer_body = models.JSONField(default=dict)
+    # Text, not JSON: PostgreSQL's jsonb reorders keys, and a replay gets the very same bytes.
+    answer_body = models.TextField(blank=True)
     bundle = models.ForeignKey(Bundle, null=True, on_delete=models.SET_NULL, related_name="+")
     deployment = models.ForeignKey(Deployment, null=True, on_delete=models.SET_NULL, related_name="+")
     replays = models.PositiveIntegerField(default=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -165,7 +166,7 @@ def webhook_event_report(event: WebhookEvent) -> dict[str, Any]:
         "received_at": event.received_at,
         "action": event.action,
         "status": event.answer_status,
-        "answer": event.answer_body,
+        "answer": json.loads(event.answer_body) if event.answer_body else None,
         "bundle_id": event.bundle_id,
         "deployment_id": event.deployment_id,
         "replays": event.replays,

@@ -36,7 +36,7 @@ class Migration(migrations.Migration):
                     ),
                 ),
                 ("answer_status", models.PositiveSmallIntegerField(null=True)),
-                ("answer_body", models.JSONField(default=dict)),
+                ("answer_body", models.TextField(blank=True)),
                 ("replays", models.PositiveIntegerField(default=0)),
                 ("received_at", models.DateTimeField(auto_now_add=True)),
                 (

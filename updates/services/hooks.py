@@ -14,6 +14,7 @@ written in one transaction, so a recorded answer always matches what was started
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import tempfile
 import threading
@@ -127,11 +128,11 @@ def _replayed(event_id: str) -> HookAnswer:
     if first.answer_status is None:
         message = f"event {event_id} is still being handled; its answer is not known yet"
         return HookAnswer(409, error_body("event_in_progress", message))
-    return HookAnswer(first.answer_status, first.answer_body)
+    return HookAnswer(first.answer_status, json.loads(first.answer_body))
 
 
 def _finish(row: WebhookEvent, status: int, body: dict[str, Any], action: str) -> HookAnswer:
-    row.answer_status, row.answer_body, row.action = status, body, action
+    row.answer_status, row.answer_body, row.action = status, json.dumps(body), action
     row.save(update_fields=["answer_status", "answer_body", "action", "bundle", "deployment"])
     return HookAnswer(status, body)
 
