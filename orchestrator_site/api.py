@@ -1,8 +1,7 @@
 """The root `NinjaAPI` at /api/v1/: one router per app, the health check, one error envelope.
 
-Mount point for the hooks router (another branch): `api.add_router("/hooks/", hooks_router)`;
-its handlers share the envelope because exception handlers belong to this API object, and
-`orchestrator_site.errors.ApiError` / `error_response` are there for it to raise or return.
+The hooks router (`/hooks/mender`) authenticates by the Mender signature, not by user or token;
+it shares the envelope because exception handlers belong to this API object.
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ from orchestrator_site.errors import install_handlers
 from orchestrator_site.health import health_report
 from updates.api import router as updates_router
 from updates.engine.version import VERSION
+from updates.hooks_api import router as hooks_router
 
 
 class HealthCheckOut(Schema):
@@ -67,6 +67,7 @@ def health(request: HttpRequest) -> Status[dict[str, Any]]:
 
 api.add_router("/", updates_router)
 api.add_router("/", devices_router)
+api.add_router("/hooks/", hooks_router)
 
 
 def openapi_document() -> str:

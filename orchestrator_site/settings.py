@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
 import secrets
 from pathlib import Path
@@ -41,6 +42,16 @@ def envsecret(name: str, default: str) -> str:
         except OSError as exc:
             raise ImproperlyConfigured(f"{name}_FILE: cannot read {path}: {exc}") from exc
     return os.getenv(name, default)
+
+
+def envjsonobject(name: str) -> dict[str, str]:
+    try:
+        value = json.loads(os.getenv(name) or "{}")
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be a JSON object: {exc}") from None
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise ImproperlyConfigured(f'{name} must be a JSON object of strings, like {{"mac": "02:00:..."}}')
+    return value
 
 
 PATHS = paths_from_env(BASE_DIR)
@@ -268,3 +279,29 @@ CELERY_ACCEPT_CONTENT = ["json"]
 # The database row is the truth of a run; no result backend.
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
+
+# ----- Webhooks (/api/v1/hooks/mender, docs/webhooks.md) --------------------------------------------
+# This system's own Mender device: its device ID (else the `sub` of ArtifactServer's device token)
+# and, for `device-provisioned` events sent before the ID is known, its identity data as JSON.
+MENDER_DEVICE_ID = os.getenv("ORCH_MENDER_DEVICE_ID", "")
+MENDER_IDENTITY = envjsonobject("ORCH_MENDER_IDENTITY")
+# Which events about the own device queue a components refresh ("" = none).
+HOOKS_REFRESH_ON = [
+    t.strip()
+    for t in os.getenv(
+        "ORCH_HOOKS_REFRESH_ON", "device-provisioned,device-status-changed,device-inventory-changed"
+    ).split(",")
+    if t.strip()
+]
+_DEVICE_EVENTS = (
+    "device-provisioned",
+    "device-decommissioned",
+    "device-status-changed",
+    "device-inventory-changed",
+)
+if set(HOOKS_REFRESH_ON) - set(_DEVICE_EVENTS):
+    raise ImproperlyConfigured(
+        f"ORCH_HOOKS_REFRESH_ON: each entry must be one of {', '.join(_DEVICE_EVENTS)}"
+    )
+HOOKS_MAX_BODY_BYTES = envint("ORCH_HOOKS_MAX_BODY_BYTES", str(256 << 10))
+HOOKS_DOWNLOAD_MAX_BYTES = envint("ORCH_HOOKS_DOWNLOAD_MAX_BYTES", str(4 << 30))

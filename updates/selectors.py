@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -19,7 +20,16 @@ from updates.engine.manifest import InputError
 from updates.engine.planner import TargetJson
 from updates.heartbeat import WorkerBeat as WorkerBeat
 from updates.heartbeat import live_workers as live_workers  # re-exported: workers that answer
-from updates.models import ActiveManifests, Bundle, BundleArtifact, Deployment, Manifest, Step, StepEvent
+from updates.models import (
+    ActiveManifests,
+    Bundle,
+    BundleArtifact,
+    Deployment,
+    Manifest,
+    Step,
+    StepEvent,
+    WebhookEvent,
+)
 
 
 def deployment_in_progress() -> Deployment | None:
@@ -624,3 +634,46 @@ def audit_csv_record(row: dict[str, Any]) -> list[str]:
         "bundle_signers": " ".join(bundle.get("signers", [])),
     }
     return ["" if cells[c] is None else str(cells[c]) for c in AUDIT_CSV_COLUMNS]
+
+
+# ----- webhooks (issue #9): events as actors, for the audit ---------------------------------------------
+
+WEBHOOK_ACTOR_PREFIX = "webhook:"  # `created_by` of a deployment or bundle a webhook event started
+
+
+def webhook_events(*, since: datetime | None = None, until: datetime | None = None) -> QuerySet[WebhookEvent]:
+    """Signed events received, newest first (unsigned calls are never recorded)."""
+    rows = WebhookEvent.objects.order_by("-received_at", "-id")
+    if since is not None:
+        rows = rows.filter(received_at__gte=since)
+    if until is not None:
+        rows = rows.filter(received_at__lt=until)
+    return rows
+
+
+def webhook_event_for_actor(created_by: str) -> WebhookEvent | None:
+    """The event behind a `created_by` of "webhook:<event id>", else None."""
+    if not created_by.startswith(WEBHOOK_ACTOR_PREFIX):
+        return None
+    event: WebhookEvent | None = WebhookEvent.objects.filter(
+        event_id=created_by.removeprefix(WEBHOOK_ACTOR_PREFIX)
+    ).first()
+    return event
+
+
+def webhook_event_report(event: WebhookEvent) -> dict[str, Any]:
+    """One audit row: who (actor kind "webhook" and the event id), what, when, and the outcome."""
+    return {
+        "actor": {"kind": "webhook", "id": event.event_id, "remote_addr": event.remote_addr},
+        "type": event.type,
+        "device_id": event.device_id,
+        "own_device": event.own_device,
+        "event_time": event.event_time,
+        "received_at": event.received_at,
+        "action": event.action,
+        "status": event.answer_status,
+        "answer": json.loads(event.answer_body) if event.answer_body else None,
+        "bundle_id": event.bundle_id,
+        "deployment_id": event.deployment_id,
+        "replays": event.replays,
+    }
