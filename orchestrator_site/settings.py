@@ -4,6 +4,7 @@ read through a strict helper, with defaults that run the appliance on a fresh ch
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import dj_database_url
@@ -67,6 +68,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files from the app itself (no web server in front of the appliance), right after
+    # SecurityMiddleware as WhiteNoise asks.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -88,6 +92,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "updates.context_processors.role",
             ],
         },
     },
@@ -135,6 +140,32 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = DATASTORE_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+# After `collectstatic` (bin/run does it) files get content-hashed names that WhiteNoise serves
+# with a far-future Cache-Control; before it (tests, a fresh checkout) they come straight from
+# STATICFILES_DIRS under their plain names with WhiteNoise's short default max-age.
+WHITENOISE_USE_FINDERS = True
+# Before `collectstatic` STATIC_ROOT does not exist; WhiteNoise would warn about it on every start.
+warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "whitenoise.storage.CompressedManifestStaticFilesStorage"
+            if (STATIC_ROOT / "staticfiles.json").is_file()
+            else "django.contrib.staticfiles.storage.StaticFilesStorage"
+        )
+    },
+}
+
+# Largest bundle accepted over HTTP (bytes); a bigger upload is refused before it is read.
+BUNDLE_UPLOAD_MAX_BYTES = envint("ORCH_BUNDLE_UPLOAD_MAX_BYTES", str(4 * 1024**3))
+# Django keeps smaller uploads in memory and streams bigger ones to a temp file in chunks.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024**2
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "system"
+LOGOUT_REDIRECT_URL = "login"
 
 LOGGING = {
     "version": 1,

@@ -1,6 +1,26 @@
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import path
+
+from updates import views
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("", views.system, name="system"),
+    path("system/refresh", views.system_refresh, name="system-refresh"),
+    path("bundles/", views.bundle_list, name="bundles"),
+    path("bundles/upload", views.bundle_upload, name="bundle-upload"),
+    path("bundles/<int:bundle_id>/", views.bundle_detail, name="bundle"),
+    path("bundles/<int:bundle_id>/deploy", views.bundle_deploy, name="bundle-deploy"),
+    path("deployments/<int:deployment_id>/", views.deployment_detail, name="deployment"),
+    path("deployments/<int:deployment_id>/steps/<int:step_id>/", views.step_detail, name="step"),
+    path("deployments/<int:deployment_id>/resume", views.deployment_resume, name="deployment-resume"),
+    path("deployments/<int:deployment_id>/rollback", views.deployment_rollback, name="deployment-rollback"),
+    path("history/", views.history, name="history"),
+    path("audit/", views.audit, name="audit"),
+    path("manage/", views.admin_home, name="admin-home"),
+    path("manage/users", views.admin_user_create, name="admin-user-create"),
+    path("manage/users/<int:user_id>/role", views.admin_user_role, name="admin-user-role"),
 ]
