@@ -146,7 +146,7 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 # STATICFILES_DIRS under their plain names with WhiteNoise's short default max-age.
 WHITENOISE_USE_FINDERS = True
 # Before `collectstatic` STATIC_ROOT does not exist; WhiteNoise would warn about it on every start.
-warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")
+warnings.filterwarnings("ignore", message="No directory at: ")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {

@@ -16,6 +16,14 @@ ROLE_CHOICES = [(r, r) for r in ROLES]
 class UploadForm(forms.Form):
     file = forms.FileField(label="Bundle file", help_text=".tar, .tar.gz, manifest .mender or manifest .yaml")
 
+    @classmethod
+    def refused(cls, reason: str) -> UploadForm:
+        """A bound form whose file field carries `reason` (for uploads refused unread)."""
+        form = cls(data={}, files={})
+        form.full_clean()
+        form.errors["file"] = form.error_class([reason])
+        return form
+
 
 class DeployForm(forms.Form):
     confirm = forms.BooleanField(

@@ -202,15 +202,18 @@ def step_status(step: Step) -> str:
 
 def deployment_timeline(deployment: Deployment) -> list[dict[str, Any]]:
     """Order groups as lanes, components as rows, the component's steps (state calls) as blocks."""
+    components = deployment.plan.get("components", [])
+    # Before Identity answers, the journal names a component by its interface args.
+    alias = {f"{c['component_type']}[{' '.join(c['interface_args'])}]": c["key"] for c in components}
     steps: dict[str, list[dict[str, Any]]] = {}
     for step in deployment_steps(deployment):
-        steps.setdefault(step.component, []).append(step_summary(step))
+        steps.setdefault(alias.get(step.component, step.component), []).append(step_summary(step))
     lanes: dict[int, list[dict[str, Any]]] = {}
-    for component in deployment.plan.get("components", []):
+    for component in components:
         row = {**component, "steps": steps.pop(component["key"], [])}
         lanes.setdefault(int(component["order"]), []).append(row)
-    out = [{"order": order, "components": rows} for order, rows in sorted(lanes.items())]
-    if steps:  # calls made before the plan existed (identity/provides of a rejected run)
+    out: list[dict[str, Any]] = [{"order": order, "components": rows} for order, rows in sorted(lanes.items())]
+    if steps:  # calls of a run refused before its plan existed
         rows = [{"key": key, "action": "query", "steps": s} for key, s in steps.items()]
         out.insert(0, {"order": None, "components": rows})
     return out

@@ -68,14 +68,15 @@ def bundle_upload(request: HttpRequest) -> HttpResponse:
     """The upload form's target; the page's script posts here too (XHR, for the progress bar)
     and gets JSON back. Django's upload handler streams files over 2.5 MB to a temp file."""
     wants_json = "application/json" in request.headers.get("Accept", "")
-    too_big = int(request.META.get("CONTENT_LENGTH") or 0) > settings.BUNDLE_UPLOAD_MAX_BYTES
-    form = UploadForm() if too_big else UploadForm(files=request.FILES)
-    if too_big:
-        form.add_error("file", f"The file is larger than the limit of {settings.BUNDLE_UPLOAD_MAX_BYTES} bytes.")
-    if too_big or not form.is_valid():
+    limit = settings.BUNDLE_UPLOAD_MAX_BYTES
+    too_big = int(request.META.get("CONTENT_LENGTH") or 0) > limit
+    # Too big: refused before Django reads the body (request.FILES is never touched).
+    form = UploadForm.refused(f"The file is larger than the limit of {limit} bytes.") if too_big else UploadForm(files=request.FILES)
+    if not form.is_valid():
+        status = 413 if too_big else 400
         if wants_json:
-            return JsonResponse({"errors": form.errors.get_json_data()}, status=413 if too_big else 400)
-        return _bundles_page(request, form, status=413 if too_big else 400)
+            return JsonResponse({"errors": form.errors.get_json_data()}, status=status)
+        return _bundles_page(request, form, status=status)
     upload = form.cleaned_data["file"]
     bundle = bundle_add(source=upload, filename=upload.name, size_hint=upload.size, created_by=request.user.get_username())
     if wants_json:
@@ -210,7 +211,7 @@ def _query_without_page(request: HttpRequest) -> str:
     return query.urlencode()
 
 
-CHART = {"width": 720, "height": 220, "left": 36, "bottom": 40, "top": 12}
+CHART = {"width": 960, "height": 220, "left": 36, "bottom": 40, "top": 12}
 
 
 def chart_geometry(weeks: list[dict[str, Any]]) -> dict[str, Any]:
