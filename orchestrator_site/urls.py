@@ -1,13 +1,16 @@
 from django.contrib import admin
-from django.contrib.auth import views as auth_views
 from django.urls import path
 
+from accounts.views import LoginView, LogoutView
+from orchestrator_site.api import api
 from updates import views
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
-    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/login/", LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("accounts/logout/", LogoutView.as_view(), name="logout"),
+    path("api/v1/", api.urls),
+    # The web UI (templates/): pages call the same services and selectors as the API.
     path("", views.system, name="system"),
     path("system/refresh", views.system_refresh, name="system-refresh"),
     path("bundles/", views.bundle_list, name="bundles"),
@@ -20,7 +23,13 @@ urlpatterns = [
     path("deployments/<int:deployment_id>/rollback", views.deployment_rollback, name="deployment-rollback"),
     path("history/", views.history, name="history"),
     path("audit/", views.audit, name="audit"),
+    path("account/tokens/", views.token_list, name="tokens"),
+    path("account/tokens/new", views.token_create, name="token-create"),
+    path("account/tokens/<int:token_id>/revoke", views.token_revoke, name="token-revoke"),
     path("manage/", views.admin_home, name="admin-home"),
     path("manage/users", views.admin_user_create, name="admin-user-create"),
     path("manage/users/<int:user_id>/role", views.admin_user_role, name="admin-user-role"),
 ]
+
+handler404 = "orchestrator_site.views.not_found"
+handler500 = "orchestrator_site.views.server_error"

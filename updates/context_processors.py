@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from django.http import HttpRequest
 
-from updates.access import has_role, user_role
+from accounts.models import Role
+from accounts.selectors import role_of
+from updates.access import has_role
 
 
 def role(request: HttpRequest) -> dict[str, object]:
     user = request.user
-    return {"role": user_role(user), "can_operate": has_role(user, "operator"), "is_admin": has_role(user, "admin")}
+    return {
+        "role": role_of(user),
+        "can_operate": has_role(user, Role.OPERATOR),
+        "is_admin": has_role(user, Role.ADMIN),
+    }

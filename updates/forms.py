@@ -5,12 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
-from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
 
-from updates.access import ROLES
+from accounts.models import Role
 from updates.models import Deployment
 
-ROLE_CHOICES = [(r, r) for r in ROLES]
+ROLE_CHOICES = [(r.value, r.value) for r in Role]
+
+
+class RoleField(forms.ChoiceField):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(choices=ROLE_CHOICES, **kwargs)
+
+    def clean(self, value: Any) -> Role:
+        return Role(super().clean(value))
 
 
 class UploadForm(forms.Form):
@@ -18,7 +26,7 @@ class UploadForm(forms.Form):
 
     @classmethod
     def refused(cls, reason: str) -> UploadForm:
-        """A bound form whose file field carries `reason` (for uploads refused unread)."""
+        """A bound form whose file field carries `reason` (an upload refused while it arrived)."""
         form = cls(data={}, files={})
         form.full_clean()
         form.errors["file"] = form.error_class([reason])
@@ -46,20 +54,38 @@ class HistoryFilterForm(PeriodForm):
     status = forms.ChoiceField(
         required=False, choices=[("", "any outcome"), *Deployment.Status.choices], label="Outcome"
     )
-    manifest = forms.CharField(required=False, max_length=300, label="Manifest name contains")
+    manifest = forms.CharField(required=False, max_length=300, label="Manifest name")
 
 
 class UserCreateForm(forms.Form):
     username = forms.CharField(max_length=150)
     password = forms.CharField(widget=forms.PasswordInput, min_length=8)
-    role = forms.ChoiceField(choices=ROLE_CHOICES, initial="viewer")
+    role = RoleField(initial=Role.VIEWER.value)
 
     def clean_username(self) -> str:
         name: str = self.cleaned_data["username"]
-        if get_user_model().objects.filter(username=name).exists():
+        if User.objects.filter(username=name).exists():
             raise forms.ValidationError("A user with this name exists already.")
         return name
 
 
 class RoleForm(forms.Form):
-    role = forms.ChoiceField(choices=ROLE_CHOICES)
+    role = RoleField()
+
+
+class TokenCreateForm(forms.Form):
+    name = forms.CharField(max_length=100, help_text="What will use it, e.g. ci-pipeline")
+    role = RoleField(help_text="No higher than your own role")
+    expires_days = forms.IntegerField(
+        required=False, min_value=1, max_value=3650, label="Expires after (days)", help_text="Empty: never"
+    )
+
+    def __init__(self, *args: Any, role: Role | None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.user_role = role or Role.VIEWER
+        self.fields["role"].choices = [(r.value, r.value) for r in Role if r.rank <= self.user_role.rank]  # type: ignore[attr-defined]
+        self.fields["role"].initial = Role.VIEWER.value
+
+    def token_args(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        return {"name": data["name"], "role": data["role"], "expires_days": data["expires_days"]}

@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from updates.engine.interface import CallResult
 from updates.engine.machine import RunState
-from updates.models import Deployment, Step
+from updates.models import Deployment, Step, StepEvent
 
 T = TypeVar("T")
 EXCERPT = 16 * 1024
@@ -114,6 +114,7 @@ class DbJournal:
                 argv=list(argv),
                 started_at=timezone.now(),
             )
+            StepEvent.objects.create(deployment_id=self.deployment_id, step=step, kind="started")
             return int(step.pk)
 
         step = self._write(insert)
@@ -124,7 +125,7 @@ class DbJournal:
         self, step: int, *, result: CallResult | None, answer: str | None = None, error: str | None = None
     ) -> None:
         fields = _finished_fields(result, answer, error)
-        self._write(lambda: Step.objects.filter(pk=step).update(**fields))
+        self._write(lambda: _step_finish(self.deployment_id, step, fields))
         self.echo(self._line(step, fields))
 
     def _line(self, step: int, fields: dict[str, object]) -> str:
@@ -134,6 +135,11 @@ class DbJournal:
         extra = f" -> {fields['answer']}" if fields.get("answer") else ""
         error = f"  ({fields['error']})" if fields.get("error") else ""
         return f"{component:<24} {state:<30} {status}{extra} {seconds:.2f}s{error}"
+
+
+def _step_finish(deployment_id: int, step: int, fields: dict[str, object]) -> None:
+    Step.objects.filter(pk=step).update(**fields)
+    StepEvent.objects.create(deployment_id=deployment_id, step_id=step, kind="finished")
 
 
 def _finished_fields(result: CallResult | None, answer: str | None, error: str | None) -> dict[str, object]:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date, timedelta
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Prefetch, QuerySet
 from django.db.models.functions import TruncWeek
 from django.utils import timezone
 
@@ -14,7 +15,7 @@ from devices.models import System
 from devices.selectors import component_list
 from updates.engine.artifact import ArtifactError, key_fingerprint, load_public_key
 from updates.engine.interface import QUERY_STATES
-from updates.models import ActiveManifests, Bundle, BundleArtifact, Deployment, Manifest, Step
+from updates.models import ActiveManifests, Bundle, BundleArtifact, Deployment, Manifest, Step, StepEvent
 
 
 def deployment_in_progress() -> Deployment | None:
@@ -101,6 +102,9 @@ def bundle_get(*, bundle_id: int) -> Bundle | None:
 
 
 def bundle_artifacts(bundle: Bundle) -> QuerySet[BundleArtifact]:
+    # `.all()` uses what a list prefetched (bundle_page); ordered and joined either way.
+    if "artifacts" in getattr(bundle, "_prefetched_objects_cache", {}):
+        return bundle.artifacts.all()
     return bundle.artifacts.select_related("artifact").order_by("id")
 
 
@@ -135,46 +139,353 @@ def bundle_report(bundle: Bundle) -> dict[str, Any]:
     }
 
 
-# ----- pages and reports (web UI issue #10; shaped so the REST API can return the same dicts) ----
+# ----- the REST API and the web UI (issue #9) -------------------------------------------------------
+
+
+def _manifest_ref(manifest: Manifest | None) -> dict[str, Any] | None:
+    if manifest is None:
+        return None
+    return {
+        "id": manifest.pk,
+        "name": manifest.name,
+        "sha256": manifest.sha256,
+        "created_at": manifest.created_at,
+    }
+
+
+def _actor(row: Deployment | Bundle) -> dict[str, str]:
+    return {"kind": row.actor_kind, "name": row.actor_name}
+
+
+def system_report() -> dict[str, Any]:
+    """The system as the database knows it: components with their last answers, the active and
+    previous manifests (with the topology the active one was applied with), the run in progress."""
+    pointers = active_manifests()
+    active = pointers.active if pointers else None
+    running = deployment_in_progress()
+    system = System.objects.filter(pk=1).first()
+    return {
+        "system_type": (system.system_type if system else "")
+        or (active.topology.get("system_type") if active else "")
+        or "",
+        "topology": active.topology if active else None,
+        "components": [
+            {
+                "key": c.key,
+                "component_type": c.component_type,
+                "component_id": c.component_id,
+                "interface": c.interface,
+                "interface_args": c.interface_args,
+                "provides": c.provides,
+                "version": c.version,
+                "last_seen": c.refreshed_at,
+            }
+            for c in component_list()
+        ],
+        "active_manifest": _manifest_ref(active),
+        "previous_manifest": _manifest_ref(pointers.previous if pointers else None),
+        "in_progress": deployment_summary(running) if running else None,
+    }
+
+
+def deployment_summary(d: Deployment) -> dict[str, Any]:
+    """One list row (needs `manifest` joined)."""
+    return {
+        "id": d.pk,
+        "kind": d.kind,
+        "status": d.status,
+        "reason": d.reason,
+        "manifest": d.manifest.name,
+        "actor": _actor(d),
+        "created_at": d.created_at,
+        "started_at": d.started_at,
+        "finished_at": d.finished_at,
+    }
+
+
+@dataclass(frozen=True)
+class DeploymentFilter:
+    status: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    manifest: str | None = None
+
+
+def deployment_page(*, filters: DeploymentFilter, page: int, page_size: int) -> tuple[list[Deployment], int]:
+    """One page of deployments, newest first, and how many match (two queries whatever the size)."""
+    rows = Deployment.objects.select_related("manifest").order_by("-id")
+    if filters.status:
+        rows = rows.filter(status=filters.status)
+    if filters.since:
+        rows = rows.filter(created_at__gte=filters.since)
+    if filters.until:
+        rows = rows.filter(created_at__lt=filters.until)
+    if filters.manifest:
+        rows = rows.filter(manifest__name=filters.manifest)
+    start = (page - 1) * page_size
+    # The heavy JSON columns (plan, position) stay in the database: a list shows none of them.
+    page_rows = list(
+        rows.defer("plan", "position", "options", "manifest__raw", "manifest__topology")[
+            start : start + page_size
+        ]
+    )
+    return page_rows, rows.count()
+
+
+def deployment_get(*, deployment_id: int) -> Deployment | None:
+    return Deployment.objects.select_related("manifest").filter(pk=deployment_id).first()
+
+
+TAIL = 2000
+
+
+def step_report(s: Step) -> dict[str, Any]:
+    duration = (s.ended_at - s.started_at).total_seconds() if s.ended_at else None
+    return {
+        "id": s.pk,
+        "component": s.component,
+        "state": s.state,
+        "argv": s.argv,
+        "started_at": s.started_at,
+        "ended_at": s.ended_at,
+        "duration_seconds": duration,
+        "exit_code": s.exit_code,
+        "timed_out": s.timed_out,
+        "answer": s.answer,
+        "error": s.error,
+        "ok": s.ok,
+        "output_tail": (s.stdout + s.stderr)[-TAIL:],
+    }
+
+
+def deployment_detail(d: Deployment) -> dict[str, Any]:
+    """Order groups -> components (from the plan) -> their steps. Steps under names the plan does
+    not know (Identity queries, before a component's ID is known; a run refused while inspecting)
+    come first, in a group of their own (order None)."""
+    steps: dict[str, list[dict[str, Any]]] = {}
+    for s in deployment_steps(d):
+        steps.setdefault(s.component, []).append(step_report(s))
+    planned = {c["key"]: c for c in d.plan.get("components", [])}
+    groups = [
+        {"order": order, "components": [_planned(planned[k], steps.pop(k, [])) for k in keys if k in planned]}
+        for order, keys in d.plan.get("groups", [])
+    ]
+    if steps:  # Identity queries come first, naming a component by its interface args
+        groups.insert(0, {"order": None, "components": [_unplanned(k, v) for k, v in steps.items()]})
+    return deployment_summary(d) | {
+        "components_concerned": d.components,
+        "position": d.position,
+        "options": d.options,
+        "requests": d.requests,
+        "groups": groups,
+    }
+
+
+def _planned(c: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = ("key", "component_type", "component_id", "action", "current", "target")
+    return {k: c.get(k, "") for k in keys} | {"steps": steps}
+
+
+def _unplanned(key: str, steps: list[dict[str, Any]]) -> dict[str, Any]:
+    ctype, _, cid = key.partition(".")
+    return {
+        "key": key,
+        "component_type": ctype,
+        "component_id": cid,
+        "action": "",
+        "current": "",
+        "target": "",
+        "steps": steps,
+    }
+
+
+def step_get(*, deployment_id: int, step_id: int) -> Step | None:
+    return Step.objects.filter(deployment_id=deployment_id, pk=step_id).first()
+
+
+def step_events_after(*, deployment_id: int, after: int) -> list[StepEvent]:
+    """The step changes of a deployment committed after event `after`, oldest first."""
+    return list(
+        StepEvent.objects.select_related("step")
+        .filter(deployment_id=deployment_id, pk__gt=after)
+        .order_by("id")
+    )
+
+
+def deployment_status(*, deployment_id: int) -> str | None:
+    return Deployment.objects.filter(pk=deployment_id).values_list("status", flat=True).first()
+
+
+def bundle_page(*, page: int, page_size: int) -> tuple[list[Bundle], int]:
+    rows = Bundle.objects.order_by("-id").prefetch_related(
+        Prefetch("artifacts", queryset=BundleArtifact.objects.select_related("artifact").order_by("id"))
+    )
+    start = (page - 1) * page_size
+    return list(rows[start : start + page_size]), Bundle.objects.count()
+
+
+def bundle_summary(bundle: Bundle) -> dict[str, Any]:
+    """`bundle_report` plus who added or deleted it; uses prefetched artifacts when present."""
+    return bundle_report(bundle) | {
+        "actor": _actor(bundle),
+        "deleted_at": bundle.deleted_at,
+        "deleted_by": bundle.deleted_by,
+    }
+
+
+# ----- audit: one row per deployment (REST `GET /audit`, the UI, `audit report`) --------------------
+
+
+def audit_rows(*, since: datetime | None = None, until: datetime | None = None) -> list[dict[str, Any]]:
+    """Who or what started each deployment, manifest from -> to, outcome, start, duration, every
+    component's version before and after, and the bundle it came from (sha256, signers).
+
+    "From" is the manifest active when the deployment was created: the last one that succeeded
+    before it. "After" is the target for a success, the version before for a rollback or a
+    refusal, and "unknown" for an inconsistent end. Four queries, whatever the number of rows.
+    """
+    rows = Deployment.objects.select_related("manifest").defer("position", "manifest__raw").order_by("id")
+    if since:
+        rows = rows.filter(created_at__gte=since)
+    if until:
+        rows = rows.filter(created_at__lt=until)
+    deployments = list(rows)
+    active = _active_before(deployments[0].pk) if deployments else None
+    bundles = _bundles_by_directory()
+    result = []
+    for d in deployments:
+        result.append(_audit_row(d, active, bundles))
+        if d.status == Deployment.Status.SUCCEEDED:
+            active = d.manifest.name
+    return result
+
+
+def _active_before(deployment_id: int) -> str | None:
+    return (
+        Deployment.objects.filter(pk__lt=deployment_id, status=Deployment.Status.SUCCEEDED)
+        .order_by("-id")
+        .values_list("manifest__name", flat=True)
+        .first()
+    )
+
+
+def _bundles_by_directory() -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    bundles = Bundle.objects.exclude(directory="").prefetch_related(
+        Prefetch("artifacts", queryset=BundleArtifact.objects.select_related("artifact"))
+    )
+    for b in bundles:
+        signers = sorted(
+            {a.artifact.signer_fingerprint for a in b.artifacts.all() if a.artifact.signer_fingerprint}
+        )
+        found[b.directory] = {"id": b.pk, "sha256": b.sha256, "signers": signers}
+    return found
+
+
+def _audit_row(d: Deployment, active: str | None, bundles: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    start = d.started_at or d.created_at
+    components = d.plan.get("components", [])
+    return {
+        "deployment": d.pk,
+        "actor_kind": d.actor_kind,
+        "actor": d.actor_name,
+        "requests": d.requests,
+        "manifest_from": active,
+        "manifest_to": d.manifest.name,
+        "outcome": d.status,
+        "reason": d.reason,
+        "started_at": start,
+        "duration_seconds": (d.finished_at - start).total_seconds() if d.finished_at else None,
+        "versions_before": {c["key"]: c.get("current", "") for c in components},
+        "versions_after": {c["key"]: _version_after(d.status, c) for c in components},
+        "bundle": _bundle_of(d.manifest.source_path, bundles),
+    }
+
+
+def _version_after(status: str, c: dict[str, Any]) -> str:
+    if status == Deployment.Status.SUCCEEDED:
+        return str(c.get("target") or c.get("current", ""))
+    if status in Deployment.IN_PROGRESS:
+        return "in progress"
+    return "unknown" if status == Deployment.Status.INCONSISTENT else str(c.get("current", ""))
+
+
+def _bundle_of(source_path: str, bundles: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    for directory, bundle in bundles.items():
+        if source_path.startswith(directory.rstrip("/") + "/"):
+            return bundle
+    return None
+
+
+AUDIT_CSV_COLUMNS = (
+    "deployment",
+    "actor_kind",
+    "actor",
+    "manifest_from",
+    "manifest_to",
+    "outcome",
+    "reason",
+    "started_at",
+    "duration_seconds",
+    "versions_before",
+    "versions_after",
+    "bundle_id",
+    "bundle_sha256",
+    "bundle_signers",
+)
+
+
+def audit_csv_record(row: dict[str, Any]) -> list[str]:
+    """A row as CSV cells: versions as `key=version` joined by spaces, missing values empty."""
+    bundle = row["bundle"] or {}
+    cells: dict[str, object] = row | {
+        "versions_before": " ".join(f"{k}={v}" for k, v in row["versions_before"].items()),
+        "versions_after": " ".join(f"{k}={v}" for k, v in row["versions_after"].items()),
+        "started_at": row["started_at"].isoformat() if row["started_at"] else "",
+        "bundle_id": bundle.get("id", ""),
+        "bundle_sha256": bundle.get("sha256", ""),
+        "bundle_signers": " ".join(bundle.get("signers", [])),
+    }
+    return ["" if cells[c] is None else str(cells[c]) for c in AUDIT_CSV_COLUMNS]
+
+
+# ----- the web UI's pages (issue #10), on top of the API's reads above ----------------------------
 
 # Mender states of the rollback path: drawn amber on the timeline, whatever their exit code.
 ROLLBACK_STATES = frozenset(
     {"ArtifactRollback", "ArtifactRollbackReboot", "ArtifactVerifyRollbackReboot", "ArtifactFailure"}
 )
-# What a deployment's run position records per component, in the order it happens.
+# What a deployment's run position records per installing component, in the order it happens.
 MILESTONES = ("entered", "downloaded", "install_started", "committed", "cleaned")
+CHART_OUTCOMES = ("succeeded", "rolled_back", "inconsistent", "rejected", "other")
 
 
 def system_overview() -> dict[str, Any]:
-    """The System page: components grouped by the update order of the active manifest."""
-    pointers = active_manifests()
-    active = pointers.active if pointers else None
-    orders = _component_orders(active)
-    groups: dict[int | None, list[Any]] = {}
-    for component in component_list():
-        groups.setdefault(orders.get(component.key), []).append(component)
+    """`system_report` with its components grouped by the update order of the active manifest
+    (components it does not name come last, under None) and the run's progress."""
+    report = system_report()
+    orders = _component_orders(report["active_manifest"])
+    groups: dict[int | None, list[dict[str, Any]]] = {}
+    for component in report["components"]:
+        groups.setdefault(orders.get(component["key"]), []).append(component)
     running = deployment_in_progress()
-    return {
-        "system": System.objects.filter(pk=1).first(),
+    return report | {
         "groups": sorted(groups.items(), key=lambda item: (item[0] is None, item[0] or 0)),
-        "active": active,
-        "previous": pointers.previous if pointers else None,
-        "in_progress": running,
         "progress": deployment_progress(running) if running else 0,
     }
 
 
-def _component_orders(manifest: Manifest | None) -> dict[str, int]:
+def _component_orders(manifest: dict[str, Any] | None) -> dict[str, int]:
     """`update_strategy.order` per component key, from the plan the active manifest ran with."""
     if manifest is None:
         return {}
-    last = Deployment.objects.filter(manifest=manifest).exclude(plan={}).order_by("-id").first()
+    last = Deployment.objects.filter(manifest_id=manifest["id"]).exclude(plan={}).order_by("-id").first()
     components = last.plan.get("components", []) if last else []
     return {c["key"]: int(c["order"]) for c in components}
 
 
 def deployment_progress(deployment: Deployment) -> int:
-    """Percent of the installing components' milestones reached (100 once it has ended)."""
+    """Percent of the installing components' milestones reached (100 once the run has ended)."""
     if deployment.status not in Deployment.IN_PROGRESS:
         return 100
     installing = [c["key"] for c in deployment.plan.get("components", []) if c.get("action") == "install"]
@@ -185,115 +496,33 @@ def deployment_progress(deployment: Deployment) -> int:
     return round(100 * reached / (len(installing) * len(MILESTONES)))
 
 
-def deployment_get(*, deployment_id: int) -> Deployment | None:
-    return Deployment.objects.select_related("manifest").filter(pk=deployment_id).first()
-
-
-def step_status(step: Step) -> str:
-    """One word per block of the timeline: running, failed, rollback, query or done."""
-    if step.ended_at is None:
+def step_status(step: dict[str, Any]) -> str:
+    """One word per timeline block (a `step_report`): running, rollback, failed, query or done."""
+    if step["ended_at"] is None:
         return "running"
-    if step.state in ROLLBACK_STATES:
+    if step["state"] in ROLLBACK_STATES:
         return "rollback"
-    if not step.ok:
+    if not step["ok"]:
         return "failed"
-    return "query" if step.state in QUERY_STATES else "done"
+    return "query" if step["state"] in QUERY_STATES else "done"
 
 
-def deployment_timeline(deployment: Deployment) -> list[dict[str, Any]]:
-    """Order groups as lanes, components as rows, the component's steps (state calls) as blocks."""
-    components = deployment.plan.get("components", [])
-    # Before Identity answers, the journal names a component by its interface args.
-    alias = {f"{c['component_type']}[{' '.join(c['interface_args'])}]": c["key"] for c in components}
-    steps: dict[str, list[dict[str, Any]]] = {}
-    for step in deployment_steps(deployment):
-        steps.setdefault(alias.get(step.component, step.component), []).append(step_summary(step))
-    lanes: dict[int, list[dict[str, Any]]] = {}
-    for component in components:
-        row = {**component, "steps": steps.pop(component["key"], [])}
-        lanes.setdefault(int(component["order"]), []).append(row)
-    out: list[dict[str, Any]] = [{"order": order, "components": rows} for order, rows in sorted(lanes.items())]
-    if steps:  # calls of a run refused before its plan existed
-        rows = [{"key": key, "action": "query", "steps": s} for key, s in steps.items()]
-        out.insert(0, {"order": None, "components": rows})
-    return out
-
-
-def step_summary(step: Step) -> dict[str, Any]:
-    return {
-        "id": step.pk,
-        "component": step.component,
-        "state": step.state,
-        "status": step_status(step),
-        "argv": step.argv,
-        "exit_code": step.exit_code,
-        "started_at": step.started_at,
-        "ended_at": step.ended_at,
-        "duration": (step.ended_at - step.started_at).total_seconds() if step.ended_at else None,
-        "error": step.error,
-        "stdout": step.stdout,
-        "stderr": step.stderr,
-    }
-
-
-def deployment_filter(
-    *,
-    status: str = "",
-    since: date | None = None,
-    until: date | None = None,
-    manifest: str = "",
-    created_by: str = "",
-) -> QuerySet[Deployment]:
-    """Deployments, newest first; `until` is inclusive (the whole day)."""
-    qs = Deployment.objects.select_related("manifest").order_by("-id")
-    if status:
-        qs = qs.filter(status=status)
-    if since:
-        qs = qs.filter(created_at__date__gte=since)
-    if until:
-        qs = qs.filter(created_at__date__lte=until)
-    if manifest:
-        qs = qs.filter(manifest__name__icontains=manifest)
-    if created_by:
-        qs = qs.filter(created_by=created_by)
-    return qs
-
-
-def manifest_before(deployment: Deployment) -> str:
-    """The manifest the system ran when this deployment started: the last success before it."""
-    earlier = (
-        Deployment.objects.filter(pk__lt=deployment.pk, status=Deployment.Status.SUCCEEDED)
-        .select_related("manifest")
-        .order_by("-id")
-        .first()
-    )
-    return earlier.manifest.name if earlier else ""
-
-
-def deployment_row(deployment: Deployment, *, before: str) -> dict[str, Any]:
-    """One line of the history and the audit: who, from → to, outcome, start and duration."""
-    end = deployment.finished_at
-    start = deployment.started_at or deployment.created_at
-    return {
-        "id": deployment.pk,
-        "created_at": deployment.created_at,
-        "created_by": deployment.created_by,
-        "kind": deployment.kind,
-        "manifest_from": before,
-        "manifest_to": deployment.manifest.name,
-        "status": deployment.status,
-        "reason": deployment.reason,
-        "started_at": start,
-        "duration": (end - start).total_seconds() if end else None,
-    }
+def deployment_timeline(deployment: Deployment) -> dict[str, Any]:
+    """`deployment_detail` (order groups -> components -> steps) with a status per step."""
+    detail = deployment_detail(deployment)
+    for group in detail["groups"]:
+        for component in group["components"]:
+            for step in component["steps"]:
+                step["status"] = step_status(step)
+    return detail
 
 
 def deployment_rows(deployments: Sequence[Deployment]) -> list[dict[str, Any]]:
-    """History rows for a page of deployments; one query for all their "from" manifests."""
+    """History rows (`deployment_summary` + the manifest it started from + duration) for one page
+    of deployments: "from" is the last success before each, found with two queries per page."""
     if not deployments:
         return []
     succeeded = Deployment.objects.filter(status=Deployment.Status.SUCCEEDED).order_by("-id")
-    # Successes between the page's newest row and the last one below its oldest: two queries.
     floor = succeeded.filter(pk__lt=min(d.pk for d in deployments)).values_list("pk", flat=True).first()
     successes = list(
         succeeded.filter(pk__gte=floor or 0, pk__lt=max(d.pk for d in deployments)).values_list(
@@ -302,13 +531,19 @@ def deployment_rows(deployments: Sequence[Deployment]) -> list[dict[str, Any]]:
     )
     rows = []
     for d in deployments:
-        before = next((name for pk, name in successes if pk < d.pk), "")
-        rows.append(deployment_row(d, before=before))
+        start = d.started_at or d.created_at
+        rows.append(
+            deployment_summary(d)
+            | {
+                "manifest_from": next((name for pk, name in successes if pk < d.pk), None),
+                "duration_seconds": (d.finished_at - start).total_seconds() if d.finished_at else None,
+            }
+        )
     return rows
 
 
 def deployments_per_week(*, weeks: int = 12, today: date | None = None) -> list[dict[str, Any]]:
-    """Counts per ISO week (Monday first) and final outcome, oldest week first, empty weeks kept."""
+    """Counts per week (Monday first) and outcome, oldest week first, empty weeks included."""
     today = today or timezone.now().date()
     first = today - timedelta(days=today.weekday(), weeks=weeks - 1)
     counts = (
@@ -324,43 +559,25 @@ def deployments_per_week(*, weeks: int = 12, today: date | None = None) -> list[
     return [{"week": week, "counts": c, "total": sum(c.values())} for week, c in table.items()]
 
 
-CHART_OUTCOMES = ("succeeded", "rolled_back", "inconsistent", "rejected", "other")
-
-
-def audit_rows(*, since: date | None = None, until: date | None = None) -> list[dict[str, Any]]:
-    """One row per finished deployment in the period, oldest first, with every component's
-    version before and after and every step (the printable report shows them; CSV drops them)."""
-    deployments = list(
-        deployment_filter(since=since, until=until).exclude(status__in=Deployment.IN_PROGRESS).order_by("id")
-    )
-    rows = []
-    for deployment, row in zip(deployments, deployment_rows(deployments), strict=True):
-        row["versions"] = _versions(deployment)
-        row["steps"] = [step_summary(s) for s in deployment_steps(deployment)]
-        rows.append(row)
+def audit_report(*, since: datetime | None = None, until: datetime | None = None) -> list[dict[str, Any]]:
+    """`audit_rows` with every step of each deployment (`step_report`s) and the versions as one
+    list of before/after pairs, for the printable page."""
+    rows = audit_rows(since=since, until=until)
+    steps: dict[int, list[dict[str, Any]]] = {}
+    for step in Step.objects.filter(deployment_id__in=[r["deployment"] for r in rows]).order_by("id"):
+        report = step_report(step)
+        steps.setdefault(step.deployment_id, []).append(report | {"status": step_status(report)})
+    for row in rows:
+        row["steps"] = steps.get(row["deployment"], [])
+        after = row["versions_after"]
+        row["versions"] = [{"key": k, "before": v, "after": after.get(k, "")} for k, v in row["versions_before"].items()]
     return rows
-
-
-def _versions(deployment: Deployment) -> list[dict[str, str]]:
-    succeeded = deployment.status == Deployment.Status.SUCCEEDED
-    return [
-        {
-            "component": c["key"],
-            "before": c.get("current") or "",
-            "after": (c.get("target") if succeeded else c.get("current")) or "",
-        }
-        for c in deployment.plan.get("components", [])
-    ]
 
 
 def plan_groups(plan: dict[str, Any]) -> list[dict[str, Any]]:
     """A plan (`plan --json` shape) as order groups of components, for the bundle page."""
     components = {c["key"]: c for c in plan.get("components", [])}
     return [{"order": order, "components": [components[k] for k in keys]} for order, keys in plan.get("groups", [])]
-
-
-def step_get(*, deployment_id: int, step_id: int) -> Step | None:
-    return Step.objects.filter(deployment_id=deployment_id, pk=step_id).first()
 
 
 def trusted_keys() -> list[dict[str, str]]:

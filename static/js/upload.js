@@ -1,6 +1,8 @@
 // Bundle upload with a real progress bar: bytes sent of the total while the browser sends,
-// then "verifying…" until the server's checks come back. Without JavaScript the form posts
-// normally to the same view. Drag-and-drop puts the dropped file into the file input.
+// then "verifying…" until the server's checks come back. The script posts to the REST API's
+// `POST /api/v1/bundles` (the session and the CSRF token authenticate it); without JavaScript
+// the form posts to the page's own view, which calls the same service. Drag-and-drop puts the
+// dropped file into the file input.
 (function () {
   "use strict";
   var form = document.getElementById("upload-form");
@@ -58,7 +60,7 @@
     var button = form.querySelector("button[type=submit]");
     button.disabled = true;
     var xhr = new XMLHttpRequest();
-    xhr.open("POST", form.action);
+    xhr.open("POST", form.dataset.api);
     xhr.setRequestHeader("Accept", "application/json");
     xhr.setRequestHeader("X-CSRFToken", form.querySelector("[name=csrfmiddlewaretoken]").value);
     xhr.upload.addEventListener("progress", function (ev) {
@@ -70,17 +72,19 @@
       button.disabled = false;
       var body = {};
       try { body = JSON.parse(xhr.responseText); } catch (err) { body = {}; }
-      if (body.url) { finished(body); return; }
-      var errors = body.errors && body.errors.file ? body.errors.file.map(function (x) { return x.message; }) : [];
+      if (body.id && body.status) { finished(body); return; }
       show(0, "");
       status.hidden = true;
-      fieldError(errors.join(" ") || "The upload failed (HTTP " + xhr.status + ").");
+      var message = body.error ? body.error.message : "";
+      fieldError("Not uploaded: " + (message || "HTTP " + xhr.status) + ".");
     });
     xhr.addEventListener("error", function () {
       button.disabled = false;
       fieldError("The connection broke during the upload; try again.");
     });
-    xhr.send(new FormData(form));
+    var data = new FormData();
+    data.append("file", file);
+    xhr.send(data);
   });
 
   function finished(body) {
@@ -90,7 +94,7 @@
     strong.textContent = accepted ? "Accepted. " : "Rejected. ";
     text.appendChild(strong);
     var link = document.createElement("a");
-    link.href = body.url;
+    link.href = "/bundles/" + body.id + "/";
     link.id = "uploaded-bundle";
     link.textContent = accepted ? "Open bundle " + body.id + " and its plan" : "See bundle " + body.id;
     text.appendChild(link);

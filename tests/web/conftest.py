@@ -17,12 +17,12 @@ from django.utils import timezone
 from tests.integration.conftest import DemoSystem, build_demo, migrated_db
 from tests.worker.conftest import _configure_producer, _forget_broker_connections, django_db_modify_db_settings
 from worker.celery import app
-from updates.access import user_create
+from accounts import services
+from accounts.models import Role
 from updates.models import Deployment, Manifest, Step
 
 __all__ = ["django_db_modify_db_settings", "migrated_db"]  # shared fixtures
 PASSWORD = "a-long-test-password"
-ROLES = ("viewer", "operator", "admin")
 
 
 @pytest.fixture(autouse=True)
@@ -44,11 +44,11 @@ def queue(tmp_path: Path) -> Iterator[Path]:
 def clients(db: None) -> dict[str, Client]:
     """A signed-in client per role, and "anonymous"."""
     out = {"anonymous": Client()}
-    for role in ROLES:
-        user_create(username=role, password=PASSWORD, role=role)
+    for role in Role:
+        services.user_create(username=role.value, password=PASSWORD, role=role)
         client = Client()
-        assert client.login(username=role, password=PASSWORD)
-        out[role] = client
+        assert client.login(username=role.value, password=PASSWORD)
+        out[role.value] = client
     return out
 
 
@@ -94,6 +94,7 @@ def deployment_record(
     start = timezone.now() - timedelta(days=days_ago)
     deployment = Deployment.objects.create(
         manifest=manifest, status=status, plan=PLAN, created_by=by, started_at=start,
+        actor_kind="cli" if by == "cli" else "user", actor_name=by,
         finished_at=None if running else start + timedelta(seconds=3),
         slot=1 if status in Deployment.IN_PROGRESS else None,
     )

@@ -32,7 +32,7 @@ def _text(response: Any) -> str:
 def test_it_sends_anonymous_users_to_the_login_page(clients: dict[str, Client], url: str) -> None:
     response = clients["anonymous"].get(url)
     assert response.status_code == 302
-    assert response["Location"].startswith("/login/?next=")
+    assert response["Location"].startswith("/accounts/login/?next=")
 
 
 @pytest.mark.parametrize("role", ["viewer", "operator", "admin"])
@@ -82,13 +82,13 @@ def test_it_needs_the_csrf_token_on_every_form(clients: dict[str, Client]) -> No
 
 def test_it_logs_in_and_out(clients: dict[str, Client]) -> None:
     client = Client()
-    bad = client.post("/login/", {"username": "viewer", "password": "wrong"})
+    bad = client.post("/accounts/login/", {"username": "viewer", "password": "wrong"})
     assert bad.status_code == 200
     assert "Please enter a correct username and password" in _text(bad)
-    good = client.post("/login/", {"username": "viewer", "password": PASSWORD})
+    good = client.post("/accounts/login/", {"username": "viewer", "password": PASSWORD})
     assert good.status_code == 302
     assert "Sign out" in _text(client.get("/"))
-    assert client.post("/logout/").status_code == 302
+    assert client.post("/accounts/logout/").status_code == 302
     assert client.get("/").status_code == 302
 
 
@@ -98,7 +98,7 @@ def test_it_says_what_to_do_on_an_empty_system(clients: dict[str, Client]) -> No
     assert "No bundle yet — upload one above" in _text(clients["operator"].get("/bundles/"))
     assert "No bundle yet — an operator can upload one" in _text(clients["viewer"].get("/bundles/"))
     assert "No deployment yet" in _text(clients["viewer"].get("/history/"))
-    assert "No finished deployment in this period" in _text(clients["viewer"].get("/audit/"))
+    assert "No deployment in this period" in _text(clients["viewer"].get("/audit/"))
 
 
 def test_it_draws_the_components_grouped_by_update_order(clients: dict[str, Client]) -> None:
@@ -138,7 +138,7 @@ def test_it_uploads_a_bundle_and_shows_its_plan(clients: dict[str, Client], web_
         response = clients["operator"].post("/bundles/upload", {"file": fh})
     bundle = Bundle.objects.get()
     assert bundle.status == "accepted", bundle.problems
-    assert bundle.created_by == "operator"
+    assert (bundle.actor_kind, bundle.actor_name) == ("user", "operator")
     assert response["Location"] == f"/bundles/{bundle.pk}/"
     page = _text(clients["viewer"].get(response["Location"]))
     assert re.search(r"Order 10.*G13.*gateway-v1.*gateway-v2.*Order 20.*rtos-v1.*rtos-v2", page)
@@ -158,21 +158,24 @@ def test_it_greys_what_a_bundle_leaves_unchanged(clients: dict[str, Client], web
     assert sorted(rows) == [("", "R456"), ("unchanged", "G13"), ("unchanged", "R998")]
 
 
-def test_it_answers_the_upload_script_in_json(clients: dict[str, Client], web_demo: DemoSystem) -> None:
+def test_it_lets_the_upload_script_post_to_the_api_with_the_session(
+    clients: dict[str, Client], web_demo: DemoSystem
+) -> None:
+    page = _text(clients["operator"].get("/bundles/"))
+    assert 'data-api="/api/v1/bundles"' in page
     with open(demo_bundle(web_demo, 2), "rb") as fh:
-        response = clients["operator"].post("/bundles/upload", {"file": fh}, HTTP_ACCEPT="application/json")
+        response = clients["operator"].post("/api/v1/bundles", {"file": fh})
     assert response.status_code == 201
-    body = response.json()
-    assert body["status"] == "accepted" and body["url"] == f"/bundles/{body['id']}/"
+    assert response.json()["status"] == "accepted"
+    assert clients["viewer"].post("/api/v1/bundles", {}).status_code == 403
 
 
 def test_it_lists_a_rejected_bundle_with_every_reason(clients: dict[str, Client], web_demo: DemoSystem) -> None:
     upload = io.BytesIO(b"kind: manifest\nname: [unclosed\n")
     upload.name = "broken.yaml"
-    response = clients["operator"].post("/bundles/upload", {"file": upload}, HTTP_ACCEPT="application/json")
-    assert response.status_code == 422
-    problems = response.json()["problems"]
-    assert problems
+    response = clients["operator"].post("/bundles/upload", {"file": upload})
+    problems = Bundle.objects.get().problems
+    assert response.status_code == 302 and problems
     page = _text(clients["viewer"].get("/bundles/"))
     assert "Rejected" in page
     for problem in problems:
@@ -180,12 +183,12 @@ def test_it_lists_a_rejected_bundle_with_every_reason(clients: dict[str, Client]
 
 
 def test_it_refuses_an_upload_over_the_limit_next_to_the_field(clients: dict[str, Client], settings: Any) -> None:
-    settings.BUNDLE_UPLOAD_MAX_BYTES = 100
+    settings.UPLOAD_MAX_BYTES = 100
     upload = io.BytesIO(b"x" * 1000)
     upload.name = "big.tar"
     response = clients["operator"].post("/bundles/upload", {"file": upload})
     assert response.status_code == 413
-    assert re.search(r'class="field invalid">.*larger than the limit of 100 bytes', _text(response))
+    assert re.search(r'class="field invalid">.*Not uploaded: upload of \d+\+ bytes exceeds the limit of 100 bytes', _text(response))
     assert Bundle.objects.count() == 0
 
 
@@ -206,7 +209,7 @@ def test_it_deploys_a_bundle_only_once_confirmed(clients: dict[str, Client], web
     response = clients["operator"].post(f"/bundles/{bundle.pk}/deploy", {"confirm": "on"})
     deployment = Deployment.objects.get()
     assert response["Location"] == f"/deployments/{deployment.pk}/"
-    assert (deployment.status, deployment.created_by) == ("queued", "operator")
+    assert (deployment.status, deployment.actor_kind, deployment.actor_name) == ("queued", "user", "operator")
     busy = clients["operator"].post(f"/bundles/{bundle.pk}/deploy", {"confirm": "on"}, follow=True)
     assert "Not started:" in _text(busy) and Deployment.objects.count() == 1
 
@@ -262,8 +265,8 @@ def test_it_filters_and_pages_the_history(clients: dict[str, Client]) -> None:
     assert 'href="/deployments/6/"' in first and 'href="/deployments/5/"' not in first
     rolled = _text(clients["viewer"].get("/history/?status=rolled_back&page=2"))
     assert "Page 1 of 1 (13 deployments)" in rolled  # an out-of-range page shows the last one
-    named = _text(clients["viewer"].get("/history/?manifest=v13"))
-    assert "(1 deployments)" in named and "system-core-v11 → system-core-v13" in named
+    named = _text(clients["viewer"].get("/history/?manifest=system-core-v13"))
+    assert "(1 deployment)" in named and "system-core-v11 → system-core-v13" in named
 
 
 def test_it_says_when_a_filter_is_wrong(clients: dict[str, Client]) -> None:
@@ -285,19 +288,21 @@ def test_it_charts_deployments_per_week_by_outcome(clients: dict[str, Client]) -
 def test_it_downloads_the_audit_rows_as_csv_and_json(clients: dict[str, Client]) -> None:
     deployment_record("system-core-v2", "succeeded", by="operator", days_ago=10)
     deployment_record("system-core-v3", "rolled_back", by="operator", failed="rtos.R456")
-    deployment_record("system-core-v4", "running", running=True)  # not finished: not in the audit
+    deployment_record("system-core-v4", "running", running=True)
     response = clients["viewer"].get("/audit/?format=csv")
     assert response["Content-Disposition"] == 'attachment; filename="audit.csv"'
     rows = list(csv.DictReader(io.StringIO(response.content.decode())))
-    assert [(r["manifest_from"], r["manifest_to"], r["status"], r["created_by"]) for r in rows] == [
+    assert [(r["manifest_from"], r["manifest_to"], r["outcome"], r["actor"]) for r in rows] == [
         ("", "system-core-v2", "succeeded", "operator"),
         ("system-core-v2", "system-core-v3", "rolled_back", "operator"),
+        ("system-core-v2", "system-core-v4", "running", "cli"),
     ]
-    assert "gateway.G13: gateway-v1 -> gateway-v2" in rows[0]["versions"]
-    assert "gateway.G13: gateway-v1 -> gateway-v1" in rows[1]["versions"]
+    assert "gateway.G13=gateway-v2" in rows[0]["versions_after"]
+    assert "gateway.G13=gateway-v1" in rows[1]["versions_after"]
+    api = clients["viewer"].get("/api/v1/audit?format=csv")
+    assert api.content == response.content  # the same rows as the API's download
     recent = json.loads(clients["viewer"].get("/audit/?format=json&since=" + _days_ago(3)).content)
-    assert [d["manifest_to"] for d in recent["deployments"]] == ["system-core-v3"]
-    assert len(recent["deployments"][0]["steps"]) == 12
+    assert [d["manifest_to"] for d in recent] == ["system-core-v3", "system-core-v4"]
 
 
 def _days_ago(n: int) -> str:

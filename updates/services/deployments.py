@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from devices.services import components_record
 from updates import selectors
+from updates.actors import CLI_ACTOR, Actor
 from updates.claims import owner_alive, owner_token, stop_leftover_calls
 from updates.engine.artifact import PublicKey, read_artifact
 from updates.engine.inspection import Inspector
@@ -27,7 +28,7 @@ from updates.engine.machine import Machine, Options, Result, RunState
 from updates.engine.manifest import Component, DesiredState, Topology, parse_manifest
 from updates.engine.planner import Plan, SelectionError, Target, select
 from updates.journal import DbJournal
-from updates.models import ActiveManifests, Deployment, Manifest
+from updates.models import ActiveManifests, Deployment, Manifest, Step, StepEvent
 from updates.services.bundles import store_retention_after_deployment
 from updates.services.components import components_refresh_quietly
 from updates.services.environment import (
@@ -53,6 +54,7 @@ def deployment_create(
     stop_before: Sequence[str] = (),
     exit_on_reboot: bool = False,
     created_by: str = "cli",
+    actor: Actor = CLI_ACTOR,
 ) -> Deployment:
     """Validate the inputs and queue a deployment (it holds the single in-progress slot).
 
@@ -62,11 +64,17 @@ def deployment_create(
     env = environment_load()
     desired = desired_state_load(env, manifest_path=manifest_path, topology_components=topology_components)
     options = {"stop_before": list(stop_before), "exit_on_reboot": exit_on_reboot}
-    return _deployment_queue(env, desired, kind="install", options=options, created_by=created_by)
+    return _deployment_queue(
+        env, desired, kind="install", options=options, created_by=created_by, actor=actor
+    )
 
 
 def deployment_create_previous(
-    *, stop_before: Sequence[str] = (), exit_on_reboot: bool = False, created_by: str = "cli"
+    *,
+    stop_before: Sequence[str] = (),
+    exit_on_reboot: bool = False,
+    created_by: str = "cli",
+    actor: Actor = CLI_ACTOR,
 ) -> Deployment:
     """Queue the previous manifest again: "go back to the last known good system"."""
     env = environment_load()
@@ -81,7 +89,9 @@ def deployment_create_previous(
         manifest_data=previous.raw.encode(),
     )
     options = {"stop_before": list(stop_before), "exit_on_reboot": exit_on_reboot}
-    return _deployment_queue(env, desired, kind="previous", options=options, created_by=created_by)
+    return _deployment_queue(
+        env, desired, kind="previous", options=options, created_by=created_by, actor=actor
+    )
 
 
 def deployment_install(*, echo: Echo | None = None, **kwargs: Any) -> Deployment:
@@ -146,7 +156,13 @@ def deployment_execute(*, deployment_id: int, echo: Echo | None = None) -> Deplo
 
 
 def _deployment_queue(
-    env: Environment, desired: DesiredState, *, kind: str, options: dict[str, object], created_by: str
+    env: Environment,
+    desired: DesiredState,
+    *,
+    kind: str,
+    options: dict[str, object],
+    created_by: str,
+    actor: Actor,
 ) -> Deployment:
     try:
         with transaction.atomic():
@@ -158,6 +174,8 @@ def _deployment_queue(
                 options=options,
                 status=Deployment.Status.QUEUED,
                 created_by=created_by,
+                actor_kind=actor.kind,
+                actor_name=actor.name,
             )
             deployment.work_dir = str(env.work_root / str(deployment.pk))
             deployment.save(update_fields=["work_dir"])
@@ -420,9 +438,14 @@ def _deployment_takeover(deployment: Deployment) -> bool:
 
 def _close_interrupted_steps(deployment: Deployment) -> None:
     """Calls that were running when the process died: recorded as interrupted, never as done."""
-    deployment.steps.filter(ended_at__isnull=True).update(
-        ended_at=timezone.now(), error="interrupted: the orchestrator stopped during this call"
-    )
+    open_steps = list(deployment.steps.filter(ended_at__isnull=True).values_list("pk", flat=True))
+    with transaction.atomic():
+        Step.objects.filter(pk__in=open_steps).update(
+            ended_at=timezone.now(), error="interrupted: the orchestrator stopped during this call"
+        )
+        StepEvent.objects.bulk_create(
+            StepEvent(deployment=deployment, step_id=pk, kind="finished") for pk in open_steps
+        )
 
 
 def _deployment_close_untouched(deployment: Deployment) -> Deployment:
