@@ -508,13 +508,17 @@ def step_status(step: dict[str, Any]) -> str:
 
 
 def deployment_timeline(deployment: Deployment) -> dict[str, Any]:
-    """`deployment_detail` (order groups -> components -> steps) with a status per step."""
+    """`deployment_detail` (order groups -> components -> steps) with a status per step, and
+    whether a step still runs (the queries that refresh the components after a run are journaled
+    under it after its status is final)."""
     detail = deployment_detail(deployment)
+    running = False
     for group in detail["groups"]:
         for component in group["components"]:
             for step in component["steps"]:
                 step["status"] = step_status(step)
-    return detail
+                running = running or step["status"] == "running"
+    return detail | {"running": running}
 
 
 def deployment_rows(deployments: Sequence[Deployment]) -> list[dict[str, Any]]:

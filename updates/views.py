@@ -143,11 +143,13 @@ def deployment_detail(request: HttpRequest, deployment_id: int) -> HttpResponse:
     if deployment is None:
         raise Http404(f"deployment {deployment_id} does not exist")
     in_progress = deployment.status in deployment.IN_PROGRESS
+    detail = selectors.deployment_timeline(deployment)
     context = {
         "deployment": deployment,
-        "detail": selectors.deployment_timeline(deployment),
+        "detail": detail,
         "progress": selectors.deployment_progress(deployment),
         "in_progress": in_progress,
+        "live": in_progress or detail["running"],
         # A queued run has not been picked up yet: nothing to resume or roll back.
         "can_continue": in_progress and deployment.status != deployment.Status.QUEUED,
     }

@@ -1,6 +1,8 @@
-// Live deployment timeline: the API's server-sent events say that something changed, and the
-// page fetches the timeline fragment again (rendered by the same view) — no reload, and no
-// second copy of the drawing code in JavaScript. The stream ends with the deployment.
+// Live deployment timeline: the API's server-sent events (`status`, `step`, `end`) say that
+// something changed, and the page fetches the timeline fragment again (rendered by the same
+// view) — no reload, and no second copy of the drawing code in JavaScript. After `end`, the
+// queries that refresh the components may still be running: the page looks once a second until
+// the fragment says nothing runs any more.
 (function () {
   "use strict";
   var root = document.getElementById("timeline");
@@ -11,27 +13,35 @@
 
   function live() {
     var marker = root.querySelector("[data-live]");
-    return marker && marker.getAttribute("data-live") === "1";
+    return marker !== null && marker.getAttribute("data-live") === "1";
   }
 
-  function refresh() {
+  function refresh(delay) {
     if (pending) return;
     pending = setTimeout(function () {
       pending = null;
       htmx.ajax("GET", root.dataset.fragment, { target: "#timeline", swap: "innerHTML" }).then(function () {
-        if (!live() && source) { source.close(); source = null; }
+        if (!source && live()) refresh(1000);
       });
-    }, 150);
+    }, delay);
   }
 
   function connect() {
-    if (!live() || !window.EventSource) return;
+    if (!live()) return;
+    if (!window.EventSource) { refresh(1000); return; }
     source = new EventSource(root.dataset.events);
-    source.onmessage = refresh;
-    ["step", "status", "deployment", "end"].forEach(function (name) { source.addEventListener(name, refresh); });
-    // EventSource reconnects by itself (sending Last-Event-ID); if the stream is gone for good
-    // we still catch up once so the page shows the final state.
-    source.onerror = function () { if (source && source.readyState === EventSource.CLOSED) refresh(); };
+    source.addEventListener("status", function () { refresh(100); });
+    source.addEventListener("step", function () { refresh(100); });
+    source.addEventListener("end", function () {
+      source.close();
+      source = null;
+      refresh(100);
+    });
+    // EventSource reconnects by itself, sending Last-Event-ID; only a stream closed for good
+    // (a 4xx answer) leaves it: then look once a second instead.
+    source.onerror = function () {
+      if (source && source.readyState === EventSource.CLOSED) { source = null; refresh(1000); }
+    };
   }
 
   if (panel) {
