@@ -578,10 +578,17 @@ def audit_report(*, since: datetime | None = None, until: datetime | None = None
     return rows
 
 
-def plan_groups(plan: dict[str, Any]) -> list[dict[str, Any]]:
-    """A plan (`plan --json` shape) as order groups of components, for the bundle page."""
+def plan_overview(plan: dict[str, Any]) -> dict[str, Any]:
+    """A plan (`plan --json` shape, with the dry run's answers) for the bundle page: its order
+    groups of components, and which components change, reboot and cannot roll back."""
     components = {c["key"]: c for c in plan.get("components", [])}
-    return [{"order": order, "components": [components[k] for k in keys]} for order, keys in plan.get("groups", [])]
+    installing = [c for c in components.values() if c["action"] == "install"]
+    return {
+        "groups": [{"order": o, "components": [components[k] for k in keys]} for o, keys in plan.get("groups", [])],
+        "changes": [c["key"] for c in installing],
+        "reboots": [c["key"] for c in installing if c.get("reboot", "No") != "No"],
+        "no_rollback": [c["key"] for c in installing if c.get("rollback") != "Yes"],
+    }
 
 
 def trusted_keys() -> list[dict[str, str]]:

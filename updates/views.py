@@ -115,7 +115,7 @@ def _plan(bundle_id: int) -> dict[str, Any]:
         plan = plan_preview(manifest_path=bundle_manifest_path(bundle_id=bundle_id))
     except (BundleNotFound, InputError, SelectionError) as exc:
         return {"plan_error": str(exc)}
-    return {"plan": plan, "plan_groups": selectors.plan_groups(plan)}
+    return {"plan": plan, "overview": selectors.plan_overview(plan)}
 
 
 @require_POST

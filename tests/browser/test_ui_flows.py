@@ -84,6 +84,7 @@ def test_it_deploys_v2_then_rolls_back_v3_live_in_the_browser(
     assert page.evaluate("() => window.notReloaded") is True
     expect(page.locator('.row[data-key="rtos.R456"] [data-status="failed"]')).to_have_text(re.compile("ArtifactCommit"))
     assert page.locator('.blocks [data-status="rollback"]').count() >= 3
+    expect(page.locator('.blocks [data-status="running"]')).to_have_count(0)  # the post-run queries
     page.screenshot(path=SCREENSHOTS / "deployment-rollback.png", full_page=True)
     assert _versions(page) == {"G13": "gateway-v2", "R456": "rtos-v2", "R998": "rtos-v2"}
 

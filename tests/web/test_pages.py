@@ -156,6 +156,29 @@ def test_it_greys_what_a_bundle_leaves_unchanged(clients: dict[str, Client], web
         bundle_page = clients["operator"].post("/bundles/upload", {"file": fh}, follow=True)
     rows = re.findall(r'<tr class="(unchanged|)">\s*<td><span class="type">\w+</span> (\w+)', bundle_page.content.decode())
     assert sorted(rows) == [("", "R456"), ("unchanged", "G13"), ("unchanged", "R998")]
+    page = _text(bundle_page)
+    assert "1 component to update: rtos.R456" in page and "0 expected reboots" in page
+    assert "Cannot roll back" not in page
+
+
+def test_it_marks_reboots_and_what_cannot_roll_back(clients: dict[str, Client], web_demo: DemoSystem) -> None:
+    web_demo.answer("R998", "SupportsRollback", "No")
+    with open(demo_bundle(web_demo, 2), "rb") as fh:
+        page = _text(clients["operator"].post("/bundles/upload", {"file": fh}, follow=True))
+    assert "3 components to update" in page
+    assert "1 expected reboot: gateway.G13" in page
+    assert "Cannot roll back: rtos.R998" in page
+    assert re.search(r"R998.*cannot roll back.*R456", page)
+
+
+def test_it_has_nothing_to_deploy_when_all_runs_already(clients: dict[str, Client], web_demo: DemoSystem) -> None:
+    for device in ("G13", "R998", "R456"):
+        ctype = "gateway" if device == "G13" else "rtos"
+        (web_demo.device(device) / "version").write_text(f"{ctype}-v2\n")
+    with open(demo_bundle(web_demo, 2), "rb") as fh:
+        page = _text(clients["operator"].post("/bundles/upload", {"file": fh}, follow=True))
+    assert "Nothing to deploy — the system already runs every version of this bundle" in page
+    assert "Deploy</button>" not in page
 
 
 def test_it_lets_the_upload_script_post_to_the_api_with_the_session(
@@ -204,7 +227,7 @@ def test_it_deploys_a_bundle_only_once_confirmed(clients: dict[str, Client], web
     bundle = Bundle.objects.get()
     unconfirmed = clients["operator"].post(f"/bundles/{bundle.pk}/deploy", {})
     assert unconfirmed.status_code == 400
-    assert re.search(r'class="field invalid">.*Tick the box to confirm', _text(unconfirmed))
+    assert re.search(r'class="field check invalid">.*Tick the box to confirm', _text(unconfirmed))
     assert not Deployment.objects.exists()
     response = clients["operator"].post(f"/bundles/{bundle.pk}/deploy", {"confirm": "on"})
     deployment = Deployment.objects.get()
