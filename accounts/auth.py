@@ -41,9 +41,9 @@ class BearerToken(HttpBearer):
 
     def authenticate(self, request: HttpRequest, token: str) -> Principal | None:
         address = client_address(request)
-        if selectors.auth_blocked(address=address):
+        principal, blocked = selectors.token_principal(token, address=address)
+        if blocked:  # even a good token: the address may have guessed it
             raise HttpError(429, "too many failed attempts from this address; try again later")
-        principal = selectors.token_principal(token)
         if principal is None:
             services.auth_failure_record(address=address, kind="token")
             return None

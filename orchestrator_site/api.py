@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import HttpRequest
-from ninja import NinjaAPI, Schema
+from ninja import NinjaAPI, Schema, Status
 
 from accounts.auth import signed_in
 from devices.api import router as devices_router
@@ -43,11 +43,11 @@ install_handlers(api)
 
 
 @api.get("/health", response={200: HealthOut, 503: HealthOut}, auth=None, tags=["health"])
-def health(request: HttpRequest) -> tuple[int, dict[str, Any]]:
+def health(request: HttpRequest) -> Status[dict[str, Any]]:
     """No authentication: for load balancers and monitors. 503 when any check is down."""
     checks = health_report()
     up = all(c["state"] == "up" for c in checks.values())
-    return (200 if up else 503), {"state": "up" if up else "down", "version": VERSION, "checks": checks}
+    return Status(200 if up else 503, {"state": "up" if up else "down", "version": VERSION, "checks": checks})
 
 
 api.add_router("/", updates_router)

@@ -13,7 +13,9 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http.multipartparser import MultiPartParserError
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, AuthorizationError, HttpError, Throttled, ValidationError
 
@@ -51,6 +53,9 @@ ERROR_STATUS: tuple[tuple[type[Exception], int, str], ...] = (
     (SelectionError, 422, "plan_refused"),
     (AccessError, 422, "invalid_access_change"),
     (UploadTooLarge, 413, "too_large"),
+    (RequestDataTooBig, 413, "too_large"),
+    (MultiPartParserError, 400, "bad_request"),
+    (SuspiciousOperation, 400, "bad_request"),
     (UploadIncomplete, 400, "upload_incomplete"),
     (BundleInUse, 409, "bundle_in_use"),
 )

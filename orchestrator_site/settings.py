@@ -87,6 +87,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "ninja",  # export_openapi_schema (docs/openapi.json)
     "accounts",
     "devices",
     "updates",
@@ -153,6 +154,10 @@ def _sqlite(name: str) -> dict[str, object]:
         },
         # A file, never memory: the Celery worker of the worker tests shares it from another process.
         "TEST": {"NAME": os.getenv("ORCH_TEST_DB", str(DATASTORE_DIR / "test.sqlite3"))},
+        # The web server keeps a connection per thread instead of opening (and re-running the
+        # PRAGMAs) per request; the CLI and the workers never reach the request cycle that closes it.
+        "CONN_MAX_AGE": envint("ORCH_DB_CONN_MAX_AGE", "300"),
+        "CONN_HEALTH_CHECKS": True,
     }
 
 

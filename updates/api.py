@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
-from ninja import File, Query, Router, Schema
+from ninja import File, Query, Router, Schema, Status
 from ninja.files import UploadedFile
+from pydantic import Field
 
 from accounts.auth import OPERATOR, VIEWER
 from accounts.selectors import Principal
@@ -29,6 +30,7 @@ from updates.schemas import (
     DeploymentIn,
     DeploymentOut,
     DeploymentPageOut,
+    Id,
     PlanIn,
     PlanOut,
     ResumeIn,
@@ -53,11 +55,11 @@ def _found(value: Any, what: str) -> Any:
 
 
 class PageIn(Schema):
-    page: int = 1
-    page_size: int = 50
+    page: int = Field(default=1, ge=1, le=10**9)
+    page_size: int = Field(default=50, ge=1, le=200)
 
     def bounded(self) -> tuple[int, int]:
-        return max(self.page, 1), min(max(self.page_size, 1), 200)
+        return self.page, self.page_size
 
 
 # ----- system --------------------------------------------------------------------------------------
@@ -69,16 +71,16 @@ def system_get(request: HttpRequest) -> dict[str, Any]:
 
 
 @router.post("/system/refresh", response={202: AcceptedOut}, auth=OPERATOR)
-def system_refresh(request: HttpRequest) -> tuple[int, dict[str, str]]:
+def system_refresh(request: HttpRequest) -> Status[dict[str, str]]:
     dispatch.components_refresh_start()
-    return 202, {"detail": "a worker asks every component for its Provides and Inventory"}
+    return Status(202, {"detail": "a worker asks every component for its Provides and Inventory"})
 
 
 # ----- bundles -------------------------------------------------------------------------------------
 
 
 @router.post("/bundles", response={201: BundleOut, 422: BundleOut}, auth=OPERATOR)
-def bundle_upload(request: HttpRequest, file: File[UploadedFile]) -> tuple[int, dict[str, Any]]:
+def bundle_upload(request: HttpRequest, file: File[UploadedFile]) -> Status[dict[str, Any]]:
     """Multipart field `file`; written to disk in chunks while it arrives, then ingested."""
     bundle = bundles.bundle_add(
         source=file.file,
@@ -87,7 +89,7 @@ def bundle_upload(request: HttpRequest, file: File[UploadedFile]) -> tuple[int, 
         actor=_principal(request).actor,
         created_by=_principal(request).actor.label,
     )
-    return (201 if bundle.status == "accepted" else 422), selectors.bundle_summary(bundle)
+    return Status(201 if bundle.status == "accepted" else 422, selectors.bundle_summary(bundle))
 
 
 @router.get("/bundles", response=BundlePageOut)
@@ -103,12 +105,12 @@ def bundle_list(request: HttpRequest, paging: Query[PageIn]) -> dict[str, Any]:
 
 
 @router.get("/bundles/{bundle_id}", response=BundleOut)
-def bundle_get(request: HttpRequest, bundle_id: int) -> dict[str, Any]:
+def bundle_get(request: HttpRequest, bundle_id: Id) -> dict[str, Any]:
     return selectors.bundle_summary(_found(selectors.bundle_get(bundle_id=bundle_id), f"bundle {bundle_id}"))
 
 
 @router.delete("/bundles/{bundle_id}", response=BundleOut, auth=OPERATOR)
-def bundle_delete(request: HttpRequest, bundle_id: int) -> dict[str, Any]:
+def bundle_delete(request: HttpRequest, bundle_id: Id) -> dict[str, Any]:
     try:
         bundle = bundles.bundle_delete(bundle_id=bundle_id, actor=_principal(request).actor)
     except bundles.BundleNotFound as exc:
@@ -128,7 +130,7 @@ def plan(request: HttpRequest, body: PlanIn) -> dict[str, Any]:
 
 
 @router.post("/deployments", response={202: DeploymentOut}, auth=OPERATOR)
-def deployment_create(request: HttpRequest, body: DeploymentIn) -> tuple[int, dict[str, Any]]:
+def deployment_create(request: HttpRequest, body: DeploymentIn) -> Status[dict[str, Any]]:
     actor = _principal(request).actor
     if body.previous:
         deployment = dispatch.deployment_start_previous(actor=actor, stop_before=body.stop_before)
@@ -136,7 +138,7 @@ def deployment_create(request: HttpRequest, body: DeploymentIn) -> tuple[int, di
         deployment = dispatch.deployment_start_bundle(
             bundle_id=body.bundle_id or 0, actor=actor, stop_before=body.stop_before
         )
-    return 202, selectors.deployment_detail(deployment)
+    return Status(202, selectors.deployment_detail(deployment))
 
 
 class DeploymentFilterIn(PageIn):
@@ -162,30 +164,30 @@ def deployment_list(request: HttpRequest, query: Query[DeploymentFilterIn]) -> d
 
 
 @router.get("/deployments/{deployment_id}", response=DeploymentOut)
-def deployment_get(request: HttpRequest, deployment_id: int) -> dict[str, Any]:
+def deployment_get(request: HttpRequest, deployment_id: Id) -> dict[str, Any]:
     deployment = _found(selectors.deployment_get(deployment_id=deployment_id), f"deployment {deployment_id}")
     return selectors.deployment_detail(deployment)
 
 
 @router.get("/deployments/{deployment_id}/steps/{step_id}/log", response=StepLogOut)
-def step_log(request: HttpRequest, deployment_id: int, step_id: int) -> Any:
+def step_log(request: HttpRequest, deployment_id: Id, step_id: Id) -> Any:
     return _found(selectors.step_get(deployment_id=deployment_id, step_id=step_id), f"step {step_id}")
 
 
 @router.post("/deployments/{deployment_id}/resume", response={202: DeploymentOut}, auth=OPERATOR)
-def deployment_resume(request: HttpRequest, deployment_id: int, body: ResumeIn) -> tuple[int, dict[str, Any]]:
+def deployment_resume(request: HttpRequest, deployment_id: Id, body: ResumeIn) -> Status[dict[str, Any]]:
     deployment = dispatch.deployment_resume_start(
         deployment_id=deployment_id, stop_before=body.stop_before, actor=_principal(request).actor
     )
-    return 202, selectors.deployment_detail(deployment)
+    return Status(202, selectors.deployment_detail(deployment))
 
 
 @router.post("/deployments/{deployment_id}/rollback", response={202: DeploymentOut}, auth=OPERATOR)
-def deployment_rollback(request: HttpRequest, deployment_id: int) -> tuple[int, dict[str, Any]]:
+def deployment_rollback(request: HttpRequest, deployment_id: Id) -> Status[dict[str, Any]]:
     deployment = dispatch.deployment_rollback_start(
         deployment_id=deployment_id, actor=_principal(request).actor
     )
-    return 202, selectors.deployment_detail(deployment)
+    return Status(202, selectors.deployment_detail(deployment))
 
 
 @router.get(
@@ -193,7 +195,7 @@ def deployment_rollback(request: HttpRequest, deployment_id: int) -> tuple[int, 
     response={200: None},
     openapi_extra={"responses": {200: {"description": "text/event-stream: one event per step change"}}},
 )
-def deployment_events(request: HttpRequest, deployment_id: int) -> StreamingHttpResponse:
+def deployment_events(request: HttpRequest, deployment_id: Id) -> StreamingHttpResponse:
     """Server-sent events: `step` (id = the change's sequence number) until the deployment ends,
     then `end`. Reconnecting with `Last-Event-ID` resumes after that change, without gaps."""
     _found(selectors.deployment_status(deployment_id=deployment_id), f"deployment {deployment_id}")

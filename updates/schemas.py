@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from ninja import Schema
 from pydantic import Field, model_validator
+
+# A row id: what the database can hold (a bigger number is a 422 naming the field, not a 500).
+Id = Annotated[int, Field(ge=1, le=2**63 - 1)]
 
 
 class ActorOut(Schema):
@@ -105,7 +108,7 @@ class BundlePageOut(Page):
 class PlanIn(Schema):
     """Exactly one of `bundle_id` (an accepted bundle) or `manifest` (YAML text)."""
 
-    bundle_id: int | None = None
+    bundle_id: Id | None = None
     manifest: str | None = Field(default=None, max_length=1_000_000)
 
     @model_validator(mode="after")
@@ -144,7 +147,7 @@ class PlanOut(Schema):
 class DeploymentIn(Schema):
     """Exactly one of `bundle_id` or `previous: true` (go back to the previous manifest)."""
 
-    bundle_id: int | None = None
+    bundle_id: Id | None = None
     previous: bool = False
     stop_before: list[Literal["ArtifactCommit", "ArtifactRollback", "Cleanup"]] = []
 
