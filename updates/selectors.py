@@ -574,7 +574,9 @@ def audit_report(*, since: datetime | None = None, until: datetime | None = None
     for row in rows:
         row["steps"] = steps.get(row["deployment"], [])
         after = row["versions_after"]
-        row["versions"] = [{"key": k, "before": v, "after": after.get(k, "")} for k, v in row["versions_before"].items()]
+        row["versions"] = [
+            {"key": k, "before": v, "after": after.get(k, "")} for k, v in row["versions_before"].items()
+        ]
     return rows
 
 
@@ -584,7 +586,9 @@ def plan_overview(plan: dict[str, Any]) -> dict[str, Any]:
     components = {c["key"]: c for c in plan.get("components", [])}
     installing = [c for c in components.values() if c["action"] == "install"]
     return {
-        "groups": [{"order": o, "components": [components[k] for k in keys]} for o, keys in plan.get("groups", [])],
+        "groups": [
+            {"order": o, "components": [components[k] for k in keys]} for o, keys in plan.get("groups", [])
+        ],
         "changes": [c["key"] for c in installing],
         "reboots": [c["key"] for c in installing if c.get("reboot", "No") != "No"],
         "no_rollback": [c["key"] for c in installing if c.get("rollback") != "Yes"],
@@ -599,7 +603,9 @@ def trusted_keys() -> list[dict[str, str]]:
     rows = []
     for path in environment_load().config.verify_keys:
         try:
-            rows.append({"path": str(path), "fingerprint": key_fingerprint(load_public_key(path)), "error": ""})
+            rows.append(
+                {"path": str(path), "fingerprint": key_fingerprint(load_public_key(path)), "error": ""}
+            )
         except (OSError, ValueError, ArtifactError) as exc:
             rows.append({"path": str(path), "fingerprint": "", "error": str(exc)})
     return rows

@@ -90,7 +90,9 @@ def bundle_upload(request: HttpRequest) -> HttpResponse:
         return _bundles_page(request, form, status=status)
     upload = form.cleaned_data["file"]
     who = actor(request)
-    bundle = bundle_add(source=upload, filename=upload.name, size_hint=upload.size, actor=who, created_by=who.label)
+    bundle = bundle_add(
+        source=upload, filename=upload.name, size_hint=upload.size, actor=who, created_by=who.label
+    )
     return redirect("bundle", bundle_id=bundle.pk)
 
 
@@ -203,7 +205,10 @@ def _start_of(day: date | None) -> datetime | None:
 def _period(data: dict[str, Any]) -> dict[str, datetime | None]:
     """A form's days as the selectors' datetimes: `until` is inclusive (the whole day)."""
     until = data.get("until")
-    return {"since": _start_of(data.get("since")), "until": _start_of(until + timedelta(days=1) if until else None)}
+    return {
+        "since": _start_of(data.get("since")),
+        "until": _start_of(until + timedelta(days=1) if until else None),
+    }
 
 
 @require_GET
@@ -211,7 +216,9 @@ def _period(data: dict[str, Any]) -> dict[str, datetime | None]:
 def history(request: HttpRequest) -> HttpResponse:
     form = HistoryFilterForm(request.GET)
     data = form.cleaned_data if form.is_valid() else {}
-    filters = selectors.DeploymentFilter(status=data.get("status"), manifest=data.get("manifest"), **_period(data))
+    filters = selectors.DeploymentFilter(
+        status=data.get("status"), manifest=data.get("manifest"), **_period(data)
+    )
     number = _page_number(request)
     rows, count = selectors.deployment_page(filters=filters, page=number, page_size=PAGE_SIZE)
     pages = max(1, -(-count // PAGE_SIZE))
@@ -236,7 +243,7 @@ def _page_number(request: HttpRequest) -> int:
 def _query_without_page(request: HttpRequest) -> str:
     query = request.GET.copy()
     query.pop("page", None)
-    return query.urlencode()
+    return str(query.urlencode())
 
 
 CHART = {"width": 960, "height": 220, "left": 36, "bottom": 40, "top": 12}
@@ -254,10 +261,26 @@ def chart_geometry(weeks: list[dict[str, Any]]) -> dict[str, Any]:
             height = inner * n / top
             if n:
                 x = CHART["left"] + (i + 0.15) * slot
-                bars.append({"x": x, "y": y - height, "w": slot * 0.7, "h": height, "outcome": outcome, "n": n, "week": week["week"]})
+                bars.append(
+                    {
+                        "x": x,
+                        "y": y - height,
+                        "w": slot * 0.7,
+                        "h": height,
+                        "outcome": outcome,
+                        "n": n,
+                        "week": week["week"],
+                    }
+                )
             y -= height
     labels = [{"x": CHART["left"] + (i + 0.5) * slot, "week": w["week"]} for i, w in enumerate(weeks)]
-    return CHART | {"bars": bars, "labels": labels, "max": top, "outcomes": selectors.CHART_OUTCOMES, "weeks": weeks}
+    return CHART | {
+        "bars": bars,
+        "labels": labels,
+        "max": top,
+        "outcomes": selectors.CHART_OUTCOMES,
+        "weeks": weeks,
+    }
 
 
 @require_GET
@@ -275,7 +298,9 @@ def audit(request: HttpRequest) -> HttpResponse:
         body = json.dumps(selectors.audit_rows(**period), cls=DjangoJSONEncoder, indent=1)
         return _attachment(HttpResponse(body, content_type="application/json"), "audit.json")
     rows = selectors.audit_report(**period)
-    return render(request, "updates/audit.html", {"form": form, "rows": rows, "query": request.GET.urlencode()})
+    return render(
+        request, "updates/audit.html", {"form": form, "rows": rows, "query": request.GET.urlencode()}
+    )
 
 
 def audit_csv(rows: list[dict[str, Any]]) -> HttpResponse:
@@ -300,9 +325,13 @@ def token_list(request: HttpRequest) -> HttpResponse:
     return _tokens_page(request, TokenCreateForm(role=accounts_selectors.role_of(request.user)))
 
 
-def _tokens_page(request: HttpRequest, form: TokenCreateForm, status: int = 200, secret: str = "") -> HttpResponse:
+def _tokens_page(
+    request: HttpRequest, form: TokenCreateForm, status: int = 200, secret: str = ""
+) -> HttpResponse:
     tokens = accounts_selectors.token_list(username=request.user.get_username())
-    return render(request, "updates/tokens.html", {"tokens": tokens, "form": form, "secret": secret}, status=status)
+    return render(
+        request, "updates/tokens.html", {"tokens": tokens, "form": form, "secret": secret}, status=status
+    )
 
 
 @require_POST
@@ -317,7 +346,9 @@ def token_create(request: HttpRequest) -> HttpResponse:
         form.add_error("name", str(exc))
         return _tokens_page(request, form, status=400)
     # Shown on this response only: the database keeps its hash.
-    return _tokens_page(request, TokenCreateForm(role=accounts_selectors.role_of(request.user)), secret=new.secret)
+    return _tokens_page(
+        request, TokenCreateForm(role=accounts_selectors.role_of(request.user)), secret=new.secret
+    )
 
 
 @require_POST

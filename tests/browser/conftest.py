@@ -46,7 +46,9 @@ def live(appliance: Appliance, web: Web, transactional_db: None) -> Web:
 @pytest.fixture
 def sign_in(chromium: Browser, live: Web) -> Callable[[str], Page]:
     def open_as(username: str) -> Page:
-        page = chromium.new_page(viewport={"width": 1280, "height": 800}, base_url=f"http://127.0.0.1:{live.port}")
+        page = chromium.new_page(
+            viewport={"width": 1280, "height": 800}, base_url=f"http://127.0.0.1:{live.port}"
+        )
         page.set_default_timeout(30_000)
         page.goto("/")
         page.get_by_label("Username").fill(username)

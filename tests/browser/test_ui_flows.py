@@ -82,7 +82,9 @@ def test_it_deploys_v2_then_rolls_back_v3_live_in_the_browser(
     _deploy(page, _upload(page, demo_bundle(demo, 3)))
     expect(page.locator("#run-status")).to_have_text("Rolled Back", timeout=60_000)
     assert page.evaluate("() => window.notReloaded") is True
-    expect(page.locator('.row[data-key="rtos.R456"] [data-status="failed"]')).to_have_text(re.compile("ArtifactCommit"))
+    expect(page.locator('.row[data-key="rtos.R456"] [data-status="failed"]')).to_have_text(
+        re.compile("ArtifactCommit")
+    )
     assert page.locator('.blocks [data-status="rollback"]').count() >= 3
     expect(page.locator('.blocks [data-status="running"]')).to_have_count(0)  # the post-run queries
     page.screenshot(path=SCREENSHOTS / "deployment-rollback.png", full_page=True)
@@ -118,7 +120,11 @@ def test_a_viewer_sees_no_deploy_button_and_cannot_post_anyway(
     expect(page.get_by_role("button", name="Deploy")).to_have_count(0)
     expect(page.get_by_role("button", name="Upload")).to_have_count(0)
     token = page.locator("[name=csrfmiddlewaretoken]").first.get_attribute("value")
-    answer = page.request.post(bundle_url + "deploy", form={"confirm": "on", "csrfmiddlewaretoken": token or ""})
+    answer = page.request.post(
+        bundle_url + "deploy", form={"confirm": "on", "csrfmiddlewaretoken": token or ""}
+    )
     assert answer.status == 403
-    api = page.request.post("/api/v1/deployments", data={"bundle_id": 1}, headers={"X-CSRFToken": token or ""})
+    api = page.request.post(
+        "/api/v1/deployments", data={"bundle_id": 1}, headers={"X-CSRFToken": token or ""}
+    )
     assert api.status == 403

@@ -14,12 +14,16 @@ from django.conf import settings
 from django.test import Client
 from django.utils import timezone
 
-from tests.integration.conftest import DemoSystem, build_demo, migrated_db
-from tests.worker.conftest import _configure_producer, _forget_broker_connections, django_db_modify_db_settings
-from worker.celery import app
 from accounts import services
 from accounts.models import Role
+from tests.integration.conftest import DemoSystem, build_demo, migrated_db
+from tests.worker.conftest import (
+    _configure_producer,
+    _forget_broker_connections,
+    django_db_modify_db_settings,
+)
 from updates.models import Deployment, Manifest, Step
+from worker.celery import app
 
 __all__ = ["django_db_modify_db_settings", "migrated_db"]  # shared fixtures
 PASSWORD = "a-long-test-password"
@@ -75,12 +79,20 @@ def demo_bundle(demo: DemoSystem, version: int) -> Path:
     return out
 
 
-PLAN = {
+PLAN: dict[str, Any] = {
     "groups": [[10, ["gateway.G13"]], [20, ["rtos.R998", "rtos.R456"]]],
     "components": [
-        {"key": k, "component_type": k.split(".")[0], "component_id": k.split(".")[1], "order": o,
-         "action": "install", "current": f"{k.split('.')[0]}-v1", "target": f"{k.split('.')[0]}-v2",
-         "interface_args": [k.split(".")[1]], "spec_id": None}
+        {
+            "key": k,
+            "component_type": k.split(".")[0],
+            "component_id": k.split(".")[1],
+            "order": o,
+            "action": "install",
+            "current": f"{k.split('.')[0]}-v1",
+            "target": f"{k.split('.')[0]}-v2",
+            "interface_args": [k.split(".")[1]],
+            "spec_id": None,
+        }
         for o, k in ((10, "gateway.G13"), (20, "rtos.R998"), (20, "rtos.R456"))
     ],
 }
@@ -93,8 +105,13 @@ def deployment_record(
     manifest = Manifest.objects.create(name=name, form="current", sha256="0" * 64, raw="", source_path="")
     start = timezone.now() - timedelta(days=days_ago)
     deployment = Deployment.objects.create(
-        manifest=manifest, status=status, plan=PLAN, created_by=by, started_at=start,
-        actor_kind="cli" if by == "cli" else "user", actor_name=by,
+        manifest=manifest,
+        status=status,
+        plan=PLAN,
+        created_by=by,
+        started_at=start,
+        actor_kind="cli" if by == "cli" else "user",
+        actor_name=by,
         finished_at=None if running else start + timedelta(seconds=3),
         slot=1 if status in Deployment.IN_PROGRESS else None,
     )
@@ -103,11 +120,24 @@ def deployment_record(
         for state in ("Download", "ArtifactInstall", "ArtifactCommit"):
             bad = c["key"] == failed and state == "ArtifactCommit"
             Step.objects.create(
-                deployment=deployment, component=c["key"], state=state, argv=[c["component_type"], state],
-                started_at=start, ended_at=None if running and state == "ArtifactCommit" else start,
-                exit_code=1 if bad else 0, stdout=f"{state} output", error="exit 1" if bad else "",
+                deployment=deployment,
+                component=c["key"],
+                state=state,
+                argv=[c["component_type"], state],
+                started_at=start,
+                ended_at=None if running and state == "ArtifactCommit" else start,
+                exit_code=1 if bad else 0,
+                stdout=f"{state} output",
+                error="exit 1" if bad else "",
             )
         if failed:
-            Step.objects.create(deployment=deployment, component=c["key"], state="ArtifactRollback",
-                                argv=[], started_at=start, ended_at=start, exit_code=0)
+            Step.objects.create(
+                deployment=deployment,
+                component=c["key"],
+                state="ArtifactRollback",
+                argv=[],
+                started_at=start,
+                ended_at=start,
+                exit_code=0,
+            )
     return deployment

@@ -7,17 +7,20 @@ import csv
 import io
 import json
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import User
 from django.test import Client
-from updates.tasknames import TASK_REFRESH
+from django.utils import timezone
 
 from devices.models import Component, System
 from tests.integration.conftest import DemoSystem
-from tests.web.conftest import PASSWORD, deployment_record, demo_bundle
+from tests.web.conftest import PASSWORD, demo_bundle, deployment_record
 from updates.models import ActiveManifests, Bundle, Deployment
+from updates.tasknames import TASK_REFRESH
 
 pytestmark = pytest.mark.django_db
 
@@ -107,7 +110,9 @@ def test_it_draws_the_components_grouped_by_update_order(clients: dict[str, Clie
     System.objects.create(pk=1, system_type="system-core")
     for key, version in (("gateway.G13", "gateway-v2"), ("rtos.R998", "rtos-v2"), ("rtos.R456", "rtos-v1")):
         ctype, cid = key.split(".")
-        Component.objects.create(key=key, component_type=ctype, component_id=cid, interface=ctype, version=version)
+        Component.objects.create(
+            key=key, component_type=ctype, component_id=cid, interface=ctype, version=version
+        )
     page = _text(clients["viewer"].get("/"))
     assert re.search(r"Order 10.*G13.*gateway-v2.*Order 20.*R456.*rtos-v1.*R998.*rtos-v2", page)
     assert "system-core-v2" in page
@@ -154,7 +159,9 @@ def test_it_greys_what_a_bundle_leaves_unchanged(clients: dict[str, Client], web
     (web_demo.device("R456") / "version").write_text("rtos-v1\n")
     with open(demo_bundle(web_demo, 2), "rb") as fh:
         bundle_page = clients["operator"].post("/bundles/upload", {"file": fh}, follow=True)
-    rows = re.findall(r'<tr class="(unchanged|)">\s*<td><span class="type">\w+</span> (\w+)', bundle_page.content.decode())
+    rows = re.findall(
+        r'<tr class="(unchanged|)">\s*<td><span class="type">\w+</span> (\w+)', bundle_page.content.decode()
+    )
     assert sorted(rows) == [("", "R456"), ("unchanged", "G13"), ("unchanged", "R998")]
     page = _text(bundle_page)
     assert "1 component to update: rtos.R456" in page and "0 expected reboots" in page
@@ -171,7 +178,9 @@ def test_it_marks_reboots_and_what_cannot_roll_back(clients: dict[str, Client], 
     assert re.search(r"R998.*cannot roll back.*R456", page)
 
 
-def test_it_has_nothing_to_deploy_when_all_runs_already(clients: dict[str, Client], web_demo: DemoSystem) -> None:
+def test_it_has_nothing_to_deploy_when_all_runs_already(
+    clients: dict[str, Client], web_demo: DemoSystem
+) -> None:
     for device in ("G13", "R998", "R456"):
         ctype = "gateway" if device == "G13" else "rtos"
         (web_demo.device(device) / "version").write_text(f"{ctype}-v2\n")
@@ -193,7 +202,9 @@ def test_it_lets_the_upload_script_post_to_the_api_with_the_session(
     assert clients["viewer"].post("/api/v1/bundles", {}).status_code == 403
 
 
-def test_it_lists_a_rejected_bundle_with_every_reason(clients: dict[str, Client], web_demo: DemoSystem) -> None:
+def test_it_lists_a_rejected_bundle_with_every_reason(
+    clients: dict[str, Client], web_demo: DemoSystem
+) -> None:
     upload = io.BytesIO(b"kind: manifest\nname: [unclosed\n")
     upload.name = "broken.yaml"
     response = clients["operator"].post("/bundles/upload", {"file": upload})
@@ -205,13 +216,18 @@ def test_it_lists_a_rejected_bundle_with_every_reason(clients: dict[str, Client]
         assert re.sub(r"\s+", " ", problem).replace("'", "&#x27;").replace('"', "&quot;")[:40] in page
 
 
-def test_it_refuses_an_upload_over_the_limit_next_to_the_field(clients: dict[str, Client], settings: Any) -> None:
+def test_it_refuses_an_upload_over_the_limit_next_to_the_field(
+    clients: dict[str, Client], settings: Any
+) -> None:
     settings.UPLOAD_MAX_BYTES = 100
     upload = io.BytesIO(b"x" * 1000)
     upload.name = "big.tar"
     response = clients["operator"].post("/bundles/upload", {"file": upload})
     assert response.status_code == 413
-    assert re.search(r'class="field invalid">.*Not uploaded: upload of \d+\+ bytes exceeds the limit of 100 bytes', _text(response))
+    assert re.search(
+        r'class="field invalid">.*Not uploaded: upload of \d+\+ bytes exceeds the limit of 100 bytes',
+        _text(response),
+    )
     assert Bundle.objects.count() == 0
 
 
@@ -264,14 +280,20 @@ def test_it_opens_a_step_with_its_command_exit_code_and_output(clients: dict[str
     assert clients["viewer"].get(f"/deployments/{deployment.pk + 1}/steps/{step.pk}/").status_code == 404
 
 
-@pytest.mark.parametrize(("status", "shown"), [("stopped", True), ("running", True), ("succeeded", False), ("queued", False)])
-def test_it_offers_resume_and_rollback_where_they_apply(clients: dict[str, Client], status: str, shown: bool) -> None:
+@pytest.mark.parametrize(
+    ("status", "shown"), [("stopped", True), ("running", True), ("succeeded", False), ("queued", False)]
+)
+def test_it_offers_resume_and_rollback_where_they_apply(
+    clients: dict[str, Client], status: str, shown: bool
+) -> None:
     deployment = deployment_record("system-core-v2", status)
     assert ("Roll back</button>" in _text(clients["operator"].get(f"/deployments/{deployment.pk}/"))) is shown
     assert "Roll back</button>" not in _text(clients["viewer"].get(f"/deployments/{deployment.pk}/"))
 
 
-def test_it_asks_a_worker_to_roll_back_a_stopped_deployment(clients: dict[str, Client], settings: Any) -> None:
+def test_it_asks_a_worker_to_roll_back_a_stopped_deployment(
+    clients: dict[str, Client], settings: Any
+) -> None:
     deployment = deployment_record("system-core-v2", "stopped")
     response = clients["operator"].post(f"/deployments/{deployment.pk}/rollback", follow=True)
     assert f"A worker will roll back deployment {deployment.pk}" in _text(response)
@@ -329,11 +351,7 @@ def test_it_downloads_the_audit_rows_as_csv_and_json(clients: dict[str, Client])
 
 
 def _days_ago(n: int) -> str:
-    from datetime import timedelta
-
-    from django.utils import timezone
-
-    return (timezone.now() - timedelta(days=n)).date().isoformat()
+    return str((timezone.now() - timedelta(days=n)).date().isoformat())
 
 
 def test_it_prints_one_section_per_deployment_with_every_step(clients: dict[str, Client]) -> None:
@@ -350,16 +368,17 @@ def test_it_lets_an_admin_create_users_and_set_roles(clients: dict[str, Client])
     short = admin.post("/manage/users", {"username": "eve", "password": "short", "role": "operator"})
     assert short.status_code == 400
     assert re.search(r'class="field invalid">\s*<label for="id_password">', _text(short))
-    assert admin.post("/manage/users", {"username": "eve", "password": PASSWORD, "role": "viewer"}).status_code == 302
+    assert (
+        admin.post("/manage/users", {"username": "eve", "password": PASSWORD, "role": "viewer"}).status_code
+        == 302
+    )
     eve = Client()
     assert eve.login(username="eve", password=PASSWORD)
     assert eve.post("/system/refresh").status_code == 403
-    from django.contrib.auth import get_user_model
-
-    eve_id = get_user_model().objects.get(username="eve").pk
+    eve_id = User.objects.get(username="eve").pk
     admin.post(f"/manage/users/{eve_id}/role", {"role": "operator"})
     assert eve.post("/system/refresh").status_code == 302
-    own = get_user_model().objects.get(username="admin").pk
+    own = User.objects.get(username="admin").pk
     refused = admin.post(f"/manage/users/{own}/role", {"role": "viewer"}, follow=True)
     assert "You cannot change your own role" in _text(refused)
 
@@ -367,7 +386,9 @@ def test_it_lets_an_admin_create_users_and_set_roles(clients: dict[str, Client])
 def test_it_shows_the_trusted_artifact_keys(clients: dict[str, Client], web_demo: DemoSystem) -> None:
     assert "No key configured" in _text(clients["admin"].get("/manage/"))
     key = web_demo.root / "conf" / "missing.pem"
-    (web_demo.root / "conf" / "mender-orchestrator.conf").write_text(json.dumps({"ArtifactVerifyKey": str(key)}))
+    (web_demo.root / "conf" / "mender-orchestrator.conf").write_text(
+        json.dumps({"ArtifactVerifyKey": str(key)})
+    )
     page = _text(clients["admin"].get("/manage/"))
     assert str(key) in page
 
