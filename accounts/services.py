@@ -13,12 +13,15 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import ApiToken, AuthFailure, Profile, Role
+from updates.engine.errors import InvalidInput
 
 TOKEN_PREFIX = "orch_"
 
 
-class AccessError(Exception):
+class AccessError(InvalidInput):
     """A refused user or token change (unknown user, role too high, duplicate name); nothing changed."""
+
+    code = "invalid_access_change"
 
 
 @dataclass(frozen=True)

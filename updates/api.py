@@ -165,7 +165,7 @@ def deployment_list(request: HttpRequest, query: Query[DeploymentFilterIn]) -> d
 
 @router.get("/deployments/{deployment_id}", response=DeploymentOut)
 def deployment_get(request: HttpRequest, deployment_id: Id) -> dict[str, Any]:
-    deployment = _found(selectors.deployment_get(deployment_id=deployment_id), f"deployment {deployment_id}")
+    deployment = _found(selectors.deployment_find(deployment_id=deployment_id), f"deployment {deployment_id}")
     return selectors.deployment_detail(deployment)
 
 

@@ -24,8 +24,7 @@ from accounts.models import Role
 from orchestrator_site.uploads import UploadIncomplete, UploadTooLarge
 from updates import selectors
 from updates.access import actor, role_required
-from updates.engine.manifest import InputError
-from updates.engine.planner import SelectionError
+from updates.engine.errors import OrchestratorError
 from updates.forms import (
     DeployForm,
     HistoryFilterForm,
@@ -35,8 +34,8 @@ from updates.forms import (
     UploadForm,
     UserCreateForm,
 )
-from updates.services import BusyError, NothingInProgress, plan_preview
-from updates.services.bundles import BundleNotFound, bundle_add, bundle_manifest_path
+from updates.services import plan_preview
+from updates.services.bundles import bundle_add, bundle_manifest_path
 from updates.services.dispatch import (
     components_refresh_start,
     deployment_resume_start,
@@ -45,7 +44,6 @@ from updates.services.dispatch import (
 )
 
 PAGE_SIZE = 20
-REFUSED = (BusyError, NothingInProgress, BundleNotFound, InputError, SelectionError)
 
 
 @require_GET
@@ -115,7 +113,7 @@ def _bundle_page(request: HttpRequest, bundle_id: int, form: DeployForm, status:
 def _plan(bundle_id: int) -> dict[str, Any]:
     try:
         plan = plan_preview(manifest_path=bundle_manifest_path(bundle_id=bundle_id))
-    except (BundleNotFound, InputError, SelectionError) as exc:
+    except OrchestratorError as exc:  # the bundle's files are gone, the system refuses it, …
         return {"plan_error": str(exc)}
     return {"plan": plan, "overview": selectors.plan_overview(plan)}
 
@@ -128,7 +126,7 @@ def bundle_deploy(request: HttpRequest, bundle_id: int) -> HttpResponse:
         return _bundle_page(request, bundle_id, form, status=400)
     try:
         deployment = deployment_start_bundle(bundle_id=bundle_id, actor=actor(request))
-    except REFUSED as exc:
+    except OrchestratorError as exc:
         messages.error(request, f"Not started: {exc}")
         return redirect("bundle", bundle_id=bundle_id)
     return redirect("deployment", deployment_id=deployment.pk)
@@ -141,7 +139,7 @@ def bundle_deploy(request: HttpRequest, bundle_id: int) -> HttpResponse:
 @role_required(Role.VIEWER)
 def deployment_detail(request: HttpRequest, deployment_id: int) -> HttpResponse:
     """The whole page, or (for htmx, on every event of the stream) just the timeline."""
-    deployment = selectors.deployment_get(deployment_id=deployment_id)
+    deployment = selectors.deployment_get(deployment_id).first()
     if deployment is None:
         raise Http404(f"deployment {deployment_id} does not exist")
     in_progress = deployment.status in deployment.IN_PROGRESS
@@ -176,7 +174,7 @@ def step_detail(request: HttpRequest, deployment_id: int, step_id: int) -> HttpR
 def deployment_resume(request: HttpRequest, deployment_id: int) -> HttpResponse:
     try:
         deployment_resume_start(deployment_id=deployment_id, actor=actor(request))
-    except REFUSED as exc:
+    except OrchestratorError as exc:
         messages.error(request, f"Cannot resume: {exc}")
     else:
         messages.info(request, f"A worker will resume deployment {deployment_id}.")
@@ -188,7 +186,7 @@ def deployment_resume(request: HttpRequest, deployment_id: int) -> HttpResponse:
 def deployment_rollback(request: HttpRequest, deployment_id: int) -> HttpResponse:
     try:
         deployment_rollback_start(deployment_id=deployment_id, actor=actor(request))
-    except REFUSED as exc:
+    except OrchestratorError as exc:
         messages.error(request, f"Cannot roll back: {exc}")
     else:
         messages.info(request, f"A worker will roll back deployment {deployment_id}.")

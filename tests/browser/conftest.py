@@ -13,10 +13,10 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 from accounts import services
 from accounts.models import Role
-from tests.api.conftest import Web, appliance, broker, demo, django_db_modify_db_settings, migrated_db, web
+from tests.api.conftest import Web, appliance, broker, demo, migrated_db, web
 from tests.worker.conftest import Appliance
 
-__all__ = ["appliance", "broker", "demo", "django_db_modify_db_settings", "migrated_db", "web"]
+__all__ = ["appliance", "broker", "demo", "migrated_db", "web"]
 
 CHROMIUM = os.getenv("ORCH_CHROMIUM", "/usr/bin/chromium")
 PASSWORD = "browser-test-password"

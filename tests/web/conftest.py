@@ -20,12 +20,11 @@ from tests.integration.conftest import DemoSystem, build_demo, migrated_db
 from tests.worker.conftest import (
     _configure_producer,
     _forget_broker_connections,
-    django_db_modify_db_settings,
 )
 from updates.models import Deployment, Manifest, Step
 from worker.celery import app
 
-__all__ = ["django_db_modify_db_settings", "migrated_db"]  # shared fixtures
+__all__ = ["migrated_db"]  # shared fixtures
 PASSWORD = "a-long-test-password"
 
 
@@ -115,7 +114,7 @@ def deployment_record(
         finished_at=None if running else start + timedelta(seconds=3),
         slot=1 if status in Deployment.IN_PROGRESS else None,
     )
-    Deployment.objects.filter(pk=deployment.pk).update(created_at=start)
+    Deployment.objects.filter(pk=deployment.pk).update(created_at=start, position=_position(status))
     for c in PLAN["components"]:
         for state in ("Download", "ArtifactInstall", "ArtifactCommit"):
             bad = c["key"] == failed and state == "ArtifactCommit"
@@ -141,3 +140,11 @@ def deployment_record(
                 exit_code=0,
             )
     return deployment
+
+
+def _position(status: str) -> dict[str, Any]:
+    """The run position the engine leaves: what each component got through."""
+    done = {"succeeded": dict.fromkeys(("entered", "downloaded", "install_started", "committed", "cleaned"), True)}
+    undone = dict.fromkeys(("entered", "downloaded", "install_started", "rollback_ran", "rollback_ok"), True)
+    progress = done.get(status, undone if status == "rolled_back" else {})
+    return {"progress": {c["key"]: progress for c in PLAN["components"]}}
