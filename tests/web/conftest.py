@@ -144,7 +144,9 @@ def deployment_record(
 
 def _position(status: str) -> dict[str, Any]:
     """The run position the engine leaves: what each component got through."""
-    done = {"succeeded": dict.fromkeys(("entered", "downloaded", "install_started", "committed", "cleaned"), True)}
+    done = {
+        "succeeded": dict.fromkeys(("entered", "downloaded", "install_started", "committed", "cleaned"), True)
+    }
     undone = dict.fromkeys(("entered", "downloaded", "install_started", "rollback_ran", "rollback_ok"), True)
     progress = done.get(status, undone if status == "rolled_back" else {})
     return {"progress": {c["key"]: progress for c in PLAN["components"]}}
