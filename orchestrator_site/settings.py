@@ -198,21 +198,13 @@ EVENTS_MAX_SECONDS = envint("ORCH_EVENTS_MAX_SECONDS", "3600")
 STATIC_URL = "static/"
 STATIC_ROOT = DATASTORE_DIR / "static"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-# After `collectstatic` (bin/run does it) files get content-hashed names that WhiteNoise serves
-# with a far-future Cache-Control; before it (tests, a fresh checkout) they come straight from
-# STATICFILES_DIRS under their plain names with WhiteNoise's short default max-age.
+# Hashed names and far-future cache headers once collected; plain names from the finders before.
 WHITENOISE_USE_FINDERS = True
 # Before `collectstatic` STATIC_ROOT does not exist; WhiteNoise would warn about it on every start.
 warnings.filterwarnings("ignore", message="No directory at: ")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {
-        "BACKEND": (
-            "whitenoise.storage.CompressedManifestStaticFilesStorage"
-            if (STATIC_ROOT / "staticfiles.json").is_file()
-            else "django.contrib.staticfiles.storage.StaticFilesStorage"
-        )
-    },
+    "staticfiles": {"BACKEND": "orchestrator_site.staticfiles.StaticStorage"},
 }
 
 LOGGING = {

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
 
@@ -397,3 +398,17 @@ def test_it_serves_static_files_with_cache_headers(client: Client) -> None:
     response = client.get("/static/vendor/htmx/htmx-2.0.11.min.js")
     assert response.status_code == 200
     assert "max-age" in response["Cache-Control"]
+
+
+def test_it_serves_collected_static_files_under_hashed_names_forever(
+    clients: dict[str, Client], settings: Any, tmp_path: Path
+) -> None:
+    settings.STATIC_ROOT = tmp_path / "static"
+    call_command("collectstatic", interactive=False, verbosity=0)
+    page = _text(Client().get("/accounts/login/"))
+    script = re.search(r'src="(/static/vendor/htmx/htmx-2\.0\.11\.min\.[0-9a-f]{12}\.js)"', page)
+    assert script is not None
+    response = Client().get(script[1], HTTP_ACCEPT_ENCODING="gzip")
+    assert response.status_code == 200
+    assert response["Cache-Control"] == "max-age=315360000, public, immutable"
+    assert response["Content-Encoding"] == "gzip"
