@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
@@ -172,24 +173,22 @@ def step_detail(request: HttpRequest, deployment_id: int, step_id: int) -> HttpR
 @require_POST
 @role_required(Role.OPERATOR)
 def deployment_resume(request: HttpRequest, deployment_id: int) -> HttpResponse:
-    try:
-        deployment_resume_start(deployment_id=deployment_id, actor=actor(request))
-    except OrchestratorError as exc:
-        messages.error(request, f"Cannot resume: {exc}")
-    else:
-        messages.info(request, f"A worker will resume deployment {deployment_id}.")
-    return redirect("deployment", deployment_id=deployment_id)
+    return _continue(request, deployment_id, deployment_resume_start, "resume")
 
 
 @require_POST
 @role_required(Role.OPERATOR)
 def deployment_rollback(request: HttpRequest, deployment_id: int) -> HttpResponse:
+    return _continue(request, deployment_id, deployment_rollback_start, "roll back")
+
+
+def _continue(request: HttpRequest, deployment_id: int, start: Callable[..., Any], verb: str) -> HttpResponse:
     try:
-        deployment_rollback_start(deployment_id=deployment_id, actor=actor(request))
-    except OrchestratorError as exc:
-        messages.error(request, f"Cannot roll back: {exc}")
+        start(deployment_id=deployment_id, actor=actor(request))
+    except OrchestratorError as exc:  # not in progress, a worker has it, cleanup started
+        messages.error(request, f"Cannot {verb}: {exc}")
     else:
-        messages.info(request, f"A worker will roll back deployment {deployment_id}.")
+        messages.info(request, f"A worker will {verb} deployment {deployment_id}.")
     return redirect("deployment", deployment_id=deployment_id)
 
 
