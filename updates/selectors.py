@@ -594,6 +594,14 @@ def _component_orders(manifest: dict[str, Any] | None) -> dict[str, int]:
     return {c["key"]: int(c["order"]) for c in components}
 
 
+def deployment_waits(deployment: Deployment) -> bool:
+    """In progress with nobody running it: stopped, waiting for a reboot, or left running by a
+    dead runner. Only then can it be resumed or rolled back (a queued one waits for its worker)."""
+    if deployment.status not in Deployment.IN_PROGRESS or deployment.status == Deployment.Status.QUEUED:
+        return False
+    return deployment.status != Deployment.Status.RUNNING or not owner_alive(deployment.owner)
+
+
 def deployment_progress(deployment: Deployment) -> int:
     """Percent of the installing components' milestones reached (100 once the run has ended)."""
     if deployment.status not in Deployment.IN_PROGRESS:

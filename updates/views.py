@@ -151,8 +151,7 @@ def deployment_detail(request: HttpRequest, deployment_id: int) -> HttpResponse:
         "progress": selectors.deployment_progress(deployment),
         "in_progress": in_progress,
         "live": in_progress or detail["running"],
-        # A queued run has not been picked up yet: nothing to resume or roll back.
-        "can_continue": in_progress and deployment.status != deployment.Status.QUEUED,
+        "can_continue": selectors.deployment_waits(deployment),
     }
     fragment = request.headers.get("HX-Request") == "true"
     return render(request, "updates/_timeline.html" if fragment else "updates/deployment.html", context)

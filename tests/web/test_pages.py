@@ -17,9 +17,11 @@ from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
 
+from accounts.models import ApiToken
 from devices.models import Component, System
 from tests.integration.conftest import DemoSystem
 from tests.web.conftest import PASSWORD, demo_bundle, deployment_record
+from updates.claims import owner_token
 from updates.models import ActiveManifests, Bundle, Deployment
 from updates.tasknames import TASK_REFRESH
 
@@ -292,6 +294,14 @@ def test_it_offers_resume_and_rollback_where_they_apply(
     assert "Roll back</button>" not in _text(clients["viewer"].get(f"/deployments/{deployment.pk}/"))
 
 
+def test_it_offers_no_resume_while_a_live_runner_has_the_deployment(clients: dict[str, Client]) -> None:
+    deployment = deployment_record("system-core-v2", "running", running=True)
+    Deployment.objects.filter(pk=deployment.pk).update(owner=owner_token())  # this process: alive
+    assert "Roll back</button>" not in _text(clients["operator"].get(f"/deployments/{deployment.pk}/"))
+    refused = clients["operator"].post(f"/deployments/{deployment.pk}/rollback", follow=True)
+    assert f"Cannot roll back: deployment {deployment.pk} is running; a worker has it" in _text(refused)
+
+
 def test_it_asks_a_worker_to_roll_back_a_stopped_deployment(
     clients: dict[str, Client], settings: Any
 ) -> None:
@@ -412,3 +422,25 @@ def test_it_serves_collected_static_files_under_hashed_names_forever(
     assert response.status_code == 200
     assert response["Cache-Control"] == "max-age=315360000, public, immutable"
     assert response["Content-Encoding"] == "gzip"
+
+
+def test_it_creates_a_token_shows_it_once_and_revokes_it(clients: dict[str, Client]) -> None:
+    page = _text(clients["operator"].post("/account/tokens/new", {"name": "ci", "role": "operator"}))
+    secret = re.search(r'<pre class="code" id="new-token">(orch_[^<]+)</pre>', page)
+    assert secret is not None
+    api = Client().get("/api/v1/system", HTTP_AUTHORIZATION=f"Bearer {secret[1]}")
+    assert api.status_code == 200
+    assert secret[1] not in _text(clients["operator"].get("/account/tokens/"))  # shown once
+    token = ApiToken.objects.get(name="ci")
+    assert clients["viewer"].post(f"/account/tokens/{token.pk}/revoke").status_code == 403  # not theirs
+    clients["operator"].post(f"/account/tokens/{token.pk}/revoke")
+    assert Client().get("/api/v1/system", HTTP_AUTHORIZATION=f"Bearer {secret[1]}").status_code == 401
+
+
+def test_it_refuses_a_token_above_the_users_role(clients: dict[str, Client]) -> None:
+    response = clients["viewer"].post("/account/tokens/new", {"name": "ci", "role": "admin"})
+    assert response.status_code == 400
+    assert re.search(
+        r'class="field invalid">\s*<label for="id_role">.*not one of the available choices', _text(response)
+    )
+    assert not ApiToken.objects.exists()
