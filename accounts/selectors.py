@@ -72,7 +72,7 @@ def _failures(address: str) -> QuerySet[AuthFailure]:
 
 
 def auth_blocked(*, address: str) -> bool:
-    return _failures(address).count() >= settings.AUTH_FAILURE_LIMIT
+    return bool(_failures(address).count() >= settings.AUTH_FAILURE_LIMIT)
 
 
 def user_list() -> QuerySet[User]:

@@ -34,24 +34,24 @@ def token_digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-@transaction.atomic
 def user_create(*, username: str, role: Role, password: str) -> User:
-    if User.objects.filter(username=username).exists():
-        raise AccessError(f"user {username!r} already exists")
-    user = User.objects.create_user(username=username, password=password)
-    Profile.objects.create(user=user, role=role)
+    with transaction.atomic():
+        if User.objects.filter(username=username).exists():
+            raise AccessError(f"user {username!r} already exists")
+        user: User = User.objects.create_user(username=username, password=password)
+        Profile.objects.create(user=user, role=role)
     return user
 
 
-@transaction.atomic
 def user_set_role(*, username: str, role: Role) -> User:
     """Lowering a role lowers the user's tokens with it: a token never outranks its user."""
-    user = _user(username)
-    Profile.objects.update_or_create(user=user, defaults={"role": role})
-    for token in user.api_tokens.all():
-        if Role(token.role).rank > role.rank:
-            token.role = role
-            token.save(update_fields=["role"])
+    with transaction.atomic():
+        user = _user(username)
+        Profile.objects.update_or_create(user=user, defaults={"role": role})
+        for token in user.api_tokens.all():
+            if Role(token.role).rank > role.rank:
+                token.role = role
+                token.save(update_fields=["role"])
     return user
 
 
@@ -64,7 +64,7 @@ def token_create(*, username: str, role: Role, name: str = "", expires_days: int
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     expires = timezone.now() + timedelta(days=expires_days) if expires_days else None
     try:
-        row = ApiToken.objects.create(
+        row: ApiToken = ApiToken.objects.create(
             user=user,
             name=name or f"token-{user.api_tokens.count() + 1}",
             role=role,
@@ -78,7 +78,7 @@ def token_create(*, username: str, role: Role, name: str = "", expires_days: int
 
 
 def token_revoke(*, token_id: int) -> ApiToken:
-    token = ApiToken.objects.filter(pk=token_id).first()
+    token: ApiToken | None = ApiToken.objects.filter(pk=token_id).first()
     if token is None:
         raise AccessError(f"token {token_id} does not exist")
     ApiToken.objects.filter(pk=token_id, revoked_at__isnull=True).update(revoked_at=timezone.now())
@@ -91,6 +91,7 @@ def token_touch(*, token: ApiToken) -> None:
     now = timezone.now()
     if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=1):
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        token.last_used_at = now  # the row may be reused (the web process's token cache)
 
 
 def auth_failure_record(*, address: str, kind: str) -> None:

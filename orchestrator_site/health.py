@@ -18,7 +18,7 @@ Check = Callable[[], str]
 def database() -> str:
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
-    return connection.vendor
+    return str(connection.vendor)
 
 
 def broker() -> str:

@@ -4,9 +4,9 @@ read through a strict helper, with defaults that run the appliance on a fresh ch
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import secrets
-import warnings
 from pathlib import Path
 
 import dj_database_url
@@ -61,16 +61,18 @@ def _secret_key() -> str:
     if given:
         return given
     path = DATASTORE_DIR / "secret_key"
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        pass
-    DATASTORE_DIR.mkdir(parents=True, exist_ok=True)
     key = secrets.token_urlsafe(50)
     try:
+        if path.exists():
+            return path.read_text().strip()
+        DATASTORE_DIR.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:  # another process (the worker, say) made it first
         return path.read_text().strip()
+    except OSError:
+        # An unusable data store is reported by whoever uses it (the CLI: in one line); a key
+        # for this process alone is enough until then.
+        return key
     with os.fdopen(fd, "w") as fh:
         fh.write(key + "\n")
     return key
@@ -87,7 +89,6 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
-    "ninja",  # export_openapi_schema (docs/openapi.json)
     "accounts",
     "devices",
     "updates",
@@ -98,8 +99,8 @@ MIDDLEWARE = [
     # error envelope.
     "orchestrator_site.errors.ApiEnvelopeMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    # Static files from the app itself (no web server in front of the appliance), right after
-    # SecurityMiddleware as WhiteNoise asks.
+    # Static files from the app itself (the web UI's, and the API docs page's own scripts and
+    # styles: no CDN, an appliance may have no internet), right after SecurityMiddleware.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -111,12 +112,15 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "orchestrator_site.urls"
+_NINJA_DIR = Path(str(importlib.util.find_spec("ninja").origin)).parent  # type: ignore[union-attr]
 WSGI_APPLICATION = "orchestrator_site.wsgi.application"
 
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
+        # django-ninja's docs page templates, found without importing ninja (not an installed
+        # app: every command-line call would pay for importing it).
+        "DIRS": [BASE_DIR / "templates", _NINJA_DIR / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -191,21 +195,24 @@ with contextlib.suppress(OSError):  # Django's system check wants it to exist
 # Failed logins and bad API tokens per client address: more than LIMIT in WINDOW seconds -> 429.
 AUTH_FAILURE_LIMIT = envint("ORCH_AUTH_FAILURE_LIMIT", "10")
 AUTH_FAILURE_WINDOW_SECONDS = envint("ORCH_AUTH_FAILURE_WINDOW_SECONDS", "300")
+# How long a web process reuses a good token's user and role (0: look it up on every request).
+TOKEN_CACHE_SECONDS = float(os.getenv("ORCH_TOKEN_CACHE_SECONDS", "2"))
 # How often the events stream looks at the database, and how long one stream may stay open.
 EVENTS_POLL_SECONDS = float(os.getenv("ORCH_EVENTS_POLL_SECONDS", "0.5"))
 EVENTS_MAX_SECONDS = envint("ORCH_EVENTS_MAX_SECONDS", "3600")
 
 STATIC_URL = "static/"
 STATIC_ROOT = DATASTORE_DIR / "static"
-STATICFILES_DIRS = [BASE_DIR / "static"]
-# Hashed names and far-future cache headers once collected; plain names from the finders before.
+STATICFILES_DIRS = [BASE_DIR / "static", _NINJA_DIR / "static"]  # the docs page's scripts: no CDN
+# Hashed names and far-future cache headers once collected (bin/run); before that, plain names
+# served from the folders above as they are.
 WHITENOISE_USE_FINDERS = True
-# Before `collectstatic` STATIC_ROOT does not exist; WhiteNoise would warn about it on every start.
-warnings.filterwarnings("ignore", message="No directory at: ")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "orchestrator_site.staticfiles.StaticStorage"},
 }
+with contextlib.suppress(OSError):  # WhiteNoise warns about a missing one (collectstatic fills it)
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 
 LOGGING = {
     "version": 1,

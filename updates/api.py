@@ -44,7 +44,7 @@ PLAN_TEXT_PATH = Path("/request/manifest.yaml")  # names the YAML text of POST /
 
 
 def _principal(request: HttpRequest) -> Principal:
-    principal: Principal = request.auth  # type: ignore[attr-defined]
+    principal: Principal = request.auth
     return principal
 
 
@@ -58,8 +58,8 @@ class PageIn(Schema):
     page: int = Field(default=1, ge=1, le=10**9)
     page_size: int = Field(default=50, ge=1, le=200)
 
-    def bounded(self) -> tuple[int, int]:
-        return self.page, self.page_size
+    def answer(self, total: int, items: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"page": self.page, "page_size": self.page_size, "total": total, "items": items}
 
 
 # ----- system --------------------------------------------------------------------------------------
@@ -94,14 +94,8 @@ def bundle_upload(request: HttpRequest, file: File[UploadedFile]) -> Status[dict
 
 @router.get("/bundles", response=BundlePageOut)
 def bundle_list(request: HttpRequest, paging: Query[PageIn]) -> dict[str, Any]:
-    page, size = paging.bounded()
-    rows, total = selectors.bundle_page(page=page, page_size=size)
-    return {
-        "page": page,
-        "page_size": size,
-        "total": total,
-        "items": [selectors.bundle_summary(b) for b in rows],
-    }
+    rows, total = selectors.bundle_page(page=paging.page, page_size=paging.page_size)
+    return paging.answer(total, [selectors.bundle_summary(b) for b in rows])
 
 
 @router.get("/bundles/{bundle_id}", response=BundleOut)
@@ -150,17 +144,11 @@ class DeploymentFilterIn(PageIn):
 
 @router.get("/deployments", response=DeploymentPageOut)
 def deployment_list(request: HttpRequest, query: Query[DeploymentFilterIn]) -> dict[str, Any]:
-    page, size = query.bounded()
     filters = selectors.DeploymentFilter(
         status=query.status, since=query.since, until=query.until, manifest=query.manifest
     )
-    rows, total = selectors.deployment_page(filters=filters, page=page, page_size=size)
-    return {
-        "page": page,
-        "page_size": size,
-        "total": total,
-        "items": [selectors.deployment_summary(d) for d in rows],
-    }
+    rows, total = selectors.deployment_page(filters=filters, page=query.page, page_size=query.page_size)
+    return query.answer(total, [selectors.deployment_summary(d) for d in rows])
 
 
 @router.get("/deployments/{deployment_id}", response=DeploymentOut)

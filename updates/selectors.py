@@ -21,7 +21,9 @@ from updates.models import ActiveManifests, Bundle, BundleArtifact, Deployment, 
 
 
 def deployment_in_progress() -> Deployment | None:
-    return Deployment.objects.filter(status__in=Deployment.IN_PROGRESS).order_by("-id").first()
+    # The slot is 1 exactly while in progress (a check constraint holds it): a unique-index lookup,
+    # where filtering on the status scans every finished deployment first.
+    return Deployment.objects.select_related("manifest").filter(slot=1).first()
 
 
 def deployment_list(*, limit: int = 50) -> QuerySet[Deployment]:

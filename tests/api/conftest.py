@@ -166,6 +166,11 @@ def web(appliance: Appliance) -> Iterator[Web]:
 class Personas:
     tokens: dict[str, str | None]  # persona -> bearer token (None: anonymous)
 
+    def token(self, persona: str) -> str:
+        token = self.tokens[persona]
+        assert token is not None
+        return token
+
 
 @pytest.fixture
 def personas(transactional_db: None) -> Personas:

@@ -22,7 +22,7 @@ def test_no_generated_request_gets_a_server_error(web: Web, personas: Personas) 
     ]
     cmd += ["--checks", "not_a_server_error", "--max-examples", "6", "--phases", "examples,coverage,fuzzing"]
     cmd += ["--seed", "9", "--workers", "1", "--request-timeout", "20", "--no-color"]
-    cmd += ["-H", f"Authorization: Bearer {personas.tokens['operator']}"]
+    cmd += ["-H", f"Authorization: Bearer {personas.token('operator')}"]
     # The event stream stays open until its deployment ends; it has its own tests.
     cmd += ["--exclude-path-regex", "/events$"]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=170)
