@@ -111,7 +111,8 @@ MIDDLEWARE = [
     # error envelope.
     "orchestrator_site.errors.ApiEnvelopeMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    # The API docs page's own scripts and styles (no CDN: an appliance may have no internet).
+    # Static files from the app itself (the web UI's, and the API docs page's own scripts and
+    # styles: no CDN, an appliance may have no internet), right after SecurityMiddleware.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -138,6 +139,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "updates.context_processors.role",
             ],
         },
     },
@@ -188,7 +190,8 @@ USE_I18N = False
 USE_TZ = True
 
 LOGIN_URL = "/accounts/login/"
-LOGIN_REDIRECT_URL = "/api/v1/docs"
+LOGIN_REDIRECT_URL = "/"  # the web UI's System page
+LOGOUT_REDIRECT_URL = "/accounts/login/"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
@@ -211,10 +214,15 @@ EVENTS_POLL_SECONDS = float(os.getenv("ORCH_EVENTS_POLL_SECONDS", "0.5"))
 EVENTS_MAX_SECONDS = envint("ORCH_EVENTS_MAX_SECONDS", "3600")
 
 STATIC_URL = "static/"
-# Served from the apps' static folders as they are, so `bin/run` needs no collectstatic step.
-WHITENOISE_USE_FINDERS = True
-STATICFILES_DIRS = [_NINJA_DIR / "static"]  # the docs page's scripts: no CDN
 STATIC_ROOT = DATASTORE_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static", _NINJA_DIR / "static"]  # the docs page's scripts: no CDN
+# Hashed names and far-future cache headers once collected (bin/run); before that, plain names
+# served from the folders above as they are.
+WHITENOISE_USE_FINDERS = True
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "orchestrator_site.staticfiles.StaticStorage"},
+}
 with contextlib.suppress(OSError):  # WhiteNoise warns about a missing one (collectstatic fills it)
     STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 

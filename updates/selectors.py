@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 from django.conf import settings
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Count, Prefetch, QuerySet
+from django.db.models.functions import TruncWeek
+from django.utils import timezone
 
 from devices.models import System
 from devices.selectors import component_list
 from updates.claims import owner_alive
+from updates.engine.artifact import ArtifactError, key_fingerprint, load_public_key
 from updates.engine.constraints import Constraints, constraints_file, constraints_from_manifest
 from updates.engine.interface import QUERY_STATES
 from updates.engine.manifest import InputError
@@ -677,3 +681,173 @@ def webhook_event_report(event: WebhookEvent) -> dict[str, Any]:
         "deployment_id": event.deployment_id,
         "replays": event.replays,
     }
+
+
+# ----- the web UI's pages (issue #10), on top of the API's reads above ----------------------------
+
+# Mender states of the rollback path: drawn amber on the timeline, whatever their exit code.
+ROLLBACK_STATES = frozenset(
+    {"ArtifactRollback", "ArtifactRollbackReboot", "ArtifactVerifyRollbackReboot", "ArtifactFailure"}
+)
+# What a deployment's run position records per installing component, in the order it happens.
+MILESTONES = ("entered", "downloaded", "install_started", "committed", "cleaned")
+CHART_OUTCOMES = ("succeeded", "rolled_back", "inconsistent", "rejected", "other")
+
+
+def system_overview() -> dict[str, Any]:
+    """`system_report` with its components grouped by the update order of the active manifest
+    (components it does not name come last, under None) and the run's progress."""
+    report = system_report()
+    orders = _component_orders(report["active_manifest"])
+    groups: dict[int | None, list[dict[str, Any]]] = {}
+    for component in report["components"]:
+        groups.setdefault(orders.get(component["key"]), []).append(component)
+    running = deployment_in_progress()
+    return report | {
+        "groups": sorted(groups.items(), key=lambda item: (item[0] is None, item[0] or 0)),
+        "progress": deployment_progress(running) if running else 0,
+    }
+
+
+def _component_orders(manifest: dict[str, Any] | None) -> dict[str, int]:
+    """`update_strategy.order` per component key, from the plan the active manifest ran with."""
+    if manifest is None:
+        return {}
+    last = Deployment.objects.filter(manifest_id=manifest["id"]).exclude(plan={}).order_by("-id").first()
+    components = last.plan.get("components", []) if last else []
+    return {c["key"]: int(c["order"]) for c in components}
+
+
+def deployment_waits(deployment: Deployment) -> bool:
+    """In progress with nobody running it: stopped, waiting for a reboot, or left running by a
+    dead runner. Only then can it be resumed or rolled back (a queued one waits for its worker)."""
+    if deployment.status not in Deployment.IN_PROGRESS or deployment.status == Deployment.Status.QUEUED:
+        return False
+    return deployment.status != Deployment.Status.RUNNING or not owner_alive(deployment.owner)
+
+
+def deployment_progress(deployment: Deployment) -> int:
+    """Percent of the installing components' milestones reached (100 once the run has ended)."""
+    if deployment.status not in Deployment.IN_PROGRESS:
+        return 100
+    installing = [c["key"] for c in deployment.plan.get("components", []) if c.get("action") == "install"]
+    if not installing:
+        return 0
+    progress = (deployment.position or {}).get("progress", {})
+    reached = sum(bool(progress.get(key, {}).get(m)) for key in installing for m in MILESTONES)
+    return round(100 * reached / (len(installing) * len(MILESTONES)))
+
+
+def step_status(step: dict[str, Any]) -> str:
+    """One word per timeline block (a `step_report`): running, rollback, failed, query or done."""
+    if step["ended_at"] is None:
+        return "running"
+    if step["state"] in ROLLBACK_STATES:
+        return "rollback"
+    if not step["ok"]:
+        return "failed"
+    return "query" if step["state"] in QUERY_STATES else "done"
+
+
+def deployment_timeline(deployment: Deployment) -> dict[str, Any]:
+    """`deployment_detail` (order groups -> components -> steps) with a status per step, and
+    whether a step still runs (the queries that refresh the components after a run are journaled
+    under it after its status is final)."""
+    detail = deployment_detail(deployment)
+    running = False
+    for group in detail["groups"]:
+        for component in group["components"]:
+            for step in component["steps"]:
+                step["status"] = step_status(step)
+                running = running or step["status"] == "running"
+    return detail | {"running": running}
+
+
+def deployment_rows(deployments: Sequence[Deployment]) -> list[dict[str, Any]]:
+    """History rows (`deployment_summary` + the manifest it started from + duration) for one page
+    of deployments: "from" is the last success before each, found with two queries per page."""
+    if not deployments:
+        return []
+    succeeded = Deployment.objects.filter(status=Deployment.Status.SUCCEEDED).order_by("-id")
+    floor = succeeded.filter(pk__lt=min(d.pk for d in deployments)).values_list("pk", flat=True).first()
+    successes = list(
+        succeeded.filter(pk__gte=floor or 0, pk__lt=max(d.pk for d in deployments)).values_list(
+            "pk", "manifest__name"
+        )
+    )
+    rows = []
+    for d in deployments:
+        start = d.started_at or d.created_at
+        rows.append(
+            deployment_summary(d)
+            | {
+                "manifest_from": next((name for pk, name in successes if pk < d.pk), None),
+                "duration_seconds": (d.finished_at - start).total_seconds() if d.finished_at else None,
+            }
+        )
+    return rows
+
+
+def deployments_per_week(*, weeks: int = 12, today: date | None = None) -> list[dict[str, Any]]:
+    """Counts per week (Monday first) and outcome, oldest week first, empty weeks included."""
+    today = today or timezone.now().date()
+    first = today - timedelta(days=today.weekday(), weeks=weeks - 1)
+    counts = (
+        Deployment.objects.filter(created_at__date__gte=first)
+        .annotate(week=TruncWeek("created_at"))
+        .values("week", "status")
+        .annotate(n=Count("id"))
+    )
+    table = {first + timedelta(weeks=i): dict.fromkeys(CHART_OUTCOMES, 0) for i in range(weeks)}
+    for row in counts:
+        outcome = row["status"] if row["status"] in CHART_OUTCOMES else "other"
+        table[row["week"].date()][outcome] += row["n"]
+    return [{"week": week, "counts": c, "total": sum(c.values())} for week, c in table.items()]
+
+
+def audit_report(*, since: datetime | None = None, until: datetime | None = None) -> list[dict[str, Any]]:
+    """`audit_rows` with every step of each deployment (`step_report`s) and the versions as one
+    list of before/after pairs, for the printable page."""
+    rows = audit_rows(since=since, until=until)
+    steps: dict[int, list[dict[str, Any]]] = {}
+    for step in Step.objects.filter(deployment_id__in=[r["deployment"] for r in rows]).order_by("id"):
+        report = step_report(step)
+        steps.setdefault(step.deployment_id, []).append(report | {"status": step_status(report)})
+    for row in rows:
+        row["steps"] = steps.get(row["deployment"], [])
+        after = row["versions_after"]
+        row["versions"] = [
+            {"key": k, "before": v, "after": after.get(k, "")} for k, v in row["versions_before"].items()
+        ]
+    return rows
+
+
+def plan_overview(plan: dict[str, Any]) -> dict[str, Any]:
+    """A plan (`plan --json` shape, with the dry run's answers) for the bundle page: its order
+    groups of components, and which components change, reboot and cannot roll back."""
+    components = {c["key"]: c for c in plan.get("components", [])}
+    installing = [c for c in components.values() if c["action"] == "install"]
+    return {
+        "groups": [
+            {"order": o, "components": [components[k] for k in keys]} for o, keys in plan.get("groups", [])
+        ],
+        "changes": [c["key"] for c in installing],
+        "reboots": [c["key"] for c in installing if c.get("reboot", "No") != "No"],
+        "no_rollback": [c["key"] for c in installing if c.get("rollback") != "Yes"],
+    }
+
+
+def trusted_keys() -> list[dict[str, str]]:
+    """The configured `ArtifactVerifyKey(s)`: path and sha256 fingerprint (or why it is unreadable)."""
+    # Imported here: updates.services imports this module (a cycle at import time).
+    from updates.services.environment import environment_load
+
+    rows = []
+    for path in environment_load().config.verify_keys:
+        try:
+            rows.append(
+                {"path": str(path), "fingerprint": key_fingerprint(load_public_key(path)), "error": ""}
+            )
+        except (OSError, ValueError, ArtifactError) as exc:
+            rows.append({"path": str(path), "fingerprint": "", "error": str(exc)})
+    return rows

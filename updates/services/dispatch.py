@@ -165,9 +165,7 @@ def _continuable(deployment_id: int) -> Deployment:
     deployment = selectors.deployment_in_progress()
     if deployment is None or deployment.pk != deployment_id:
         raise NothingInProgress(f"deployment {deployment_id} is not in progress")
-    if deployment.status == Deployment.Status.QUEUED or (
-        deployment.status == Deployment.Status.RUNNING and owner_alive(deployment.owner)
-    ):
+    if not selectors.deployment_waits(deployment):
         raise BusyError(f"deployment {deployment_id} is {deployment.status}; a worker has it")
     return deployment
 
