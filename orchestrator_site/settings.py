@@ -215,7 +215,7 @@ EVENTS_MAX_SECONDS = envint("ORCH_EVENTS_MAX_SECONDS", "3600")
 
 STATIC_URL = "static/"
 STATIC_ROOT = DATASTORE_DIR / "static"
-STATICFILES_DIRS = [BASE_DIR / "static", _NINJA_DIR / "static"]  # the docs page's scripts: no CDN
+STATICFILES_DIRS = [BASE_DIR / "orchestrator_site" / "static", _NINJA_DIR / "static"]  # the docs page's scripts: no CDN
 # Hashed names and far-future cache headers once collected (bin/run); before that, plain names
 # served from the folders above as they are.
 WHITENOISE_USE_FINDERS = True
