@@ -49,6 +49,11 @@ REBOOT_COMMAND = os.getenv("ORCH_REBOOT_COMMAND", "reboot")
 # How long to wait for the host to go down after REBOOT_COMMAND returned (Mender waits 10 min);
 # the demo and the tests, whose reboot command is harmless, set 0.
 REBOOT_WAIT_SECONDS = envint("ORCH_REBOOT_WAIT_SECONDS", "600")
+# The audit journal (docs/audit.md): sign the chain head every N entries (and at every deployment
+# end); clear step output older than N days after each deployment (0: keep it; the journal keeps
+# its digests either way).
+AUDIT_ANCHOR_EVERY = envint("ORCH_AUDIT_ANCHOR_EVERY", "100")
+AUDIT_OUTPUT_RETENTION_DAYS = envint("ORCH_AUDIT_OUTPUT_RETENTION_DAYS", "0")
 
 SECRET_KEY = envsecret("SECRET_KEY", "dev-only-not-secret-change-me")
 DEBUG = envbool("DEBUG", "False")

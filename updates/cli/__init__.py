@@ -15,7 +15,7 @@ from django.db import DatabaseError
 from updates.engine.version import VERSION
 from updates.services.environment import datastore_prepare
 
-from . import artifact, bundle, system
+from . import artifact, audit, bundle, system
 
 LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "fatal")
 
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     artifact.register(sub)
+    audit.register(sub)
     bundle.register(sub)
     system.register(sub)
     for name, command in sub.choices.items():
@@ -42,7 +43,8 @@ def _configure_logging(level: str) -> None:
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args.log_level)
-    if getattr(args, "needs_database", False):
+    # `audit verify --export` checks a file, possibly on another machine: no data store needed.
+    if getattr(args, "needs_database", False) and not getattr(args, "export_file", None):
         try:
             datastore_prepare()
         except (OSError, DatabaseError) as exc:

@@ -20,14 +20,16 @@ from django.utils import timezone
 
 from devices.services import components_record
 from updates import selectors
+from updates.actors import SYSTEM, Actor, actor_of_command_line
 from updates.claims import owner_alive, owner_token, stop_leftover_calls
 from updates.engine.artifact import PublicKey, read_artifact
 from updates.engine.inspection import Inspector
 from updates.engine.machine import Machine, Options, Result, RunState
 from updates.engine.manifest import Component, DesiredState, Topology, parse_manifest
 from updates.engine.planner import Plan, SelectionError, Target, select
-from updates.journal import DbJournal
-from updates.models import ActiveManifests, Deployment, Manifest
+from updates.journal import DbJournal, step_journal_row
+from updates.models import ActiveManifests, Bundle, Deployment, Manifest
+from updates.services.audit import audit_prune_by_policy, journal_append
 from updates.services.bundles import store_retention_after_deployment
 from updates.services.components import components_refresh_quietly
 from updates.services.environment import (
@@ -53,6 +55,7 @@ def deployment_create(
     stop_before: Sequence[str] = (),
     exit_on_reboot: bool = False,
     created_by: str = "cli",
+    actor: Actor | None = None,
 ) -> Deployment:
     """Validate the inputs and queue a deployment (it holds the single in-progress slot).
 
@@ -62,11 +65,17 @@ def deployment_create(
     env = environment_load()
     desired = desired_state_load(env, manifest_path=manifest_path, topology_components=topology_components)
     options = {"stop_before": list(stop_before), "exit_on_reboot": exit_on_reboot}
-    return _deployment_queue(env, desired, kind="install", options=options, created_by=created_by)
+    return _deployment_queue(
+        env, desired, kind="install", options=options, created_by=created_by, actor=actor
+    )
 
 
 def deployment_create_previous(
-    *, stop_before: Sequence[str] = (), exit_on_reboot: bool = False, created_by: str = "cli"
+    *,
+    stop_before: Sequence[str] = (),
+    exit_on_reboot: bool = False,
+    created_by: str = "cli",
+    actor: Actor | None = None,
 ) -> Deployment:
     """Queue the previous manifest again: "go back to the last known good system"."""
     env = environment_load()
@@ -81,7 +90,9 @@ def deployment_create_previous(
         manifest_data=previous.raw.encode(),
     )
     options = {"stop_before": list(stop_before), "exit_on_reboot": exit_on_reboot}
-    return _deployment_queue(env, desired, kind="previous", options=options, created_by=created_by)
+    return _deployment_queue(
+        env, desired, kind="previous", options=options, created_by=created_by, actor=actor
+    )
 
 
 def deployment_install(*, echo: Echo | None = None, **kwargs: Any) -> Deployment:
@@ -121,9 +132,12 @@ def deployment_execute(*, deployment_id: int, echo: Echo | None = None) -> Deplo
     Claiming is a conditional UPDATE (queued -> running): a redelivered or duplicated task
     message finds nothing to claim and returns the row as it is.
     """
-    claimed = Deployment.objects.filter(pk=deployment_id, status=Deployment.Status.QUEUED).update(
-        status=Deployment.Status.RUNNING, owner=owner_token(), started_at=timezone.now()
-    )
+    with transaction.atomic():
+        claimed = Deployment.objects.filter(pk=deployment_id, status=Deployment.Status.QUEUED).update(
+            status=Deployment.Status.RUNNING, owner=owner_token(), started_at=timezone.now()
+        )
+        if claimed == 1:
+            journal_append(kind="deployment.started", actor=None, subject=f"deployment:{deployment_id}")
     deployment = Deployment.objects.select_related("manifest").get(pk=deployment_id)
     if claimed != 1:
         return deployment
@@ -146,7 +160,13 @@ def deployment_execute(*, deployment_id: int, echo: Echo | None = None) -> Deplo
 
 
 def _deployment_queue(
-    env: Environment, desired: DesiredState, *, kind: str, options: dict[str, object], created_by: str
+    env: Environment,
+    desired: DesiredState,
+    *,
+    kind: str,
+    options: dict[str, object],
+    created_by: str,
+    actor: Actor | None,
 ) -> Deployment:
     try:
         with transaction.atomic():
@@ -161,9 +181,55 @@ def _deployment_queue(
             )
             deployment.work_dir = str(env.work_root / str(deployment.pk))
             deployment.save(update_fields=["work_dir"])
+            journal_append(
+                kind="deployment.created",
+                actor=actor or actor_of_command_line(),
+                subject=f"deployment:{deployment.pk}",
+                data=_created_record(deployment, desired),
+            )
     except IntegrityError:
         raise BusyError("another deployment is in progress: run `resume` or `rollback` first") from None
     return deployment
+
+
+def _created_record(deployment: Deployment, desired: DesiredState) -> dict[str, object]:
+    """What the journal keeps of a new deployment: the manifest from → to and the bundle."""
+    pointers = selectors.active_manifests()
+    active = pointers.active if pointers else None
+    return {
+        "kind": deployment.kind,
+        "options": deployment.options,
+        "manifest": _manifest_record(deployment.manifest),
+        "from": _manifest_record(active) if active else None,
+        "bundle": _bundle_record(desired.manifest.path),
+    }
+
+
+def _manifest_record(manifest: Manifest) -> dict[str, object]:
+    return {"id": manifest.pk, "name": manifest.name, "sha256": manifest.sha256, "form": manifest.form}
+
+
+def _bundle_record(manifest_path: Path) -> dict[str, object] | None:
+    """The accepted bundle whose store directory holds the manifest (installs by bundle id or
+    bundle file read it from there), with each artifact's digest and signer."""
+    folders = [str(p) for p in Path(manifest_path).resolve().parents]
+    bundle = Bundle.objects.filter(status=Bundle.Status.ACCEPTED, directory__in=folders).first()
+    if bundle is None:
+        return None
+    return {
+        "id": bundle.pk,
+        "sha256": bundle.sha256,
+        "filename": bundle.filename,
+        "artifacts": [
+            {
+                "name": a.artifact.name,
+                "sha256": a.artifact.sha256,
+                "signed": a.artifact.signed,
+                "signer": a.artifact.signer_fingerprint,
+            }
+            for a in bundle.artifacts.select_related("artifact")
+        ],
+    }
 
 
 def _manifest_snapshot(desired: DesiredState) -> Manifest:
@@ -223,8 +289,19 @@ def _plan(env: Environment, deployment: Deployment, desired: DesiredState, journ
         raise
     components_record(inspected=inspected, system_type=desired.topology.system_type or "")
     deployment.plan = plan_as_json(plan)
-    deployment.save(update_fields=["plan"])
+    with transaction.atomic():
+        deployment.save(update_fields=["plan"])
+        journal_append(
+            kind="deployment.planned",
+            actor=None,
+            subject=f"deployment:{deployment.pk}",
+            data={"components": [_planned(c) for c in deployment.plan["components"]]},
+        )
     return plan
+
+
+def _planned(component: dict[str, Any]) -> dict[str, object]:
+    return {k: component[k] for k in ("key", "component_type", "component_id", "action", "current", "target")}
 
 
 def _deployment_reject(deployment: Deployment, exc: Exception) -> None:
@@ -233,7 +310,26 @@ def _deployment_reject(deployment: Deployment, exc: Exception) -> None:
     deployment.finished_at = timezone.now()
     deployment.slot = None
     deployment.owner = ""
-    deployment.save(update_fields=["status", "reason", "finished_at", "slot", "owner"])
+    with transaction.atomic():
+        deployment.save(update_fields=["status", "reason", "finished_at", "slot", "owner"])
+        _journal_outcome(deployment)
+
+
+def _journal_outcome(deployment: Deployment) -> None:
+    """`deployment.finished` when it ended (the head gets signed), `deployment.paused` when it
+    stopped or waits for a reboot."""
+    ended = deployment.finished_at is not None
+    journal_append(
+        kind="deployment.finished" if ended else "deployment.paused",
+        actor=None,
+        subject=f"deployment:{deployment.pk}",
+        data={
+            "status": deployment.status,
+            "reason": deployment.reason,
+            "components": list(deployment.components),
+            "phase": deployment.position.get("phase", ""),
+        },
+    )
 
 
 def _machine_options(
@@ -264,6 +360,7 @@ def _deployment_finish(
         deployment.save()
         if result.outcome == "succeeded":
             _activate(env, deployment.manifest)
+        _journal_outcome(deployment)
     if result.outcome in ("succeeded", "rolled_back", "inconsistent"):
         _refresh_after(env, deployment)
         # Every component's tree went at its Cleanup; what remains (inspection scratch) goes now.
@@ -271,6 +368,7 @@ def _deployment_finish(
         # Reference §5.3: trim the artifact store after each deployment, as `gc` does (keeps
         # what the active, previous and in-progress manifests need). Logs, never raises.
         store_retention_after_deployment(env)
+        audit_prune_by_policy(actor=SYSTEM)
     return deployment
 
 
@@ -333,17 +431,30 @@ def plan_as_json(plan: Plan) -> dict[str, object]:
 
 
 def deployment_resume(
-    *, stop_before: Sequence[str] = (), exit_on_reboot: bool = False, echo: Echo | None = None
+    *,
+    stop_before: Sequence[str] = (),
+    exit_on_reboot: bool = False,
+    echo: Echo | None = None,
+    actor: Actor | None = None,
 ) -> Deployment:
     """Continue the deployment in progress from its persisted position."""
     deployment = _in_progress_or_raise("resume")
     return _continue(
-        deployment, stop_before=stop_before, exit_on_reboot=exit_on_reboot, echo=echo, rollback=False
+        deployment,
+        stop_before=stop_before,
+        exit_on_reboot=exit_on_reboot,
+        echo=echo,
+        rollback=False,
+        actor=actor or actor_of_command_line(),
     )
 
 
 def deployment_rollback(
-    *, stop_before: Sequence[str] = (), exit_on_reboot: bool = False, echo: Echo | None = None
+    *,
+    stop_before: Sequence[str] = (),
+    exit_on_reboot: bool = False,
+    echo: Echo | None = None,
+    actor: Actor | None = None,
 ) -> Deployment:
     """Roll back the deployment in progress (committed components included)."""
     deployment = _in_progress_or_raise("roll back")
@@ -353,7 +464,12 @@ def deployment_rollback(
     if deployment.position.get("phase") in ("cleanup", "done"):
         raise NothingInProgress("cleanup has started: the deployment can no longer be rolled back")
     return _continue(
-        deployment, stop_before=stop_before, exit_on_reboot=exit_on_reboot, echo=echo, rollback=True
+        deployment,
+        stop_before=stop_before,
+        exit_on_reboot=exit_on_reboot,
+        echo=echo,
+        rollback=True,
+        actor=actor or actor_of_command_line(),
     )
 
 
@@ -372,10 +488,13 @@ def _continue(
     exit_on_reboot: bool,
     echo: Echo | None,
     rollback: bool,
+    actor: Actor,
 ) -> Deployment:
     if deployment.status == Deployment.Status.QUEUED:
         return deployment_execute(deployment_id=deployment.pk, echo=echo)
-    crashed = _deployment_takeover(deployment)
+    request = {"stop_before": list(stop_before), "exit_on_reboot": exit_on_reboot}
+    kind = "deployment.rollback_requested" if rollback else "deployment.resumed"
+    crashed = _deployment_takeover(deployment, journal=(kind, actor, request))
     if crashed:
         stop_leftover_calls(Path(deployment.work_dir))
     if not deployment.plan:
@@ -401,28 +520,41 @@ def _continue(
     return _deployment_finish(env, deployment, result, machine.state)
 
 
-def _deployment_takeover(deployment: Deployment) -> bool:
+def _deployment_takeover(deployment: Deployment, *, journal: tuple[str, Actor, dict[str, object]]) -> bool:
     """Claim a deployment in progress for this process; True when its last runner died.
 
     The conditional UPDATE (on the owner we read) makes two resumers race safely: one wins.
+    The journal records who asked (kind, actor, request) in the same transaction.
     """
     if deployment.status == Deployment.Status.RUNNING and owner_alive(deployment.owner):
         raise BusyError(f"deployment {deployment.pk} is being run by another process ({deployment.owner})")
     crashed = deployment.status == Deployment.Status.RUNNING
-    claimed = Deployment.objects.filter(
-        pk=deployment.pk, owner=deployment.owner, status=deployment.status
-    ).update(owner=owner_token(), status=Deployment.Status.RUNNING)
-    if claimed != 1:
-        raise BusyError(f"deployment {deployment.pk} was just claimed by another process")
+    kind, actor, request = journal
+    with transaction.atomic():
+        claimed = Deployment.objects.filter(
+            pk=deployment.pk, owner=deployment.owner, status=deployment.status
+        ).update(owner=owner_token(), status=Deployment.Status.RUNNING)
+        if claimed != 1:
+            raise BusyError(f"deployment {deployment.pk} was just claimed by another process")
+        journal_append(
+            kind=kind,
+            actor=actor,
+            subject=f"deployment:{deployment.pk}",
+            data={**request, "status_before": deployment.status, "after_crash": crashed},
+        )
     deployment.refresh_from_db()
     return crashed
 
 
 def _close_interrupted_steps(deployment: Deployment) -> None:
     """Calls that were running when the process died: recorded as interrupted, never as done."""
-    deployment.steps.filter(ended_at__isnull=True).update(
-        ended_at=timezone.now(), error="interrupted: the orchestrator stopped during this call"
-    )
+    with transaction.atomic():
+        interrupted = list(deployment.steps.filter(ended_at__isnull=True))
+        deployment.steps.filter(pk__in=[s.pk for s in interrupted]).update(
+            ended_at=timezone.now(), error="interrupted: the orchestrator stopped during this call"
+        )
+        for step in deployment.steps.filter(pk__in=[s.pk for s in interrupted]):
+            step_journal_row(step)
 
 
 def _deployment_close_untouched(deployment: Deployment) -> Deployment:
@@ -432,7 +564,9 @@ def _deployment_close_untouched(deployment: Deployment) -> Deployment:
     deployment.finished_at = timezone.now()
     deployment.slot = None
     deployment.owner = ""
-    deployment.save()
+    with transaction.atomic():
+        deployment.save()
+        _journal_outcome(deployment)
     return deployment
 
 
