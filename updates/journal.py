@@ -26,7 +26,7 @@ from updates.engine.auditchain import iso, sha256_hex
 from updates.engine.interface import CallResult
 from updates.engine.machine import RunState
 from updates.models import Deployment, Step
-from updates.services.audit import journal_append
+from updates.services.audit import journal_append, journal_batch
 
 T = TypeVar("T")
 EXCERPT = 16 * 1024
@@ -78,7 +78,7 @@ class _GroupWriter:
 
     def _run(self, batch: list[tuple[Callable[[], object], Future[object]]]) -> None:
         try:
-            with transaction.atomic():
+            with transaction.atomic(), journal_batch():
                 results = [fn() for fn, _ in batch]
         except Exception:
             # One failing write must not take the others down: retry them one by one (each
