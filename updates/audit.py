@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -43,12 +43,19 @@ def anchor_of(row: JournalAnchor) -> auditchain.Anchor:
     )
 
 
-def audit_verify(*, public_key: auditchain.Ed25519PublicKey | None = None) -> auditchain.Verdict:
-    """Check every entry, the head and every signed anchor; the first break is named."""
+def audit_verify(
+    *, public_key: auditchain.Ed25519PublicKey | None = None, published: Iterable[auditchain.Anchor] = ()
+) -> auditchain.Verdict:
+    """Check every entry, the head and every signed anchor; the first break is named.
+
+    `published`: anchors kept outside the appliance (an earlier export's anchors.jsonl); they win
+    over the database's own, which whoever rewrote the chain could have rewritten too.
+    """
     from updates.services.audit import signing_key  # the key lives with the writes
 
     key = public_key or signing_key().public_key()
     anchors = {a.seq: anchor_of(a) for a in JournalAnchor.objects.all()}
+    anchors.update((a.seq, a) for a in published)
     checker = auditchain.ChainChecker(anchors=anchors, public_key=key)
     for entry in JournalEntry.objects.order_by("seq").iterator(chunk_size=2000):
         if not checker.feed(entry_body(entry), entry.hash):
@@ -119,7 +126,10 @@ def _section(entries: list[JournalEntry]) -> dict[str, Any]:
             for e in entries
             if e.kind in ("deployment.resumed", "deployment.rollback_requested")
         ],
-        "steps": [{"seq": e.seq, **e.data} for e in entries if e.kind == "step.finished"],
+        # In the order the calls started (the journal has them in the order they ended).
+        "steps": sorted(
+            ({"seq": e.seq, **e.data} for e in entries if e.kind == "step.finished"), key=lambda s: s["step"]
+        ),
         "outcome": {"status": status, "reason": ended.data.get("reason", "") if ended else ""},
         "entries": [entries[0].seq, entries[-1].seq],
     }

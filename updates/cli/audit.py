@@ -28,6 +28,7 @@ def register(sub: Any) -> None:
     verify = commands.add_parser("verify", help="check the journal's hash chain and signed anchors")
     verify.add_argument("--export", type=Path, dest="export_file", help="check an exported archive offline")
     verify.add_argument("--public-key", type=Path, help="the published public key (PEM) to check against")
+    verify.add_argument("--anchors", type=Path, help="published anchors (anchors.jsonl of an earlier export)")
     verify.add_argument("--json", action="store_true")
     verify.set_defaults(handler=cmd_verify)
 
@@ -84,13 +85,13 @@ def _public_key(path: Path | None) -> auditchain.Ed25519PublicKey | None:
 def cmd_verify(args: argparse.Namespace) -> int:
     try:
         pinned = _public_key(args.public_key)
+        published = list(auditchain.anchors_from_jsonl(args.anchors.read_bytes())) if args.anchors else []
         if args.export_file:
-            verdict = auditchain.archive_verify(
-                auditchain.archive_read(args.export_file.read_bytes(), pinned=pinned)
-            )
+            archive = auditchain.archive_read(args.export_file.read_bytes(), pinned=pinned)
+            verdict = auditchain.archive_verify(archive, published=published)
         else:
-            verdict = audit.audit_verify(public_key=pinned)
-    except (OSError, ValueError) as exc:
+            verdict = audit.audit_verify(public_key=pinned, published=published)
+    except (OSError, ValueError, KeyError) as exc:
         _err(str(exc))
         return 2
     except auditchain.ArchiveError as exc:

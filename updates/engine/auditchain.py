@@ -359,9 +359,11 @@ def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
     return fh.read()
 
 
-def archive_verify(archive: Archive) -> Verdict:
-    """The chain of an export's journal.jsonl against the anchors it carries."""
-    anchors = {a.seq: a for a in _anchors(archive)}
+def archive_verify(archive: Archive, *, published: Iterable[Anchor] = ()) -> Verdict:
+    """The chain of an export's journal.jsonl against the anchors it carries (and, winning over
+    those, anchors published earlier)."""
+    anchors = {a.seq: a for a in anchors_from_jsonl(archive.members.get("anchors.jsonl", b""))}
+    anchors.update((a.seq, a) for a in published)
     lines = archive.members.get("journal.jsonl", b"").splitlines()
     bodies = list(_bodies(lines))
     start = int(bodies[0].get("seq", 1)) if bodies else 1
@@ -372,8 +374,9 @@ def archive_verify(archive: Archive) -> Verdict:
     return checker.finish()
 
 
-def _anchors(archive: Archive) -> Iterator[Anchor]:
-    for line in archive.members.get("anchors.jsonl", b"").splitlines():
+def anchors_from_jsonl(data: bytes) -> Iterator[Anchor]:
+    """anchors.jsonl of an export: what an auditor keeps ("publishes") to check later exports."""
+    for line in data.splitlines():
         item = json.loads(line)
         yield Anchor(
             seq=int(item["seq"]),
