@@ -97,10 +97,16 @@ def _truncate(demo: DemoSystem, seq: int) -> None:
 @pytest.mark.parametrize(
     ("tamper", "pattern"),
     [
-        (_edit, r"^journal BROKEN at entry {n} \(\S+, deployment.created deployment:99 .*\): its contents do not match"),
+        (
+            _edit,
+            r"^journal BROKEN at entry {n} \(\S+, deployment.created deployment:99 .*\): its contents do not match",
+        ),
         (_delete, r"^journal BROKEN at entry {n1} \(.*\): entry {n} missing before it"),
         (_reorder, r"^journal BROKEN at entry {n} \(.*\): its contents do not match"),
-        (_truncate, r"^journal BROKEN at entry {n}: missing: the chain ends at entry {n_1} but .* entries {n}-{head} removed from the end"),
+        (
+            _truncate,
+            r"^journal BROKEN at entry {n}: missing: the chain ends at entry {n_1} but .* entries {n}-{head} removed from the end",
+        ),
     ],
     ids=["edit", "delete", "reorder", "truncate"],
 )
@@ -128,7 +134,9 @@ def test_a_rewritten_chain_fails_against_the_signed_anchors(demo: DemoSystem, tm
     result = verify(demo)
     assert result.returncode == 1
     first_anchor = int(sql(demo, "SELECT MIN(seq) FROM journal_anchor")[0][0])
-    assert re.match(rf"^journal BROKEN at entry {first_anchor} .*does not match the anchor signed at", result.stdout)
+    assert re.match(
+        rf"^journal BROKEN at entry {first_anchor} .*does not match the anchor signed at", result.stdout
+    )
     # Even with every anchor removed from the appliance, the published ones still catch it.
     sql(demo, "DELETE FROM journal_anchor")
     assert verify(demo).returncode == 0  # (what the database alone can still prove)
@@ -220,7 +228,9 @@ def test_the_report_rows_equal_what_the_deployments_did(demo: DemoSystem) -> Non
     for section in report["deployments"]:
         steps = history[section["id"]]["steps"]
         fields = ("component", "state", "argv", "exit_code", "error", "answer")
-        assert [{k: s[k] for k in fields} for s in section["steps"]] == [{k: s[k] for k in fields} for s in steps]
+        assert [{k: s[k] for k in fields} for s in section["steps"]] == [
+            {k: s[k] for k in fields} for s in steps
+        ]
         assert [s["started_at"][:23] for s in section["steps"]] == [_iso(s["started_at"]) for s in steps]
         assert section["actor"]["kind"] == "cli" and section["actor"]["via"] == "cli"
     v2, v3 = report["deployments"]
@@ -384,7 +394,7 @@ def _flip_positions(data: bytes) -> list[int]:
         positions.update(range(offset, offset + 512))
         size = int(data[offset + 124 : offset + 136].rstrip(b"\0 ") or b"0", 8)
         offset += 512 + size + (-size % 512)
-    positions.update(range(0, len(data), 37))
+    positions.update(range(0, len(data), 53))
     return sorted(positions)
 
 

@@ -340,7 +340,10 @@ def archive_read(data: bytes, *, pinned: Ed25519PublicKey | None = None) -> Arch
         raise ArchiveError(f"not a readable archive: {exc}") from exc
     if "public-key.pem" not in members:
         raise ArchiveError("the archive has no public-key.pem")
-    key = load_public_pem(members["public-key.pem"])
+    try:
+        key = load_public_pem(members["public-key.pem"])
+    except ValueError as exc:
+        raise ArchiveError(f"public-key.pem: {exc}") from exc
     if pinned is not None and key_fingerprint(pinned) != key_fingerprint(key):
         raise ArchiveError(
             f"signed with key {key_fingerprint(key)[:16]}…, not the expected {key_fingerprint(pinned)[:16]}…"
