@@ -6,6 +6,7 @@ PostgreSQL pass of .ci/run), as an attacker with database access would.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -210,7 +211,7 @@ def test_two_processes_appending_at_once_never_fork_the_chain(demo: DemoSystem, 
     rows = sql(demo, "SELECT seq, actor FROM journal WHERE kind = 'test.concurrent' ORDER BY seq")
     assert [r[0] for r in rows] == list(range(before + 1, before + 301))
     names = [(json.loads(r[1]) if isinstance(r[1], str) else r[1])["name"] for r in rows]
-    switches = sum(1 for x, y in zip(names, names[1:], strict=False) if x != y)
+    switches = sum(1 for x, y in itertools.pairwise(names) if x != y)
     assert switches > 1, "the two writers never overlapped: the test proved nothing"
     result = verify(demo)
     assert result.returncode == 0, result.stdout
