@@ -3,7 +3,9 @@ read through a strict helper, with defaults that run the appliance on a fresh ch
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 from pathlib import Path
 
 import dj_database_url
@@ -55,7 +57,30 @@ REBOOT_WAIT_SECONDS = envint("ORCH_REBOOT_WAIT_SECONDS", "600")
 AUDIT_ANCHOR_EVERY = envint("ORCH_AUDIT_ANCHOR_EVERY", "100")
 AUDIT_OUTPUT_RETENTION_DAYS = envint("ORCH_AUDIT_OUTPUT_RETENTION_DAYS", "0")
 
-SECRET_KEY = envsecret("SECRET_KEY", "dev-only-not-secret-change-me")
+
+def _secret_key() -> str:
+    """SECRET_KEY(_FILE) when given; else a random key kept in the data store, readable only by
+    the service (0600), so sessions and CSRF tokens survive a restart and no default key ships."""
+    given = envsecret("SECRET_KEY", "")
+    if given:
+        return given
+    path = DATASTORE_DIR / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    DATASTORE_DIR.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(50)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process (the worker, say) made it first
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key + "\n")
+    return key
+
+
+SECRET_KEY = _secret_key()
 DEBUG = envbool("DEBUG", "False")
 ALLOWED_HOSTS = [h for h in os.getenv("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h]
 
@@ -66,11 +91,16 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "ninja",  # export_openapi_schema (docs/openapi.json)
+    "accounts",
     "devices",
     "updates",
 ]
 
 MIDDLEWARE = [
+    # Outermost: whatever Django answers under /api/ (a bad Host, no route, wrong method) gets the
+    # error envelope.
+    "orchestrator_site.errors.ApiEnvelopeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -78,6 +108,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "orchestrator_site.uploads.UploadCleanupMiddleware",
 ]
 
 ROOT_URLCONF = "orchestrator_site.urls"
@@ -137,6 +168,27 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = False
 USE_TZ = True
+
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/api/v1/docs"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+
+# ----- REST API (orchestrator_site/api.py) -----------------------------------------------------
+# Uploads go to disk in chunks (never whole in memory), under the data store so a bundle can be
+# hard-linked or moved on the same file system; beyond the limit the upload is cut off (413).
+UPLOAD_MAX_BYTES = envint("ORCH_UPLOAD_MAX_BYTES", str(2 * 1024**3))
+FILE_UPLOAD_HANDLERS = ["orchestrator_site.uploads.LimitedUploadHandler"]
+FILE_UPLOAD_TEMP_DIR = str(DATASTORE_DIR / "uploads")
+with contextlib.suppress(OSError):  # Django's system check wants it to exist
+    Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)
+# Failed logins and bad API tokens per client address: more than LIMIT in WINDOW seconds -> 429.
+AUTH_FAILURE_LIMIT = envint("ORCH_AUTH_FAILURE_LIMIT", "10")
+AUTH_FAILURE_WINDOW_SECONDS = envint("ORCH_AUTH_FAILURE_WINDOW_SECONDS", "300")
+# How often the events stream looks at the database, and how long one stream may stay open.
+EVENTS_POLL_SECONDS = float(os.getenv("ORCH_EVENTS_POLL_SECONDS", "0.5"))
+EVENTS_MAX_SECONDS = envint("ORCH_EVENTS_MAX_SECONDS", "3600")
 
 STATIC_URL = "static/"
 STATIC_ROOT = DATASTORE_DIR / "static"

@@ -1,8 +1,9 @@
-"""Who did something, as the audit journal records it (issue 11).
+"""Who did something: recorded on every bundle and deployment row, in the audit journal (issue 11)
+and shown in the audit.
 
-An actor is a user, an API token (by name), a webhook event (by id), the command line (the OS
-user, and whether Mender's update module called us) or the appliance itself (a worker recovering
-a deployment). The journal stores `Actor.as_json()`.
+An actor is a user (a browser session), an API token, a webhook event, the command line (the OS
+user, and whether Mender's update module called us) or the appliance itself (a worker continuing
+a deployment, retention). The journal stores `Actor.as_json()`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import getpass
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
+ActorKind = Literal["user", "token", "webhook", "cli", "system"]
 # Mender's update module for manifests (reference mender-orchestrator.md §6 item 3) runs us from
 # /usr/share/mender/modules/v3/mender-orchestrator-manifest; this is its file name.
 UPDATE_MODULE = "mender-orchestrator-manifest"
@@ -21,9 +24,18 @@ CALLER_ENV = "MENDER_ORCHESTRATOR_CALLER"
 
 @dataclass(frozen=True)
 class Actor:
-    kind: str  # user | token | webhook | cli | system
+    """`user` (a browser session: the username), `token` ("<user>/<token name>"), `webhook`
+    (the event id of a Mender or CI hook), `cli` (the local command line: the OS user, `via`
+    "cli" or "update-module") or `system` (the appliance itself)."""
+
+    kind: ActorKind
     name: str
-    via: str = ""  # cli: "cli" or "update-module"
+    via: str = ""
+
+    @property
+    def label(self) -> str:
+        """The `created_by` string of the older rows: "<kind>:<name>", or "cli"."""
+        return "cli" if self.kind == "cli" else f"{self.kind}:{self.name}"
 
     def as_json(self) -> dict[str, str]:
         data = {"kind": self.kind, "name": self.name}
@@ -31,12 +43,9 @@ class Actor:
             data["via"] = self.via
         return data
 
-    def __str__(self) -> str:
-        via = f" via {self.via}" if self.via and self.via != self.kind else ""
-        return f"{self.kind}:{self.name}{via}"
 
-
-SYSTEM = Actor(kind="system", name="orchestrator")
+CLI_ACTOR = Actor("cli", "cli")
+SYSTEM = Actor("system", "orchestrator")
 
 
 def actor_of_command_line() -> Actor:

@@ -18,7 +18,13 @@ from django.template.loader import render_to_string
 from updates.engine import auditchain
 from updates.models import JournalAnchor, JournalEntry, JournalHead
 
-SECTION_KINDS = ("deployment.created",)
+# Who asked for what after the start: a takeover by the CLI or a worker, and requests over the API.
+REQUEST_KINDS = (
+    "deployment.resume_requested",
+    "deployment.rollback_requested",
+    "deployment.resumed",
+    "deployment.rollback",
+)
 
 
 def entry_body(entry: JournalEntry) -> dict[str, object]:
@@ -124,7 +130,7 @@ def _section(entries: list[JournalEntry]) -> dict[str, Any]:
         "requests": [
             {"kind": e.kind.split(".", 1)[1], "at": auditchain.iso(e.at), "actor": e.actor, "data": e.data}
             for e in entries
-            if e.kind in ("deployment.resumed", "deployment.rollback_requested")
+            if e.kind in REQUEST_KINDS
         ],
         # In the order the calls started (the journal has them in the order they ended).
         "steps": sorted(

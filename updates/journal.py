@@ -25,7 +25,7 @@ from django.utils import timezone
 from updates.engine.auditchain import iso, sha256_hex
 from updates.engine.interface import CallResult
 from updates.engine.machine import RunState
-from updates.models import Deployment, Step
+from updates.models import Deployment, Step, StepEvent
 from updates.services.audit import journal_append, journal_batch
 
 T = TypeVar("T")
@@ -123,6 +123,7 @@ class DbJournal:
                 argv=call.argv,
                 started_at=call.started_at,
             )
+            StepEvent.objects.create(deployment_id=self.deployment_id, step=step, kind="started")
             return int(step.pk)
 
         step = self._write(insert)
@@ -137,7 +138,7 @@ class DbJournal:
 
         def update() -> None:
             # The step row and its journal entry commit together (issue 11), in the same batch.
-            Step.objects.filter(pk=step).update(**fields)
+            _step_finish(self.deployment_id, step, fields)
             step_journal(self.deployment_id, step, call, fields)
 
         self._write(update)
@@ -202,6 +203,11 @@ def _line(call: _Call, fields: dict[str, object]) -> str:
     extra = f" -> {fields['answer']}" if fields.get("answer") else ""
     error = f"  ({fields['error']})" if fields.get("error") else ""
     return f"{component:<24} {state:<30} {status}{extra} {seconds:.2f}s{error}"
+
+
+def _step_finish(deployment_id: int, step: int, fields: dict[str, object]) -> None:
+    Step.objects.filter(pk=step).update(**fields)
+    StepEvent.objects.create(deployment_id=deployment_id, step_id=step, kind="finished")
 
 
 def _finished_fields(result: CallResult | None, answer: str | None, error: str | None) -> dict[str, object]:

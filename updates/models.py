@@ -54,6 +54,11 @@ class Deployment(models.Model):
     owner = models.CharField(max_length=200, blank=True)  # claims.owner_token() of the runner
     created_by = models.CharField(max_length=150, default="cli")
     created_at = models.DateTimeField(auto_now_add=True)
+    # Who asked for it (updates.actors.Actor): user | token | webhook | cli, and its name.
+    actor_kind = models.CharField(max_length=10, default="cli")
+    actor_name = models.CharField(max_length=200, default="cli")
+    # Later requests on it (resume, rollback): [{"action", "actor_kind", "actor_name", "at"}].
+    requests = models.JSONField(default=list)
     started_at = models.DateTimeField(null=True)
     finished_at = models.DateTimeField(null=True)
 
@@ -127,6 +132,7 @@ class Bundle(models.Model):
         INGESTING = "ingesting"
         ACCEPTED = "accepted"
         REJECTED = "rejected"  # kept as a record with its reasons; nothing of it is deployable
+        DELETED = "deleted"  # deleted by a user: its files are gone, the record stays for the audit
 
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.INGESTING)
     form = models.CharField(max_length=20, blank=True)  # tar | tar.gz | manifest-artifact | manifest
@@ -142,6 +148,11 @@ class Bundle(models.Model):
     directory = models.CharField(max_length=1000, blank=True)  # <datastore>/bundles/<id>, if accepted
     created_by = models.CharField(max_length=150, default="cli")
     created_at = models.DateTimeField(auto_now_add=True)
+    # Who asked for it (updates.actors.Actor): user | token | webhook | cli, and its name.
+    actor_kind = models.CharField(max_length=10, default="cli")
+    actor_name = models.CharField(max_length=200, default="cli")
+    deleted_at = models.DateTimeField(null=True)  # DELETE /bundles/{id}: files gone, record kept
+    deleted_by = models.CharField(max_length=220, blank=True)
 
     class Meta:
         ordering = ["-id"]
@@ -157,6 +168,19 @@ class BundleArtifact(models.Model):
     artifact = models.ForeignKey(StoredArtifact, on_delete=models.CASCADE, related_name="bundles")
     member = models.CharField(max_length=1000, blank=True)
     component_types = models.JSONField(default=list)
+
+    class Meta:
+        ordering = ["id"]
+
+
+class StepEvent(models.Model):
+    """One change of a step (started, finished), in the order it was committed: the id is the
+    `id:` of the server-sent event, so a client reconnecting with `Last-Event-ID` gets every
+    change after it and none twice. Written by the journal in the transaction of the change."""
+
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="events")
+    step = models.ForeignKey(Step, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=10)  # started | finished
 
     class Meta:
         ordering = ["id"]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Prefetch, QuerySet
 
+from devices.models import System
 from devices.selectors import component_list
-from updates.models import ActiveManifests, Bundle, BundleArtifact, Deployment, Step
+from updates.models import ActiveManifests, Bundle, BundleArtifact, Deployment, Manifest, Step, StepEvent
 
 
 def deployment_in_progress() -> Deployment | None:
@@ -94,6 +97,9 @@ def bundle_get(*, bundle_id: int) -> Bundle | None:
 
 
 def bundle_artifacts(bundle: Bundle) -> QuerySet[BundleArtifact]:
+    # `.all()` uses what a list prefetched (bundle_page); ordered and joined either way.
+    if "artifacts" in getattr(bundle, "_prefetched_objects_cache", {}):
+        return bundle.artifacts.all()
     return bundle.artifacts.select_related("artifact").order_by("id")
 
 
@@ -126,3 +132,313 @@ def bundle_report(bundle: Bundle) -> dict[str, Any]:
             for ba in bundle_artifacts(bundle)
         ],
     }
+
+
+# ----- the REST API and the web UI (issue #9) -------------------------------------------------------
+
+
+def _manifest_ref(manifest: Manifest | None) -> dict[str, Any] | None:
+    if manifest is None:
+        return None
+    return {
+        "id": manifest.pk,
+        "name": manifest.name,
+        "sha256": manifest.sha256,
+        "created_at": manifest.created_at,
+    }
+
+
+def _actor(row: Deployment | Bundle) -> dict[str, str]:
+    return {"kind": row.actor_kind, "name": row.actor_name}
+
+
+def system_report() -> dict[str, Any]:
+    """The system as the database knows it: components with their last answers, the active and
+    previous manifests (with the topology the active one was applied with), the run in progress."""
+    pointers = active_manifests()
+    active = pointers.active if pointers else None
+    running = deployment_in_progress()
+    system = System.objects.filter(pk=1).first()
+    return {
+        "system_type": (system.system_type if system else "")
+        or (active.topology.get("system_type") if active else "")
+        or "",
+        "topology": active.topology if active else None,
+        "components": [
+            {
+                "key": c.key,
+                "component_type": c.component_type,
+                "component_id": c.component_id,
+                "interface": c.interface,
+                "interface_args": c.interface_args,
+                "provides": c.provides,
+                "version": c.version,
+                "last_seen": c.refreshed_at,
+            }
+            for c in component_list()
+        ],
+        "active_manifest": _manifest_ref(active),
+        "previous_manifest": _manifest_ref(pointers.previous if pointers else None),
+        "in_progress": deployment_summary(running) if running else None,
+    }
+
+
+def deployment_summary(d: Deployment) -> dict[str, Any]:
+    """One list row (needs `manifest` joined)."""
+    return {
+        "id": d.pk,
+        "kind": d.kind,
+        "status": d.status,
+        "reason": d.reason,
+        "manifest": d.manifest.name,
+        "actor": _actor(d),
+        "created_at": d.created_at,
+        "started_at": d.started_at,
+        "finished_at": d.finished_at,
+    }
+
+
+@dataclass(frozen=True)
+class DeploymentFilter:
+    status: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    manifest: str | None = None
+
+
+def deployment_page(*, filters: DeploymentFilter, page: int, page_size: int) -> tuple[list[Deployment], int]:
+    """One page of deployments, newest first, and how many match (two queries whatever the size)."""
+    rows = Deployment.objects.select_related("manifest").order_by("-id")
+    if filters.status:
+        rows = rows.filter(status=filters.status)
+    if filters.since:
+        rows = rows.filter(created_at__gte=filters.since)
+    if filters.until:
+        rows = rows.filter(created_at__lt=filters.until)
+    if filters.manifest:
+        rows = rows.filter(manifest__name=filters.manifest)
+    start = (page - 1) * page_size
+    # The heavy JSON columns (plan, position) stay in the database: a list shows none of them.
+    page_rows = list(
+        rows.defer("plan", "position", "options", "manifest__raw", "manifest__topology")[
+            start : start + page_size
+        ]
+    )
+    return page_rows, rows.count()
+
+
+def deployment_get(*, deployment_id: int) -> Deployment | None:
+    return Deployment.objects.select_related("manifest").filter(pk=deployment_id).first()
+
+
+TAIL = 2000
+
+
+def step_report(s: Step) -> dict[str, Any]:
+    duration = (s.ended_at - s.started_at).total_seconds() if s.ended_at else None
+    return {
+        "id": s.pk,
+        "component": s.component,
+        "state": s.state,
+        "argv": s.argv,
+        "started_at": s.started_at,
+        "ended_at": s.ended_at,
+        "duration_seconds": duration,
+        "exit_code": s.exit_code,
+        "timed_out": s.timed_out,
+        "answer": s.answer,
+        "error": s.error,
+        "ok": s.ok,
+        "output_tail": (s.stdout + s.stderr)[-TAIL:],
+    }
+
+
+def deployment_detail(d: Deployment) -> dict[str, Any]:
+    """Order groups -> components (from the plan) -> their steps. Steps under names the plan does
+    not know (Identity queries, before a component's ID is known; a run refused while inspecting)
+    come first, in a group of their own (order None)."""
+    steps: dict[str, list[dict[str, Any]]] = {}
+    for s in deployment_steps(d):
+        steps.setdefault(s.component, []).append(step_report(s))
+    planned = {c["key"]: c for c in d.plan.get("components", [])}
+    groups = [
+        {"order": order, "components": [_planned(planned[k], steps.pop(k, [])) for k in keys if k in planned]}
+        for order, keys in d.plan.get("groups", [])
+    ]
+    if steps:  # Identity queries come first, naming a component by its interface args
+        groups.insert(0, {"order": None, "components": [_unplanned(k, v) for k, v in steps.items()]})
+    return deployment_summary(d) | {
+        "components_concerned": d.components,
+        "position": d.position,
+        "options": d.options,
+        "requests": d.requests,
+        "groups": groups,
+    }
+
+
+def _planned(c: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = ("key", "component_type", "component_id", "action", "current", "target")
+    return {k: c.get(k, "") for k in keys} | {"steps": steps}
+
+
+def _unplanned(key: str, steps: list[dict[str, Any]]) -> dict[str, Any]:
+    ctype, _, cid = key.partition(".")
+    return {
+        "key": key,
+        "component_type": ctype,
+        "component_id": cid,
+        "action": "",
+        "current": "",
+        "target": "",
+        "steps": steps,
+    }
+
+
+def step_get(*, deployment_id: int, step_id: int) -> Step | None:
+    return Step.objects.filter(deployment_id=deployment_id, pk=step_id).first()
+
+
+def step_events_after(*, deployment_id: int, after: int) -> list[StepEvent]:
+    """The step changes of a deployment committed after event `after`, oldest first."""
+    return list(
+        StepEvent.objects.select_related("step")
+        .filter(deployment_id=deployment_id, pk__gt=after)
+        .order_by("id")
+    )
+
+
+def deployment_status(*, deployment_id: int) -> str | None:
+    return Deployment.objects.filter(pk=deployment_id).values_list("status", flat=True).first()
+
+
+def bundle_page(*, page: int, page_size: int) -> tuple[list[Bundle], int]:
+    rows = Bundle.objects.order_by("-id").prefetch_related(
+        Prefetch("artifacts", queryset=BundleArtifact.objects.select_related("artifact").order_by("id"))
+    )
+    start = (page - 1) * page_size
+    return list(rows[start : start + page_size]), Bundle.objects.count()
+
+
+def bundle_summary(bundle: Bundle) -> dict[str, Any]:
+    """`bundle_report` plus who added or deleted it; uses prefetched artifacts when present."""
+    return bundle_report(bundle) | {
+        "actor": _actor(bundle),
+        "deleted_at": bundle.deleted_at,
+        "deleted_by": bundle.deleted_by,
+    }
+
+
+# ----- audit: one row per deployment (REST `GET /audit`, the UI, `audit report`) --------------------
+
+
+def audit_rows(*, since: datetime | None = None, until: datetime | None = None) -> list[dict[str, Any]]:
+    """Who or what started each deployment, manifest from -> to, outcome, start, duration, every
+    component's version before and after, and the bundle it came from (sha256, signers).
+
+    "From" is the manifest active when the deployment was created: the last one that succeeded
+    before it. "After" is the target for a success, the version before for a rollback or a
+    refusal, and "unknown" for an inconsistent end. Four queries, whatever the number of rows.
+    """
+    rows = Deployment.objects.select_related("manifest").defer("position", "manifest__raw").order_by("id")
+    if since:
+        rows = rows.filter(created_at__gte=since)
+    if until:
+        rows = rows.filter(created_at__lt=until)
+    deployments = list(rows)
+    active = _active_before(deployments[0].pk) if deployments else None
+    bundles = _bundles_by_directory()
+    result = []
+    for d in deployments:
+        result.append(_audit_row(d, active, bundles))
+        if d.status == Deployment.Status.SUCCEEDED:
+            active = d.manifest.name
+    return result
+
+
+def _active_before(deployment_id: int) -> str | None:
+    return (
+        Deployment.objects.filter(pk__lt=deployment_id, status=Deployment.Status.SUCCEEDED)
+        .order_by("-id")
+        .values_list("manifest__name", flat=True)
+        .first()
+    )
+
+
+def _bundles_by_directory() -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    bundles = Bundle.objects.exclude(directory="").prefetch_related(
+        Prefetch("artifacts", queryset=BundleArtifact.objects.select_related("artifact"))
+    )
+    for b in bundles:
+        signers = sorted(
+            {a.artifact.signer_fingerprint for a in b.artifacts.all() if a.artifact.signer_fingerprint}
+        )
+        found[b.directory] = {"id": b.pk, "sha256": b.sha256, "signers": signers}
+    return found
+
+
+def _audit_row(d: Deployment, active: str | None, bundles: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    start = d.started_at or d.created_at
+    components = d.plan.get("components", [])
+    return {
+        "deployment": d.pk,
+        "actor_kind": d.actor_kind,
+        "actor": d.actor_name,
+        "requests": d.requests,
+        "manifest_from": active,
+        "manifest_to": d.manifest.name,
+        "outcome": d.status,
+        "reason": d.reason,
+        "started_at": start,
+        "duration_seconds": (d.finished_at - start).total_seconds() if d.finished_at else None,
+        "versions_before": {c["key"]: c.get("current", "") for c in components},
+        "versions_after": {c["key"]: _version_after(d.status, c) for c in components},
+        "bundle": _bundle_of(d.manifest.source_path, bundles),
+    }
+
+
+def _version_after(status: str, c: dict[str, Any]) -> str:
+    if status == Deployment.Status.SUCCEEDED:
+        return str(c.get("target") or c.get("current", ""))
+    if status in Deployment.IN_PROGRESS:
+        return "in progress"
+    return "unknown" if status == Deployment.Status.INCONSISTENT else str(c.get("current", ""))
+
+
+def _bundle_of(source_path: str, bundles: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    for directory, bundle in bundles.items():
+        if source_path.startswith(directory.rstrip("/") + "/"):
+            return bundle
+    return None
+
+
+AUDIT_CSV_COLUMNS = (
+    "deployment",
+    "actor_kind",
+    "actor",
+    "manifest_from",
+    "manifest_to",
+    "outcome",
+    "reason",
+    "started_at",
+    "duration_seconds",
+    "versions_before",
+    "versions_after",
+    "bundle_id",
+    "bundle_sha256",
+    "bundle_signers",
+)
+
+
+def audit_csv_record(row: dict[str, Any]) -> list[str]:
+    """A row as CSV cells: versions as `key=version` joined by spaces, missing values empty."""
+    bundle = row["bundle"] or {}
+    cells: dict[str, object] = row | {
+        "versions_before": " ".join(f"{k}={v}" for k, v in row["versions_before"].items()),
+        "versions_after": " ".join(f"{k}={v}" for k, v in row["versions_after"].items()),
+        "started_at": row["started_at"].isoformat() if row["started_at"] else "",
+        "bundle_id": bundle.get("id", ""),
+        "bundle_sha256": bundle.get("sha256", ""),
+        "bundle_signers": " ".join(bundle.get("signers", [])),
+    }
+    return ["" if cells[c] is None else str(cells[c]) for c in AUDIT_CSV_COLUMNS]

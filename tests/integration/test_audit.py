@@ -285,7 +285,7 @@ def test_resume_and_rollback_record_who_asked(demo: DemoSystem) -> None:
     assert demo.run("rollback").returncode == 1
     report = json.loads(demo.run("audit", "report", "--format", "json").stdout)
     (section,) = report["deployments"]
-    assert [(r["kind"], r["actor"]["kind"]) for r in section["requests"]] == [("rollback_requested", "cli")]
+    assert [(r["kind"], r["actor"]["kind"]) for r in section["requests"]] == [("rollback", "cli")]
     assert section["outcome"]["status"] == "rolled_back"
 
 

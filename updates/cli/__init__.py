@@ -15,7 +15,7 @@ from django.db import DatabaseError
 from updates.engine.version import VERSION
 from updates.services.environment import datastore_prepare
 
-from . import artifact, audit, bundle, system
+from . import access, artifact, audit, bundle, system
 
 LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "fatal")
 
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     audit.register(sub)
     bundle.register(sub)
     system.register(sub)
+    access.register(sub)
     for name, command in sub.choices.items():
         # Every command but the pure file tool works on the data store and its database.
         command.set_defaults(needs_database=name != "artifact")

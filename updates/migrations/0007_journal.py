@@ -14,7 +14,7 @@ def head_create(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('updates', '0002_bundles_store'),
+        ('updates', '0004_actors'),
     ]
 
     operations = [

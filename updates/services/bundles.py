@@ -56,6 +56,10 @@ class BundleNotFound(Exception):
     """No accepted bundle with that id (unknown, rejected, or its manifest is gone)."""
 
 
+class BundleInUse(Exception):
+    """The bundle holds a manifest the system runs, went back to, or is deploying: kept."""
+
+
 def bundles_root(env: Environment) -> Path:
     return env.datastore / "bundles"
 
@@ -110,7 +114,9 @@ def _bundle_begin(env: Environment, *, filename: str, created_by: str, actor: Ac
     """The `ingesting` row, with a marker naming this process: a later ingest or gc can then
     tell an ingest that died (SIGKILL, power cut) from one still running elsewhere."""
     with transaction.atomic():
-        bundle = Bundle.objects.create(filename=filename, created_by=created_by)
+        bundle = Bundle.objects.create(
+            filename=filename, created_by=created_by, actor_kind=actor.kind, actor_name=actor.name
+        )
         # Written before the row commits: no one ever sees an `ingesting` row without its marker.
         marker = _ingest_marker(env, bundle.pk)
         marker.parent.mkdir(parents=True, exist_ok=True)
@@ -474,6 +480,37 @@ def bundle_manifest_path(*, bundle_id: int) -> Path:
         raise BundleNotFound(f"bundle {bundle_id}: {path} is missing")
     StoredArtifact.objects.filter(bundles__bundle=bundle).update(last_used_at=timezone.now())
     return path
+
+
+def bundle_delete(*, bundle_id: int, actor: Actor) -> Bundle:
+    """Remove a bundle's files (its directory of links; the store keeps what others still name,
+    and `gc` trims the rest) and keep its record, marked deleted, for the audit."""
+    bundle = Bundle.objects.filter(pk=bundle_id).exclude(status=Bundle.Status.DELETED).first()
+    if bundle is None:
+        raise BundleNotFound(f"bundle {bundle_id} does not exist")
+    in_use = [
+        m.name for m in _kept_manifests() if bundle.directory and _inside(m.source_path, bundle.directory)
+    ]
+    if in_use:
+        raise BundleInUse(
+            f"bundle {bundle_id} holds manifest {in_use[0]!r}, which is active, previous or deploying"
+        )
+    with transaction.atomic():
+        bundle.artifacts.all().delete()
+        bundle.status, bundle.deleted_at, bundle.deleted_by = (
+            Bundle.Status.DELETED,
+            timezone.now(),
+            actor.label,
+        )
+        bundle.save(update_fields=["status", "deleted_at", "deleted_by"])
+        journal_append(kind="bundle.deleted", actor=actor, subject=f"bundle:{bundle.pk}", data={})
+    if bundle.directory:
+        shutil.rmtree(bundle.directory, ignore_errors=True)
+    return bundle
+
+
+def _inside(path: str, directory: str) -> bool:
+    return Path(path).is_relative_to(Path(directory))
 
 
 def bundle_add_file(*, path: Path, created_by: str = "cli", actor: Actor | None = None) -> Bundle:

@@ -28,7 +28,7 @@ from updates.engine.machine import Machine, Options, Result, RunState
 from updates.engine.manifest import Component, DesiredState, Topology, parse_manifest
 from updates.engine.planner import Plan, SelectionError, Target, select
 from updates.journal import DbJournal, step_journal_row
-from updates.models import ActiveManifests, Bundle, Deployment, Manifest
+from updates.models import ActiveManifests, Bundle, Deployment, Manifest, Step, StepEvent
 from updates.services.audit import audit_prune_by_policy, journal_append
 from updates.services.bundles import store_retention_after_deployment
 from updates.services.components import components_refresh_quietly
@@ -168,6 +168,7 @@ def _deployment_queue(
     created_by: str,
     actor: Actor | None,
 ) -> Deployment:
+    actor = actor or actor_of_command_line()  # the same actor on the row and in the journal
     try:
         with transaction.atomic():
             manifest = _manifest_snapshot(desired)
@@ -178,12 +179,14 @@ def _deployment_queue(
                 options=options,
                 status=Deployment.Status.QUEUED,
                 created_by=created_by,
+                actor_kind=actor.kind,
+                actor_name=actor.name,
             )
             deployment.work_dir = str(env.work_root / str(deployment.pk))
             deployment.save(update_fields=["work_dir"])
             journal_append(
                 kind="deployment.created",
-                actor=actor or actor_of_command_line(),
+                actor=actor,
                 subject=f"deployment:{deployment.pk}",
                 data=_created_record(deployment, desired),
             )
@@ -493,7 +496,7 @@ def _continue(
     if deployment.status == Deployment.Status.QUEUED:
         return deployment_execute(deployment_id=deployment.pk, echo=echo)
     request = {"stop_before": list(stop_before), "exit_on_reboot": exit_on_reboot}
-    kind = "deployment.rollback_requested" if rollback else "deployment.resumed"
+    kind = "deployment.rollback" if rollback else "deployment.resumed"
     crashed = _deployment_takeover(deployment, journal=(kind, actor, request))
     if crashed:
         stop_leftover_calls(Path(deployment.work_dir))
@@ -549,11 +552,14 @@ def _deployment_takeover(deployment: Deployment, *, journal: tuple[str, Actor, d
 def _close_interrupted_steps(deployment: Deployment) -> None:
     """Calls that were running when the process died: recorded as interrupted, never as done."""
     with transaction.atomic():
-        interrupted = list(deployment.steps.filter(ended_at__isnull=True))
-        deployment.steps.filter(pk__in=[s.pk for s in interrupted]).update(
+        open_steps = list(deployment.steps.filter(ended_at__isnull=True).values_list("pk", flat=True))
+        Step.objects.filter(pk__in=open_steps).update(
             ended_at=timezone.now(), error="interrupted: the orchestrator stopped during this call"
         )
-        for step in deployment.steps.filter(pk__in=[s.pk for s in interrupted]):
+        StepEvent.objects.bulk_create(
+            StepEvent(deployment=deployment, step_id=pk, kind="finished") for pk in open_steps
+        )
+        for step in Step.objects.filter(pk__in=open_steps).order_by("id"):
             step_journal_row(step)
 
 

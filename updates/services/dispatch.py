@@ -18,16 +18,21 @@ from pathlib import Path
 
 from celery import current_app
 from django.db import transaction
+from django.utils import timezone
 
 from devices.models import System
 from updates import selectors
+from updates.actors import SYSTEM, Actor
 from updates.claims import owner_alive
 from updates.engine.manifest import InputError
 from updates.engine.planner import SelectionError
 from updates.models import Deployment
+from updates.services.audit import journal_append
+from updates.services.bundles import bundle_manifest_path
 from updates.services.components import components_refresh as refresh_components
 from updates.services.deployments import (
     deployment_create,
+    deployment_create_previous,
     deployment_execute,
     deployment_resume,
     deployment_rollback,
@@ -45,7 +50,8 @@ CLI = "cli"  # `created_by` of the deployments the command line runs itself
 def deployment_start(
     *,
     manifest_path: Path,
-    created_by: str,
+    created_by: str = "",
+    actor: Actor | None = None,
     topology_components: Path | None = None,
     stop_before: Sequence[str] = (),
 ) -> Deployment:
@@ -54,30 +60,80 @@ def deployment_start(
     Raises InputError / SelectionError (nothing recorded) and BusyError (one is in progress:
     the API answers 409). Inside the caller's transaction the message waits for its commit.
     """
-    if created_by == CLI:
-        raise ValueError("the command line runs its deployments itself; name the web user or hook")
+    actor = _not_cli(actor, created_by)
     deployment = deployment_create(
         manifest_path=manifest_path,
         topology_components=topology_components,
         stop_before=stop_before,
-        created_by=created_by,
+        created_by=created_by or actor.label,
+        actor=actor,
     )
     _enqueue_on_commit(TASK_RUN, deployment.pk)
     return deployment
 
 
-def deployment_resume_start(*, deployment_id: int, stop_before: Sequence[str] = ()) -> Deployment:
+def deployment_start_bundle(*, bundle_id: int, actor: Actor, stop_before: Sequence[str] = ()) -> Deployment:
+    """Queue an accepted bundle's manifest. Raises BundleNotFound (unknown or not accepted) and
+    what `deployment_start` raises."""
+    manifest_path = bundle_manifest_path(bundle_id=bundle_id)
+    return deployment_start(manifest_path=manifest_path, actor=actor, stop_before=stop_before)
+
+
+def deployment_start_previous(*, actor: Actor, stop_before: Sequence[str] = ()) -> Deployment:
+    """Queue the previous manifest again on a worker. Raises NothingInProgress (there is no
+    previous manifest), InputError, BusyError."""
+    actor = _not_cli(actor, "")
+    deployment = deployment_create_previous(stop_before=stop_before, created_by=actor.label, actor=actor)
+    _enqueue_on_commit(TASK_RUN, deployment.pk)
+    return deployment
+
+
+def _not_cli(actor: Actor | None, created_by: str) -> Actor:
+    if created_by == CLI or (actor is not None and actor.kind == "cli") or (actor is None and not created_by):
+        raise ValueError("the command line runs its deployments itself; name the web user or hook")
+    if actor is not None:
+        return actor
+    kind, _, name = created_by.partition(":")
+    return Actor(kind if kind in ("user", "token", "webhook") else "user", name or created_by)  # type: ignore[arg-type]
+
+
+def deployment_resume_start(
+    *, deployment_id: int, stop_before: Sequence[str] = (), actor: Actor | None = None
+) -> Deployment:
     """Ask a worker to continue a stopped (or crashed) deployment. Raises NothingInProgress, BusyError."""
     deployment = _continuable(deployment_id)
+    _request_record(deployment, "resume", actor)
     _enqueue_on_commit(TASK_RESUME, deployment.pk, deployment_fingerprint(deployment), list(stop_before))
     return deployment
 
 
-def deployment_rollback_start(*, deployment_id: int) -> Deployment:
+def deployment_rollback_start(*, deployment_id: int, actor: Actor | None = None) -> Deployment:
     """Ask a worker to roll back the deployment in progress. Raises NothingInProgress, BusyError."""
     deployment = _continuable(deployment_id)
+    _request_record(deployment, "rollback", actor)
     _enqueue_on_commit(TASK_ROLLBACK, deployment.pk, deployment_fingerprint(deployment))
     return deployment
+
+
+def _request_record(deployment: Deployment, action: str, actor: Actor | None) -> None:
+    """Who asked for a resume or rollback, on the deployment row (appended: never rewritten)."""
+    if actor is None:
+        return
+    entry = {
+        "action": action,
+        "actor_kind": actor.kind,
+        "actor_name": actor.name,
+        "at": timezone.now().isoformat(),
+    }
+    with transaction.atomic():
+        row = Deployment.objects.select_for_update().get(pk=deployment.pk)
+        Deployment.objects.filter(pk=deployment.pk).update(requests=[*row.requests, entry])
+        journal_append(
+            kind=f"deployment.{action}_requested",
+            actor=actor,
+            subject=f"deployment:{deployment.pk}",
+            data={"via": "worker"},
+        )
 
 
 def components_refresh_start() -> None:
@@ -152,7 +208,8 @@ def deployment_continue(
         return f"deployment {deployment_id} moved on since the request: nothing to do"
     action = deployment_rollback if rollback else deployment_resume
     try:
-        return f"deployment {deployment_id}: {action(stop_before=stop_before).status}"
+        # Who asked is journaled with the request; the worker carries it out as the appliance.
+        return f"deployment {deployment_id}: {action(stop_before=stop_before, actor=SYSTEM).status}"
     except (BusyError, NothingInProgress) as exc:
         return str(exc)
 
@@ -179,7 +236,9 @@ def _resume_crashed(deployment: Deployment) -> str:
     log.warning("deployment %s was left running by a dead process: resuming it", deployment.pk)
     try:
         resumed = deployment_resume(
-            stop_before=options.get("stop_before", ()), exit_on_reboot=bool(options.get("exit_on_reboot"))
+            stop_before=options.get("stop_before", ()),
+            exit_on_reboot=bool(options.get("exit_on_reboot")),
+            actor=SYSTEM,
         )
     except (BusyError, NothingInProgress) as exc:
         return str(exc)

@@ -22,10 +22,15 @@ from updates.services.environment import (
 from updates.services.sources import artifact_sources
 
 
-def plan_preview(*, manifest_path: Path, topology_components: Path | None = None) -> dict[str, Any]:
-    """What `install` would do, without touching anything (queries only)."""
+def plan_preview(
+    *, manifest_path: Path, topology_components: Path | None = None, manifest_data: bytes | None = None
+) -> dict[str, Any]:
+    """What `install` would do, without touching anything (queries only). `manifest_data` is a
+    manifest that exists only in memory (the API's YAML text); `manifest_path` then names it."""
     env = environment_load()
-    desired = desired_state_load(env, manifest_path=manifest_path, topology_components=topology_components)
+    desired = desired_state_load(
+        env, manifest_path=manifest_path, topology_components=topology_components, manifest_data=manifest_data
+    )
     with tempfile.TemporaryDirectory(prefix="orch-plan-") as tmp:
         journal = NullJournal()
         inspected = Inspector(runner=env.runner(), journal=journal, workdir=Path(tmp) / "_inspect").inspect(

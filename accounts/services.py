@@ -1,0 +1,156 @@
+"""Writes for users, roles, API tokens and failed attempts (`<entity>_<verb>`, keyword-only)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from accounts.models import ApiToken, AuthFailure, Profile, Role
+from updates.actors import Actor, actor_of_command_line
+from updates.services.audit import journal_append
+
+TOKEN_PREFIX = "orch_"
+
+
+class AccessError(Exception):
+    """A refused user or token change (unknown user, role too high, duplicate name); nothing changed."""
+
+
+@dataclass(frozen=True)
+class NewToken:
+    row: ApiToken
+    secret: str  # shown once; only its hash is kept
+
+
+def token_digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@transaction.atomic
+def user_create(*, username: str, role: Role, password: str, actor: Actor | None = None) -> User:
+    if User.objects.filter(username=username).exists():
+        raise AccessError(f"user {username!r} already exists")
+    user = User.objects.create_user(username=username, password=password)
+    Profile.objects.create(user=user, role=role)
+    _journal("user.created", actor, f"user:{username}", {"role": str(role)})
+    return user
+
+
+@transaction.atomic
+def user_set_role(*, username: str, role: Role, actor: Actor | None = None) -> User:
+    """Lowering a role lowers the user's tokens with it: a token never outranks its user."""
+    user = _user(username)
+    Profile.objects.update_or_create(user=user, defaults={"role": role})
+    for token in user.api_tokens.all():
+        if Role(token.role).rank > role.rank:
+            token.role = role
+            token.save(update_fields=["role"])
+    _journal("user.role_set", actor, f"user:{username}", {"role": str(role)})
+    return user
+
+
+def _journal(kind: str, actor: Actor | None, subject: str, data: dict[str, object]) -> None:
+    """Access changes go into the audit journal with the change (issue 11); never a secret."""
+    journal_append(kind=kind, actor=actor or actor_of_command_line(), subject=subject, data=data)
+
+
+@transaction.atomic
+def token_create(
+    *, username: str, role: Role, name: str = "", expires_days: int | None = None, actor: Actor | None = None
+) -> NewToken:
+    user = _user(username)
+    if role.rank > _role_of(user).rank:
+        raise AccessError(f"a token cannot outrank its user: {username} is {_role_of(user)}, not {role}")
+    if expires_days is not None and expires_days <= 0:
+        raise AccessError("--expires must be a positive number of days")
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    expires = timezone.now() + timedelta(days=expires_days) if expires_days else None
+    try:
+        row = ApiToken.objects.create(
+            user=user,
+            name=name or f"token-{user.api_tokens.count() + 1}",
+            role=role,
+            prefix=secret[: len(TOKEN_PREFIX) + 6],
+            digest=token_digest(secret),
+            expires_at=expires,
+        )
+    except IntegrityError:
+        raise AccessError(f"{username} already has a token named {name!r}") from None
+    data = {"name": row.name, "role": str(role), "prefix": row.prefix, "expires_at": str(expires or "")}
+    _journal("token.created", actor, f"token:{row.pk}", data)
+    return NewToken(row=row, secret=secret)
+
+
+@transaction.atomic
+def token_revoke(*, token_id: int, actor: Actor | None = None) -> ApiToken:
+    token = ApiToken.objects.filter(pk=token_id).first()
+    if token is None:
+        raise AccessError(f"token {token_id} does not exist")
+    revoked = ApiToken.objects.filter(pk=token_id, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    if revoked:
+        _journal("token.revoked", actor, f"token:{token_id}", {"name": token.name})
+    token.refresh_from_db()
+    return token
+
+
+def token_touch(*, token: ApiToken) -> None:
+    # At most once a minute: a busy script must not turn every read into a write.
+    now = timezone.now()
+    if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=1):
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+
+
+def auth_failure_record(*, address: str, kind: str) -> None:
+    AuthFailure.objects.create(address=address, kind=kind)
+    # Old rows are worth nothing: trim them here rather than in a periodic job.
+    window = timedelta(seconds=settings.AUTH_FAILURE_WINDOW_SECONDS)
+    AuthFailure.objects.filter(at__lt=timezone.now() - 2 * window).delete()
+
+
+def admin_ensure(*, username: str = "admin") -> str | None:
+    """The first admin of a fresh appliance; returns its generated password (shown once), or
+    None when an admin exists already."""
+    if Profile.objects.filter(role=Role.ADMIN).exists():
+        return None
+    password = secrets.token_urlsafe(12)
+    user = User.objects.filter(username=username).first()
+    if user is None:
+        user_create(username=username, role=Role.ADMIN, password=password)
+        return password
+    user.set_password(password)
+    user.save(update_fields=["password"])
+    user_set_role(username=username, role=Role.ADMIN)
+    return password
+
+
+def _user(username: str) -> User:
+    user = User.objects.filter(username=username).first()
+    if user is None:
+        raise AccessError(f"user {username!r} does not exist")
+    return user
+
+
+def _role_of(user: User) -> Role:
+    profile = Profile.objects.filter(user=user).first()
+    return Role(profile.role) if profile else Role.VIEWER
+
+
+def login_record(*, username: str, request: Any) -> None:
+    """A browser login, into the audit journal (failed ones are counted by the rate limiter)."""
+    from accounts.auth import client_address
+
+    address = client_address(request) if request is not None else ""
+    journal_append(
+        kind="user.login",
+        actor=Actor("user", username),
+        subject=f"user:{username}",
+        data={"address": address},
+    )

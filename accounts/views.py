@@ -1,0 +1,36 @@
+"""Browser login (the session the API also accepts): Django's views, with failed logins rate
+limited per client address like bad API tokens."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.forms import AuthenticationForm
+from django.core.exceptions import ValidationError
+
+from accounts import selectors, services
+from accounts.auth import client_address
+
+
+class RateLimitedAuthenticationForm(AuthenticationForm):
+    def clean(self) -> dict[str, Any]:
+        address = client_address(self.request) if self.request else "unknown"
+        if selectors.auth_blocked(address=address):
+            raise ValidationError(
+                "Too many failed attempts from this address; try again later.", code="rate_limited"
+            )
+        try:
+            return super().clean()  # type: ignore[no-any-return]
+        except ValidationError:
+            services.auth_failure_record(address=address, kind="login")
+            raise
+
+
+class LoginView(auth_views.LoginView):
+    form_class = RateLimitedAuthenticationForm
+    template_name = "registration/login.html"
+
+
+class LogoutView(auth_views.LogoutView):
+    pass

@@ -1,0 +1,162 @@
+"""One error envelope for every error the HTTP side answers: `{"error": {"code", "message",
+"details"}}`, and the one table that maps exceptions to HTTP statuses.
+
+Routers (ours and the hooks router mounted at /api/v1/hooks/) raise domain errors or `ApiError`;
+the handlers here turn them into responses. No stack trace ever leaves the server: an unexpected
+error is logged with an id, and the answer carries only that id.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, AuthorizationError, HttpError, Throttled, ValidationError
+
+from accounts.services import AccessError
+from orchestrator_site.uploads import UploadIncomplete, UploadTooLarge
+from updates.engine.manifest import InputError
+from updates.engine.planner import SelectionError
+from updates.services.bundles import BundleInUse, BundleNotFound
+from updates.services.environment import BusyError, NothingInProgress
+
+log = logging.getLogger("orchestrator.api")
+
+
+class ApiError(Exception):
+    """An answer chosen by a router: status, stable code, message and details."""
+
+    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.details = status, code, details
+
+
+def _problems(exc: Exception) -> Any:
+    problems = getattr(exc, "problems", None)
+    return [str(p) for p in problems] if problems is not None else None
+
+
+# Domain error -> (status, code). The first matching row wins, so subclasses go first.
+# (When the shared `updates/errors.py` hierarchy lands, its classes carry their own codes and
+# this table keeps only the statuses.)
+ERROR_STATUS: tuple[tuple[type[Exception], int, str], ...] = (
+    (BusyError, 409, "busy"),
+    (NothingInProgress, 409, "nothing_in_progress"),
+    (BundleNotFound, 422, "bundle_unusable"),
+    (InputError, 422, "invalid_input"),
+    (SelectionError, 422, "plan_refused"),
+    (AccessError, 422, "invalid_access_change"),
+    (UploadTooLarge, 413, "too_large"),
+    (UploadIncomplete, 400, "upload_incomplete"),
+    (BundleInUse, 409, "bundle_in_use"),
+)
+
+
+def error_response(status: int, code: str, message: str, details: Any = None) -> JsonResponse:
+    return JsonResponse({"error": {"code": code, "message": message, "details": details}}, status=status)
+
+
+def _domain(request: HttpRequest, exc: Exception) -> HttpResponse:
+    for cls, status, code in ERROR_STATUS:
+        if isinstance(exc, cls):
+            return error_response(status, code, str(exc), _problems(exc))
+    return _unexpected(request, exc)
+
+
+def _api_error(request: HttpRequest, exc: ApiError) -> HttpResponse:
+    return error_response(exc.status, exc.code, str(exc), exc.details)
+
+
+def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    code = HTTP_CODES.get(exc.status_code, "error")
+    return error_response(exc.status_code, code, str(exc))
+
+
+def _validation(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    # Each entry names the field ("body.bundle_id", "query.page") and what is wrong with it.
+    details = [
+        {
+            "field": ".".join(str(p) for p in e.get("loc", ())),
+            "message": e.get("msg", ""),
+            "type": e.get("type"),
+        }
+        for e in exc.errors
+    ]
+    fields = ", ".join(d["field"] for d in details)
+    return error_response(422, "validation_error", f"invalid request: {fields}", details)
+
+
+def _not_found(request: HttpRequest, exc: Exception) -> HttpResponse:
+    return error_response(404, "not_found", str(exc) or "not found")
+
+
+def _unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
+    incident = uuid.uuid4().hex[:12]
+    log.error("error %s on %s %s", incident, request.method, request.path, exc_info=exc)
+    return error_response(
+        500, "internal_error", f"internal error (id {incident} in the server log)", {"id": incident}
+    )
+
+
+HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    429: "rate_limited",
+}
+
+
+def install_handlers(api: NinjaAPI) -> None:
+    """Every exception a router can raise ends in the envelope (hooks router included)."""
+    from django.http import Http404
+
+    handlers: list[tuple[type[Exception], Callable[[HttpRequest, Any], HttpResponse]]] = [
+        (ApiError, _api_error),
+        (ValidationError, _validation),
+        (Http404, _not_found),
+        (AuthenticationError, _http_error),
+        (AuthorizationError, _http_error),
+        (Throttled, _http_error),
+        (HttpError, _http_error),
+        (Exception, _domain),
+    ]
+    for cls, handler in handlers:
+        api.add_exception_handler(cls, handler)
+
+
+def envelope_for_django(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    """404/405/500 answered by Django itself (no route matched, wrong method) get the envelope too
+    under /api/; pages keep Django's own."""
+    if not request.path.startswith("/api/") or response.status_code < 400:
+        return response
+    if response.get("Content-Type", "").startswith("application/json"):
+        return response
+    status = response.status_code
+    answer = error_response(status, HTTP_CODES.get(status, "error"), _MESSAGES.get(status, "error"))
+    if status == 405 and response.has_header("Allow"):
+        answer["Allow"] = response["Allow"]
+    return answer
+
+
+_MESSAGES = {
+    400: "bad request",
+    404: "no such resource",
+    405: "method not allowed for this resource",
+    500: "internal error",
+}
+
+
+class ApiEnvelopeMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return envelope_for_django(request, self.get_response(request))

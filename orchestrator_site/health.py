@@ -1,0 +1,50 @@
+"""`GET /api/v1/health`: a list of named checks, each answering up or down with a detail.
+
+A check is a function returning its detail, raising when its part is down. The worker check
+(issue 15: `updates.selectors.live_workers()`) joins the list the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from celery import current_app
+from django.db import connection
+
+Check = Callable[[], str]
+
+
+def database() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return connection.vendor
+
+
+def broker() -> str:
+    url: str = current_app.conf.broker_url
+    if url.startswith("filesystem:"):
+        # The embedded broker is its folders: they must exist (or be creatable) and be writable.
+        options = current_app.conf.broker_transport_options or {}
+        folder = Path(options["data_folder_in"])
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".health"
+        probe.write_bytes(b"")
+        probe.unlink()
+        return f"filesystem ({folder})"
+    with current_app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, timeout=2)
+    return url.split("@")[-1].split("://")[0] if "@" in url else url.split("://")[0]
+
+
+CHECKS: list[tuple[str, Check]] = [("database", database), ("broker", broker)]
+
+
+def health_report() -> dict[str, dict[str, str]]:
+    report = {}
+    for name, check in CHECKS:
+        try:
+            report[name] = {"state": "up", "detail": check()}
+        except Exception as exc:  # a health check reports every failure, it never raises
+            report[name] = {"state": "down", "detail": f"{type(exc).__name__}: {exc}"}
+    return report

@@ -1,0 +1,234 @@
+"""The updates router (`/api/v1/`): system, bundles, plan, deployments, events, audit.
+
+Thin edge: each handler parses its input (the schemas), is guarded by its role (`auth=`), and
+calls one service or selector. Domain errors become HTTP answers in one table
+(`orchestrator_site/errors.py`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from ninja import File, Query, Router, Schema, Status
+from ninja.files import UploadedFile
+
+from accounts.auth import OPERATOR, VIEWER
+from accounts.selectors import Principal
+from updates import selectors
+from updates.events import event_stream
+from updates.schemas import (
+    AcceptedOut,
+    AuditRowOut,
+    BundleOut,
+    BundlePageOut,
+    DeploymentIn,
+    DeploymentOut,
+    DeploymentPageOut,
+    PlanIn,
+    PlanOut,
+    ResumeIn,
+    StepLogOut,
+    SystemOut,
+)
+from updates.services import bundles, dispatch, plan_preview
+
+router = Router(tags=["updates"], auth=VIEWER)
+PLAN_TEXT_PATH = Path("/request/manifest.yaml")  # names the YAML text of POST /plan in its errors
+
+
+def _principal(request: HttpRequest) -> Principal:
+    principal: Principal = request.auth  # type: ignore[attr-defined]
+    return principal
+
+
+def _found(value: Any, what: str) -> Any:
+    if value is None:
+        raise Http404(f"{what} does not exist")
+    return value
+
+
+class PageIn(Schema):
+    page: int = 1
+    page_size: int = 50
+
+    def bounded(self) -> tuple[int, int]:
+        return max(self.page, 1), min(max(self.page_size, 1), 200)
+
+
+# ----- system --------------------------------------------------------------------------------------
+
+
+@router.get("/system", response=SystemOut)
+def system_get(request: HttpRequest) -> dict[str, Any]:
+    return selectors.system_report()
+
+
+@router.post("/system/refresh", response={202: AcceptedOut}, auth=OPERATOR)
+def system_refresh(request: HttpRequest) -> Status[dict[str, str]]:
+    dispatch.components_refresh_start()
+    return Status(202, {"detail": "a worker asks every component for its Provides and Inventory"})
+
+
+# ----- bundles -------------------------------------------------------------------------------------
+
+
+@router.post("/bundles", response={201: BundleOut, 422: BundleOut}, auth=OPERATOR)
+def bundle_upload(request: HttpRequest, file: File[UploadedFile]) -> Status[dict[str, Any]]:
+    """Multipart field `file`; written to disk in chunks while it arrives, then ingested."""
+    bundle = bundles.bundle_add(
+        source=file.file,
+        filename=Path(file.name or "upload").name,
+        size_hint=file.size,
+        actor=_principal(request).actor,
+        created_by=_principal(request).actor.label,
+    )
+    return Status(201 if bundle.status == "accepted" else 422, selectors.bundle_summary(bundle))
+
+
+@router.get("/bundles", response=BundlePageOut)
+def bundle_list(request: HttpRequest, paging: Query[PageIn]) -> dict[str, Any]:
+    page, size = paging.bounded()
+    rows, total = selectors.bundle_page(page=page, page_size=size)
+    return {
+        "page": page,
+        "page_size": size,
+        "total": total,
+        "items": [selectors.bundle_summary(b) for b in rows],
+    }
+
+
+@router.get("/bundles/{bundle_id}", response=BundleOut)
+def bundle_get(request: HttpRequest, bundle_id: int) -> dict[str, Any]:
+    return selectors.bundle_summary(_found(selectors.bundle_get(bundle_id=bundle_id), f"bundle {bundle_id}"))
+
+
+@router.delete("/bundles/{bundle_id}", response=BundleOut, auth=OPERATOR)
+def bundle_delete(request: HttpRequest, bundle_id: int) -> dict[str, Any]:
+    try:
+        bundle = bundles.bundle_delete(bundle_id=bundle_id, actor=_principal(request).actor)
+    except bundles.BundleNotFound as exc:
+        raise Http404(str(exc)) from None
+    return selectors.bundle_summary(bundle)
+
+
+# ----- plan and deployments ------------------------------------------------------------------------
+
+
+@router.post("/plan", response=PlanOut, auth=OPERATOR)
+def plan(request: HttpRequest, body: PlanIn) -> dict[str, Any]:
+    """The dry run `plan --json` prints: a stored bundle's manifest, or a manifest as YAML text."""
+    if body.bundle_id is not None:
+        return plan_preview(manifest_path=bundles.bundle_manifest_path(bundle_id=body.bundle_id))
+    return plan_preview(manifest_path=PLAN_TEXT_PATH, manifest_data=(body.manifest or "").encode())
+
+
+@router.post("/deployments", response={202: DeploymentOut}, auth=OPERATOR)
+def deployment_create(request: HttpRequest, body: DeploymentIn) -> Status[dict[str, Any]]:
+    actor = _principal(request).actor
+    if body.previous:
+        deployment = dispatch.deployment_start_previous(actor=actor, stop_before=body.stop_before)
+    else:
+        deployment = dispatch.deployment_start_bundle(
+            bundle_id=body.bundle_id or 0, actor=actor, stop_before=body.stop_before
+        )
+    return Status(202, selectors.deployment_detail(deployment))
+
+
+class DeploymentFilterIn(PageIn):
+    status: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    manifest: str | None = None
+
+
+@router.get("/deployments", response=DeploymentPageOut)
+def deployment_list(request: HttpRequest, query: Query[DeploymentFilterIn]) -> dict[str, Any]:
+    page, size = query.bounded()
+    filters = selectors.DeploymentFilter(
+        status=query.status, since=query.since, until=query.until, manifest=query.manifest
+    )
+    rows, total = selectors.deployment_page(filters=filters, page=page, page_size=size)
+    return {
+        "page": page,
+        "page_size": size,
+        "total": total,
+        "items": [selectors.deployment_summary(d) for d in rows],
+    }
+
+
+@router.get("/deployments/{deployment_id}", response=DeploymentOut)
+def deployment_get(request: HttpRequest, deployment_id: int) -> dict[str, Any]:
+    deployment = _found(selectors.deployment_get(deployment_id=deployment_id), f"deployment {deployment_id}")
+    return selectors.deployment_detail(deployment)
+
+
+@router.get("/deployments/{deployment_id}/steps/{step_id}/log", response=StepLogOut)
+def step_log(request: HttpRequest, deployment_id: int, step_id: int) -> Any:
+    return _found(selectors.step_get(deployment_id=deployment_id, step_id=step_id), f"step {step_id}")
+
+
+@router.post("/deployments/{deployment_id}/resume", response={202: DeploymentOut}, auth=OPERATOR)
+def deployment_resume(request: HttpRequest, deployment_id: int, body: ResumeIn) -> Status[dict[str, Any]]:
+    deployment = dispatch.deployment_resume_start(
+        deployment_id=deployment_id, stop_before=body.stop_before, actor=_principal(request).actor
+    )
+    return Status(202, selectors.deployment_detail(deployment))
+
+
+@router.post("/deployments/{deployment_id}/rollback", response={202: DeploymentOut}, auth=OPERATOR)
+def deployment_rollback(request: HttpRequest, deployment_id: int) -> Status[dict[str, Any]]:
+    deployment = dispatch.deployment_rollback_start(
+        deployment_id=deployment_id, actor=_principal(request).actor
+    )
+    return Status(202, selectors.deployment_detail(deployment))
+
+
+@router.get(
+    "/deployments/{deployment_id}/events",
+    response={200: None},
+    openapi_extra={"responses": {200: {"description": "text/event-stream: one event per step change"}}},
+)
+def deployment_events(request: HttpRequest, deployment_id: int) -> StreamingHttpResponse:
+    """Server-sent events: `step` (id = the change's sequence number) until the deployment ends,
+    then `end`. Reconnecting with `Last-Event-ID` resumes after that change, without gaps."""
+    _found(selectors.deployment_status(deployment_id=deployment_id), f"deployment {deployment_id}")
+    after = _last_event_id(request)
+    response = StreamingHttpResponse(
+        event_stream(deployment_id=deployment_id, after=after), content_type="text/event-stream"
+    )
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+def _last_event_id(request: HttpRequest) -> int:
+    value = request.headers.get("Last-Event-ID", "") or request.GET.get("last_event_id", "")
+    return int(value) if value.isdigit() else 0
+
+
+# ----- audit ---------------------------------------------------------------------------------------
+
+
+class AuditIn(Schema):
+    since: datetime | None = None
+    until: datetime | None = None
+    format: Literal["json", "csv"] = "json"
+
+
+@router.get("/audit", response=list[AuditRowOut])
+def audit(request: HttpRequest, query: Query[AuditIn]) -> Any:
+    rows = selectors.audit_rows(since=query.since, until=query.until)
+    if query.format == "json":
+        return rows
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(selectors.AUDIT_CSV_COLUMNS)
+    writer.writerows(selectors.audit_csv_record(r) for r in rows)
+    response = HttpResponse(out.getvalue(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="audit.csv"'
+    return response
