@@ -195,11 +195,16 @@ def _csv_rows(report: dict[str, Any]) -> Iterator[dict[str, object]]:
             yield {**common, **{k: s.get(k, "") for k in CSV_COLUMNS[7:]}}
 
 
+CALLERS = {"cli": "command line", "update-module": "Mender update module"}
+
+
 def actor_text(actor: dict[str, Any] | None) -> str:
-    if not actor:
-        return "orchestrator"
-    via = f" (via {actor['via']})" if actor.get("via") and actor["via"] != actor["kind"] else ""
-    return f"{actor['kind']}:{actor['name']}{via}"
+    """ "root (command line)", "user alice", "token ci/deploy", "webhook event 3f2…"."""
+    if not actor or actor.get("kind") == "system":
+        return "the appliance"
+    if actor["kind"] == "cli":
+        return f"{actor['name']} ({CALLERS.get(actor.get('via', 'cli'), actor.get('via'))})"
+    return f"{'webhook event' if actor['kind'] == 'webhook' else actor['kind']} {actor['name']}"
 
 
 def report_html(report: dict[str, Any]) -> str:
