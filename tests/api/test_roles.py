@@ -36,6 +36,7 @@ ROUTES: list[tuple[str, str, Any, str | None, int]] = [
     ("POST", "/deployments/999/rollback", None, OPERATOR, 409),
     ("GET", "/audit", None, VIEWER, 200),
     ("GET", "/audit?format=csv", None, VIEWER, 200),
+    ("GET", "/audit/verify", None, VIEWER, 200),
 ]
 RANK = {"viewer": 0, "operator": 1, "admin": 2}
 
