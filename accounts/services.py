@@ -62,7 +62,6 @@ def _journal(kind: str, actor: Actor | None, subject: str, data: dict[str, objec
     journal_append(kind=kind, actor=actor or actor_of_command_line(), subject=subject, data=data)
 
 
-@transaction.atomic
 def token_create(
     *, username: str, role: Role, name: str = "", expires_days: int | None = None, actor: Actor | None = None
 ) -> NewToken:
@@ -74,29 +73,35 @@ def token_create(
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     expires = timezone.now() + timedelta(days=expires_days) if expires_days else None
     try:
-        row = ApiToken.objects.create(
-            user=user,
-            name=name or f"token-{user.api_tokens.count() + 1}",
-            role=role,
-            prefix=secret[: len(TOKEN_PREFIX) + 6],
-            digest=token_digest(secret),
-            expires_at=expires,
-        )
+        with transaction.atomic():
+            row = ApiToken.objects.create(
+                user=user,
+                name=name or f"token-{user.api_tokens.count() + 1}",
+                role=role,
+                prefix=secret[: len(TOKEN_PREFIX) + 6],
+                digest=token_digest(secret),
+                expires_at=expires,
+            )
+            data = {
+                "name": row.name,
+                "role": str(role),
+                "prefix": row.prefix,
+                "expires_at": str(expires or ""),
+            }
+            _journal("token.created", actor, f"token:{row.pk}", data)
     except IntegrityError:
         raise AccessError(f"{username} already has a token named {name!r}") from None
-    data = {"name": row.name, "role": str(role), "prefix": row.prefix, "expires_at": str(expires or "")}
-    _journal("token.created", actor, f"token:{row.pk}", data)
     return NewToken(row=row, secret=secret)
 
 
-@transaction.atomic
 def token_revoke(*, token_id: int, actor: Actor | None = None) -> ApiToken:
-    token = ApiToken.objects.filter(pk=token_id).first()
+    token: ApiToken | None = ApiToken.objects.filter(pk=token_id).first()
     if token is None:
         raise AccessError(f"token {token_id} does not exist")
-    revoked = ApiToken.objects.filter(pk=token_id, revoked_at__isnull=True).update(revoked_at=timezone.now())
-    if revoked:
-        _journal("token.revoked", actor, f"token:{token_id}", {"name": token.name})
+    with transaction.atomic():
+        now = timezone.now()
+        if ApiToken.objects.filter(pk=token_id, revoked_at__isnull=True).update(revoked_at=now):
+            _journal("token.revoked", actor, f"token:{token_id}", {"name": token.name})
     token.refresh_from_db()
     return token
 
