@@ -448,7 +448,7 @@ def deployment_resume(
         exit_on_reboot=exit_on_reboot,
         echo=echo,
         rollback=False,
-        actor=actor or actor_of_command_line(),
+        actor=actor,
     )
 
 
@@ -472,7 +472,7 @@ def deployment_rollback(
         exit_on_reboot=exit_on_reboot,
         echo=echo,
         rollback=True,
-        actor=actor or actor_of_command_line(),
+        actor=actor,
     )
 
 
@@ -491,13 +491,13 @@ def _continue(
     exit_on_reboot: bool,
     echo: Echo | None,
     rollback: bool,
-    actor: Actor,
+    actor: Actor | None,
 ) -> Deployment:
     if deployment.status == Deployment.Status.QUEUED:
         return deployment_execute(deployment_id=deployment.pk, echo=echo)
     request = {"stop_before": list(stop_before), "exit_on_reboot": exit_on_reboot}
     kind = "deployment.rollback" if rollback else "deployment.resumed"
-    crashed = _deployment_takeover(deployment, journal=(kind, actor, request))
+    crashed = _deployment_takeover(deployment, journal=(kind, actor or actor_of_command_line(), request))
     if crashed:
         stop_leftover_calls(Path(deployment.work_dir))
     if not deployment.plan:
