@@ -198,7 +198,7 @@ def test_two_processes_appending_at_once_never_fork_the_chain(demo: DemoSystem, 
     assert demo.install("manifest-v2.yaml").returncode == 0
     before = head(demo)
     go = tmp_path / "go"
-    env = {**demo.env, "PYTHONPATH": str(ROOT)}
+    env = {**demo.env, "PYTHONPATH": str(ROOT), "ORCH_AUDIT_ANCHOR_EVERY": "50"}
     writers = [
         subprocess.Popen([sys.executable, "-c", APPENDER, name, "150", str(go)], env=env, cwd=ROOT)
         for name in ("a", "b")
@@ -216,6 +216,8 @@ def test_two_processes_appending_at_once_never_fork_the_chain(demo: DemoSystem, 
     result = verify(demo)
     assert result.returncode == 0, result.stdout
     assert f"entries 1-{before + 300} " in result.stdout
+    anchored = {int(r[0]) for r in sql(demo, "SELECT seq FROM journal_anchor")}
+    assert {n for n in range(before + 1, before + 301) if n % 50 == 0} <= anchored  # every 50 entries
 
 
 # ----- reports ------------------------------------------------------------------------------------
@@ -323,6 +325,25 @@ def test_pruning_clears_output_keeps_the_digests_and_is_itself_an_entry(demo: De
     (pruned,) = sql(demo, "SELECT data FROM journal WHERE kind = 'audit.pruned'")
     data = json.loads(pruned[0]) if isinstance(pruned[0], str) else pruned[0]
     assert data["before"] == "2999-01-01T00:00:00.000000Z" and data["steps"] > 0
+
+
+def test_the_retention_policy_prunes_only_what_is_older(demo: DemoSystem) -> None:
+    walk(demo)
+    first = int(sql(demo, "SELECT MIN(id) FROM updates_step WHERE deployment_id = 2")[0][0])
+    sql(
+        demo,
+        "UPDATE updates_step SET ended_at = started_at - INTERVAL '40 days' WHERE deployment_id = 1"
+        if PG.match(demo.env.get("DATABASE_URL", ""))
+        else "UPDATE updates_step SET ended_at = '2000-01-01 00:00:00' WHERE deployment_id = 1",
+    )
+    demo.env["ORCH_AUDIT_OUTPUT_RETENTION_DAYS"] = "30"
+    result = demo.run("audit", "prune", "--policy")
+    assert result.returncode == 0, result.stderr
+    kept = sql(demo, "SELECT COUNT(*) FROM updates_step WHERE id >= ? AND stdout <> ''", first)[0][0]
+    cleared = sql(demo, "SELECT COUNT(*) FROM updates_step WHERE deployment_id = 1 AND stdout <> ''")[0][0]
+    assert (cleared, kept > 0) == (0, True)
+    assert verify(demo).returncode == 0
+    assert demo.run("audit", "prune", "--policy").stdout.startswith("cleared the output of 0 steps")
 
 
 def test_the_signing_key_is_private_and_its_public_half_exportable(demo: DemoSystem, tmp_path: Path) -> None:
