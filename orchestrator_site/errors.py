@@ -22,7 +22,7 @@ from orchestrator_site.uploads import UploadIncomplete, UploadTooLarge
 from updates.engine.manifest import InputError
 from updates.engine.planner import SelectionError
 from updates.services.bundles import BundleInUse, BundleNotFound
-from updates.services.environment import BusyError, NothingInProgress
+from updates.engine.errors import BusyError, NothingInProgress
 
 log = logging.getLogger("orchestrator.api")
 

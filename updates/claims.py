@@ -49,6 +49,12 @@ def owner_alive(token: str) -> bool:
     return boot == _boot_id() and _start_time(int(pid)) == start
 
 
+def owner_pid(token: str) -> str:
+    """The PID in an owner token, for messages ("?" when the token is not one)."""
+    parts = token.split(":")
+    return parts[1] if len(parts) == 3 else "?"
+
+
 # ----- leftovers of a dead runner ----------------------------------------------------------------
 # Interface calls run in their own session (so a timeout can kill a whole group); the flip side
 # is that they outlive an orchestrator that is SIGKILLed or crashes. The one who takes over a

@@ -1,6 +1,11 @@
 from __future__ import annotations
 
+from typing import ClassVar, cast
+
 from django.db import models
+from django.db.models import Q
+
+from updates.engine.planner import PlanJson
 
 
 class Manifest(models.Model):
@@ -26,27 +31,56 @@ class ActiveManifests(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
 
-class Deployment(models.Model):
-    class Status(models.TextChoices):
-        QUEUED = "queued"  # created, waiting for a runner (CLI at once, or a worker)
-        RUNNING = "running"
-        STOPPED = "stopped"  # --stop-before: waits for `resume` or `rollback`
-        REBOOT_REQUIRED = "reboot_required"  # --exit-on-reboot: waits for `resume` after the reboot
-        SUCCEEDED = "succeeded"
-        ROLLED_BACK = "rolled_back"
-        INCONSISTENT = "inconsistent"
-        REJECTED = "rejected"  # refused before anything was touched
+class DeploymentStatus(models.TextChoices):
+    QUEUED = "queued"  # created, waiting for a runner (CLI at once, or a worker)
+    RUNNING = "running"
+    STOPPED = "stopped"  # --stop-before: waits for `resume` or `rollback`
+    REBOOT_REQUIRED = "reboot_required"  # --exit-on-reboot: waits for `resume` after the reboot
+    SUCCEEDED = "succeeded"
+    ROLLED_BACK = "rolled_back"
+    INCONSISTENT = "inconsistent"
+    REJECTED = "rejected"  # refused before anything was touched
 
-    IN_PROGRESS = (Status.QUEUED, Status.RUNNING, Status.STOPPED, Status.REBOOT_REQUIRED)
+
+_IN_PROGRESS = (
+    DeploymentStatus.QUEUED,
+    DeploymentStatus.RUNNING,
+    DeploymentStatus.STOPPED,
+    DeploymentStatus.REBOOT_REQUIRED,
+)
+_TERMINAL = (
+    DeploymentStatus.SUCCEEDED,
+    DeploymentStatus.ROLLED_BACK,
+    DeploymentStatus.INCONSISTENT,
+    DeploymentStatus.REJECTED,
+)
+
+
+class Deployment(models.Model):
+    Status = DeploymentStatus
+    IN_PROGRESS = _IN_PROGRESS
+    TERMINAL = _TERMINAL
+    # How a run of the engine's state machine ends (`machine.Outcome`), as a status.
+    OUTCOME_STATUS: ClassVar[dict[str, Status]] = {
+        "succeeded": Status.SUCCEEDED,
+        "rolled_back": Status.ROLLED_BACK,
+        "inconsistent": Status.INCONSISTENT,
+        "stopped": Status.STOPPED,
+        "reboot_required": Status.REBOOT_REQUIRED,
+    }
 
     manifest = models.ForeignKey(Manifest, on_delete=models.PROTECT, related_name="deployments")
     kind = models.CharField(max_length=20, default="install")  # install | previous
-    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    status = models.CharField(
+        max_length=20, choices=DeploymentStatus.choices, default=DeploymentStatus.QUEUED
+    )
     reason = models.TextField(blank=True)
     components = models.JSONField(default=list)  # the components the reason concerns
-    plan = models.JSONField(default=dict)
+    plan = models.JSONField(default=dict)  # engine Plan.to_json(); read it through `planned()`
     position = models.JSONField(default=dict)  # engine RunState, written before every state
-    options = models.JSONField(default=dict)
+    # The run's own options: a resume after a crash keeps the stops the operator asked for.
+    stop_before = models.JSONField(default=list)
+    exit_on_reboot = models.BooleanField(default=False)
     work_dir = models.CharField(max_length=1000, blank=True)
     # 1 while in progress, NULL after: the unique constraint lets the database itself refuse a
     # second deployment in progress, on SQLite and PostgreSQL alike.
@@ -64,9 +98,23 @@ class Deployment(models.Model):
 
     class Meta:
         ordering = ["-id"]
+        constraints = [
+            # The slot is held exactly while in progress: a close that forgot it would block
+            # every later deployment, a resume of a finished one would take a second slot.
+            # `slot__isnull=False` first: `NULL = 1` is unknown, and a CHECK lets unknown pass.
+            models.CheckConstraint(
+                condition=Q(slot__isnull=False, slot=1, status__in=[s.value for s in _IN_PROGRESS])
+                | Q(slot__isnull=True, status__in=[s.value for s in _TERMINAL]),
+                name="deployment_slot_only_in_progress",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"deployment {self.pk} ({self.status})"
+
+    def planned(self) -> PlanJson | None:
+        """The stored plan (written by the engine's `Plan.to_json`); None before selection ran."""
+        return cast(PlanJson, self.plan) if self.plan else None
 
 
 class Step(models.Model):

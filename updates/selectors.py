@@ -10,6 +10,9 @@ from django.db.models import Prefetch, QuerySet
 
 from devices.models import System
 from devices.selectors import component_list
+from updates.claims import owner_alive
+from updates.engine.interface import QUERY_STATES
+from updates.engine.planner import TargetJson
 from updates.models import ActiveManifests, Bundle, BundleArtifact, Deployment, Manifest, Step, StepEvent
 
 
@@ -30,15 +33,27 @@ def active_manifests() -> ActiveManifests | None:
 
 
 def status_report() -> dict[str, Any]:
+    """What runs now, what is in flight, and how the last deployment ended."""
     pointers = active_manifests()
     running = deployment_in_progress()
+    last = Deployment.objects.select_related("manifest").filter(status__in=Deployment.TERMINAL).first()
+    flight = {o["key"]: o for o in deployment_components(running)} if running else {}
     return {
         "manifests": {
             "active": pointers.active.name if pointers and pointers.active else None,
             "previous": pointers.previous.name if pointers and pointers.previous else None,
         },
         "components": [
-            {"key": c.key, "version": c.version, "provides": c.provides, "refreshed_at": c.refreshed_at}
+            {
+                "key": c.key,
+                "version": c.version,
+                "provides": c.provides,
+                "refreshed_at": c.refreshed_at,
+                # What it runs as far as we know: during a paused deployment the new, uncommitted one.
+                "running": flight[c.key]["version"] if c.key in flight else c.version,
+                "uncommitted": bool(flight.get(c.key, {}).get("uncommitted")),
+                "drifted": c.drifted,
+            }
             for c in component_list()
         ],
         "in_progress": (
@@ -47,42 +62,132 @@ def status_report() -> dict[str, Any]:
                 "status": running.status,
                 "reason": running.reason,
                 "position": running.position,
+                "manifest": running.manifest.name,
+                "owner_alive": owner_alive(running.owner),
+                "started_at": running.started_at,
             }
             if running
             else None
         ),
+        "last": _summary(last) if last else None,
     }
 
 
-def history_report(*, limit: int = 50) -> list[dict[str, Any]]:
-    return [
-        {
-            "id": d.pk,
-            "manifest": d.manifest.name,
-            "kind": d.kind,
-            "status": d.status,
-            "reason": d.reason,
-            "components": d.components,
-            "created_at": d.created_at,
-            "finished_at": d.finished_at,
-            "steps": [
-                {
-                    "component": s.component,
-                    "state": s.state,
-                    "argv": s.argv,
-                    "started_at": s.started_at,
-                    "ended_at": s.ended_at,
-                    "exit_code": s.exit_code,
-                    "answer": s.answer,
-                    "error": s.error,
-                    "ok": s.ok,
-                    "stderr": s.stderr,
-                }
-                for s in deployment_steps(d)
-            ],
-        }
-        for d in deployment_list(limit=limit)
-    ]
+def history_report(*, limit: int = 50, deployment_id: int | None = None) -> list[dict[str, Any]]:
+    """Past deployments, newest first, each with every interface call (`history --json`)."""
+    deployments = deployment_list(limit=limit) if deployment_id is None else deployment_by_id(deployment_id)
+    return [{**_summary(d), "steps": [_step(s) for s in deployment_steps(d)]} for d in deployments]
+
+
+def deployment_by_id(deployment_id: int) -> QuerySet[Deployment]:
+    return Deployment.objects.select_related("manifest").filter(pk=deployment_id)
+
+
+def _summary(d: Deployment) -> dict[str, Any]:
+    """One deployment in a line's worth of fields: who, what, from -> to, how it ended."""
+    return {
+        "id": d.pk,
+        "manifest": d.manifest.name,
+        "kind": d.kind,
+        "status": d.status,
+        "reason": d.reason,
+        "components": d.components,
+        "created_by": d.created_by,
+        "created_at": d.created_at,
+        "started_at": d.started_at,
+        "finished_at": d.finished_at,
+        "outcomes": deployment_components(d),
+    }
+
+
+def _step(s: Step) -> dict[str, Any]:
+    return {
+        "component": s.component,
+        "state": s.state,
+        "argv": s.argv,
+        "started_at": s.started_at,
+        "ended_at": s.ended_at,
+        "exit_code": s.exit_code,
+        "answer": s.answer,
+        "error": s.error,
+        "ok": s.ok,
+        "stderr": s.stderr,
+    }
+
+
+# ----- what happened to each component -----------------------------------------------------------
+
+
+def deployment_components(deployment: Deployment) -> list[dict[str, Any]]:
+    """Per planned component: what happened (installed, rolled back, failed in STATE, skipped, …)
+    and the version it runs now as far as the records tell."""
+    plan = deployment.planned()
+    if plan is None:
+        return []
+    progress: dict[str, dict[str, Any]] = deployment.position.get("progress", {})
+    failed = _failed_states(deployment)
+    answers = {c.key: c for c in component_list()} if _is_latest_finished(deployment) else {}
+    outcomes = []
+    for target in plan["components"]:
+        key = target["key"]
+        what, version, uncommitted = _outcome(target, progress.get(key), deployment.status, failed.get(key))
+        refreshed = answers[key].refreshed_at if key in answers else None
+        if refreshed and deployment.finished_at and refreshed >= deployment.finished_at:
+            version = answers[key].version  # its own answer after the end beats our deduction
+        outcomes.append(
+            {
+                "key": key,
+                "outcome": what,
+                "from": target["current"],
+                "to": target["target"],
+                "version": version,
+                "uncommitted": uncommitted,
+                "failed_in": failed.get(key),
+            }
+        )
+    return outcomes
+
+
+def _is_latest_finished(deployment: Deployment) -> bool:
+    """Only the last deployment's components still run what it left (later ones changed them)."""
+    if deployment.status not in Deployment.TERMINAL:
+        return False
+    return Deployment.objects.order_by("-id").values_list("pk", flat=True).first() == deployment.pk
+
+
+def _failed_states(deployment: Deployment) -> dict[str, str]:
+    """The first update state (not a query) that failed, per component."""
+    failed: dict[str, str] = {}
+    for step in deployment_steps(deployment).exclude(state__in=QUERY_STATES):
+        if not step.ok and step.ended_at is not None:
+            failed.setdefault(step.component, step.state)
+    return failed
+
+
+def _outcome(
+    target: TargetJson, progress: dict[str, Any] | None, status: str, failed_in: str | None
+) -> tuple[str, str, bool]:
+    """(what happened, the version it runs, whether that version is uncommitted)."""
+    old, new = target["current"], target["target"]
+    if target["action"] == "skip":
+        return f"skipped (already {old})", old, False
+    p = progress or {}
+    failure = f"failed in {failed_in}, " if failed_in else ""
+    if not p.get("install_started"):
+        if status in Deployment.IN_PROGRESS:
+            return ("downloaded, not installed yet" if p.get("downloaded") else "not started yet"), old, False
+        return (f"failed in {failed_in}, not installed" if failed_in else "not installed"), old, False
+    if p.get("rollback_ran") or p.get("rollback_ok"):
+        if p.get("rollback_ok"):
+            return f"{failure}rolled back", old, False
+        return f"{failure}rollback FAILED", "unknown", False
+    if status == Deployment.Status.SUCCEEDED or (p.get("committed") and status not in Deployment.IN_PROGRESS):
+        return "installed", new, False
+    if status in Deployment.IN_PROGRESS:
+        if p.get("committed"):
+            return "committed", new, False
+        return f"{failure}installed, not committed", new, True
+    return f"{failure}NOT rolled back", "unknown", False
 
 
 # ----- bundles and the artifact store (issue #5) ---------------------------------------------------

@@ -28,12 +28,11 @@ from tests.worker.conftest import (
     appliance,
     broker,
     demo,
-    django_db_modify_db_settings,
     migrated_db,
     wait_for,
 )
 
-__all__ = ["appliance", "broker", "demo", "django_db_modify_db_settings", "migrated_db"]
+__all__ = ["appliance", "broker", "demo", "migrated_db"]  # django_db_modify_db_settings: tests/conftest.py
 
 ROOT = Path(__file__).resolve().parents[2]
 UPLOAD_LIMIT = 1024 * 1024

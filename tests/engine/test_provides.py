@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from updates.engine.interface import ProtocolError
 from updates.engine.provides import (
     ProvidesError,
     apply_provides,
@@ -49,7 +50,7 @@ def test_it_refuses_bad_provides_naming_source_and_line(stdout: str, line: int, 
         parse_provides(stdout, source="rtos-interface Provides")
     assert str(caught.value).startswith(f"rtos-interface Provides: line {line}: ")
     assert words in str(caught.value)
-    assert isinstance(caught.value, ValueError)
+    assert isinstance(caught.value, ProtocolError)
 
 
 def test_it_allows_device_type_for_seed_form_interfaces() -> None:

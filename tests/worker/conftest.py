@@ -22,7 +22,7 @@ from typing import Any
 import kombu.pools
 import pytest
 import redis
-from django.db import connection, connections
+from django.db import connection
 
 from tests.integration.conftest import DemoSystem, build_demo, demo, migrated_db
 from updates.models import Deployment
@@ -34,16 +34,6 @@ ROOT = Path(__file__).resolve().parents[2]
 REDIS_BASE = os.getenv("ORCH_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 PR_SET_CHILD_SUBREAPER = 36
 FINAL = ("succeeded", "rolled_back", "inconsistent", "rejected", "stopped", "reboot_required")
-
-
-@pytest.fixture(scope="session")
-def django_db_modify_db_settings(
-    django_db_modify_db_settings_parallel_suffix: None, tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    """The SQLite test database goes to this run's temp dir (a file: the worker shares it)."""
-    db = connections["default"].settings_dict
-    if db["ENGINE"] == "django.db.backends.sqlite3":
-        db["TEST"]["NAME"] = str(tmp_path_factory.mktemp("test-db") / "test.sqlite3")
 
 
 def _redis_db() -> int:

@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from updates import selectors
-from updates.engine.manifest import InputError
+from updates.engine.errors import OrchestratorError
 from updates.services import bundles
+
+JSON_HELP = "print one JSON document (stable fields)"
 
 
 def register(sub: Any) -> None:
@@ -22,14 +24,14 @@ def register(sub: Any) -> None:
     commands = parser.add_subparsers(dest="bundle_command", required=True, metavar="SUBCOMMAND")
     add = commands.add_parser("add", help="ingest a .tar/.tar.gz bundle, manifest artifact or manifest YAML")
     add.add_argument("file", type=Path)
-    add.add_argument("--json", action="store_true")
+    add.add_argument("--json", action="store_true", help=JSON_HELP)
     add.set_defaults(handler=cmd_bundle_add)
     listing = commands.add_parser("list", help="bundles, newest first")
-    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--json", action="store_true", help=JSON_HELP)
     listing.set_defaults(handler=cmd_bundle_list)
     show = commands.add_parser("show", help="one bundle with its check results and artifacts")
     show.add_argument("id", type=int)
-    show.add_argument("--json", action="store_true")
+    show.add_argument("--json", action="store_true", help=JSON_HELP)
     show.set_defaults(handler=cmd_bundle_show)
     gc = sub.add_parser("gc", help="evict unneeded artifacts beyond ArtifactsCache.MaxSizeBytes")
     gc.add_argument("--dry-run", action="store_true", help="only list what would be removed")
@@ -46,9 +48,9 @@ def cmd_bundle_add(args: argparse.Namespace) -> int:
         return 2
     try:
         bundle = bundles.bundle_add_file(path=args.file)
-    except InputError as exc:  # the configuration itself is invalid
+    except OrchestratorError as exc:  # e.g. the configuration itself is invalid
         _err(str(exc))
-        return 2
+        return exc.exit_code
     report = selectors.bundle_report(bundle)
     print(json.dumps(report, indent=2, default=str)) if args.json else print_bundle(report)
     return 0 if bundle.status == "accepted" else 2
@@ -74,8 +76,14 @@ def cmd_bundle_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
         return 0
+    if not rows:
+        print("no bundles yet: add one with `bundle add FILE` (or `install FILE`)")
+        return 0
+    print(f"{'id':>5} {'status':<9} {'form':<17} {'manifest':<28} file")
     for r in rows:
-        print(f"{r['id']:>5} {r['status']:<9} {r['form']:<17} {r['manifest'] or '-':<28} {r['filename']}")
+        print(
+            f"{r['id']:>5} {r['status']:<9} {r['form'] or '-':<17} {r['manifest'] or '-':<28} {r['filename']}"
+        )
     return 0
 
 
@@ -92,9 +100,9 @@ def cmd_bundle_show(args: argparse.Namespace) -> int:
 def cmd_gc(args: argparse.Namespace) -> int:
     try:
         removed = bundles.store_gc(dry_run=args.dry_run)
-    except InputError as exc:  # the configuration itself is invalid
+    except OrchestratorError as exc:  # e.g. the configuration itself is invalid
         _err(str(exc))
-        return 2
+        return exc.exit_code
     verb = "would remove" if args.dry_run else "removed"
     for item in removed:
         print(

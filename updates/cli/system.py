@@ -13,16 +13,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from django.utils import timezone
+
 from updates import selectors, services
+from updates.engine.errors import ExitCode, InvalidInput, NotFound, OrchestratorError, outcome_exit_code
 from updates.engine.machine import STOPPABLE
-from updates.engine.manifest import InputError
-from updates.engine.planner import SelectionError
 from updates.models import Deployment
 from updates.services import bundles
 
 from .bundle import print_bundle
-
-EXIT = {"succeeded": 0, "stopped": 0, "reboot_required": 4, "rolled_back": 1, "inconsistent": 1}
 
 
 def register(sub: Any) -> None:
@@ -30,9 +29,9 @@ def register(sub: Any) -> None:
         "install",
         help="validate, plan and apply a manifest, a bundle file (.tar/.tar.gz/.mender) or a bundle id",
     )
-    install.add_argument("manifest", nargs="?", type=Path, metavar="MANIFEST|BUNDLE|ID")
+    install.add_argument("manifest", nargs="?", type=Path, metavar="MANIFEST|BUNDLE|ID", help=TARGET_HELP)
     install.add_argument("--previous", action="store_true", help="re-apply the previous manifest")
-    install.add_argument("-t", "--topology-components", type=Path)
+    _topology_option(install)
     _run_options(install)
     install.set_defaults(handler=cmd_install)
 
@@ -44,16 +43,25 @@ def register(sub: Any) -> None:
         _run_options(parser)
         parser.set_defaults(handler=handler)
 
-    plan = sub.add_parser("plan", help="dry run: what would change")
-    plan.add_argument("manifest", type=Path)
-    plan.add_argument("-t", "--topology-components", type=Path)
-    plan.add_argument("--json", action="store_true")
+    plan = sub.add_parser(
+        "plan",
+        help="dry run: what would change (queries only; a bundle file is added to the store first)",
+    )
+    plan.add_argument("manifest", type=Path, metavar="MANIFEST|BUNDLE|ID", help=TARGET_HELP)
+    _topology_option(plan)
+    _json_option(plan)
     plan.set_defaults(handler=cmd_plan)
 
-    for name, handler in (("status", cmd_status), ("history", cmd_history)):
-        parser = sub.add_parser(name, help=f"show {name}")
-        parser.add_argument("--json", action="store_true")
-        parser.set_defaults(handler=handler)
+    status = sub.add_parser(
+        "status", help="what runs now, what is in progress, how the last deployment ended"
+    )
+    _json_option(status)
+    status.set_defaults(handler=cmd_status)
+    history = sub.add_parser("history", help="past deployments, one line each; with an ID, its steps")
+    history.add_argument("id", nargs="?", type=int, metavar="ID", help="one deployment: every interface call")
+    history.add_argument("--limit", type=int, default=20, help="how many deployments (default 20)")
+    _json_option(history)
+    history.set_defaults(handler=cmd_history)
     sub.add_parser("show-provides", help="provides of every component").set_defaults(
         handler=cmd_show_provides
     )
@@ -62,9 +70,41 @@ def register(sub: Any) -> None:
     )
 
 
+TARGET_HELP = (
+    "a manifest YAML, a bundle file (.tar, .tar.gz, or a manifest artifact .mender: added to the "
+    "store first), or the ID of a stored bundle"
+)
+
+
 def _run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--stop-before", action="append", default=[], choices=STOPPABLE, metavar="STATE")
-    parser.add_argument("--exit-on-reboot", action="store_true")
+    parser.add_argument(
+        "--stop-before",
+        action="append",
+        default=[],
+        choices=STOPPABLE,
+        metavar="STATE",
+        help=f"stop before this state and wait for `resume` or `rollback`; STATE is one of "
+        f"{', '.join(STOPPABLE)} (repeatable)",
+    )
+    parser.add_argument(
+        "--exit-on-reboot",
+        action="store_true",
+        help="exit 4 instead of rebooting the host when a component needs it; `resume` after the reboot",
+    )
+
+
+def _topology_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-t",
+        "--topology-components",
+        type=Path,
+        metavar="FILE",
+        help="the topology's components from this file (wins over the environment and the config)",
+    )
+
+
+def _json_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON document (stable fields)")
 
 
 def _echo(line: str) -> None:
@@ -75,32 +115,25 @@ def _err(message: str) -> None:
     print(f"mender-orchestrator: {message}", file=sys.stderr, flush=True)
 
 
-def _guarded(fn: Any, *, rolling_back: bool = False) -> int:
-    """Map the services' expected refusals to exit codes; nothing was touched in any of them."""
-    try:
-        deployment: Deployment = fn()
-    except (InputError, SelectionError) as exc:
+def _refused(exc: OrchestratorError) -> int:
+    """Print a refusal of the services and return its exit code (DESIGN.md §4, `ExitCode`)."""
+    if isinstance(exc, InvalidInput | NotFound):
         _err(f"invalid input, nothing was changed:\n{exc}")
-        return 2
-    except services.NothingInProgress as exc:
+    else:
         _err(str(exc))
-        return 2
-    except services.BusyError as exc:
-        _err(str(exc))
-        return 3
+    return exc.exit_code
+
+
+def _guarded(fn: Callable[[], Deployment], *, rolling_back: bool = False) -> int:
+    """Run one deployment command; map its expected refusals to exit codes (nothing was
+    touched in any of them) and its outcome to the exit code of the outcome."""
+    try:
+        deployment = fn()
+    except OrchestratorError as exc:
+        return _refused(exc)
     _print_summary(deployment)
-    return _exit_code(deployment, rolling_back=rolling_back)
-
-
-def _exit_code(deployment: Deployment, *, rolling_back: bool) -> int:
-    # A stop (--stop-before) inside a *failed* deployment is a failure for install/resume:
-    # Mender's update module reads 0 as "this state succeeded" and would clean up instead of
-    # calling ArtifactRollback. For `rollback` the stop after rolling back is that command's
-    # success (the module's `rollback --stop-before Cleanup` expects 0).
-    failed = deployment.status == Deployment.Status.STOPPED and bool(deployment.position.get("failed"))
-    if failed and not rolling_back:
-        return 1
-    return EXIT.get(deployment.status, 1)
+    failed = bool(deployment.position.get("failed"))
+    return outcome_exit_code(deployment.status, failed=failed, rolling_back=rolling_back)
 
 
 def cmd_install(args: argparse.Namespace) -> int:
@@ -110,13 +143,11 @@ def cmd_install(args: argparse.Namespace) -> int:
     opts = {"stop_before": args.stop_before, "exit_on_reboot": args.exit_on_reboot, "echo": _echo}
     if args.previous:
         return _guarded(lambda: services.deployment_install_previous(**opts))
-    manifest = _bundle_manifest(args.manifest)
-    if manifest is None:
-        return 2
-    args.manifest = manifest
     return _guarded(
         lambda: services.deployment_install(
-            manifest_path=args.manifest, topology_components=args.topology_components, **opts
+            manifest_path=_bundle_manifest(args.manifest),
+            topology_components=args.topology_components,
+            **opts,
         )
     )
 
@@ -124,19 +155,17 @@ def cmd_install(args: argparse.Namespace) -> int:
 BUNDLE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".mender")
 
 
-def _bundle_manifest(target: Path) -> Path | None:
+def _bundle_manifest(target: Path, *, quiet: bool = False) -> Path:
     """A manifest path as given; a bundle file is ingested first; a number names a stored bundle.
-    Bundles install from their store directory, never from the file given (it can still change)."""
-    try:
-        if target.name.endswith(BUNDLE_SUFFIXES) and target.is_file():
-            bundle = bundles.bundle_add_file(path=target)
+    Bundles install from their store directory, never from the file given (it can still change).
+    Raises NotFound / InvalidInput."""
+    if target.name.endswith(BUNDLE_SUFFIXES) and target.is_file():
+        bundle = bundles.bundle_add_file(path=target)
+        if not quiet:
             print_bundle(selectors.bundle_report(bundle))
-            return bundles.bundle_manifest_path(bundle_id=bundle.pk)
-        if str(target).isdigit() and not target.exists():
-            return bundles.bundle_manifest_path(bundle_id=int(str(target)))
-    except (bundles.BundleNotFound, InputError) as exc:
-        _err(f"invalid input, nothing was changed:\n{exc}")
-        return None
+        return bundles.bundle_manifest_path(bundle_id=bundle.pk)
+    if str(target).isdigit() and not target.exists():
+        return bundles.bundle_manifest_path(bundle_id=int(str(target)))
     return target
 
 
@@ -160,11 +189,14 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     try:
         report = services.plan_preview(
-            manifest_path=args.manifest, topology_components=args.topology_components
+            manifest_path=_bundle_manifest(args.manifest, quiet=args.json),
+            topology_components=args.topology_components,
         )
-    except (InputError, SelectionError) as exc:
+    except InvalidInput as exc:
         _err(f"the manifest cannot be applied:\n{exc}")
-        return 2
+        return ExitCode.INVALID
+    except OrchestratorError as exc:
+        return _refused(exc)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -189,31 +221,92 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2, default=str))
         return 0
-    pointers = report["manifests"]
-    print(f"active manifest:   {pointers['active'] or '-'}")
-    print(f"previous manifest: {pointers['previous'] or '-'}")
+    manifests = report["manifests"]
+    print(f"active manifest: {manifests['active'] or '(none applied yet)'}", end="")
+    print(f" (previous: {manifests['previous']})" if manifests["previous"] else "")
     for c in report["components"]:
-        print(f"{c['key']:<24} {c['version']:<24} (as of {c['refreshed_at']})")
-    running = report["in_progress"]
-    print(
-        f"in progress: deployment {running['id']} ({running['status']}: {running['reason']})"
-        if running
-        else "in progress: none"
-    )
+        note = " (new, not committed)" if c["uncommitted"] else ""
+        note += " (changed since the last deployment)" if c["drifted"] else ""
+        print(f"  {c['key']:<24} {c['running']}{note}")
+    print(_in_progress_line(report["in_progress"]))
+    last = report["last"]
+    if last:
+        print(f"last deployment: {_history_line(last)}")
     return 0
+
+
+def _in_progress_line(running: dict[str, Any] | None) -> str:
+    if running is None:
+        return "in progress: none"
+    what = f"in progress: deployment {running['id']} ({running['manifest']})"
+    step = running["position"].get("step", "")
+    if running["status"] == Deployment.Status.STOPPED and step.startswith("stopped-before-"):
+        state = step.removeprefix("stopped-before-")
+        return f"{what} stopped before {state}: `resume` to continue, `rollback` to go back"
+    if running["status"] == Deployment.Status.REBOOT_REQUIRED:
+        return f"{what} waits for the host reboot: `resume` after it"
+    if running["status"] == Deployment.Status.RUNNING:
+        where = running["position"].get("phase", "")
+        if running["owner_alive"]:
+            return (
+                f"{what} running ({where}{' ' + step if step else ''}) since {_when(running['started_at'])}"
+            )
+        return f"{what} was left running by a process that is gone: `resume` or `rollback`"
+    return f"{what} {running['status']}"
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    report = selectors.history_report()
+    if args.id is not None:
+        return _history_of(args.id, as_json=args.json)
+    report = selectors.history_report(limit=args.limit)
     if args.json:
         print(json.dumps(report, indent=2, default=str))
         return 0
+    if not report:
+        print("no deployments yet")
     for d in report:
-        print(f"#{d['id']} {d['created_at']} {d['manifest']:<24} {d['status']:<15} {d['reason']}")
-        for s in d["steps"]:
-            result = s["answer"] or ("ok" if s["ok"] else f"FAILED {s['error']}")
-            print(f"    {s['started_at']} {s['component']:<24} {s['state']:<30} {result}")
+        print(_history_line(d))
     return 0
+
+
+def _history_of(deployment_id: int, *, as_json: bool) -> int:
+    report = selectors.history_report(deployment_id=deployment_id)
+    if not report:
+        _err(f"deployment {deployment_id} does not exist")
+        return ExitCode.INVALID
+    d = report[0]
+    if as_json:
+        print(json.dumps(d, indent=2, default=str))
+        return 0
+    print(_history_line(d))
+    if d["reason"]:
+        print(f"  {d['reason']}")
+    for o in d["outcomes"]:
+        print(f"  {o['key']:<24} {o['from']} -> {o['to']}: {o['outcome']}")
+    for s in d["steps"]:
+        failure = s["error"] or f"exit {s['exit_code']}"
+        result = s["answer"] or ("ok" if s["ok"] else f"FAILED {failure}")
+        print(f"    {_when(s['started_at'])} {s['component']:<24} {s['state']:<24} {result}")
+    return 0
+
+
+def _history_line(d: dict[str, Any]) -> str:
+    """`#7 2026-11-29 20:41:03 cli sys-v1 -> sys-v2 rolled_back in 12s: <reason>`."""
+    sources = sorted({o["from"] for o in d["outcomes"] if o["from"] != o["to"]})
+    targets = sorted({o["to"] for o in d["outcomes"] if o["from"] != o["to"]})
+    change = f"{', '.join(sources) or '-'} -> {', '.join(targets) or '-'}"
+    took = ""
+    if d["started_at"] and d["finished_at"]:
+        took = f" in {(d['finished_at'] - d['started_at']).total_seconds():.0f}s"
+    reason = f": {d['reason']}" if d["reason"] and d["status"] != Deployment.Status.SUCCEEDED else ""
+    return (
+        f"#{d['id']} {_when(d['created_at'])} {d['created_by']} {d['manifest']} ({change}) "
+        f"{d['status']}{took}{reason}"
+    )
+
+
+def _when(moment: Any) -> str:
+    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
 
 
 def cmd_show_provides(args: argparse.Namespace) -> int:
@@ -227,22 +320,22 @@ def cmd_show_inventory(args: argparse.Namespace) -> int:
 def _print_lines(source: Callable[[], list[str]]) -> int:
     try:
         lines = source()
-    except (InputError, SelectionError) as exc:
+    except OrchestratorError as exc:
         _err(str(exc))
-        return 2
+        return exc.exit_code
     print("\n".join(lines))
     return 0
 
 
 def _print_summary(deployment: Deployment) -> None:
+    """Per component: what happened and what it runs now (not what the plan meant to do)."""
     print()
     print(f"deployment {deployment.pk}: {deployment.status} — {deployment.reason}")
-    steps = list(selectors.deployment_steps(deployment))
-    keys = [c["key"] for c in deployment.plan.get("components", [])]
-    print(f"{'component':<24} {'action':<8} {'from':<22} {'to':<22} last state")
-    for c in deployment.plan.get("components", []):
-        last = next((s for s in reversed(steps) if s.component == c["key"]), None)
-        state = f"{last.state} {'ok' if last.ok else 'FAILED'}" if last else "-"
-        print(f"{c['key']:<24} {c['action']:<8} {c['current']:<22} {c['target']:<22} {state}")
-    if not keys:
+    outcomes = selectors.deployment_components(deployment)
+    if not outcomes:
         print("(no components planned)")
+        return
+    print(f"{'component':<24} {'runs now':<28} what happened")
+    for o in outcomes:
+        version = o["version"] + (" (uncommitted)" if o["uncommitted"] else "")
+        print(f"{o['key']:<24} {version:<28} {o['outcome']} ({o['from']} -> {o['to']})")

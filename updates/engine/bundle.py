@@ -31,6 +31,7 @@ from updates.engine.artifact import (
     PayloadStream,
     PublicKey,
 )
+from updates.engine.errors import InvalidInput
 from updates.engine.store import ArtifactStore, BackgroundHash, NoSpaceError, StoredObject, StoreError
 
 CHUNK = 64 << 10
@@ -54,7 +55,7 @@ class BundleLimits:
     artifact: Limits = field(default_factory=Limits)
 
 
-class BundleError(Exception):
+class BundleError(InvalidInput):
     """The intake had to stop (corrupt archive, bomb, no space); names the member and reason."""
 
     def __init__(self, reason: str, member: str | None = None) -> None:

@@ -48,7 +48,7 @@ class Inspector:
                 interface=component.interface,
                 allow_device_type=component.component_id is not None,
             )
-        except (InterfaceError, ValueError) as exc:
+        except InterfaceError as exc:
             return f"{component.component_type} {label}: {exc}"
         return Inspected(component=component, component_id=component_id, provides=provides)
 

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
+from updates.engine.errors import UnavailableError
+
 QUERY_STATES = (
     "Identity",
     "Provides",
@@ -51,8 +53,10 @@ _YES_NO_DEFAULTS: dict[str, str] = {
 }
 
 
-class InterfaceError(Exception):
+class InterfaceError(UnavailableError):
     """Base of everything that goes wrong around an interface call."""
+
+    code = "interface_error"
 
 
 class InterfaceNotFound(InterfaceError):

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
 from updates.engine.artifact import ArtifactError, ArtifactReader, PublicKey
+from updates.engine.errors import CleanupStarted
 from updates.engine.interface import CallResult, InterfaceError, InterfaceRunner, parse_query_answer
 from updates.engine.planner import Plan, Target
 from updates.engine.workdir import (
@@ -208,7 +209,7 @@ class Machine:
     def request_rollback(self, reason: str) -> None:
         """Operator's `rollback`: too late once cleanup started (the update is then final)."""
         if self.state.phase in ("cleanup", "done"):
-            raise ValueError("cleanup has started: the deployment can no longer be rolled back")
+            raise CleanupStarted("cleanup has started: the deployment can no longer be rolled back")
         if self.state.phase != "rollback":
             self._fail(reason)
 

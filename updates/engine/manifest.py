@@ -14,9 +14,10 @@ import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypedDict
 
 from updates.engine import yamlpos
+from updates.engine.errors import InvalidInput
 from updates.engine.yamlpos import YNode
 
 API_VERSION = "mender/v1"
@@ -49,7 +50,7 @@ class Problem:
         return f"{where}: {self.field}: {self.message}"
 
 
-class InputError(Exception):
+class InputError(InvalidInput):
     """One or more validation problems.
 
     str() lists every problem, one per line, as 'FILE:LINE: FIELD: message'.
@@ -68,11 +69,49 @@ class Component:
     component_id: str | None
 
 
+class ComponentJson(TypedDict):
+    component_type: str
+    interface: str
+    interface_args: list[str]
+    component_id: str | None
+
+
+class TopologyJson(TypedDict):
+    """The stored form of a normalised `Topology` (a deployment's snapshot, the system's)."""
+
+    system_type: str | None
+    source: str
+    components: list[ComponentJson]
+
+
 @dataclass(frozen=True)
 class Topology:
     system_type: str | None
     components: tuple[Component, ...]
     source: str
+
+    def to_json(self) -> TopologyJson:
+        return {
+            "system_type": self.system_type,
+            "source": self.source,
+            "components": [
+                {
+                    "component_type": c.component_type,
+                    "interface": c.interface,
+                    "interface_args": list(c.interface_args),
+                    "component_id": c.component_id,
+                }
+                for c in self.components
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, data: TopologyJson) -> Topology:
+        components = tuple(
+            Component(c["component_type"], c["interface"], tuple(c["interface_args"]), c["component_id"])
+            for c in data["components"]
+        )
+        return cls(data["system_type"], components, data["source"])
 
 
 @dataclass(frozen=True)

@@ -11,14 +11,15 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypedDict
 
 from updates.engine.artifact import ArtifactError, ArtifactInfo, PublicKey, read_artifact
+from updates.engine.errors import InvalidInput, UnavailableError
 from updates.engine.manifest import Component, DesiredState, TypeTarget
 from updates.engine.provides import device_type_ok, is_installed, unmet_depends
 
 
-class SelectionError(Exception):
+class SelectionError(InvalidInput):
     """The update cannot start; every problem is listed. Nothing has been touched."""
 
     def __init__(self, problems: Sequence[str]) -> None:
@@ -61,6 +62,30 @@ class Target:
         return self.artifact.name if self.artifact else self.current_version
 
 
+class TargetJson(TypedDict):
+    """One component of a stored plan (`Deployment.plan["components"]`, `plan --json`)."""
+
+    key: str
+    component_type: str
+    component_id: str
+    interface: str
+    order: int
+    action: Literal["install", "skip"]
+    current: str  # version it ran when planned
+    target: str  # version the plan installs (= current when skipped)
+    artifact: str  # path of the artifact file, "" if none
+    interface_args: list[str]
+    spec_id: str | None  # the component ID the manifest or topology gave (seed form), if any
+    provides: dict[str, str]  # its Provides when planned
+
+
+class PlanJson(TypedDict):
+    """The stored form of a `Plan`: written by `Plan.to_json`, read by `Plan.from_json`."""
+
+    groups: list[tuple[int, list[str]]]
+    components: list[TargetJson]
+
+
 @dataclass(frozen=True)
 class Plan:
     targets: tuple[Target, ...]
@@ -71,6 +96,56 @@ class Plan:
 
     def target(self, key: str) -> Target:
         return next(t for t in self.targets if t.key == key)
+
+    def to_json(self) -> PlanJson:
+        return {
+            "groups": [(order, list(keys)) for order, keys in self.groups],
+            "components": [_target_json(t) for t in self.targets],
+        }
+
+    @classmethod
+    def from_json(cls, data: PlanJson, *, keys: Sequence[PublicKey]) -> Plan:
+        """Rebuild a stored plan; the artifacts it installs are re-read (and re-verified)."""
+        targets = tuple(_target_from_json(c, keys=keys) for c in data["components"])
+        groups = tuple((order, tuple(names)) for order, names in data["groups"])
+        return cls(targets=targets, groups=groups)
+
+
+def _target_json(t: Target) -> TargetJson:
+    return {
+        "key": t.key,
+        "component_type": t.component.component_type,
+        "component_id": t.component_id,
+        "interface": t.component.interface,
+        "order": t.order,
+        "action": t.action,
+        "current": t.current_version,
+        "target": t.target_version,
+        "artifact": str(t.artifact_path or ""),
+        "interface_args": list(t.component.interface_args),
+        "spec_id": t.component.component_id,
+        "provides": t.current,
+    }
+
+
+def _target_from_json(c: TargetJson, *, keys: Sequence[PublicKey]) -> Target:
+    component = Component(
+        component_type=c["component_type"],
+        interface=c["interface"],
+        interface_args=tuple(c["interface_args"]),
+        component_id=c["spec_id"],
+    )
+    path = Path(c["artifact"]) if c["artifact"] else None
+    return Target(
+        key=c["key"],
+        component=component,
+        component_id=c["component_id"],
+        order=c["order"],
+        current=c["provides"],
+        action=c["action"],
+        artifact_path=path,
+        artifact=read_artifact(path, keys=keys) if path and c["action"] == "install" else None,
+    )
 
 
 _SAFE_KEY = re.compile(r"[^A-Za-z0-9._-]")
@@ -88,7 +163,7 @@ def describe_version(provides: dict[str, str], interface: str) -> str:
     return "unknown"
 
 
-class SourceError(Exception):
+class SourceError(UnavailableError):
     """An `ArtifactSource` could not answer (server down, refused, bad download). The message
     names the source and the reason, e.g. "artifact server https://…: HTTP 500 …"."""
 
@@ -135,8 +210,8 @@ def _check_unique_ids(inspected: Sequence[Inspected]) -> None:
 
 
 class _Chooser:
-    """Selection per reference §3.1: candidates, drop the incompatible, skip when one is
-    already installed, otherwise take the smallest."""
+    """Selection per reference §3.1: find the candidates, read and verify them, then
+    `choose_artifact` among them."""
 
     def __init__(self, *, keys: Sequence[PublicKey], sources: Sequence[ArtifactSource]) -> None:
         self.keys = keys
@@ -149,21 +224,26 @@ class _Chooser:
         if not paths:
             self.problems.append(_missing_artifact(item, spec, failures))
             return None
-        usable, reasons = self._usable(item, paths)
-        if not usable:
-            self.problems.extend(reasons)
+        candidates = []
+        for path in paths:
+            info = self._read(path)
+            if isinstance(info, str):
+                self.problems.append(f"{item.key}: {info}")
+            else:
+                candidates.append(Candidate(label=path.name, info=info, size=path.stat().st_size, path=path))
+        choice = choose_artifact(item, candidates)
+        if choice.candidate is None:
+            self.problems.extend(choice.problems)
             return None
-        installed = [(p, i) for p, i in usable if _installed(item, i)]
-        path, info = installed[0] if installed else min(usable, key=lambda pi: pi[0].stat().st_size)
         return Target(
             key=item.key,
             component=item.component,
             component_id=item.component_id,
             order=spec.order,
             current=item.provides,
-            action="skip" if installed else "install",
-            artifact_path=path,
-            artifact=info,
+            action="skip" if choice.installed else "install",
+            artifact_path=choice.candidate.path,
+            artifact=choice.candidate.info,
         )
 
     def _candidates(self, spec: TypeTarget, component_type: str) -> tuple[list[Path], list[str]]:
@@ -172,32 +252,7 @@ class _Chooser:
             return [spec.artifact_path], []  # an existing artifact_path wins over artifact_name
         if not spec.artifact_name:
             return [], []
-        failures = []
-        for source in self.sources:
-            try:
-                found = source.candidates(artifact_name=spec.artifact_name, component_type=component_type)
-            except SourceError as exc:
-                # A later source may still have it; if none does, this is the real cause.
-                failures.append(str(exc))
-                continue
-            if found:
-                return found, []
-        return [], failures
-
-    def _usable(
-        self, item: Inspected, paths: Sequence[Path]
-    ) -> tuple[list[tuple[Path, ArtifactInfo]], list[str]]:
-        usable, reasons = [], []
-        for path in paths:
-            info = self._read(path)
-            if isinstance(info, str):
-                reasons.append(f"{item.key}: {info}")
-                continue
-            problems = incompatibilities(item, info)
-            reasons.extend(f"{item.key}: {path.name}: {reason}" for reason in problems)
-            if not problems:
-                usable.append((path, info))
-        return usable, reasons
+        return find_in_sources(self.sources, artifact_name=spec.artifact_name, component_type=component_type)
 
     def _read(self, path: Path) -> ArtifactInfo | str:
         # Full streaming verification up front: a corrupt or unsigned artifact must stop the
@@ -208,6 +263,61 @@ class _Chooser:
             except ArtifactError as exc:
                 self.cache[path] = f"{path}: {exc}"
         return self.cache[path]
+
+
+def find_in_sources(
+    sources: Sequence[ArtifactSource], *, artifact_name: str, component_type: str
+) -> tuple[list[Path], list[str]]:
+    """The first source's candidates for a name, and the failures of the sources asked before it.
+    A failing source does not stop the search: a later one may still have the artifact, and if
+    none does, the failures (not "not found") are the reason."""
+    failures = []
+    for source in sources:
+        try:
+            found = source.candidates(artifact_name=artifact_name, component_type=component_type)
+        except SourceError as exc:
+            failures.append(str(exc))
+            continue
+        if found:
+            return found, []
+    return [], failures
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An artifact that may go on a component: how to name it in a message, what it is, its size,
+    and its file when it has one (bundle checks may judge a member before it has a path)."""
+
+    label: str
+    info: ArtifactInfo
+    size: int
+    path: Path | None = None
+
+
+@dataclass(frozen=True)
+class Choice:
+    candidate: Candidate | None  # None: no candidate is usable; `problems` says why
+    installed: bool = False  # the candidate is what the component runs already: skip it
+    problems: tuple[str, ...] = ()
+
+
+def choose_artifact(item: Inspected, candidates: Sequence[Candidate]) -> Choice:
+    """Reference §3.1 among a component's candidates: drop the incompatible, take one already
+    installed (skip), otherwise the smallest. Bundle checks call this too, so an accepted bundle
+    plans exactly as it was checked."""
+    usable: list[Candidate] = []
+    problems: list[str] = []
+    for candidate in candidates:
+        reasons = incompatibilities(item, candidate.info)
+        problems.extend(f"{item.key}: {candidate.label}: {reason}" for reason in reasons)
+        if not reasons:
+            usable.append(candidate)
+    if not usable:
+        return Choice(None, problems=tuple(problems))
+    installed = [c for c in usable if _installed(item, c.info)]
+    if installed:
+        return Choice(installed[0], installed=True)
+    return Choice(min(usable, key=lambda c: c.size))
 
 
 def _installed(item: Inspected, info: ArtifactInfo) -> bool:

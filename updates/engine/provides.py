@@ -8,12 +8,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping, Sequence
 
+from updates.engine.interface import ProtocolError
+
 DEVICE_TYPE = "device_type"
 ARTIFACT_NAME = "artifact_name"
 MENDER_VERSION_KEY = "rootfs-image.version"
 
 
-class ProvidesError(ValueError):
+class ProvidesError(ProtocolError):
     """An interface answered a query with output we cannot trust; the message names source and line."""
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from updates.engine.artifact import ArtifactInfo, Limits, PublicKey
 from updates.engine.bundle import CHUNK, store_artifact
+from updates.engine.errors import UnavailableError
 from updates.engine.store import ArtifactStore, StoredObject
 
 LIST_PATH = "/api/devices/v1/deployments/artifacts"
@@ -33,7 +34,7 @@ _RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _TRANSIENT = (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError, ssl.SSLError)
 
 
-class ServerError(Exception):
+class ServerError(UnavailableError):
     """The artifact server could not give us a usable artifact; names the URL or artifact."""
 
     def __init__(self, reason: str, where: str | None = None) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from updates.engine.errors import UnavailableError
 from updates.engine.fsutil import fsync_dir
 
 SHA_RE = re.compile(r"[0-9a-f]{64}")
@@ -36,7 +37,7 @@ _QUEUE_CHUNKS = 64  # x 64 KiB chunks in flight: bounded memory whatever the upl
 _READ_ONLY = 0o444
 
 
-class StoreError(Exception):
+class StoreError(UnavailableError):
     """The store cannot take or give these bytes; names the file or member and the reason."""
 
     def __init__(self, reason: str, where: str | None = None) -> None:
@@ -47,6 +48,9 @@ class StoreError(Exception):
 
 class NoSpaceError(StoreError):
     """Not enough free disk space for what is about to be written."""
+
+    code = "no_space"
+    http_status = 507
 
 
 @dataclass(frozen=True)
@@ -230,13 +234,6 @@ class ArtifactStore:
                 f"needs {nbytes} bytes but only {free} are free (keeping {self.reserve_bytes} in reserve)",
                 label,
             )
-
-    def add_file(self, source: Path) -> StoredObject:
-        """Copy a local file in (tests, tools); ingest paths stream through `writer()`."""
-        with open(source, "rb") as fileobj, self.writer(str(source)) as out:
-            while chunk := fileobj.read(1 << 16):
-                out.write(chunk)
-            return out.commit()
 
     def _adopt(self, tmp: Path, sha256: str, size: int) -> StoredObject:
         final = self.path(sha256)

@@ -1,6 +1,8 @@
 """Writes (and the live system queries) of the updates app; `from updates import services`."""
 
+from updates.engine.errors import BusyError, CleanupStarted, NothingInProgress
 from updates.services.deployments import (
+    deployment_close,
     deployment_create,
     deployment_create_previous,
     deployment_execute,
@@ -8,15 +10,16 @@ from updates.services.deployments import (
     deployment_install_previous,
     deployment_resume,
     deployment_rollback,
-    plan_as_json,
 )
-from updates.services.environment import BusyError, Environment, NothingInProgress, environment_load
+from updates.services.environment import Environment, environment_load
 from updates.services.system import inventory_lines, plan_preview, provides_lines
 
 __all__ = [
     "BusyError",
+    "CleanupStarted",
     "Environment",
     "NothingInProgress",
+    "deployment_close",
     "deployment_create",
     "deployment_create_previous",
     "deployment_execute",
@@ -26,7 +29,6 @@ __all__ = [
     "deployment_rollback",
     "environment_load",
     "inventory_lines",
-    "plan_as_json",
     "plan_preview",
     "provides_lines",
 ]

@@ -17,7 +17,6 @@ import errno
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,30 +28,30 @@ from django.utils import timezone
 from updates import selectors
 from updates.actors import Actor, actor_of_command_line
 from updates.claims import owner_alive, owner_token
-from updates.engine.artifact import ArtifactError, ArtifactInfo, ArtifactReader, PublicKey
+from updates.engine.artifact import ArtifactError, ArtifactReader, PublicKey
 from updates.engine.bundle import Intake, ingest
 from updates.engine.bundle import StoredArtifact as Carried
-from updates.engine.inspection import Inspector
+from updates.engine.errors import NotFound
 from updates.engine.manifest import DesiredState, InputError, TypeTarget, parse_topology
-from updates.engine.planner import (
+from updates.engine.planner import (  # the planner's own §3.1 rules
     ArtifactSource,
-    Inspected,
+    Candidate,
     SelectionError,
-    SourceError,
-    incompatibilities,  # the planner's own §3.1 rules
+    choose_artifact,
+    find_in_sources,
 )
 from updates.engine.provides import device_type_ok
 from updates.engine.store import ArtifactStore, NoSpaceError, plan_eviction
 from updates.models import Bundle, BundleArtifact, StoredArtifact
 from updates.services.audit import journal_append
-from updates.services.environment import Environment, NullJournal, desired_state_load, environment_load
+from updates.services.environment import Environment, desired_state_load, environment_load, live_inspector
 from updates.services.sources import artifact_sources, artifact_store, stored_artifact_record
 
 log = logging.getLogger("orchestrator")
 INTERRUPTED = "interrupted during ingest (its process is gone)"
 
 
-class BundleNotFound(Exception):
+class BundleNotFound(NotFound):
     """No accepted bundle with that id (unknown, rejected, or its manifest is gone)."""
 
 
@@ -75,12 +74,6 @@ class _Checks:
     def add(self, check: str, problems: Sequence[str], detail: str = "") -> None:
         self.rows.append({"check": check, "ok": not problems, "detail": "; ".join(problems) or detail})
         self.problems.extend(f"{check}: {p}" for p in problems)
-
-
-@dataclass(frozen=True)
-class _Candidate:
-    label: str
-    info: ArtifactInfo
 
 
 def bundle_add(
@@ -259,10 +252,10 @@ def _check_manifest_artifact(intake: Intake, desired: DesiredState, checks: _Che
 
 def _resolve(
     env: Environment, intake: Intake, desired: DesiredState, directory: Path, checks: _Checks
-) -> dict[str, list[_Candidate]]:
+) -> dict[str, list[Candidate]]:
     sources = artifact_sources(env)
     keys = env.keys()
-    found: dict[str, list[_Candidate]] = {}
+    found: dict[str, list[Candidate]] = {}
     problems: list[str] = []
     for ctype, spec in desired.manifest.targets.items():
         candidates, problem = _candidates(intake, spec, directory, sources, keys)
@@ -280,11 +273,11 @@ def _candidates(
     directory: Path,
     sources: Sequence[ArtifactSource],
     keys: Sequence[PublicKey],
-) -> tuple[list[_Candidate], str | None]:
+) -> tuple[list[Candidate], str | None]:
     if spec.artifact_path is not None:
         member, problem = _by_path(intake, spec, directory)
         if member is not None or problem is not None:
-            return ([_Candidate(member.member, member.info)] if member else []), problem
+            return ([_carried(member)] if member else []), problem
     name = spec.artifact_name
     assert name is not None  # the manifest parser requires a path or a name
     own = [
@@ -293,19 +286,17 @@ def _candidates(
         if a.info.name == name and device_type_ok(spec.component_type, a.info.device_types)
     ]
     if own:
-        return [_Candidate(a.member, a.info) for a in own], None
-    failures = []
-    for source in sources:
-        try:
-            paths = source.candidates(artifact_name=name, component_type=spec.component_type)
-        except SourceError as exc:
-            failures.append(str(exc))  # the server's failure is the reason, not "not found"
-            continue
-        if paths:
-            return _read_headers(paths, keys)
+        return [_carried(a) for a in own], None
+    paths, failures = find_in_sources(sources, artifact_name=name, component_type=spec.component_type)
+    if paths:
+        return _read_headers(paths, keys)
     if failures:
         return [], f"artifact {name!r} is neither in the bundle nor in the store; " + "; ".join(failures)
     return [], f"artifact {name!r} is neither in the bundle nor in the store, nor on an artifact server"
+
+
+def _carried(item: Carried) -> Candidate:
+    return Candidate(label=item.member, info=item.info, size=item.stored.size, path=item.stored.path)
 
 
 def _by_path(intake: Intake, spec: TypeTarget, directory: Path) -> tuple[Carried | None, str | None]:
@@ -329,15 +320,14 @@ def _by_path(intake: Intake, spec: TypeTarget, directory: Path) -> tuple[Carried
     return None, None
 
 
-def _read_headers(paths: Sequence[Path], keys: Sequence[PublicKey]) -> tuple[list[_Candidate], str | None]:
+def _read_headers(paths: Sequence[Path], keys: Sequence[PublicKey]) -> tuple[list[Candidate], str | None]:
     # Store files were verified completely when they came in; the header (and signature) is enough.
     found, problems = [], []
     for path in paths:
         try:
             with open(path, "rb") as fileobj:
-                found.append(
-                    _Candidate(f"store {path.name[:12]}", ArtifactReader(fileobj, keys=keys).read_header())
-                )
+                info = ArtifactReader(fileobj, keys=keys).read_header()
+            found.append(Candidate(f"store {path.name[:12]}", info, path.stat().st_size, path))
         except ArtifactError as exc:
             problems.append(f"{path}: {exc}")
     return found, "; ".join(problems) or None
@@ -347,30 +337,25 @@ def _read_headers(paths: Sequence[Path], keys: Sequence[PublicKey]) -> tuple[lis
 
 
 def _check_compatibility(
-    env: Environment, desired: DesiredState, found: dict[str, list[_Candidate]], checks: _Checks
+    env: Environment, desired: DesiredState, found: dict[str, list[Candidate]], checks: _Checks
 ) -> None:
     """Reference §3.1 against what the components run now: device type, interface, depends."""
     try:
-        inspected = _inspect(env, desired)
+        with live_inspector(env) as inspector:
+            inspected = inspector.inspect(desired.topology.components)
     except SelectionError as exc:
         checks.add("compatibility", [f"cannot ask the components what they run: {p}" for p in exc.problems])
         return
-    problems, notes = [], []
+    problems: list[str] = []
+    notes: list[str] = []
     for item in inspected:
-        candidates = found.get(item.component.component_type, [])
-        reasons = {c.label: incompatibilities(item, c.info) for c in candidates}
-        usable = [c for c in candidates if not reasons[c.label]]
-        if not usable:
-            problems.extend(f"{item.key}: {label}: {r}" for label, rs in reasons.items() for r in rs)
+        choice = choose_artifact(item, found.get(item.component.component_type, []))
+        if choice.candidate is None:
+            problems.extend(choice.problems)
         else:
-            notes.append(f"{item.key}: {usable[0].info.name}")
+            skip = " (installed already: skipped)" if choice.installed else ""
+            notes.append(f"{item.key}: {choice.candidate.info.name}{skip}")
     checks.add("compatibility", problems, "; ".join(notes))
-
-
-def _inspect(env: Environment, desired: DesiredState) -> list[Inspected]:
-    with tempfile.TemporaryDirectory(prefix="orch-bundle-") as tmp:
-        inspector = Inspector(runner=env.runner(), journal=NullJournal(), workdir=Path(tmp) / "_inspect")
-        return inspector.inspect(desired.topology.components)
 
 
 # ----- outcome ---------------------------------------------------------------------------------------
@@ -653,7 +638,8 @@ def _needed(store: ArtifactStore) -> set[str]:
             ).values_list("sha256", flat=True)
         )
         for deployment in manifest.deployments.all():
-            paths = [c.get("artifact") for c in deployment.plan.get("components", [])]
+            plan = deployment.planned()
+            paths = [c["artifact"] for c in plan["components"]] if plan else []
             needed |= {sha for p in paths if p and (sha := _sha_of(Path(p), inodes))}
     return needed
 

@@ -13,7 +13,7 @@ import os
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypedDict, TypeVar, cast
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -21,24 +21,22 @@ from django.utils import timezone
 from devices.services import components_record
 from updates import selectors
 from updates.actors import SYSTEM, Actor, actor_of_command_line
-from updates.claims import owner_alive, owner_token, stop_leftover_calls
-from updates.engine.artifact import PublicKey, read_artifact
-from updates.engine.inspection import Inspector
+from updates.claims import owner_alive, owner_pid, owner_token, stop_leftover_calls
+from updates.engine.errors import BusyError, CleanupStarted, NothingInProgress, OrchestratorError
 from updates.engine.machine import Machine, Options, Result, RunState
-from updates.engine.manifest import Component, DesiredState, Topology, parse_manifest
-from updates.engine.planner import Plan, SelectionError, Target, select
+from updates.engine.manifest import DesiredState, Topology, TopologyJson, parse_manifest
+from updates.engine.planner import Plan, SelectionError, TargetJson, select
 from updates.journal import DbJournal, step_journal_row
 from updates.models import ActiveManifests, Bundle, Deployment, Manifest, Step, StepEvent
 from updates.services.audit import audit_prune_by_policy, journal_append
 from updates.services.bundles import store_retention_after_deployment
-from updates.services.components import components_refresh_quietly
+from updates.services.components import components_refresh_after_deployment
 from updates.services.environment import (
-    BusyError,
     Echo,
     Environment,
-    NothingInProgress,
     desired_state_load,
     environment_load,
+    live_inspector,
 )
 from updates.services.sources import artifact_sources
 
@@ -64,7 +62,7 @@ def deployment_create(
     """
     env = environment_load()
     desired = desired_state_load(env, manifest_path=manifest_path, topology_components=topology_components)
-    options = {"stop_before": list(stop_before), "exit_on_reboot": exit_on_reboot}
+    options = _RunOptions(stop_before=list(stop_before), exit_on_reboot=exit_on_reboot)
     return _deployment_queue(
         env, desired, kind="install", options=options, created_by=created_by, actor=actor
     )
@@ -89,7 +87,7 @@ def deployment_create_previous(
         topology_components=None,
         manifest_data=previous.raw.encode(),
     )
-    options = {"stop_before": list(stop_before), "exit_on_reboot": exit_on_reboot}
+    options = _RunOptions(stop_before=list(stop_before), exit_on_reboot=exit_on_reboot)
     return _deployment_queue(
         env, desired, kind="previous", options=options, created_by=created_by, actor=actor
     )
@@ -113,7 +111,7 @@ def _released_on_crash(fn: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
-        except (SelectionError, NothingInProgress, BusyError):
+        except OrchestratorError:
             raise  # expected refusals: the row already says what happened
         except BaseException:
             with contextlib.suppress(Exception):
@@ -142,16 +140,11 @@ def deployment_execute(*, deployment_id: int, echo: Echo | None = None) -> Deplo
     if claimed != 1:
         return deployment
     env = environment_load()
-    desired = _desired_state_of(env, deployment.manifest)
+    desired = _desired_state_of(deployment.manifest)
     journal = DbJournal(deployment, echo=echo)
     try:
         plan = _plan(env, deployment, desired, journal)
-        options = _machine_options(
-            env,
-            deployment,
-            deployment.options.get("stop_before", ()),
-            bool(deployment.options.get("exit_on_reboot")),
-        )
+        options = _machine_options(env, deployment, deployment.stop_before, deployment.exit_on_reboot)
         machine = Machine(plan=plan, runner=env.runner(), journal=journal, options=options)
         result = machine.run()
     finally:
@@ -159,12 +152,17 @@ def deployment_execute(*, deployment_id: int, echo: Echo | None = None) -> Deplo
     return _deployment_finish(env, deployment, result, machine.state)
 
 
+class _RunOptions(TypedDict):
+    stop_before: list[str]
+    exit_on_reboot: bool
+
+
 def _deployment_queue(
     env: Environment,
     desired: DesiredState,
     *,
     kind: str,
-    options: dict[str, object],
+    options: _RunOptions,
     created_by: str,
     actor: Actor | None,
 ) -> Deployment:
@@ -176,7 +174,7 @@ def _deployment_queue(
             deployment = Deployment.objects.create(
                 manifest=manifest,
                 kind=kind,
-                options=options,
+                **options,
                 status=Deployment.Status.QUEUED,
                 created_by=created_by,
                 actor_kind=actor.kind,
@@ -191,7 +189,7 @@ def _deployment_queue(
                 data=_created_record(deployment, desired),
             )
     except IntegrityError:
-        raise BusyError("another deployment is in progress: run `resume` or `rollback` first") from None
+        raise _busy() from None
     return deployment
 
 
@@ -201,7 +199,7 @@ def _created_record(deployment: Deployment, desired: DesiredState) -> dict[str, 
     active = pointers.active if pointers else None
     return {
         "kind": deployment.kind,
-        "options": deployment.options,
+        "options": {"stop_before": deployment.stop_before, "exit_on_reboot": deployment.exit_on_reboot},
         "manifest": _manifest_record(deployment.manifest),
         "from": _manifest_record(active) if active else None,
         "bundle": _bundle_record(desired.manifest.path),
@@ -235,6 +233,27 @@ def _bundle_record(manifest_path: Path) -> dict[str, object] | None:
     }
 
 
+def _busy() -> BusyError:
+    """Why a new deployment cannot start, and what to do: wait while its runner works, take it
+    over (`resume` or `rollback`) only when nobody runs it."""
+    running = selectors.deployment_in_progress()
+    if running is None:
+        return BusyError("another deployment has just started: try again when it has ended")
+    return BusyError(_busy_message(running))
+
+
+def _busy_message(running: Deployment) -> str:
+    since = timezone.localtime(running.started_at or running.created_at).strftime("%Y-%m-%d %H:%M:%S")
+    what = f"deployment {running.pk} ({running.manifest.name})"
+    if running.status == Deployment.Status.RUNNING and owner_alive(running.owner):
+        return f"{what} is running (pid {owner_pid(running.owner)}, since {since}): wait for it to end"
+    if running.status == Deployment.Status.QUEUED:
+        return f"{what} is queued since {since}: wait for it to run, or `resume` runs it here"
+    if running.status == Deployment.Status.RUNNING:
+        return f"{what} was left running by a process that is gone: run `resume` or `rollback` first"
+    return f"{what} is {running.status} since {since}: run `resume` or `rollback` first"
+
+
 def _manifest_snapshot(desired: DesiredState) -> Manifest:
     """The exact manifest bytes and the normalised topology, as read at `install` time: later
     edits of either file only affect the next deployment."""
@@ -245,77 +264,74 @@ def _manifest_snapshot(desired: DesiredState) -> Manifest:
         sha256=hashlib.sha256(raw).hexdigest(),
         raw=raw.decode("utf-8", "replace"),
         source_path=str(desired.manifest.path),
-        topology=_topology_json(desired.topology),
+        topology=desired.topology.to_json(),
     )
 
 
-def _topology_json(topology: Topology) -> dict[str, Any]:
-    return {
-        "system_type": topology.system_type,
-        "source": topology.source,
-        "components": [
-            {
-                "component_type": c.component_type,
-                "interface": c.interface,
-                "interface_args": list(c.interface_args),
-                "component_id": c.component_id,
-            }
-            for c in topology.components
-        ],
-    }
-
-
-def _desired_state_of(env: Environment, manifest: Manifest) -> DesiredState:
+def _desired_state_of(manifest: Manifest) -> DesiredState:
     parsed, _ = parse_manifest(manifest.raw.encode(), path=Path(manifest.source_path))
-    data = manifest.topology
-    components = tuple(
-        Component(
-            component_type=c["component_type"],
-            interface=c["interface"],
-            interface_args=tuple(c["interface_args"]),
-            component_id=c["component_id"],
-        )
-        for c in data["components"]
-    )
-    return DesiredState(parsed, Topology(data["system_type"], components, data["source"]))
+    return DesiredState(parsed, Topology.from_json(cast(TopologyJson, manifest.topology)))
 
 
 def _plan(env: Environment, deployment: Deployment, desired: DesiredState, journal: DbJournal) -> Plan:
-    inspector = Inspector(
-        runner=env.runner(), journal=journal, workdir=Path(deployment.work_dir) / "_inspect"
-    )
     try:
-        inspected = inspector.inspect(desired.topology.components)
+        with live_inspector(
+            env, journal=journal, workdir=Path(deployment.work_dir) / "_inspect"
+        ) as inspector:
+            inspected = inspector.inspect(desired.topology.components)
         plan = select(desired, inspected, keys=env.keys(), sources=artifact_sources(env))
     except SelectionError as exc:
-        _deployment_reject(deployment, exc)
+        deployment_close(deployment, status=Deployment.Status.REJECTED, reason=str(exc))
         raise
-    components_record(inspected=inspected, system_type=desired.topology.system_type or "")
-    deployment.plan = plan_as_json(plan)
+    components_record(inspected=inspected, topology=desired.topology)
+    deployment.plan = plan.to_json()
     with transaction.atomic():
         deployment.save(update_fields=["plan"])
         journal_append(
             kind="deployment.planned",
             actor=None,
             subject=f"deployment:{deployment.pk}",
-            data={"components": [_planned(c) for c in deployment.plan["components"]]},
+            data={"components": [_planned(c) for c in plan.to_json()["components"]]},
         )
     return plan
 
 
-def _planned(component: dict[str, Any]) -> dict[str, object]:
-    return {k: component[k] for k in ("key", "component_type", "component_id", "action", "current", "target")}
+def _planned(c: TargetJson) -> dict[str, object]:
+    """A component's versions before (`current`) and the plan's target, for the journal."""
+    return {
+        "key": c["key"],
+        "component_type": c["component_type"],
+        "component_id": c["component_id"],
+        "action": c["action"],
+        "current": c["current"],
+        "target": c["target"],
+    }
 
 
-def _deployment_reject(deployment: Deployment, exc: Exception) -> None:
-    deployment.status = Deployment.Status.REJECTED
-    deployment.reason = str(exc)
+def deployment_close(
+    deployment: Deployment,
+    *,
+    status: Deployment.Status,
+    reason: str,
+    components: Sequence[str] | None = None,
+    position: dict[str, Any] | None = None,
+) -> Deployment:
+    """End a deployment: its final status and reason, when, and it gives up the in-progress
+    slot and its owner (the database refuses a terminal row that keeps the slot)."""
+    if status not in Deployment.TERMINAL:
+        raise ValueError(f"{status} is not a final status")  # a bug in the caller, not an input
+    deployment.status, deployment.reason = status, reason
+    if components is not None:
+        deployment.components = list(components)
+    if position is not None:
+        deployment.position = position
     deployment.finished_at = timezone.now()
     deployment.slot = None
     deployment.owner = ""
     with transaction.atomic():
-        deployment.save(update_fields=["status", "reason", "finished_at", "slot", "owner"])
-        _journal_outcome(deployment)
+        deployment.save()
+        _journal_outcome(deployment)  # the end, in the journal (and its head signed) with the row
+    return deployment
 
 
 def _journal_outcome(deployment: Deployment) -> None:
@@ -351,20 +367,25 @@ def _machine_options(
 def _deployment_finish(
     env: Environment, deployment: Deployment, result: Result, state: RunState
 ) -> Deployment:
+    status = Deployment.OUTCOME_STATUS[result.outcome]
     with transaction.atomic():
-        deployment.status = result.outcome
-        deployment.reason = result.reason
-        deployment.components = list(result.components)
-        deployment.position = state.to_json()
-        if result.outcome in ("succeeded", "rolled_back", "inconsistent"):
-            deployment.finished_at = timezone.now()
-            deployment.slot = None
-        deployment.owner = ""
-        deployment.save()
-        if result.outcome == "succeeded":
+        if status in Deployment.TERMINAL:
+            deployment_close(
+                deployment,
+                status=status,
+                reason=result.reason,
+                components=result.components,
+                position=state.to_json(),
+            )
+        else:  # a pause (--stop-before, --exit-on-reboot): it keeps the slot, nobody runs it
+            deployment.status, deployment.reason = status, result.reason
+            deployment.components, deployment.position = list(result.components), state.to_json()
+            deployment.owner = ""
+            deployment.save()
+            _journal_outcome(deployment)
+        if status == Deployment.Status.SUCCEEDED:
             _activate(env, deployment.manifest)
-        _journal_outcome(deployment)
-    if result.outcome in ("succeeded", "rolled_back", "inconsistent"):
+    if status in Deployment.TERMINAL:
         _refresh_after(env, deployment)
         # Every component's tree went at its Cleanup; what remains (inspection scratch) goes now.
         shutil.rmtree(deployment.work_dir, ignore_errors=True)
@@ -376,12 +397,10 @@ def _deployment_finish(
 
 
 def _refresh_after(env: Environment, deployment: Deployment) -> None:
-    topology = _desired_state_of(env, deployment.manifest).topology
+    topology = _desired_state_of(deployment.manifest).topology
     journal = DbJournal(deployment)
     try:
-        components_refresh_quietly(
-            env, components=topology.components, system_type=topology.system_type or "", journal=journal
-        )
+        components_refresh_after_deployment(env, topology=topology, journal=journal)
     finally:
         journal.close()
 
@@ -405,29 +424,6 @@ def _store_manifest(env: Environment, name: str, manifest: Manifest) -> None:
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
     tmp.replace(path)
-
-
-def plan_as_json(plan: Plan) -> dict[str, object]:
-    return {
-        "groups": [[order, list(keys)] for order, keys in plan.groups],
-        "components": [
-            {
-                "key": t.key,
-                "component_type": t.component.component_type,
-                "component_id": t.component_id,
-                "interface": t.component.interface,
-                "order": t.order,
-                "action": t.action,
-                "current": t.current_version,
-                "target": t.target_version,
-                "artifact": str(t.artifact_path or ""),
-                "interface_args": list(t.component.interface_args),
-                "spec_id": t.component.component_id,
-                "provides": t.current,
-            }
-            for t in plan.targets
-        ],
-    }
 
 
 # ----- resume and rollback -----------------------------------------------------------------------
@@ -465,7 +461,7 @@ def deployment_rollback(
     # (claiming it first left it "running" for a dead owner, which the next resume counted
     # as a crash).
     if deployment.position.get("phase") in ("cleanup", "done"):
-        raise NothingInProgress("cleanup has started: the deployment can no longer be rolled back")
+        raise CleanupStarted("cleanup has started: the deployment can no longer be rolled back")
     return _continue(
         deployment,
         stop_before=stop_before,
@@ -500,10 +496,11 @@ def _continue(
     crashed = _deployment_takeover(deployment, journal=(kind, actor or actor_of_command_line(), request))
     if crashed:
         stop_leftover_calls(Path(deployment.work_dir))
-    if not deployment.plan:
+    stored = deployment.planned()
+    if stored is None:
         return _deployment_close_untouched(deployment)
     env = environment_load()
-    plan = plan_from_json(deployment.plan, keys=env.keys())
+    plan = Plan.from_json(stored, keys=env.keys())
     state = RunState.from_json(deployment.position) if deployment.position else None
     journal = DbJournal(deployment, echo=echo)
     try:
@@ -513,10 +510,7 @@ def _continue(
             _close_interrupted_steps(deployment)
             machine.recover_after_crash()
         if rollback:
-            try:
-                machine.request_rollback("rollback requested by the operator")
-            except ValueError as exc:
-                raise NothingInProgress(str(exc)) from None
+            machine.request_rollback("rollback requested by the operator")
         result = machine.run()
     finally:
         journal.close()
@@ -530,7 +524,7 @@ def _deployment_takeover(deployment: Deployment, *, journal: tuple[str, Actor, d
     The journal records who asked (kind, actor, request) in the same transaction.
     """
     if deployment.status == Deployment.Status.RUNNING and owner_alive(deployment.owner):
-        raise BusyError(f"deployment {deployment.pk} is being run by another process ({deployment.owner})")
+        raise BusyError(_busy_message(deployment))
     crashed = deployment.status == Deployment.Status.RUNNING
     kind, actor, request = journal
     with transaction.atomic():
@@ -565,40 +559,8 @@ def _close_interrupted_steps(deployment: Deployment) -> None:
 
 def _deployment_close_untouched(deployment: Deployment) -> Deployment:
     _close_interrupted_steps(deployment)
-    deployment.status = Deployment.Status.ROLLED_BACK
-    deployment.reason = "interrupted before any component was touched; nothing to roll back"
-    deployment.finished_at = timezone.now()
-    deployment.slot = None
-    deployment.owner = ""
-    with transaction.atomic():
-        deployment.save()
-        _journal_outcome(deployment)
-    return deployment
-
-
-def plan_from_json(data: dict[str, Any], *, keys: Sequence[PublicKey]) -> Plan:
-    """Rebuild the plan of a stored deployment; artifacts are re-read (and re-verified)."""
-    targets = []
-    for c in data.get("components", []):
-        component = Component(
-            component_type=c["component_type"],
-            interface=c["interface"],
-            interface_args=tuple(c["interface_args"]),
-            component_id=c["spec_id"],
-        )
-        path = Path(c["artifact"]) if c["artifact"] else None
-        info = read_artifact(path, keys=keys) if path and c["action"] == "install" else None
-        targets.append(
-            Target(
-                key=c["key"],
-                component=component,
-                component_id=c["component_id"],
-                order=c["order"],
-                current=c["provides"],
-                action=c["action"],
-                artifact_path=path,
-                artifact=info,
-            )
-        )
-    groups = tuple((order, tuple(keys_)) for order, keys_ in data.get("groups", []))
-    return Plan(targets=tuple(targets), groups=groups)
+    return deployment_close(
+        deployment,
+        status=Deployment.Status.ROLLED_BACK,
+        reason="interrupted before any component was touched; nothing to roll back",
+    )

@@ -20,10 +20,10 @@ from celery import current_app
 from django.db import transaction
 from django.utils import timezone
 
-from devices.models import System
 from updates import selectors
 from updates.actors import SYSTEM, Actor
 from updates.claims import owner_alive
+from updates.engine.errors import BusyError, CleanupStarted, InvalidInput, NothingInProgress
 from updates.engine.manifest import InputError
 from updates.engine.planner import SelectionError
 from updates.models import Deployment
@@ -37,8 +37,8 @@ from updates.services.deployments import (
     deployment_resume,
     deployment_rollback,
 )
-from updates.services.environment import BusyError, NothingInProgress, environment_load
-from updates.services.system import current_components
+from updates.services.environment import environment_load
+from updates.services.system import current_topology
 from updates.tasknames import TASK_RECOVER, TASK_REFRESH, TASK_RESUME, TASK_ROLLBACK, TASK_RUN
 
 log = logging.getLogger("orchestrator.dispatch")
@@ -90,7 +90,7 @@ def deployment_start_previous(*, actor: Actor, stop_before: Sequence[str] = ()) 
 
 def _not_cli(actor: Actor | None, created_by: str) -> Actor:
     if created_by == CLI or (actor is not None and actor.kind == "cli") or (actor is None and not created_by):
-        raise ValueError("the command line runs its deployments itself; name the web user or hook")
+        raise InvalidInput("the command line runs its deployments itself; name the web user or hook")
     if actor is not None:
         return actor
     kind, _, name = created_by.partition(":")
@@ -210,7 +210,7 @@ def deployment_continue(
     try:
         # Who asked is journaled with the request; the worker carries it out as the appliance.
         return f"deployment {deployment_id}: {action(stop_before=stop_before, actor=SYSTEM).status}"
-    except (BusyError, NothingInProgress) as exc:
+    except (BusyError, NothingInProgress, CleanupStarted) as exc:
         return str(exc)
 
 
@@ -232,13 +232,10 @@ def deployments_recover() -> str:
 
 def _resume_crashed(deployment: Deployment) -> str:
     # The run's own options still hold: a crash must not skip a stop the operator asked for.
-    options = deployment.options or {}
     log.warning("deployment %s was left running by a dead process: resuming it", deployment.pk)
     try:
         resumed = deployment_resume(
-            stop_before=options.get("stop_before", ()),
-            exit_on_reboot=bool(options.get("exit_on_reboot")),
-            actor=SYSTEM,
+            stop_before=deployment.stop_before, exit_on_reboot=deployment.exit_on_reboot, actor=SYSTEM
         )
     except (BusyError, NothingInProgress) as exc:
         return str(exc)
@@ -253,8 +250,5 @@ def components_refresh() -> str:
     if Deployment.objects.filter(status=Deployment.Status.RUNNING).exists():
         return "a deployment is running: refresh skipped"
     env = environment_load()
-    system_type = System.objects.filter(pk=1).values_list("system_type", flat=True).first() or ""
-    inspected = refresh_components(
-        env, components=current_components(env), system_type=system_type, inventory=True
-    )
+    inspected = refresh_components(env, topology=current_topology(env), inventory=True)
     return f"refreshed {len(inspected)} components"

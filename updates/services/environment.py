@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,19 +13,12 @@ from django.conf import settings
 
 from updates.engine.artifact import PublicKey, load_public_key
 from updates.engine.config import OrchestratorConfig, load_config
+from updates.engine.inspection import Inspector
 from updates.engine.interface import InterfaceRunner
-from updates.engine.machine import RunState
+from updates.engine.machine import Journal, RunState
 from updates.engine.manifest import DesiredState, load_desired_state
 
 Echo = Callable[[str], None]
-
-
-class BusyError(Exception):
-    """Another deployment is in progress; nothing was touched."""
-
-
-class NothingInProgress(Exception):
-    """`resume`/`rollback` with no deployment in progress."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +93,20 @@ class NullJournal:
 
     def call_finished(self, step: int, **kwargs: object) -> None:
         return None
+
+
+@contextlib.contextmanager
+def live_inspector(
+    env: Environment, *, journal: Journal | None = None, workdir: Path | None = None
+) -> Iterator[Inspector]:
+    """An Inspector for live questions to the components. Its queries' File-API trees go in
+    `workdir` (a deployment's), or in a scratch directory removed afterwards."""
+    with contextlib.ExitStack() as stack:
+        if workdir is None:
+            workdir = (
+                Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="orch-inspect-"))) / "_inspect"
+            )
+        yield Inspector(runner=env.runner(), journal=journal or NullJournal(), workdir=workdir)
 
 
 def datastore_prepare() -> None:

@@ -6,8 +6,10 @@ message is enough to locate the problem: ``data/0000.tar.gz: hello.txt: checksum
 
 from __future__ import annotations
 
+from updates.engine.errors import InvalidInput
 
-class ArtifactError(Exception):
+
+class ArtifactError(InvalidInput):
     """Base class: the artifact (or the input given to the writer) is not acceptable."""
 
     def __init__(self, reason: str, member: str | None = None) -> None:

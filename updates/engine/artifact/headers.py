@@ -14,7 +14,6 @@ from typing import Any
 from .errors import HeaderError, LimitError, ManifestError, PayloadMismatchError, VersionError
 from .limits import Limits
 from .names import (
-    DATA_RE,
     HEADER_RE,
     MAX_ARTIFACT_NAME,
     MAX_MANIFEST_NAME,
@@ -219,8 +218,3 @@ def parse_meta_data(raw: bytes | None, limits: Limits) -> dict[str, object] | No
 def check_payload_files(manifest: Manifest, payload_type: str | None) -> None:
     if payload_type is None and manifest.data:
         raise PayloadMismatchError("empty-payload artifact lists payload files", "manifest")
-
-
-def data_index(name: str) -> str | None:
-    match = DATA_RE.fullmatch(name)
-    return match.group(1) if match else None

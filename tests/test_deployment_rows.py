@@ -1,0 +1,87 @@
+"""The deployment row's own guarantees, in the database: the in-progress slot, closing, options."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import IntegrityError, transaction
+
+from updates.engine.errors import BusyError
+from updates.models import Deployment, Manifest
+from updates.services import deployment_close
+from updates.services.deployments import _busy
+
+pytestmark = pytest.mark.django_db
+
+
+def _deployment(**fields: object) -> Deployment:
+    manifest = Manifest.objects.create(
+        name="sys-v2", form="current", sha256="0" * 64, raw="", source_path="m"
+    )
+    return Deployment.objects.create(manifest=manifest, **fields)
+
+
+def test_it_refuses_a_finished_deployment_that_keeps_the_slot() -> None:
+    deployment = _deployment()
+    deployment.status = Deployment.Status.SUCCEEDED
+    with pytest.raises(IntegrityError), transaction.atomic():
+        deployment.save()
+
+
+def test_it_refuses_a_deployment_in_progress_without_the_slot() -> None:
+    with pytest.raises(IntegrityError), transaction.atomic():
+        _deployment(status=Deployment.Status.STOPPED, slot=None)
+
+
+def test_it_refuses_a_second_deployment_in_progress() -> None:
+    _deployment()
+    with pytest.raises(IntegrityError), transaction.atomic():
+        _deployment()
+
+
+@pytest.mark.parametrize("status", Deployment.TERMINAL)
+def test_close_gives_up_slot_and_owner_and_frees_the_next_deployment(status: Deployment.Status) -> None:
+    deployment = _deployment(status=Deployment.Status.RUNNING, owner="boot:1:2")
+    deployment_close(deployment, status=status, reason="why", components=["rtos.R1"])
+    deployment.refresh_from_db()
+    assert (deployment.status, deployment.reason, deployment.components) == (status, "why", ["rtos.R1"])
+    assert deployment.slot is None and deployment.owner == "" and deployment.finished_at is not None
+    assert _deployment().slot == 1
+
+
+def test_close_refuses_a_status_in_progress() -> None:
+    deployment = _deployment()
+    with pytest.raises(ValueError, match="not a final status"):
+        deployment_close(deployment, status=Deployment.Status.STOPPED, reason="")
+    deployment.refresh_from_db()
+    assert deployment.status == Deployment.Status.QUEUED and deployment.slot == 1
+
+
+def test_every_engine_outcome_has_a_status() -> None:
+    from typing import get_args
+
+    from updates.engine.machine import Outcome
+
+    assert set(Deployment.OUTCOME_STATUS) == set(get_args(Outcome))
+    assert set(Deployment.IN_PROGRESS) | set(Deployment.TERMINAL) == set(Deployment.Status)
+    assert not set(Deployment.IN_PROGRESS) & set(Deployment.TERMINAL)
+
+
+def test_the_run_options_are_columns() -> None:
+    deployment = _deployment(stop_before=["ArtifactCommit"], exit_on_reboot=True)
+    deployment.refresh_from_db()
+    assert (deployment.stop_before, deployment.exit_on_reboot) == (["ArtifactCommit"], True)
+
+
+def test_busy_says_a_live_runner_is_running_and_to_wait() -> None:
+    from updates.claims import owner_token
+
+    _deployment(status=Deployment.Status.RUNNING, owner=owner_token())
+    error = _busy()
+    assert isinstance(error, BusyError) and error.code == "busy" and error.exit_code == 3
+    assert "is running (pid " in str(error) and "wait for it to end" in str(error)
+    assert "resume" not in str(error)
+
+
+def test_busy_advises_resume_or_rollback_only_when_the_runner_is_gone() -> None:
+    _deployment(status=Deployment.Status.RUNNING, owner="other-boot:1:2")
+    assert "left running by a process that is gone: run `resume` or `rollback`" in str(_busy())
