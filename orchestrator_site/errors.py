@@ -19,10 +19,10 @@ from ninja.errors import AuthenticationError, AuthorizationError, HttpError, Thr
 
 from accounts.services import AccessError
 from orchestrator_site.uploads import UploadIncomplete, UploadTooLarge
+from updates.engine.errors import BusyError, NothingInProgress
 from updates.engine.manifest import InputError
 from updates.engine.planner import SelectionError
 from updates.services.bundles import BundleInUse, BundleNotFound
-from updates.engine.errors import BusyError, NothingInProgress
 
 log = logging.getLogger("orchestrator.api")
 

@@ -26,7 +26,6 @@ from updates.engine.auditchain import iso, sha256_hex
 from updates.engine.interface import CallResult
 from updates.engine.machine import RunState
 from updates.models import Deployment, Step, StepEvent
-from updates.services.audit import journal_append, journal_batch
 
 T = TypeVar("T")
 EXCERPT = 16 * 1024
@@ -77,6 +76,8 @@ class _GroupWriter:
         return batch
 
     def _run(self, batch: list[tuple[Callable[[], object], Future[object]]]) -> None:
+        from updates.services.audit import journal_batch  # (updates.services imports this module)
+
         try:
             with transaction.atomic(), journal_batch():
                 results = [fn() for fn, _ in batch]
@@ -157,6 +158,8 @@ class _Call:
 def step_journal(deployment_id: int, step: int, call: _Call, fields: dict[str, object]) -> None:
     """The journal entry of a finished step: what ran, how it ended, and digests of its output
     (the output itself stays in the step row, which retention may clear; the digests stay)."""
+    from updates.services.audit import journal_append  # (updates.services imports this module)
+
     ended = fields["ended_at"]
     assert isinstance(ended, datetime)
     journal_append(

@@ -243,9 +243,9 @@ class JournalEntry(models.Model):
     """
 
     seq = models.BigIntegerField(primary_key=True)  # 1, 2, 3, … without gaps: the entry's number
-    # Both unique: two writers that read the same head cannot both append after it (no fork).
+    # Unique: two writers that read the same head cannot both append after it (no fork).
     prev_hash = models.CharField(max_length=64, unique=True)
-    hash = models.CharField(max_length=64, unique=True)
+    hash = models.CharField(max_length=64)
     at = models.DateTimeField()
     kind = models.CharField(max_length=60)
     actor = models.JSONField(null=True)  # {"kind": user|token|webhook|cli|system, "name", …}

@@ -39,7 +39,7 @@ class Migration(migrations.Migration):
             fields=[
                 ('seq', models.BigIntegerField(primary_key=True, serialize=False)),
                 ('prev_hash', models.CharField(max_length=64, unique=True)),
-                ('hash', models.CharField(max_length=64, unique=True)),
+                ('hash', models.CharField(max_length=64)),
                 ('at', models.DateTimeField()),
                 ('kind', models.CharField(max_length=60)),
                 ('actor', models.JSONField(null=True)),
