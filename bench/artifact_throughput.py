@@ -70,8 +70,8 @@ def _measure(tmp: Path, size_mib: int, compression: str, repeat: int) -> None:
         device_types=["bench"],
         files=[payload],
         payload_type="single-file",
-        compression=compression,
-    )  # type: ignore[arg-type]
+        compression=compression,  # type: ignore[arg-type]  # one of the writer's, from argparse choices
+    )
     _timed(["sha256sum", str(payload)])  # warm the page cache for both sides
     base = _best(["sha256sum", str(payload)], repeat)[0]
     ours_runs = []

@@ -11,6 +11,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from updates.appliance import paths_from_env
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -40,13 +42,12 @@ def envsecret(name: str, default: str) -> str:
     return os.getenv(name, default)
 
 
-DATASTORE_DIR = Path(
-    os.getenv("MENDER_ORCHESTRATOR_DATASTORE_DIR", str(BASE_DIR / "var" / "lib" / "mender-orchestrator"))
-).resolve()
-DATA_DIR = Path(os.getenv("MENDER_ORCHESTRATOR_DATA_DIR", "/usr/share/mender-orchestrator"))
-CONF_DIR = Path(os.getenv("MENDER_ORCHESTRATOR_CONF_DIR", "/etc/mender-orchestrator"))
-TOPOLOGY_DIR = Path(os.getenv("MENDER_ORCHESTRATOR_TOPOLOGY_DIR", str(DATASTORE_DIR)))
-TOPOLOGY_COMPONENTS_FILE = os.getenv("MENDER_ORCHESTRATOR_TOPOLOGY_COMPONENTS_FILE", "")
+PATHS = paths_from_env(BASE_DIR)
+DATASTORE_DIR = PATHS.datastore
+DATA_DIR = PATHS.data_dir
+CONF_DIR = PATHS.conf_dir
+TOPOLOGY_DIR = PATHS.topology_dir
+TOPOLOGY_COMPONENTS_FILE = PATHS.topology_components_file
 REBOOT_COMMAND = os.getenv("ORCH_REBOOT_COMMAND", "reboot")
 # How long to wait for the host to go down after REBOOT_COMMAND returned (Mender waits 10 min);
 # the demo and the tests, whose reboot command is harmless, set 0.
@@ -201,10 +202,14 @@ LOGGING = {
 }
 
 # ----- Celery (worker/): long, side-effecting deployments -----------------------------------------
-# Without CELERY_BROKER_URL the broker is kombu's file-system transport under <datastore>/queue/,
+# Without CELERY_BROKER_URL the broker is the file-system transport under <datastore>/queue/,
 # so a fresh machine runs the whole product with no server; production sets redis://.
 # ("localhost" only keeps kombu from warning that no host was given.)
 CELERY_BROKER_URL = os.getenv("CELERY_BROKER_URL", "") or "filesystem://localhost//"
+# Our subclass of kombu's file-system transport (same folders): kombu's lets a reader see a
+# half-written message, which kills the worker, and lets two readers take the same one (issue 15).
+FILESYSTEM_TRANSPORT = "worker.transport:Transport"
+CELERY_BROKER_TRANSPORT = FILESYSTEM_TRANSPORT if CELERY_BROKER_URL.startswith("filesystem:") else None
 QUEUE_DIR = DATASTORE_DIR / "queue"
 # Redis hands an unacknowledged message to another worker after this many seconds. Deployment
 # messages stay unacknowledged for the whole run (acks_late), so it must exceed the longest
@@ -228,6 +233,9 @@ def _broker_transport_options(url: str) -> dict[str, object]:
 
 CELERY_BROKER_TRANSPORT_OPTIONS = _broker_transport_options(CELERY_BROKER_URL)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A broker that is away (Redis restarted) is waited for, never given up on after 100 tries:
+# a worker that exits leaves the appliance without one until its supervisor restarts it.
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_TASK_DEFAULT_QUEUE = os.getenv("CELERY_QUEUE", "orchestrator")
 # Acknowledge after the run, and put the message back when the pool process running it dies: the
 # tasks claim their deployment with a conditional UPDATE, so a second delivery is harmless.

@@ -53,3 +53,11 @@ def test_it_reports_an_unusable_data_store_in_one_line(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.startswith("mender-orchestrator: cannot open the data store")
     assert "Traceback" not in result.stderr
+
+
+def test_it_accepts_manifest_components_as_the_old_name_of_topology_components() -> None:
+    from updates.cli import build_parser
+
+    for command in ("install", "plan"):
+        args = build_parser().parse_args([command, "m.yaml", "--manifest-components", "c.yaml"])
+        assert args.topology_components == Path("c.yaml")

@@ -141,7 +141,7 @@ def timeline(root: Path) -> list[tuple[str, str, str]]:
     lines = (root / "timeline.log").read_text().splitlines()
     matches = [TIMELINE_LINE.match(line) for line in lines]
     assert all(matches), lines
-    return [m.groups() for m in matches if m]
+    return [(m[1], m[2], m[3]) for m in matches if m]
 
 
 def calls(root: Path) -> list[tuple[str, str, str]]:

@@ -6,7 +6,7 @@ import pytest
 from django.db import IntegrityError, transaction
 
 from updates.engine.errors import BusyError
-from updates.models import Deployment, Manifest
+from updates.models import Deployment, DeploymentStatus, Manifest
 from updates.services import deployment_close
 from updates.services.deployments import _busy
 
@@ -39,7 +39,7 @@ def test_it_refuses_a_second_deployment_in_progress() -> None:
 
 
 @pytest.mark.parametrize("status", Deployment.TERMINAL)
-def test_close_gives_up_slot_and_owner_and_frees_the_next_deployment(status: Deployment.Status) -> None:
+def test_close_gives_up_slot_and_owner_and_frees_the_next_deployment(status: DeploymentStatus) -> None:
     deployment = _deployment(status=Deployment.Status.RUNNING, owner="boot:1:2")
     deployment_close(deployment, status=status, reason="why", components=["rtos.R1"])
     deployment.refresh_from_db()

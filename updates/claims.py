@@ -11,6 +11,8 @@ import signal
 import time
 from pathlib import Path
 
+from updates.engine.sessions import SESSION_LOG, session_members, start_time
+
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 
@@ -21,24 +23,9 @@ def _boot_id() -> str:
         return "unknown-boot"
 
 
-def _start_time(pid: int) -> str | None:
-    """The process's start time (clock ticks since boot); None when it is gone or a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name (field 2) may contain spaces: split after its closing parenthesis.
-    fields = stat.rsplit(")", 1)[1].split()
-    # A zombie has exited and only waits to be reaped (where pid 1 never reaps, forever): it
-    # runs nothing any more, so it must not keep its deployment from being taken over.
-    if fields[0] in ("Z", "X"):
-        return None
-    return fields[19]
-
-
 def owner_token() -> str:
     pid = os.getpid()
-    return f"{_boot_id()}:{pid}:{_start_time(pid)}"
+    return f"{_boot_id()}:{pid}:{start_time(pid)}"
 
 
 def owner_alive(token: str) -> bool:
@@ -46,7 +33,7 @@ def owner_alive(token: str) -> bool:
         boot, pid, start = token.split(":")
     except ValueError:
         return False
-    return boot == _boot_id() and _start_time(int(pid)) == start
+    return boot == _boot_id() and start_time(int(pid)) == start
 
 
 def owner_pid(token: str) -> str:
@@ -60,18 +47,20 @@ def owner_pid(token: str) -> str:
 # is that they outlive an orchestrator that is SIGKILLed or crashes. The one who takes over a
 # dead runner's deployment ends them first, as a power cut would have: a leftover must never
 # run next to the resumed flow (e.g. an old ArtifactInstall finishing after ArtifactRollback).
-# Every call of a deployment runs with its cwd inside the deployment's work dir: that is how
-# they are found, without trusting a recorded PID that may since have been reused.
+# Every call of a deployment runs with its cwd inside the deployment's work dir, and in a session
+# recorded in the work dir's session log when it started: that is how they are found, also a
+# child that double-forked and left the work dir (`updates.engine.sessions`).
 
 LEFTOVER_GRACE = 5.0
 
 
 def leftover_calls(work_dir: Path) -> list[int]:
-    """PIDs of live processes whose working directory is inside `work_dir`."""
+    """PIDs of live processes whose working directory is inside `work_dir`, or that belong to a
+    session or process group recorded in its session log."""
     if not str(work_dir).strip():
         return []  # never "the current directory"
+    found = set(session_members(Path(work_dir) / SESSION_LOG))
     root = os.path.realpath(work_dir)
-    found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
@@ -80,8 +69,8 @@ def leftover_calls(work_dir: Path) -> list[int]:
         except OSError:  # gone, a zombie, or not ours to inspect
             continue
         if cwd == root or cwd.startswith(root + os.sep):
-            found.append(int(entry.name))
-    return found
+            found.add(int(entry.name))
+    return sorted(found)
 
 
 def stop_leftover_calls(work_dir: Path, *, grace: float = LEFTOVER_GRACE) -> list[int]:

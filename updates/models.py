@@ -61,7 +61,7 @@ class Deployment(models.Model):
     IN_PROGRESS = _IN_PROGRESS
     TERMINAL = _TERMINAL
     # How a run of the engine's state machine ends (`machine.Outcome`), as a status.
-    OUTCOME_STATUS: ClassVar[dict[str, Status]] = {
+    OUTCOME_STATUS: ClassVar[dict[str, DeploymentStatus]] = {
         "succeeded": Status.SUCCEEDED,
         "rolled_back": Status.ROLLED_BACK,
         "inconsistent": Status.INCONSISTENT,
@@ -87,6 +87,13 @@ class Deployment(models.Model):
     slot = models.PositiveSmallIntegerField(null=True, unique=True, default=1)
     owner = models.CharField(max_length=200, blank=True)  # claims.owner_token() of the runner
     created_by = models.CharField(max_length=150, default="cli")
+    # Run past the declared constraints (`install --force --reason`): who asked and why; both
+    # empty for a deployment that was not forced.
+    forced_by = models.CharField(max_length=150, blank=True)
+    forced_reason = models.TextField(blank=True)
+    # The constraints.yaml the run was started with ({"path", "raw"}); None when none applied or
+    # they came from the manifest's own `constraints:` section (kept with the manifest snapshot).
+    constraints_file = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     # Who asked for it (updates.actors.Actor): user | token | webhook | cli, and its name.
     actor_kind = models.CharField(max_length=10, default="cli")
@@ -115,6 +122,10 @@ class Deployment(models.Model):
     def planned(self) -> PlanJson | None:
         """The stored plan (written by the engine's `Plan.to_json`); None before selection ran."""
         return cast(PlanJson, self.plan) if self.plan else None
+
+    @property
+    def forced(self) -> bool:
+        return bool(self.forced_reason)
 
 
 class Step(models.Model):

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
+from django.conf import settings
 from django.db.models import Prefetch, QuerySet
 
 from devices.models import System
 from devices.selectors import component_list
 from updates.claims import owner_alive
+from updates.engine.constraints import Constraints, constraints_file, constraints_from_manifest
 from updates.engine.interface import QUERY_STATES
+from updates.engine.manifest import InputError
 from updates.engine.planner import TargetJson
+from updates.heartbeat import WorkerBeat as WorkerBeat
+from updates.heartbeat import live_workers as live_workers  # re-exported: workers that answer
 from updates.models import ActiveManifests, Bundle, BundleArtifact, Deployment, Manifest, Step, StepEvent
 
 
@@ -32,6 +38,65 @@ def active_manifests() -> ActiveManifests | None:
     return ActiveManifests.objects.select_related("active", "previous").filter(pk=1).first()
 
 
+@dataclass(frozen=True)
+class SystemVersion:
+    """Which declared working system the components' last known versions form (issue 13).
+
+    `state`: "working" (an end state matches: `system_version` names it), "outside" (none
+    matches), "undeclared" (no constraints document), "invalid" (the document has errors) or
+    "unknown" (no component versions recorded yet). `message` is the line `status` prints.
+    """
+
+    state: Literal["working", "outside", "undeclared", "invalid", "unknown"]
+    message: str
+    system_version: str | None = None
+    row: str | None = None
+    line: int | None = None
+    constraints_file: str | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+def system_version() -> SystemVersion:
+    """The system version shown by `status`, the API's `/system` and the UI's System page."""
+    components = list(component_list())
+    versions = {c.key: c.version for c in components}
+    try:
+        constraints = _active_constraints()
+    except InputError as exc:
+        return SystemVersion("invalid", f"the constraints document has errors:\n{exc}", versions=versions)
+    if constraints is None:
+        return SystemVersion("undeclared", "no constraints declared (constraints.yaml)", versions=versions)
+    if not versions:
+        return SystemVersion("unknown", "no component versions known yet", constraints_file=constraints.file)
+    row = constraints.end_state([(c.component_type, c.version) for c in components])
+    if row is None:
+        message = "outside every declared working state (no end_states row matches)"
+        return SystemVersion("outside", message, constraints_file=constraints.file, versions=versions)
+    return SystemVersion(
+        "working",
+        f"system {row.system_version}",
+        system_version=row.system_version,
+        row=row.where,
+        line=row.line,
+        constraints_file=constraints.file,
+        versions=versions,
+    )
+
+
+def _active_constraints() -> Constraints | None:
+    """As for a deployment: the active manifest's section wins over constraints.yaml."""
+    pointers = active_manifests()
+    active = pointers.active if pointers else None
+    if active is not None:
+        section = constraints_from_manifest(active.raw.encode(), path=Path(active.source_path))
+        if section is not None:
+            return section
+    return constraints_file(Path(settings.TOPOLOGY_DIR))
+
+
 def status_report() -> dict[str, Any]:
     """What runs now, what is in flight, and how the last deployment ended."""
     pointers = active_manifests()
@@ -39,6 +104,7 @@ def status_report() -> dict[str, Any]:
     last = Deployment.objects.select_related("manifest").filter(status__in=Deployment.TERMINAL).first()
     flight = {o["key"]: o for o in deployment_components(running)} if running else {}
     return {
+        "system": system_version().as_json(),
         "manifests": {
             "active": pointers.active.name if pointers and pointers.active else None,
             "previous": pointers.previous.name if pointers and pointers.previous else None,
@@ -93,6 +159,8 @@ def _summary(d: Deployment) -> dict[str, Any]:
         "reason": d.reason,
         "components": d.components,
         "created_by": d.created_by,
+        "forced_by": d.forced_by,
+        "forced_reason": d.forced_reason,
         "created_at": d.created_at,
         "started_at": d.started_at,
         "finished_at": d.finished_at,

@@ -19,6 +19,7 @@ from tests.engine.artifact_helpers import (
     untar,
 )
 from updates.engine.artifact import (
+    ArtifactError,
     PayloadFile,
     key_fingerprint,
     load_private_key,
@@ -216,3 +217,97 @@ def test_it_writes_reproducible_artifacts(tmp_path: Path) -> None:
     first, _ = hello_module(tmp_path, "first.mender", meta_data={"k": 1})
     second, _ = hello_module(tmp_path, "second.mender", meta_data={"k": 1})
     assert first.read_bytes() == second.read_bytes()
+
+
+# ----- zstd: mender-artifact 3.10+ writes it, Debian's 3.9 cannot; real frames from the zstd tool
+
+
+def _recompress(path: Path, out: Path, *, level: str) -> None:
+    """header.tar and data/0000.tar of an uncompressed artifact, compressed by the `zstd` tool."""
+    surgeon = Surgeon.load(path)
+    for member in surgeon.members:
+        if member.name in ("header.tar", "data/0000.tar"):
+            done = subprocess.run(
+                ["zstd", "-q", "-c", level], input=member.data, capture_output=True, check=True
+            )
+            member.name, member.data = f"{member.name}.zst", done.stdout
+    header = surgeon.get("header.tar.zst")
+    manifest = surgeon.get("manifest")
+    manifest.data = manifest.data.replace(b"  header.tar\n", b"  header.tar.zst\n")
+    surgeon.fix("header.tar.zst", header.data)
+    surgeon.save(out)
+
+
+def _unzstd(path: Path, out: Path) -> None:
+    """The reverse: our zstd members decompressed by the `zstd` tool, for mender-artifact 3.9."""
+    surgeon = Surgeon.load(path)
+    for member in surgeon.members:
+        if member.name.endswith(".zst"):
+            done = subprocess.run(
+                ["zstd", "-q", "-d", "-c"], input=member.data, capture_output=True, check=True
+            )
+            member.name, member.data = member.name.removesuffix(".zst"), done.stdout
+    manifest = surgeon.get("manifest")
+    manifest.data = manifest.data.replace(b"  header.tar.zst\n", b"  header.tar\n")
+    surgeon.fix("header.tar", surgeon.get("header.tar").data)
+    surgeon.save(out)
+
+
+@pytest.mark.parametrize("level", ["-1", "-19"])
+def test_it_reads_zstd_artifacts_made_from_mender_artifact_output(tmp_path: Path, level: str) -> None:
+    i = _inputs(tmp_path)
+    plain = tmp_path / "plain.mender"
+    result = mender_artifact(
+        "write", "module-image", "-T", "single-file", "-t", "qemux86-64", "-n", "app-zst",
+        "-f", i["hello.txt"], "-m", i["meta.json"], "--compression", "none", "-o", plain,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    zst = tmp_path / "zst.mender"
+    _recompress(plain, zst, level=level)
+    assert [m.name for m in Surgeon.load(zst).members] == [
+        "version",
+        "manifest",
+        "header.tar.zst",
+        "data/0000.tar.zst",
+    ]
+    (tmp_path / "x").mkdir()
+    info = read_artifact(zst, extract_to=tmp_path / "x")
+    assert (info.name, info.header_compression, info.meta_data) == (
+        "app-zst",
+        "zstd",
+        {"key": "value", "n": 1},
+    )
+    assert info.files == (PayloadFile("hello.txt", len(HELLO), sha(HELLO)),)
+    assert (tmp_path / "x" / "hello.txt").read_bytes() == HELLO
+
+
+def test_it_refuses_a_zstd_payload_that_does_not_match_the_manifest(tmp_path: Path) -> None:
+    i = _inputs(tmp_path)
+    plain, zst = tmp_path / "plain.mender", tmp_path / "zst.mender"
+    result = mender_artifact(
+        "write", "module-image", "-T", "single-file", "-t", "dev", "-n", "app",
+        "-f", i["hello.txt"], "--compression", "none", "-o", plain,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    _recompress(plain, zst, level="-3")
+    surgeon = Surgeon.load(zst)
+    data = surgeon.get("data/0000.tar.zst")
+    data.data = data.data[:-7] + bytes(7)  # corrupt the end of the frame
+    surgeon.save(zst)
+    with pytest.raises(ArtifactError):
+        read_artifact(zst, extract_to=tmp_path / "out")
+
+
+@pytest.mark.parametrize("compression", ["zstd_fastest", "zstd_default", "zstd_better", "zstd_best"])
+def test_it_writes_zstd_frames_that_the_zstd_tool_and_mender_artifact_accept(
+    tmp_path: Path, compression: str
+) -> None:
+    ours, plain = tmp_path / "ours.mender", tmp_path / "plain.mender"
+    written = hello_module(tmp_path, "ours.mender", compression=compression)[1]
+    assert written.header_compression == "zstd"
+    assert Surgeon.load(ours).names() == ["version", "manifest", "header.tar.zst", "data/0000.tar.zst"]
+    assert read_artifact(ours).files == written.files
+    _unzstd(ours, plain)
+    result = mender_artifact("read", plain)
+    assert result.returncode == 0, result.stderr
+    assert "hello.txt" in result.stdout

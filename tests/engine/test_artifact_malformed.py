@@ -439,8 +439,19 @@ def test_it_rejects_unsigned_and_wrongly_signed_artifacts_when_keys_are_given(
     assert mender_artifact("validate", base, "-k", keys.rsa_public).returncode != 0
 
 
-def test_it_rejects_zstd_members_clearly(base: Path, tmp_path: Path) -> None:
+def test_it_rejects_gzip_data_under_a_zstd_name_clearly(base: Path, tmp_path: Path) -> None:
     surgeon = Surgeon.load(base)
     surgeon.get("data/0000.tar.gz").name = "data/0000.tar.zst"
-    with pytest.raises(FormatError, match=r"data/0000.tar.zst: zstd not supported"):
+    with pytest.raises(FormatError, match=r"data/0000.tar.zst: corrupt data: .*zstd"):
         read_artifact(surgeon.save(tmp_path / "z.mender"))
+
+
+@pytest.mark.parametrize("data", [b"\x00garbage" * 200, b"kind: manifest\n", b""])
+def test_it_says_what_it_expected_of_a_file_that_is_no_artifact(tmp_path: Path, data: bytes) -> None:
+    path = tmp_path / "renamed.mender"
+    path.write_bytes(data)
+    with pytest.raises(FormatError) as caught:
+        read_artifact(path)
+    assert str(caught.value).startswith(
+        "not a Mender artifact: expected a tar archive whose first member is 'version' ("
+    )

@@ -175,3 +175,22 @@ def test_it_writes_what_it_reports(tmp_path: Path) -> None:
         "artifact_name": "app-1.0",
         "artifact_group": "g",
     }
+
+
+def test_it_caps_a_zstd_header_bomb_while_streaming(tmp_path: Path) -> None:
+    import zstandard
+
+    from tests.engine.artifact_helpers import tar_bytes
+
+    path, _ = hello_module(tmp_path, compression="zstd_default")
+    bomb = zstandard.ZstdCompressor(level=19).compress(tar_bytes([Member("header-info", bytes(64 << 20))]))
+    assert len(bomb) < 64 << 10
+    Surgeon.load(path).replace("header.tar.zst", bomb).save(path)
+    with pytest.raises(LimitError, match=r"header\.tar\.zst: decompressed header exceeds the cap"):
+        read_artifact(path)
+
+
+def test_it_caps_zstd_payload_bytes(tmp_path: Path) -> None:
+    path, _ = hello_module(tmp_path, compression="zstd_best")
+    with pytest.raises(LimitError, match="payload exceeds"):
+        read_artifact(path, limits=Limits(max_payload_bytes=len(HELLO) - 1))

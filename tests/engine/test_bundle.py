@@ -253,3 +253,20 @@ def test_it_requires_signatures_when_keys_are_given_and_records_the_signer(
     intake, _ = _ingest(tmp_path, data, keys=[load_public_key(keys.ec_public)])
     assert intake.problems == ["u.mender: manifest.sig: artifact is not signed but a signature is required"]
     assert intake.artifacts[0].info.signer_fingerprint and intake.artifacts[0].info.signed
+
+
+def test_it_names_an_upload_that_is_no_bundle_form_by_its_own_name(tmp_path: Path) -> None:
+    intake, _ = _ingest(tmp_path, b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8, name="photo.mender")
+    assert intake.form == "unknown" and intake.manifest is None
+    assert intake.problems == [
+        "photo.mender: not a bundle: neither a tar archive, a gzip file, a .mender artifact nor a YAML "
+        "manifest (it starts with the bytes 89 50 4e 47 0d 0a 1a 0a)"
+    ]
+    assert intake.size == 8 + 256 * 8
+
+
+def test_a_lone_manifest_keeps_its_own_name(tmp_path: Path) -> None:
+    intake, _ = _ingest(tmp_path, MANIFEST, name="site-v2.yaml")
+    assert (intake.form, intake.manifest_member, intake.problems) == ("manifest", "site-v2.yaml", [])
+    intake, _ = _ingest(tmp_path / "odd", MANIFEST, name="../x.yaml")
+    assert intake.manifest_member == "manifest.yaml"

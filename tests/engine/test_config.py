@@ -100,11 +100,10 @@ def test_it_refuses_both_verify_key_forms_naming_both_files(tmp_path: Path) -> N
         ('{\n  "ArtifactVerifyKeys": ["/a", ""]\n}', "ArtifactVerifyKeys[1]", 2),
         ('{\n  "ArtifactsCache": {\n    "MaxSizeBytes": -1\n  }\n}', "ArtifactsCache.MaxSizeBytes", 3),
         ('{\n  "ArtifactsCache": {\n    "Enabled": "yes"\n  }\n}', "ArtifactsCache.Enabled", 3),
-        ('{\n  "ArtifactsCache": {\n    "Size": 1\n  }\n}', "ArtifactsCache.Size", 3),
         ('{\n  "ArtifactsCache": []\n}', "ArtifactsCache", 2),
         ('{\n  "HttpsClient": {"Key": 1}\n}', "HttpsClient.Key", 2),
         ('{\n  "TopologyComponents": null\n}', "TopologyComponents", None),
-        ('{\n  "ArtifactVerifyKeyz": "/a"\n}', "ArtifactVerifyKeyz", 2),
+        ('{\n  "DeviceTypeFile": ""\n}', "DeviceTypeFile", 2),
         ('{\n  "LogLevel": "info",\n  "LogLevel": "debug"\n}', "LogLevel", 2),
         ('{\n  "LogLevel": "info",\n}', "(document)", 3),
         ("[1, 2]", "(document)", 1),
@@ -120,9 +119,45 @@ def test_it_refuses_bad_values_naming_file_line_and_key(
     assert (problem.file, problem.field, problem.line) == (str(tmp_path / "etc" / CONF_NAME), field, line)
 
 
-def test_it_suggests_the_key_that_was_probably_meant(tmp_path: Path) -> None:
-    [problem] = refused(tmp_path, '{"ArtifactVerifyKeyz": ["/a"]}')
-    assert "did you mean 'ArtifactVerifyKey" in problem.message
+def test_it_warns_of_an_unknown_key_suggesting_the_one_probably_meant(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A key added by a newer Mender release must not stop the appliance; a typo is still shown.
+    config = load_config(*dirs(tmp_path, '{\n  "LogLevel": "debug",\n  "ArtifactVerifyKeyz": ["/a"]\n}'))
+    [warning] = config.warnings
+    assert (warning.file, warning.line, warning.field) == (
+        str(tmp_path / "etc" / CONF_NAME),
+        3,
+        "ArtifactVerifyKeyz",
+    )
+    assert warning.message == "unknown key, ignored; did you mean 'ArtifactVerifyKey'?"
+    assert config.log_level == "debug" and config.verify_keys == ()
+    assert [r.getMessage() for r in caplog.records] == [f"mender-orchestrator: warning: {warning}"]
+
+
+def test_it_warns_of_unknown_keys_inside_known_sections(tmp_path: Path) -> None:
+    config = load_config(*dirs(tmp_path, '{"ArtifactsCache": {"Enabled": true, "MaxSizeByte": 5}}'))
+    assert [(w.field, w.message) for w in config.warnings] == [
+        ("ArtifactsCache.MaxSizeByte", "unknown key, ignored; did you mean 'MaxSizeBytes'?")
+    ]
+    assert config.artifacts_cache_enabled is True
+
+
+def test_a_known_key_of_the_wrong_type_stays_an_error_beside_an_unknown_one(tmp_path: Path) -> None:
+    [problem] = refused(tmp_path, '{"InterfaceTimeoutSeconds": "ten", "FutureMenderKey": 1}')
+    assert problem.field == "InterfaceTimeoutSeconds"
+
+
+def test_it_takes_manifest_components_as_the_old_name_of_topology_components(tmp_path: Path) -> None:
+    config = load_config(*dirs(tmp_path, '{"ManifestComponents": "/etc/components.yaml"}'))
+    assert config.topology_components == Path("/etc/components.yaml")
+    assert config.warnings == ()
+    (tmp_path / "both").mkdir()
+    [problem] = refused(tmp_path / "both", '{"ManifestComponents": "/a", "TopologyComponents": "/b"}')
+    assert (problem.field, problem.message) == (
+        "ManifestComponents",
+        "is the old name of TopologyComponents: set only one of them",
+    )
 
 
 def test_it_reports_problems_of_both_files(tmp_path: Path) -> None:
@@ -130,7 +165,6 @@ def test_it_reports_problems_of_both_files(tmp_path: Path) -> None:
     assert sorted((Path(p.file).parent.name, p.field) for p in problems) == [
         ("etc", "LogLevel"),
         ("var", "InterfaceTimeoutSeconds"),
-        ("var", "x"),
     ]
 
 

@@ -619,3 +619,30 @@ def test_it_formats_every_problem_as_file_line_field_message(tmp_path: Path) -> 
 def test_it_formats_a_problem_without_a_line() -> None:
     assert str(Problem("/a.yaml", None, "(file)", "cannot read")) == "/a.yaml: (file): cannot read"
     assert str(Problem("/a.yaml", 3, "kind", "bad")) == "/a.yaml:3: kind: bad"
+
+
+def test_it_names_every_missing_artifact_file_with_the_other_problems(tmp_path: Path) -> None:
+    text = MANIFEST.replace("artifact_name: rtos-v1", "artifact_path: rtos-v1.mender").replace(
+        'name: "system-core-v1"', 'name: "system-core-v1"\nextra: 1'
+    )
+    write(tmp_path, "topology.yaml", TOPOLOGY)
+    path = write(tmp_path, "manifest.yaml", text)
+    with pytest.raises(InputError) as caught:
+        load_desired_state(path, topology_dir=tmp_path, check_artifact_paths=True)
+    assert [(p.line, p.field) for p in caught.value.problems] == [
+        (4, "extra"),
+        (8, "component_types.gateway.artifact_path"),
+        (12, "component_types.rtos.artifact_path"),
+    ]
+    assert caught.value.problems[2].message == (
+        f"{tmp_path / 'rtos-v1.mender'} does not exist (and there is no artifact_name to look it up by)"
+    )
+    (tmp_path / "gateway-v1.mender").touch()
+    (tmp_path / "rtos-v1.mender").touch()
+    state = load_desired_state(
+        path.with_name("ok.yaml"),
+        topology_dir=tmp_path,
+        check_artifact_paths=True,
+        manifest_data=MANIFEST.encode(),
+    )
+    assert state.manifest.name == "system-core-v1"  # with a name, a missing path is the sources' business

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import cast
 
 import pytest
 from cryptography import x509
@@ -81,7 +82,7 @@ def _handler(state: FakeMender) -> type[BaseHTTPRequestHandler]:
             if artifact_id not in state.files:
                 return self._json(404, {"error": "not found"})
             # Another origin than the API's (like S3 behind a real server): gets no token.
-            host = f"https://localhost:{self.server.server_address[1]}"
+            host = f"https://localhost:{cast(tuple[str, int], self.server.server_address)[1]}"
             return self._json(
                 200,
                 {"uri": f"{host}/files/{artifact_id}?X-Signature=secret", "expire": "2099-01-01T00:00:00Z"},

@@ -67,7 +67,6 @@ def test_it_refuses_plain_http_to_another_host(tmp_path: Path) -> None:
 def test_it_reports_every_problem_of_the_section(tmp_path: Path) -> None:
     problems = _problems(tmp_path, {"Token": "a", "TokenFile": "b", "Retries": -1, "Timeout": 3})
     assert problems == [
-        "ArtifactServer.Timeout: unknown key; known keys: URL, Token, TokenFile, TimeoutSeconds, Retries",
         "ArtifactServer.URL: is required when ArtifactServer is set",
         "ArtifactServer.TokenFile: Token and TokenFile are exclusive",
         "ArtifactServer.Retries: must be an integer >= 0, got the number -1",

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import stat
 import time
@@ -324,3 +325,27 @@ def test_it_times_out_an_interface_that_stops_reading_mid_stream(tmp_path: Path)
     payload = Payload("a", b"a" * 2 * CHUNK)
     _, error = download_fails(tmp_path, "stall-reader", [payload], timeout=0.8, kill_grace=0.5)
     assert error.result is not None and error.result.timed_out
+
+
+def test_a_tree_is_flushed_by_one_syncfs_or_else_path_by_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from updates.engine import fsutil
+
+    flushed: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        flushed.append(str(Path(f"/proc/self/fd/{fd}").readlink()))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    if fsutil._SYNCFS is not None:
+        prepare_tree(tmp_path / "a", header=HEADER, current=CURRENT)
+        assert flushed == [str(tmp_path)]  # one syncfs for the staging tree, then the rename
+        flushed.clear()
+    monkeypatch.setattr(fsutil, "_SYNCFS", None)
+    prepare_tree(tmp_path / "b", header=HEADER, current=CURRENT)
+    staging = str(tmp_path / ".b.preparing")
+    assert len(flushed) == 14 and all(f.startswith(staging) for f in flushed[:-1])
+    assert flushed[-1] == str(tmp_path)

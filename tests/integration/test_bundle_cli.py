@@ -127,3 +127,57 @@ def test_it_lists_then_evicts_what_no_manifest_needs_beyond_the_budget(
     assert "removed 2 file(s)" in demo.run("gc").stdout
     assert len(_store(demo)) == 2  # what the active manifest (v2) needs stays
     assert demo.run("install", "1").returncode == 0
+
+
+def _manifest_artifact(demo: DemoSystem, device_type: str) -> Path:
+    """As `mender-orchestrator-manifest-gen -t gateway …` builds it: for the system device's type."""
+    from updates.engine.artifact import write_artifact
+
+    out = demo.root / f"manifest-{device_type}.mender"
+    write_artifact(
+        out,
+        kind="module-image",
+        name="system-core-v2",
+        device_types=[device_type],
+        files=[demo.system / "manifest-v2.yaml"],
+        payload_type="mender-orchestrator-manifest",
+        software_filesystem="data-partition",
+    )
+    return out
+
+
+def _device_type(demo: DemoSystem, device_type: str) -> Path:
+    path = demo.root / "mender" / "device_type"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(f"device_type={device_type}\n")
+    (demo.root / "conf" / "mender-orchestrator.conf").write_text(json.dumps({"DeviceTypeFile": str(path)}))
+    return path
+
+
+def test_it_takes_a_manifest_artifact_for_the_hosts_device_type(demo: DemoSystem, v2_bundle: Path) -> None:
+    assert demo.run("bundle", "add", str(v2_bundle)).returncode == 0  # the artifacts, into the store
+    path = _device_type(demo, "gateway")
+    added = demo.run("install", str(_manifest_artifact(demo, "gateway")))
+    assert added.returncode == 0, added.stdout + added.stderr
+    assert (
+        "[ok] manifest artifact: system-core-v2: its compatible types ['gateway'] contain this device's type "
+        f"'gateway' ({path})" in added.stdout
+    )
+    assert demo.versions() == V2
+
+
+def test_it_takes_a_manifest_artifact_for_the_system_type(demo: DemoSystem, v2_bundle: Path) -> None:
+    assert demo.run("bundle", "add", str(v2_bundle)).returncode == 0
+    added = demo.run("bundle", "add", str(_manifest_artifact(demo, "system-core")))
+    assert added.returncode == 0, added.stdout + added.stderr
+    assert "contain the system type 'system-core'" in added.stdout
+
+
+def test_it_refuses_a_manifest_artifact_for_another_device_naming_both_types(demo: DemoSystem) -> None:
+    path = _device_type(demo, "gateway")
+    added = demo.run("bundle", "add", str(_manifest_artifact(demo, "camera")))
+    assert added.returncode == 2
+    assert (
+        "manifest artifact 'system-core-v2' is for ['camera']: that is neither the system type "
+        f"'system-core' nor this device's type 'gateway' ({path})" in added.stdout
+    )

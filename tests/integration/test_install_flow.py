@@ -317,3 +317,20 @@ def test_it_waits_for_the_host_to_go_down_after_the_reboot_command(demo: DemoSys
     rebooted = (demo.root / "host-rebooted").stat().st_mtime
     verify = min(_starts(demo, "G13", "ArtifactVerifyReboot"))
     assert verify - rebooted >= 2
+
+
+def test_missing_artifact_files_are_all_named_before_any_component_is_queried(demo: DemoSystem) -> None:
+    text = (demo.system / "manifest-v2.yaml").read_text()
+    for name in ("gateway-v2", "rtos-v2"):
+        text = text.replace(f"    artifact_name: {name}\n", "").replace(
+            f"{name}.mender", f"gone-{name}.mender"
+        )
+    (demo.system / "gone.yaml").write_text(text)
+    result = demo.install("gone.yaml")
+    assert result.returncode == 2
+    problems = result.stderr.splitlines()[1:]
+    assert [p.split(": ")[1] for p in problems] == [
+        "component_types.gateway.artifact_path",
+        "component_types.rtos.artifact_path",
+    ]
+    assert demo.calls() == []  # not even Identity or Provides

@@ -124,7 +124,8 @@ def test_it_ignores_a_resume_message_delivered_again_after_the_deployment_moved_
 
     # The first delivery commits everything and stops again, before Cleanup: still in progress.
     def stopped_before_cleanup() -> bool:
-        return Deployment.objects.get(pk=stopped.pk).position.get("step") == "stopped-before-Cleanup"
+        step: str = Deployment.objects.get(pk=stopped.pk).position.get("step", "")
+        return step == "stopped-before-Cleanup"
 
     wait_for(stopped_before_cleanup, 60, appliance._logs)
     app.send_task(TASK_RESUME, args=message)  # the same message again (a Redis redelivery, say)

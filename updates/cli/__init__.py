@@ -12,6 +12,7 @@ import sys
 
 from django.db import DatabaseError
 
+from updates.engine.errors import ExitCode
 from updates.engine.version import VERSION
 from updates.services.environment import datastore_prepare
 
@@ -50,6 +51,6 @@ def main(argv: list[str]) -> int:
             datastore_prepare()
         except (OSError, DatabaseError) as exc:
             print(f"mender-orchestrator: cannot open the data store: {exc}", file=sys.stderr)
-            return 1
+            return ExitCode.FAILED
     code: int = args.handler(args)
     return code

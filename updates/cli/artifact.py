@@ -23,6 +23,7 @@ from updates.engine.artifact import (
     read_artifact,
     write_artifact,
 )
+from updates.engine.artifact.names import SUFFIXES
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -77,7 +78,7 @@ def _add_write_options(parser: argparse.ArgumentParser, kind: str) -> None:
     add("-G", "--depends-groups", action="append", default=[])
     add("-m", "--meta-data", type=Path)
     add("-s", "--script", dest="scripts", action="append", type=Path, default=[])
-    add("--compression", choices=("none", "gzip", "lzma"), default="gzip")
+    add("--compression", choices=tuple(SUFFIXES), default="gzip", help="as mender-artifact: %(choices)s")
     add("-k", "--key", type=Path, help="private key (PKCS#1 RSA or SEC1 P-256 PEM)")
     parser.set_defaults(handler=_guarded(_write))
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from updates import selectors
-from updates.engine.errors import OrchestratorError
+from updates.engine.errors import ExitCode, OrchestratorError
 from updates.services import bundles
 
 JSON_HELP = "print one JSON document (stable fields)"
@@ -45,7 +45,7 @@ def _err(message: str) -> None:
 def cmd_bundle_add(args: argparse.Namespace) -> int:
     if not args.file.is_file():
         _err(f"{args.file}: no such file")
-        return 2
+        return ExitCode.INVALID
     try:
         bundle = bundles.bundle_add_file(path=args.file)
     except OrchestratorError as exc:  # e.g. the configuration itself is invalid
@@ -53,7 +53,7 @@ def cmd_bundle_add(args: argparse.Namespace) -> int:
         return exc.exit_code
     report = selectors.bundle_report(bundle)
     print(json.dumps(report, indent=2, default=str)) if args.json else print_bundle(report)
-    return 0 if bundle.status == "accepted" else 2
+    return ExitCode.DONE if bundle.status == "accepted" else ExitCode.INVALID
 
 
 def print_bundle(report: dict[str, Any]) -> None:
@@ -91,7 +91,7 @@ def cmd_bundle_show(args: argparse.Namespace) -> int:
     bundle = selectors.bundle_get(bundle_id=args.id)
     if bundle is None:
         _err(f"bundle {args.id} does not exist")
-        return 2
+        return ExitCode.INVALID
     report = selectors.bundle_report(bundle)
     print(json.dumps(report, indent=2, default=str)) if args.json else print_bundle(report)
     return 0

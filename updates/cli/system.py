@@ -7,21 +7,27 @@ codes of DESIGN.md §4.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from django.utils import timezone
 
 from updates import selectors, services
 from updates.engine.errors import ExitCode, InvalidInput, NotFound, OrchestratorError, outcome_exit_code
 from updates.engine.machine import STOPPABLE
+from updates.engine.transitions import ConstraintViolation
 from updates.models import Deployment
 from updates.services import bundles
+from updates.services.constraints import ForceWithoutReason, forced_by
 
 from .bundle import print_bundle
+
+T = TypeVar("T")
 
 
 def register(sub: Any) -> None:
@@ -32,6 +38,12 @@ def register(sub: Any) -> None:
     install.add_argument("manifest", nargs="?", type=Path, metavar="MANIFEST|BUNDLE|ID", help=TARGET_HELP)
     install.add_argument("--previous", action="store_true", help="re-apply the previous manifest")
     _topology_option(install)
+    install.add_argument(
+        "--force", action="store_true", help="run even if the plan violates the declared constraints"
+    )
+    install.add_argument(
+        "--reason", default="", help="why --force is needed (recorded; required with --force)"
+    )
     _run_options(install)
     install.set_defaults(handler=cmd_install)
 
@@ -50,6 +62,11 @@ def register(sub: Any) -> None:
     plan.add_argument("manifest", type=Path, metavar="MANIFEST|BUNDLE|ID", help=TARGET_HELP)
     _topology_option(plan)
     _json_option(plan)
+    plan.add_argument(
+        "--suggest-order",
+        action="store_true",
+        help="print update_strategy.order values that satisfy the declared constraints",
+    )
     plan.set_defaults(handler=cmd_plan)
 
     status = sub.add_parser(
@@ -59,7 +76,9 @@ def register(sub: Any) -> None:
     status.set_defaults(handler=cmd_status)
     history = sub.add_parser("history", help="past deployments, one line each; with an ID, its steps")
     history.add_argument("id", nargs="?", type=int, metavar="ID", help="one deployment: every interface call")
-    history.add_argument("--limit", type=int, default=20, help="how many deployments (default 20)")
+    history.add_argument(
+        "--limit", type=int, help="how many deployments, newest first (default 20; 50 with --json, as before)"
+    )
     _json_option(history)
     history.set_defaults(handler=cmd_history)
     sub.add_parser("show-provides", help="provides of every component").set_defaults(
@@ -97,6 +116,7 @@ def _topology_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-t",
         "--topology-components",
+        "--manifest-components",  # the old name, as Mender's older tooling passes it
         type=Path,
         metavar="FILE",
         help="the topology's components from this file (wins over the environment and the config)",
@@ -117,7 +137,10 @@ def _err(message: str) -> None:
 
 def _refused(exc: OrchestratorError) -> int:
     """Print a refusal of the services and return its exit code (DESIGN.md §4, `ExitCode`)."""
-    if isinstance(exc, InvalidInput | NotFound):
+    if isinstance(exc, ConstraintViolation):
+        _err(f"the plan violates the declared constraints, nothing was changed:\n{exc}")
+        _err("run `install --force --reason TEXT` to run it anyway (recorded with your name and reason)")
+    elif isinstance(exc, InvalidInput | NotFound):
         _err(f"invalid input, nothing was changed:\n{exc}")
     else:
         _err(str(exc))
@@ -139,8 +162,20 @@ def _guarded(fn: Callable[[], Deployment], *, rolling_back: bool = False) -> int
 def cmd_install(args: argparse.Namespace) -> int:
     if bool(args.manifest) == bool(args.previous):
         _err("install needs a manifest path or --previous (not both)")
-        return 2
-    opts = {"stop_before": args.stop_before, "exit_on_reboot": args.exit_on_reboot, "echo": _echo}
+        return ExitCode.INVALID
+    if args.reason and not args.force:
+        _err("--reason goes with --force (it records why the constraints were overridden)")
+        return ExitCode.INVALID
+    try:
+        forced = forced_by(force=args.force, reason=args.reason, actor=_os_user())
+    except ForceWithoutReason as exc:
+        return _refused(exc)
+    opts = {
+        "stop_before": args.stop_before,
+        "exit_on_reboot": args.exit_on_reboot,
+        "echo": _echo,
+        "forced": forced,
+    }
     if args.previous:
         return _guarded(lambda: services.deployment_install_previous(**opts))
     return _guarded(
@@ -150,6 +185,14 @@ def cmd_install(args: argparse.Namespace) -> int:
             **opts,
         )
     )
+
+
+def _os_user() -> str:
+    """The CLI's actor: the operating-system user running it."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers): the uid still names someone
+        return f"uid {os.getuid()}"
 
 
 BUNDLE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".mender")
@@ -187,21 +230,19 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    try:
-        report = services.plan_preview(
-            manifest_path=_bundle_manifest(args.manifest, quiet=args.json),
-            topology_components=args.topology_components,
-        )
-    except InvalidInput as exc:
-        _err(f"the manifest cannot be applied:\n{exc}")
-        return ExitCode.INVALID
-    except OrchestratorError as exc:
-        return _refused(exc)
+    if args.suggest_order:
+        return _suggest_order(args)
+    report = _dry_run(services.plan_preview, args, quiet=args.json, failing="the manifest cannot be applied")
+    if isinstance(report, int):
+        return report
+    verdict = report["constraints"]
     if args.json:
         print(json.dumps(report, indent=2))
-        return 0
-    _print_plan(report)
-    return 0
+    else:
+        _print_plan(report)
+        if verdict:
+            print_path(verdict)
+    return 2 if verdict and not verdict["ok"] else 0
 
 
 def _print_plan(report: dict[str, Any]) -> None:
@@ -216,11 +257,93 @@ def _print_plan(report: dict[str, Any]) -> None:
         )
 
 
+def print_path(verdict: dict[str, Any]) -> None:
+    """The states the deployment can pass through (steps x components), first violation marked."""
+    print()
+    print(f"constraints: {verdict['file']}")
+    keys = list(verdict["end_state"]["versions"])
+    back = {c["key"]: c["rolls_back"] for c in verdict["components"]}
+    rows = [["step", *keys]] + [
+        [step["step"], *(_cell(step, k, back[k]) for k in keys)] for step in verdict["path"]
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    marks = [""] + [_mark(step, verdict["first_violation"]) for step in verdict["path"]]
+    for row, mark in zip(rows, marks, strict=True):
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() + mark)
+    print("(a -> b: moves during the step, every order of the moves is checked; a or b: not rolled back)")
+    end = verdict["end_state"]
+    if end["system_version"]:
+        print(f"end state: system {end['system_version']} ({end['row']}, line {end['line']})")
+    if verdict["ok"]:
+        print("verdict: ok, no state on the way forward or on any rollback path is forbidden")
+        return
+    print("verdict: REFUSED")
+    for reason in verdict["reasons"]:
+        print(f"  {reason}")
+
+
+def _mark(step: dict[str, Any], first: dict[str, Any] | None) -> str:
+    if first is None or step["violation"] != first:
+        return ""
+    return f"   <-- FORBIDDEN: {first['combination']} ({first['row']}, line {first['line']})"
+
+
+def _cell(step: dict[str, Any], key: str, rolls_back: bool) -> str:
+    versions = step["versions"][key]
+    if len(versions) == 1:
+        return str(versions[0])
+    old, new = versions
+    if step["phase"] != "rollback":
+        return f"{old} -> {new}"
+    # Without rollback support a component stays where the failure found it: either version.
+    return f"{new} -> {old}" if rolls_back else f"{old} or {new}"
+
+
+def _dry_run(service: Callable[..., T], args: argparse.Namespace, *, quiet: bool, failing: str) -> T | int:
+    """Run a `plan` service on the manifest (or bundle) argument; an exit code if it refused."""
+    try:
+        return service(
+            manifest_path=_bundle_manifest(args.manifest, quiet=quiet),
+            topology_components=args.topology_components,
+        )
+    except InvalidInput as exc:
+        _err(f"{failing}:\n{exc}")
+        return ExitCode.INVALID
+    except OrchestratorError as exc:
+        return _refused(exc)
+
+
+def _suggest_order(args: argparse.Namespace) -> int:
+    suggestion = _dry_run(services.plan_suggest_order, args, quiet=True, failing="cannot suggest an order")
+    if isinstance(suggestion, int):
+        return suggestion
+    if not suggestion.types:
+        print("nothing changes: no order is needed")
+        return 0
+    if not suggestion.orders:
+        print(f"no order satisfies them: every grouping of {', '.join(suggestion.types)} passes through")
+        print("a forbidden combination; the conflicting rows:")
+        for row in suggestion.conflicts:
+            print(f"  {row.where}, line {row.line}: {row.combination} (acceptable: false)")
+        return 2
+    best, *others = suggestion.orders
+    print("update_strategy.order values that satisfy the declared constraints (transition_states):")
+    for ctype, order in best.items():
+        print(f"  {ctype}: {order}")
+    for other in others[:4]:
+        print("also satisfying: " + ", ".join(f"{t}: {o}" for t, o in other.items()))
+    if suggestion.end_row is None:
+        print("note: the end state matches no end_states row; no order changes that (install refuses it)")
+        return 2
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     report = selectors.status_report()
     if args.json:
         print(json.dumps(report, indent=2, default=str))
         return 0
+    _print_system(report["system"])
     manifests = report["manifests"]
     print(f"active manifest: {manifests['active'] or '(none applied yet)'}", end="")
     print(f" (previous: {manifests['previous']})" if manifests["previous"] else "")
@@ -233,6 +356,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     if last:
         print(f"last deployment: {_history_line(last)}")
     return 0
+
+
+def _print_system(system: dict[str, Any]) -> None:
+    if system["state"] == "working":
+        print(f"{system['message']} ({system['row']}, {system['constraints_file']}:{system['line']})")
+    elif system["state"] != "undeclared":
+        print(f"system: {system['message']}")
 
 
 def _in_progress_line(running: dict[str, Any] | None) -> str:
@@ -258,7 +388,7 @@ def _in_progress_line(running: dict[str, Any] | None) -> str:
 def cmd_history(args: argparse.Namespace) -> int:
     if args.id is not None:
         return _history_of(args.id, as_json=args.json)
-    report = selectors.history_report(limit=args.limit)
+    report = selectors.history_report(limit=args.limit or (50 if args.json else 20))
     if args.json:
         print(json.dumps(report, indent=2, default=str))
         return 0
@@ -299,9 +429,10 @@ def _history_line(d: dict[str, Any]) -> str:
     if d["started_at"] and d["finished_at"]:
         took = f" in {(d['finished_at'] - d['started_at']).total_seconds():.0f}s"
     reason = f": {d['reason']}" if d["reason"] and d["status"] != Deployment.Status.SUCCEEDED else ""
+    forced = f"\n  forced past the declared constraints by {d['forced_by']}: {d['forced_reason']}"
     return (
         f"#{d['id']} {_when(d['created_at'])} {d['created_by']} {d['manifest']} ({change}) "
-        f"{d['status']}{took}{reason}"
+        f"{d['status']}{took}{reason}{forced if d['forced_by'] else ''}"
     )
 
 

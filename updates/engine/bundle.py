@@ -14,11 +14,14 @@ stop the intake at once, because skipping them would mean decompressing them.
 
 from __future__ import annotations
 
+import codecs
 import gzip
+import re
 import tarfile
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO
 
 from updates.engine import yamlpos
@@ -27,10 +30,12 @@ from updates.engine.artifact import (
     ArtifactInfo,
     ArtifactReader,
     FormatError,
+    LimitError,
     Limits,
     PayloadStream,
     PublicKey,
 )
+from updates.engine.artifact.tarcaps import capped_tarinfo
 from updates.engine.errors import InvalidInput
 from updates.engine.store import ArtifactStore, BackgroundHash, NoSpaceError, StoredObject, StoreError
 
@@ -39,6 +44,8 @@ MANIFEST_PAYLOAD_TYPE = "mender-orchestrator-manifest"
 YAML_SUFFIXES = (".yaml", ".yml")
 MANIFEST_KINDS = ("manifest", "update_manifest")
 _SNIFF = 512
+# A lone manifest keeps its own file name in the bundle (and in every problem about it).
+_SAFE_YAML_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.ya?ml")
 _MAX_TRAILING = 1 << 20  # tar end-of-archive padding is at most one 10 KiB record; gzip adds bytes
 
 
@@ -49,6 +56,8 @@ class BundleLimits:
     max_total_bytes: int = 256 << 30  # decompressed, all members together
     max_yaml_bytes: int = yamlpos.MAX_BYTES
     max_name_chars: int = 256
+    # PAX extended headers are read into memory whole: capped before they are read.
+    max_extended_header_bytes: int = 64 << 10
     # Legitimate firmware rarely compresses beyond ~100:1; gzip's own ceiling is ~1032:1.
     max_ratio: int = 200
     ratio_floor: int = 64 << 20  # small archives may compress well without being bombs
@@ -78,6 +87,7 @@ class Intake:
     size: int = 0
     manifest: bytes | None = None
     manifest_member: str = "manifest.yaml"
+    name: str = "the upload"
     topology: bytes | None = None
     topology_member: str | None = None
     artifacts: list[StoredArtifact] = field(default_factory=list)
@@ -93,6 +103,56 @@ class Intake:
         if self.manifest_artifact is not None:
             stored.append(self.manifest_artifact.stored)
         return [s for s in stored if s.new]
+
+
+# -- which system a manifest artifact is for -------------------------------------------------------
+
+
+def read_device_type(path: Path) -> tuple[str | None, str]:
+    """The device type from Mender's `device_type` file (`device_type=gateway`), and where it
+    came from (or why there is none), for the bundle checks."""
+    try:
+        with open(path, "rb") as handle:
+            text = handle.read(4096).decode("utf-8", "replace")
+    except OSError as exc:
+        return None, f"{path}: {exc.strerror or exc}"
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "device_type" and value.strip():
+            return value.strip(), str(path)
+    return None, f"{path}: no device_type= line"
+
+
+def manifest_artifact_fit(
+    name: str, device_types: Sequence[str], *, system_type: str | None, device_type_file: Path
+) -> tuple[str | None, str]:
+    """(problem or None, what matched) for a manifest artifact on this system.
+
+    A Mender client matches a manifest artifact's compatible types against its device type
+    (standard tier) or the system type (system tier); `mender-orchestrator-manifest-gen -t
+    gateway` builds it for the system device's own type. Either is accepted; the YAML's
+    `system_types_compatible` is checked against the topology by the manifest checks.
+    """
+    types = list(device_types)
+    if system_type is not None and system_type in types:
+        return None, f"{name}: its compatible types {types} contain the system type {system_type!r}"
+    device_type, source = read_device_type(device_type_file)
+    if device_type is not None and device_type in types:
+        return (
+            None,
+            f"{name}: its compatible types {types} contain this device's type {device_type!r} ({source})",
+        )
+    if system_type is None:
+        return None, f"{name} for {types} (a seed-form system has no system type to match)"
+    device = (
+        f"this device's type {device_type!r} ({source})"
+        if device_type
+        else f"this device's type (unknown: {source})"
+    )
+    return (
+        f"manifest artifact {name!r} is for {types}: that is neither the system type {system_type!r} nor {device}",
+        f"{name} for {types}",
+    )
 
 
 # -- byte streams ----------------------------------------------------------------------------------
@@ -244,7 +304,18 @@ def sniff(head: bytes) -> str:
     if (len(head) >= 262 and head[257:262] == b"ustar") or _looks_like_v7_tar(head):
         # A .mender file is a tar whose first member is `version` (reference §1.1).
         return "manifest-artifact" if head[:8] == b"version\0" else "tar"
-    return "manifest"
+    return "manifest" if _looks_like_text(head) else "unknown"
+
+
+def _looks_like_text(head: bytes) -> bool:
+    """A YAML manifest is UTF-8 text: no NUL, and it decodes (the head may cut a character)."""
+    if b"\0" in head:
+        return False
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _looks_like_v7_tar(head: bytes) -> bool:
@@ -264,12 +335,16 @@ def ingest(
     *,
     keys: Sequence[PublicKey] = (),
     limits: BundleLimits = BundleLimits(),
+    name: str = "",
 ) -> Intake:
-    """Read a whole upload; every problem found ends up in `Intake.problems` (none: accepted)."""
+    """Read a whole upload; every problem found ends up in `Intake.problems` (none: accepted).
+    `name` is the upload's file name, to name it in problems (and a lone manifest by it)."""
     hasher = BackgroundHash()
     counter = _Counting(source, hasher)
     head = _read_exactly(counter, _SNIFF)
-    intake = Intake(form=sniff(head))
+    intake = Intake(form=sniff(head), name=name or "the upload")
+    if intake.form == "manifest" and _SAFE_YAML_NAME.fullmatch(name):
+        intake.manifest_member = name
     stream = _Prefixed(head, counter)
     try:
         _FORMS[intake.form](_Context(stream, counter, store, keys, limits, intake))
@@ -300,6 +375,21 @@ def _lone_manifest(ctx: _Context) -> None:
         ctx.intake.problem("manifest", f"larger than {cap} bytes")
         return
     ctx.intake.manifest = data
+
+
+def _unknown(ctx: _Context) -> None:
+    head = ctx.stream.read(8)
+    ctx.intake.problem(
+        ctx.intake.name,
+        "not a bundle: neither a tar archive, a gzip file, a .mender artifact nor a YAML manifest "
+        f"(it starts with the bytes {head.hex(' ')})",
+    )
+    _drain(ctx.stream)  # the upload's sha256 and size still cover all of it
+
+
+def _drain(source: _Prefixed) -> None:
+    while source.read(CHUNK):
+        pass
 
 
 def _read_capped(source: _Prefixed | IO[bytes], cap: int) -> bytes:
@@ -364,6 +454,7 @@ _FORMS: dict[str, Callable[[_Context], None]] = {
     "manifest-artifact": _manifest_artifact,
     "tar": _tar,
     "tar.gz": _tar_gz,
+    "unknown": _unknown,
 }
 
 
@@ -372,9 +463,11 @@ _FORMS: dict[str, Callable[[_Context], None]] = {
 
 def _read_tar(ctx: _Context, source: _Prefixed | _Inflating) -> None:
     try:
-        tar = tarfile.open(fileobj=source, mode="r|", bufsize=CHUNK)  # type: ignore[call-overload]  # noqa: SIM115
+        tar = tarfile.open(fileobj=source, mode="r|", bufsize=CHUNK, tarinfo=_tarinfo(ctx.limits))  # type: ignore[call-overload]  # noqa: SIM115
     except tarfile.TarError as exc:
         raise BundleError(f"not a readable tar archive ({exc})")
+    except LimitError as exc:
+        raise BundleError(exc.reason, "the first member")
     gate = _Gate(ctx.limits, ctx.intake)
     for info in _Members(tar):
         name = gate.admit(info)
@@ -390,6 +483,7 @@ def _read_tar(ctx: _Context, source: _Prefixed | _Inflating) -> None:
 class _Members:
     def __init__(self, tar: tarfile.TarFile) -> None:
         self.tar = tar
+        self.last = ""
 
     def __iter__(self) -> _Members:
         return self
@@ -399,9 +493,19 @@ class _Members:
             info = self.tar.next()
         except (tarfile.TarError, EOFError, ValueError, OverflowError) as exc:
             raise BundleError(f"corrupt tar archive ({exc})")
+        except LimitError as exc:
+            raise BundleError(
+                exc.reason, f"the member after {self.last!r}" if self.last else "the first member"
+            )
         if info is None:
             raise StopIteration
+        self.last = info.name[:100]
         return info
+
+
+def _tarinfo(limits: BundleLimits) -> type[tarfile.TarInfo]:
+    # A name is at most max_name_chars characters of up to 4 UTF-8 bytes each.
+    return capped_tarinfo(limits.max_name_chars * 4, limits.max_extended_header_bytes)
 
 
 def _drain_trailing(source: _Prefixed | _Inflating) -> None:

@@ -2,14 +2,16 @@
 
 The main file (``$MENDER_ORCHESTRATOR_CONF_DIR``, read-only rootfs) wins key by key over the
 fallback in the data store, so a device can carry settings that survive rootfs updates. Missing
-files are fine; anything present but wrong is an error naming file, line and key, because a
-mistyped key (say ``ArtifactVerifyKeys``) silently ignored would turn off signature checks.
+files are fine; a known key with a wrong value is an error naming file, line and key. An unknown
+key is a warning naming the closest known one: a key added by a newer Mender release must not
+stop the appliance, and a typo (say ``ArtifactVerifyKeyz``) is still shown to the operator.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
+import logging
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -18,7 +20,11 @@ from pathlib import Path
 
 from updates.engine.manifest import InputError, Problem
 
+log = logging.getLogger("orchestrator.config")
+
 CONF_NAME = "mender-orchestrator.conf"
+# Mender's file naming the device type of the system device (`device_type=gateway`).
+DEFAULT_DEVICE_TYPE_FILE = Path("/var/lib/mender/device_type")
 LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "fatal")
 DEFAULT_TIMEOUT = 14400
 MAX_CONF_BYTES = 1 << 20
@@ -36,9 +42,11 @@ _TOP_KEYS = (
     "ArtifactVerifyKey",
     "ArtifactVerifyKeys",
     "ArtifactsCache",
+    "DeviceTypeFile",
     "HttpsClient",
     "InterfaceTimeoutSeconds",
     "LogLevel",
+    "ManifestComponents",
     "ManifestStore",
     "ServerCertificate",
     "TopologyComponents",
@@ -58,6 +66,8 @@ class OrchestratorConfig:
     manifest_store: Path | None = None
     server_certificate: Path | None = None
     artifact_server: ArtifactServerConfig | None = None
+    device_type_file: Path = DEFAULT_DEVICE_TYPE_FILE
+    warnings: tuple[Problem, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -82,6 +92,7 @@ class _Merged:
         self.values: dict[str, object] = {}
         self.origin: dict[str, _Source] = {}
         self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
 
     def absorb(self, source: _Source, values: Mapping[str, object]) -> None:
         for key, value in values.items():
@@ -89,11 +100,17 @@ class _Merged:
             self.origin[key] = source
 
     def report(self, key: str, message: str) -> None:
+        self.problems.append(self._problem(key, message))
+
+    def warn(self, key: str, message: str) -> None:
+        self.warnings.append(self._problem(key, message))
+
+    def _problem(self, key: str, message: str) -> Problem:
         top, _, sub = re.split(r"\[", key)[0].partition(".")
         source = self.origin.get(top)
         file = source.file if source else "<config>"
         line = _key_line(source.text, top, sub) if source else None
-        self.problems.append(Problem(file, line, key, message))
+        return Problem(file, line, key, message)
 
 
 def load_config(conf_dir: Path, fallback_dir: Path | None) -> OrchestratorConfig:
@@ -105,6 +122,8 @@ def load_config(conf_dir: Path, fallback_dir: Path | None) -> OrchestratorConfig
     config = _build(merged)
     if merged.problems:
         raise InputError(merged.problems)
+    for warning in merged.warnings:
+        log.warning("mender-orchestrator: warning: %s", warning)
     return config
 
 
@@ -188,7 +207,7 @@ def _build(merged: _Merged) -> OrchestratorConfig:
         verify_keys=_verify_keys(merged),
         interface_timeout_seconds=_integer(merged, "InterfaceTimeoutSeconds", low=1) or DEFAULT_TIMEOUT,
         log_level=_log_level(merged),
-        topology_components=_path(merged, "TopologyComponents", merged.values.get("TopologyComponents")),
+        topology_components=_topology_components(merged),
         artifacts_cache_max_size_bytes=_integer(merged, "ArtifactsCache.MaxSizeBytes", low=0, within=cache)
         or 0,
         raw=dict(merged.values),
@@ -197,7 +216,21 @@ def _build(merged: _Merged) -> OrchestratorConfig:
         manifest_store=_path(merged, "ManifestStore", merged.values.get("ManifestStore")),
         server_certificate=_path(merged, "ServerCertificate", merged.values.get("ServerCertificate")),
         artifact_server=server,
+        device_type_file=_path(merged, "DeviceTypeFile", merged.values.get("DeviceTypeFile"))
+        or DEFAULT_DEVICE_TYPE_FILE,
+        warnings=tuple(merged.warnings),
     )
+
+
+def _topology_components(merged: _Merged) -> Path | None:
+    """`ManifestComponents` is the old name Mender's older tooling writes; one of the two."""
+    new, old = merged.values.get("TopologyComponents"), merged.values.get("ManifestComponents")
+    if new is not None and old is not None:
+        merged.report("ManifestComponents", "is the old name of TopologyComponents: set only one of them")
+        return None
+    if old is not None:
+        return _path(merged, "ManifestComponents", old)
+    return _path(merged, "TopologyComponents", new)
 
 
 def _artifact_server(merged: _Merged, values: Mapping[str, object]) -> ArtifactServerConfig | None:
@@ -254,7 +287,7 @@ def _check_unknown(
         if key not in allowed:
             close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.7)
             hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(allowed)}"
-            merged.report(prefix + key, f"unknown key{hint}")
+            merged.warn(prefix + key, f"unknown key, ignored{hint}")
 
 
 def _object(merged: _Merged, key: str) -> dict[str, object]:

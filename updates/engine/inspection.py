@@ -8,12 +8,29 @@ from __future__ import annotations
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from updates.engine.interface import CallResult, InterfaceError, InterfaceRunner
-from updates.engine.machine import Journal
-from updates.engine.manifest import Component
-from updates.engine.planner import Inspected, SelectionError, component_key
+from updates.engine.manifest import TOPOLOGY_FILE, Component, Topology, parse_topology
+from updates.engine.planner import Inspected, SelectionError, component_key, describe_version
 from updates.engine.provides import parse_identity, parse_inventory, parse_provides
+
+if TYPE_CHECKING:
+    # Only the types: `show-provides` must not load the state machine and the artifact reader.
+    from updates.engine.machine import Journal, RunState
+
+
+class NullJournal:
+    """For dry runs and live queries that are not part of a deployment."""
+
+    def checkpoint(self, state: RunState) -> None:
+        return None
+
+    def call_started(self, *, component: str, state: str, argv: Sequence[str]) -> int:
+        return 0
+
+    def call_finished(self, step: int, **kwargs: object) -> None:
+        return None
 
 
 class Inspector:
@@ -83,3 +100,42 @@ def _failed(state: str, result: CallResult) -> str:
     if result.timed_out:
         return f"{state} query timed out"
     return f"{state} query exited with {result.exit_code}: {result.stderr.strip()[-300:]}"
+
+
+# ----- the answers of `show-provides` and `show-inventory` ---------------------------------------
+
+
+def provides_lines(inspected: Sequence[Inspected]) -> list[str]:
+    """`<component_type>.<component_id>.<key>=<value>` for every component."""
+    return [f"{item.key}.{k}={v}" for item in inspected for k, v in sorted(item.provides.items())]
+
+
+def inventory_lines(inspector: Inspector, inspected: Sequence[Inspected]) -> list[str]:
+    lines = []
+    for item in inspected:
+        version = describe_version(item.provides, item.component.interface)
+        lines.append(
+            f"mender-orchestrator-manifest.{item.key}.component_type={item.component.component_type}"
+        )
+        lines.append(f"mender-orchestrator-manifest.{item.key}.version={version}")
+        for key, values in sorted(inspector.inventory(item.component, item.component_id).items()):
+            lines.extend(f"{item.key}.{key}={v}" for v in values)
+    return lines
+
+
+def topology_on_disk(topology_dir: Path, components_file: Path | None) -> Topology | None:
+    """`<topology_dir>/topology.yaml`; None when there is no topology file (a seed-form system,
+    whose components are in its active manifest)."""
+    topology = topology_dir / TOPOLOGY_FILE
+    if not topology.is_file():
+        return None
+    try:
+        components_data = components_file.read_bytes() if components_file else None
+        return parse_topology(
+            topology.read_bytes(),
+            path=topology,
+            components_data=components_data,
+            components_path=components_file,
+        )
+    except OSError as exc:
+        raise SelectionError([f"cannot read the topology: {exc}"]) from exc

@@ -17,10 +17,15 @@ import stat
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, TYPE_CHECKING, Literal
+
+from updates.engine.sessions import record_session
+
+if TYPE_CHECKING:
+    from updates.engine.workdir import DownloadOutcome, PayloadSource
 
 from updates.engine.errors import UnavailableError
 
@@ -289,11 +294,24 @@ class InterfaceRunner:
         timeout: float = DEFAULT_TIMEOUT,
         extra_env: Mapping[str, str] | None = None,
         kill_grace: float = DEFAULT_KILL_GRACE,
+        session_log: Path | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).absolute()
         self.timeout = timeout
         self.kill_grace = kill_grace
         self.extra_env = dict(extra_env or {})
+        self.session_log = session_log
+
+    def with_session_log(self, path: Path) -> InterfaceRunner:
+        """The same runner, recording the session of every call it starts in `path`
+        (`updates.engine.sessions`), so a dead runner's leftovers can be found."""
+        return InterfaceRunner(
+            data_dir=self.data_dir,
+            timeout=self.timeout,
+            extra_env=self.extra_env,
+            kill_grace=self.kill_grace,
+            session_log=path,
+        )
 
     def search_paths(self, interface: str) -> list[Path]:
         return [
@@ -352,10 +370,21 @@ class InterfaceRunner:
             )
         except (OSError, ValueError) as exc:
             raise InterfaceError(f"cannot run {argv_t[0] if argv_t else '<empty argv>'}: {exc}") from exc
+        if self.session_log is not None:
+            with contextlib.suppress(OSError):  # the work dir's own problems surface elsewhere
+                record_session(self.session_log, proc.pid)
         return RunningCall(proc, argv_t, timeout=self.timeout, kill_grace=self.kill_grace, threaded=threaded)
 
     def call(self, argv: Sequence[str], *, cwd: Path) -> CallResult:
         return self.start(argv, cwd=cwd, threaded=False).wait()
+
+    def download(
+        self, argv: Sequence[str], *, tree: Path, payloads: Iterable[PayloadSource], with_sizes: bool
+    ) -> DownloadOutcome:
+        """`Download` with the payloads served through the File-API FIFOs (`run_download`)."""
+        from updates.engine.workdir import run_download  # workdir drives RunningCall: a cycle
+
+        return run_download(self, argv, tree=tree, payloads=payloads, with_sizes=with_sizes)
 
 
 def _is_executable_file(path: Path) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,16 +20,17 @@ from typing import Any, Literal, Protocol, TypeVar
 
 from updates.engine.artifact import ArtifactError, ArtifactReader, PublicKey
 from updates.engine.errors import CleanupStarted
-from updates.engine.interface import CallResult, InterfaceError, InterfaceRunner, parse_query_answer
+from updates.engine.interface import CallResult, InterfaceError, parse_query_answer
 from updates.engine.planner import Plan, Target
+from updates.engine.sessions import SESSION_LOG
 from updates.engine.workdir import (
     CurrentFiles,
     DownloadError,
+    DownloadOutcome,
     HeaderFiles,
     PayloadSource,
     prepare_tree,
     remove_tree,
-    run_download,
 )
 
 T = TypeVar("T")
@@ -102,6 +103,29 @@ class Result:
     components: tuple[str, ...] = ()
 
 
+class Runner(Protocol):
+    """How the machine runs interfaces: `InterfaceRunner`, or an in-process fake in tests."""
+
+    def argv(
+        self,
+        *,
+        interface: str,
+        state: str,
+        workdir: Path,
+        component_type: str,
+        component_id: str | None,
+        args: Sequence[str],
+    ) -> list[str]: ...
+
+    def call(self, argv: Sequence[str], *, cwd: Path) -> CallResult: ...
+
+    def download(
+        self, argv: Sequence[str], *, tree: Path, payloads: Iterable[PayloadSource], with_sizes: bool
+    ) -> DownloadOutcome: ...
+
+    def with_session_log(self, path: Path) -> Runner: ...
+
+
 class Journal(Protocol):
     """Where the machine reports; the Django side writes step rows and the run position."""
 
@@ -140,13 +164,15 @@ class Machine:
         self,
         *,
         plan: Plan,
-        runner: InterfaceRunner,
+        runner: Runner,
         journal: Journal,
         options: Options,
         state: RunState | None = None,
     ) -> None:
         self.plan = plan
-        self.runner = runner
+        # Every call's session goes into the work dir's log: a later takeover finds the calls'
+        # leftovers by it, even those that left the work dir (`updates.engine.sessions`).
+        self.runner = runner.with_session_log(options.work_root / SESSION_LOG)
         self.journal = journal
         self.options = options
         self.targets = {t.key: t for t in plan.installing()}
@@ -289,8 +315,8 @@ class Machine:
         argv = self._argv(key, state)
         step = self.journal.call_started(component=key, state=state, argv=argv)
         try:
-            outcome = run_download(
-                self.runner, argv, tree=self.tree(key), payloads=payloads, with_sizes=with_sizes
+            outcome = self.runner.download(
+                argv, tree=self.tree(key), payloads=payloads, with_sizes=with_sizes
             )
         except (DownloadError, ArtifactError, InterfaceError, OSError) as exc:
             result = getattr(exc, "result", None)

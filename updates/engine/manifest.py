@@ -353,8 +353,9 @@ def _kind_message(kind: str, kinds: Sequence[str]) -> str:
 # --------------------------------------------------------------------------------------------------
 # Manifest
 
-_SEED_TOP = ("api_version", "kind", "version", "component_types", "components")
-_CURRENT_TOP = ("api_version", "kind", "name", "system_types_compatible", "component_types")
+# `constraints`: the declared constraints (issue 13), parsed by updates/engine/constraints.py.
+_SEED_TOP = ("api_version", "kind", "version", "component_types", "components", "constraints")
+_CURRENT_TOP = ("api_version", "kind", "name", "system_types_compatible", "component_types", "constraints")
 _SEED_TYPE_KEYS = ("artifact_name", "artifact_path", "update_strategy", "update_interface")
 _CURRENT_TYPE_KEYS = ("artifact_name", "artifact_path", "update_strategy")
 _SEED_HINTS = {
@@ -720,18 +721,25 @@ def load_desired_state(
     topology_dir: Path | None,
     topology_components: Path | None = None,
     manifest_data: bytes | None = None,
+    check_artifact_paths: bool = False,
 ) -> DesiredState:
     """Read, validate and cross-check manifest and topology; raise one InputError listing every problem.
 
     Seed manifests carry their components, so ``topology_dir`` and ``topology_components`` are
     ignored for them. ``topology_components`` is the already-resolved components file (CLI ``-t``,
     env or config; the caller owns precedence). ``manifest_data`` replaces reading the file.
+
+    ``check_artifact_paths``: for a manifest about to be applied from where it lies, a missing
+    artifact file is reported with the other problems, before any component is queried. (A
+    bundle being checked finds its artifacts among its members, not on disk.)
     """
     ck = _Checker(str(_absolute(manifest_path)))
     # `manifest_data`: a snapshot (e.g. the previous manifest), parsed as if read from its
     # original path so relative artifact paths still resolve against that directory.
     data = manifest_data if manifest_data is not None else _read(ck, manifest_path)
     draft = _parse_manifest(ck, data, manifest_path) if data is not None else _ManifestDraft(manifest_path)
+    if check_artifact_paths:
+        _check_artifact_paths(ck, draft)
     topology: Topology | None = None
     if draft.form == "seed" and draft.components is not None:
         topology = Topology(None, draft.components, str(draft.path))
@@ -740,6 +748,27 @@ def load_desired_state(
     if ck.problems or draft.manifest is None or topology is None:
         raise InputError(_in_reading_order(ck.problems))
     return DesiredState(draft.manifest, topology)
+
+
+def _check_artifact_paths(ck: _Checker, draft: _ManifestDraft) -> None:
+    """An `artifact_path` without an `artifact_name` is the only way to the artifact: if the file
+    is not there, no source can supply it. (With a name, the store or a server still may.)"""
+    types = dict(_items(draft.root)).get("component_types")
+    for type_name, entry in _items(types):
+        fields = dict(_items(entry))
+        node = fields.get("artifact_path")
+        if (
+            node is None
+            or "artifact_name" in fields
+            or not isinstance(node.value, str)
+            or not node.value.strip()
+        ):
+            continue
+        path = resolve_artifact_path(node.value, draft.path.parent)
+        if not path.is_file():
+            where = f"{_join('component_types', type_name)}.artifact_path"
+            reason = "does not exist" if not path.exists() else "is not a file"
+            ck.add(node.line, where, f"{path} {reason} (and there is no artifact_name to look it up by)")
 
 
 def _read(ck: _Checker, path: Path) -> bytes | None:

@@ -6,6 +6,7 @@ again at the protocol's moment (after `ArtifactInstall`), and that answer is the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from updates.engine.interface import InterfaceError, InterfaceRunner, parse_query_answer
@@ -43,3 +44,9 @@ def _ask(runner: InterfaceRunner, target: Target, tree: Path, state: str) -> str
         return parse_query_answer(state, result.stdout, interface=component.interface)
     except InterfaceError as exc:
         return f"error ({exc})"
+
+
+def rollback_support(runner: InterfaceRunner, targets: Sequence[Target], scratch: Path) -> dict[str, bool]:
+    """Each installing component's `SupportsRollback` answer, asked ahead (queries have no side
+    effects): the constraint check needs to know who stays new on the rollback path."""
+    return {t.key: preview_answers(runner, t, scratch)["rollback"] == "Yes" for t in targets}

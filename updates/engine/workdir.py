@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
-from updates.engine.fsutil import fsync_dir
+from updates.engine.fsutil import fsync_dir, sync_tree
 from updates.engine.interface import CallResult, InterfaceError, InterfaceRunner, RunningCall
 
 CHUNK = 1024 * 1024
@@ -67,11 +67,11 @@ def prepare_tree(tree: Path, *, header: HeaderFiles, current: CurrentFiles) -> N
 
 
 def remove_tree(tree: Path) -> None:
+    # Not fsynced: if a power cut brings the tree back, `Cleanup` runs once more, which the
+    # protocol allows (it changes nothing on the system); a flush per component is not worth it.
     tree = Path(tree).absolute()
     _rmtree(tree)
     _rmtree(_staging_path(tree))
-    if tree.parent.is_dir():
-        fsync_dir(tree.parent)
 
 
 def _staging_path(tree: Path) -> Path:
@@ -79,23 +79,26 @@ def _staging_path(tree: Path) -> Path:
 
 
 def _write_tree_files(root: Path, *, header: HeaderFiles, current: CurrentFiles) -> None:
-    _write_file(root / "version", f"{FILE_API_VERSION}\n".encode())
-    # current_* carry a trailing newline, header/* do not: the C++ client's (inconsistent) format.
-    _write_file(root / "current_artifact_name", _line(current.artifact_name))
-    _write_file(root / "current_artifact_group", _line(current.artifact_group))
-    _write_file(root / "current_device_type", _line(current.device_type))
-    head = root / "header"
+    head, tmp = root / "header", root / "tmp"
+    files = {
+        root / "version": f"{FILE_API_VERSION}\n".encode(),
+        # current_* carry a trailing newline, header/* do not: the C++ client's (inconsistent) format.
+        root / "current_artifact_name": _line(current.artifact_name),
+        root / "current_artifact_group": _line(current.artifact_group),
+        root / "current_device_type": _line(current.device_type),
+        head / "artifact_name": header.artifact_name.encode(),
+        head / "artifact_group": header.artifact_group.encode(),
+        head / "payload_type": header.payload_type.encode(),
+        head / "header-info": header.header_info,
+        head / "type-info": header.type_info,
+        head / "meta-data": header.meta_data or b"null",
+    }
     _make_dir(head)
-    _write_file(head / "artifact_name", header.artifact_name.encode())
-    _write_file(head / "artifact_group", header.artifact_group.encode())
-    _write_file(head / "payload_type", header.payload_type.encode())
-    _write_file(head / "header-info", header.header_info)
-    _write_file(head / "type-info", header.type_info)
-    _write_file(head / "meta-data", header.meta_data or b"null")
-    fsync_dir(head)
-    _make_dir(root / "tmp")
-    fsync_dir(root / "tmp")
-    fsync_dir(root)
+    _make_dir(tmp)
+    for path, data in files.items():
+        _write_file(path, data)
+    # All of it durable before the caller renames the tree into place.
+    sync_tree(root, [*files, head, tmp, root])
 
 
 def _line(value: str) -> bytes:
@@ -109,11 +112,11 @@ def _make_dir(path: Path) -> None:
 
 
 def _write_file(path: Path, data: bytes) -> None:
+    """Written, not yet flushed: `_write_tree_files` makes the whole tree durable at once."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         os.fchmod(fd, 0o600)
         _write_all(fd, data)
-        os.fsync(fd)
     finally:
         os.close(fd)
 

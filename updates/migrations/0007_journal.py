@@ -14,8 +14,8 @@ def head_create(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('updates', '0003_shapes'),
         ('updates', '0004_actors'),
+        ('updates', '0006_forced'),
     ]
 
     operations = [

@@ -12,7 +12,13 @@ from updates.services.deployments import (
     deployment_rollback,
 )
 from updates.services.environment import Environment, environment_load
-from updates.services.system import inventory_lines, plan_preview, provides_lines
+from updates.services.system import (
+    inventory_lines,
+    plan_constraints_check,
+    plan_preview,
+    plan_suggest_order,
+    provides_lines,
+)
 
 __all__ = [
     "BusyError",
@@ -29,6 +35,8 @@ __all__ = [
     "deployment_rollback",
     "environment_load",
     "inventory_lines",
+    "plan_constraints_check",
     "plan_preview",
+    "plan_suggest_order",
     "provides_lines",
 ]

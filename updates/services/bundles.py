@@ -29,7 +29,7 @@ from updates import selectors
 from updates.actors import Actor, actor_of_command_line
 from updates.claims import owner_alive, owner_token
 from updates.engine.artifact import ArtifactError, ArtifactReader, PublicKey
-from updates.engine.bundle import Intake, ingest
+from updates.engine.bundle import Intake, ingest, manifest_artifact_fit
 from updates.engine.bundle import StoredArtifact as Carried
 from updates.engine.errors import NotFound
 from updates.engine.manifest import DesiredState, InputError, TypeTarget, parse_topology
@@ -140,7 +140,7 @@ def _bundle_check(
     except NoSpaceError as exc:
         checks.add("disk space", [str(exc)])
         return _bundle_reject(bundle, Intake(form=""), store, checks)
-    intake = ingest(source, store, keys=keys)
+    intake = ingest(source, store, keys=keys, name=filename)
     _record_intake(bundle, intake)
     checks.add("archive and artifacts", intake.problems, _verified(intake))
     checks.add("signatures", [], _signatures(intake, keys))
@@ -192,7 +192,7 @@ def _check_manifest(
     if desired is None:
         return {}
     _check_bundle_topology(intake, desired, checks)
-    _check_manifest_artifact(intake, desired, checks)
+    _check_manifest_artifact(env, intake, desired, checks)
     candidates = _resolve(env, intake, desired, directory, checks)
     if not checks.problems:
         _check_compatibility(env, desired, candidates, checks)
@@ -235,16 +235,19 @@ def _check_bundle_topology(intake: Intake, desired: DesiredState, checks: _Check
     checks.add("bundle topology", problems, f"system type {theirs.system_type}")
 
 
-def _check_manifest_artifact(intake: Intake, desired: DesiredState, checks: _Checks) -> None:
+def _check_manifest_artifact(
+    env: Environment, intake: Intake, desired: DesiredState, checks: _Checks
+) -> None:
     if intake.manifest_artifact is None:
         return
-    info, system = intake.manifest_artifact.info, desired.topology.system_type
-    problems = (
-        []
-        if system is None or system in info.device_types
-        else [f"manifest artifact {info.name!r} is for {list(info.device_types)}, this system is {system!r}"]
+    info = intake.manifest_artifact.info
+    problem, detail = manifest_artifact_fit(
+        info.name,
+        info.device_types,
+        system_type=desired.topology.system_type,
+        device_type_file=env.config.device_type_file,
     )
-    checks.add("manifest artifact", problems, f"{info.name} for {list(info.device_types)}")
+    checks.add("manifest artifact", [problem] if problem else [], detail)
 
 
 # ----- artifacts: present or resolvable ---------------------------------------------------------------

@@ -26,11 +26,19 @@ from updates.engine.errors import BusyError, CleanupStarted, NothingInProgress, 
 from updates.engine.machine import Machine, Options, Result, RunState
 from updates.engine.manifest import DesiredState, Topology, TopologyJson, parse_manifest
 from updates.engine.planner import Plan, SelectionError, TargetJson, select
+from updates.engine.transitions import ConstraintViolation
 from updates.journal import DbJournal, step_journal_row
-from updates.models import ActiveManifests, Bundle, Deployment, Manifest, Step, StepEvent
+from updates.models import ActiveManifests, Bundle, Deployment, DeploymentStatus, Manifest, Step, StepEvent
 from updates.services.audit import audit_prune_by_policy, journal_append
 from updates.services.bundles import store_retention_after_deployment
 from updates.services.components import components_refresh_after_deployment
+from updates.services.constraints import (
+    Forced,
+    constraints_restore,
+    constraints_snapshot,
+    plan_verdict,
+    verdict_as_json,
+)
 from updates.services.environment import (
     Echo,
     Environment,
@@ -54,17 +62,19 @@ def deployment_create(
     exit_on_reboot: bool = False,
     created_by: str = "cli",
     actor: Actor | None = None,
+    forced: Forced | None = None,
 ) -> Deployment:
     """Validate the inputs and queue a deployment (it holds the single in-progress slot).
 
     Raises InputError (nothing recorded) and BusyError. `deployment_execute` runs it: at once
-    from the CLI, on a worker from the web.
+    from the CLI, on a worker from the web. `forced` (see `forced_by`) runs it even when it
+    violates the declared constraints, and is recorded on the row.
     """
     env = environment_load()
     desired = desired_state_load(env, manifest_path=manifest_path, topology_components=topology_components)
     options = _RunOptions(stop_before=list(stop_before), exit_on_reboot=exit_on_reboot)
     return _deployment_queue(
-        env, desired, kind="install", options=options, created_by=created_by, actor=actor
+        env, desired, kind="install", options=options, created_by=created_by, actor=actor, forced=forced
     )
 
 
@@ -74,6 +84,7 @@ def deployment_create_previous(
     exit_on_reboot: bool = False,
     created_by: str = "cli",
     actor: Actor | None = None,
+    forced: Forced | None = None,
 ) -> Deployment:
     """Queue the previous manifest again: "go back to the last known good system"."""
     env = environment_load()
@@ -89,7 +100,7 @@ def deployment_create_previous(
     )
     options = _RunOptions(stop_before=list(stop_before), exit_on_reboot=exit_on_reboot)
     return _deployment_queue(
-        env, desired, kind="previous", options=options, created_by=created_by, actor=actor
+        env, desired, kind="previous", options=options, created_by=created_by, actor=actor, forced=forced
     )
 
 
@@ -165,8 +176,11 @@ def _deployment_queue(
     options: _RunOptions,
     created_by: str,
     actor: Actor | None,
+    forced: Forced | None = None,
 ) -> Deployment:
     actor = actor or actor_of_command_line()  # the same actor on the row and in the journal
+    # The constraints file is validated (InputError) and kept with the run before anything is recorded.
+    constraints_file = constraints_snapshot(env, desired)
     try:
         with transaction.atomic():
             manifest = _manifest_snapshot(desired)
@@ -179,6 +193,9 @@ def _deployment_queue(
                 created_by=created_by,
                 actor_kind=actor.kind,
                 actor_name=actor.name,
+                forced_by=forced.by if forced else "",
+                forced_reason=forced.reason if forced else "",
+                constraints_file=constraints_file,
             )
             deployment.work_dir = str(env.work_root / str(deployment.pk))
             deployment.save(update_fields=["work_dir"])
@@ -203,6 +220,9 @@ def _created_record(deployment: Deployment, desired: DesiredState) -> dict[str, 
         "manifest": _manifest_record(deployment.manifest),
         "from": _manifest_record(active) if active else None,
         "bundle": _bundle_record(desired.manifest.path),
+        "forced": {"by": deployment.forced_by, "reason": deployment.forced_reason}
+        if deployment.forced_by
+        else None,
     }
 
 
@@ -248,7 +268,7 @@ def _busy_message(running: Deployment) -> str:
     if running.status == Deployment.Status.RUNNING and owner_alive(running.owner):
         return f"{what} is running (pid {owner_pid(running.owner)}, since {since}): wait for it to end"
     if running.status == Deployment.Status.QUEUED:
-        return f"{what} is queued since {since}: wait for it to run, or `resume` runs it here"
+        return f"{what} is queued since {since}: wait for it to start (if nothing runs it, `resume` does)"
     if running.status == Deployment.Status.RUNNING:
         return f"{what} was left running by a process that is gone: run `resume` or `rollback` first"
     return f"{what} is {running.status} since {since}: run `resume` or `rollback` first"
@@ -285,6 +305,7 @@ def _plan(env: Environment, deployment: Deployment, desired: DesiredState, journ
         raise
     components_record(inspected=inspected, topology=desired.topology)
     deployment.plan = plan.to_json()
+    _check_constraints(env, deployment, desired, plan, journal)
     with transaction.atomic():
         deployment.save(update_fields=["plan"])
         journal_append(
@@ -308,10 +329,31 @@ def _planned(c: TargetJson) -> dict[str, object]:
     }
 
 
+def _check_constraints(
+    env: Environment, deployment: Deployment, desired: DesiredState, plan: Plan, journal: DbJournal
+) -> None:
+    """Refuse (nothing touched) a plan that would pass through a forbidden state, unless forced."""
+    constraints = constraints_restore(desired, deployment.constraints_file)
+    if constraints is None:
+        return
+    verdict = plan_verdict(env.runner(), plan, constraints, Path(deployment.work_dir) / "_preview")
+    deployment.plan["constraints"] = verdict_as_json(verdict)
+    if verdict.ok:
+        return
+    if not deployment.forced:
+        violation = ConstraintViolation(verdict)
+        deployment_close(deployment, status=Deployment.Status.REJECTED, reason=str(violation))
+        raise violation
+    journal.echo(
+        f"constraints violated, run anyway: forced by {deployment.forced_by} ({deployment.forced_reason}): "
+        + "; ".join(verdict.reasons())
+    )
+
+
 def deployment_close(
     deployment: Deployment,
     *,
-    status: Deployment.Status,
+    status: DeploymentStatus,
     reason: str,
     components: Sequence[str] | None = None,
     position: dict[str, Any] | None = None,

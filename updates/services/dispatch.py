@@ -30,6 +30,7 @@ from updates.models import Deployment
 from updates.services.audit import journal_append
 from updates.services.bundles import bundle_manifest_path
 from updates.services.components import components_refresh as refresh_components
+from updates.services.constraints import forced_by
 from updates.services.deployments import (
     deployment_create,
     deployment_create_previous,
@@ -38,7 +39,7 @@ from updates.services.deployments import (
     deployment_rollback,
 )
 from updates.services.environment import environment_load
-from updates.services.system import current_topology
+from updates.services.system import current_topology, plan_constraints_check
 from updates.tasknames import TASK_RECOVER, TASK_REFRESH, TASK_RESUME, TASK_ROLLBACK, TASK_RUN
 
 log = logging.getLogger("orchestrator.dispatch")
@@ -54,19 +55,28 @@ def deployment_start(
     actor: Actor | None = None,
     topology_components: Path | None = None,
     stop_before: Sequence[str] = (),
+    force: bool = False,
+    force_reason: str = "",
 ) -> Deployment:
     """Queue a deployment and hand it to a worker once the row is committed.
 
     Raises InputError / SelectionError (nothing recorded) and BusyError (one is in progress:
     the API answers 409). Inside the caller's transaction the message waits for its commit.
+    A plan that violates the declared constraints raises ConstraintViolation (a SelectionError:
+    the API's 422) unless `force` (operator role; `force_reason` required, else
+    ForceWithoutReason); `created_by` is then recorded as who forced it.
     """
     actor = _not_cli(actor, created_by)
+    forced = forced_by(force=force, reason=force_reason, actor=created_by or actor.label)
+    if forced is None:
+        plan_constraints_check(manifest_path=manifest_path, topology_components=topology_components)
     deployment = deployment_create(
         manifest_path=manifest_path,
         topology_components=topology_components,
         stop_before=stop_before,
         created_by=created_by or actor.label,
         actor=actor,
+        forced=forced,
     )
     _enqueue_on_commit(TASK_RUN, deployment.pk)
     return deployment

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import shlex
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,12 +13,13 @@ from django.conf import settings
 
 from updates.engine.artifact import PublicKey, load_public_key
 from updates.engine.config import OrchestratorConfig, load_config
-from updates.engine.inspection import Inspector
+from updates.engine.inspection import Inspector, NullJournal
 from updates.engine.interface import InterfaceRunner
-from updates.engine.machine import Journal, RunState
+from updates.engine.machine import Journal
 from updates.engine.manifest import DesiredState, load_desired_state
 
 Echo = Callable[[str], None]
+__all__ = ["NullJournal"]  # re-exported: its home is the engine
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,8 @@ def desired_state_load(
         topology_dir=env.topology_dir,
         topology_components=components,
         manifest_data=manifest_data,
+        # Applied from where it lies (not a bundle being checked): its artifact files must be there.
+        check_artifact_paths=manifest_data is None,
     )
 
 
@@ -80,19 +83,6 @@ def topology_components_file(env: Environment, *, explicit: Path | None = None) 
     (MENDER_ORCHESTRATOR_TOPOLOGY_COMPONENTS_FILE), which wins over config `TopologyComponents`."""
     from_env = Path(settings.TOPOLOGY_COMPONENTS_FILE) if settings.TOPOLOGY_COMPONENTS_FILE else None
     return explicit or from_env or env.config.topology_components
-
-
-class NullJournal:
-    """For dry runs and live queries that are not part of a deployment."""
-
-    def checkpoint(self, state: RunState) -> None:
-        return None
-
-    def call_started(self, *, component: str, state: str, argv: Sequence[str]) -> int:
-        return 0
-
-    def call_finished(self, step: int, **kwargs: object) -> None:
-        return None
 
 
 @contextlib.contextmanager

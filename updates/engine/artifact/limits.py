@@ -15,3 +15,5 @@ class Limits:
     max_payload_files: int = 1024
     max_payload_bytes: int = 64 << 30  # total decompressed payload
     max_json_depth: int = 32
+    # Member names, also when a PAX or GNU long-name header carries them.
+    max_name_bytes: int = 4096

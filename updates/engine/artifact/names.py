@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import re
 
-from .errors import FormatError, UnsafeMemberError
+from .errors import UnsafeMemberError
 
 COMPRESSIONS = {"": "none", ".gz": "gzip", ".xz": "xz", ".zst": "zstd"}
-SUFFIXES = {"none": "", "gzip": ".gz", "lzma": ".xz"}
+# The writer's compressions (mender-artifact's --compression names) and their member suffixes.
+SUFFIXES = {
+    "none": "",
+    "gzip": ".gz",
+    "lzma": ".xz",
+    "zstd_fastest": ".zst",
+    "zstd_default": ".zst",
+    "zstd_better": ".zst",
+    "zstd_best": ".zst",
+}
 HEADER_RE = re.compile(r"header\.tar(\.gz|\.xz|\.zst)?")
 DATA_RE = re.compile(r"data/(\d{4})\.tar(\.gz|\.xz|\.zst)?")
 PAYLOAD_NAME_RE = re.compile(r"[\w\-.,]+", re.ASCII)
@@ -42,8 +51,5 @@ def check_script_name(name: str, member: str | None = None) -> None:
         raise UnsafeMemberError(f"invalid state script name {name!r}", member)
 
 
-def compression_of(suffix: str | None, member: str) -> str:
-    kind = COMPRESSIONS[suffix or ""]
-    if kind == "zstd":
-        raise FormatError("zstd not supported (no zstd decoder without an extra dependency)", member)
-    return kind
+def compression_of(suffix: str | None) -> str:
+    return COMPRESSIONS[suffix or ""]

@@ -22,6 +22,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, BinaryIO
 
+import zstandard
+
 from updates.engine.fsutil import fsync_dir
 
 from .errors import (
@@ -60,11 +62,13 @@ from .names import (
     compression_of,
 )
 from .signing import SIG_MEMBER, PublicKey, key_fingerprint, verify_manifest
+from .tarcaps import capped_tarinfo
 
 # 64 KiB rather than 1 MiB: buffers this size are recycled by the allocator, while 1 MiB ones are
 # fresh mmaps whose page faults made extraction ~3x slower (measured with bench/artifact_throughput.py).
 CHUNK = 64 << 10
 _SCRIPTS = "scripts/"
+NOT_AN_ARTIFACT = "not a Mender artifact: expected a tar archive whose first member is 'version'"
 
 
 @contextlib.contextmanager
@@ -76,10 +80,14 @@ def tar_errors(member: str) -> Iterator[None]:
         if isinstance(exc, EOFError) or "unexpected end" in str(exc) or "truncated" in str(exc):
             raise TruncatedError(f"stream ended early ({exc})", member)
         raise FormatError(f"corrupt tar: {exc}", member)
-    except (tarfile.TarError, zlib.error, lzma.LZMAError, gzip.BadGzipFile) as exc:
+    except (tarfile.TarError, zlib.error, lzma.LZMAError, gzip.BadGzipFile, zstandard.ZstdError) as exc:
         raise FormatError(f"corrupt data: {exc}", member)
     except (ValueError, OverflowError) as exc:  # tarfile lets these escape from malformed PAX/GNU headers
         raise FormatError(f"corrupt tar header: {exc}", member)
+    except LimitError as exc:
+        if exc.member is not None:
+            raise
+        raise LimitError(exc.reason, member) from None  # from the tar-header caps, which know no member
 
 
 def _kind(info: tarfile.TarInfo) -> str:
@@ -99,12 +107,25 @@ def decompressor(raw: IO[bytes], kind: str) -> IO[bytes]:
         return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]  # GzipFile is a binary IO
     if kind == "xz":
         return lzma.LZMAFile(raw)
+    if kind == "zstd":
+        # Streaming like the others: memory stays bounded by the window, whatever the frame says.
+        # One decompressor per stream: they are not thread-safe, and Downloads run in parallel.
+        # The window cap (128 MiB, zstd's own default limit) bounds what a hostile frame header
+        # can make the decoder reserve.
+        decompressor = zstandard.ZstdDecompressor(max_window_size=1 << 27)
+        reader = decompressor.stream_reader(raw, read_size=CHUNK, read_across_frames=True, closefd=False)
+        return reader  # a binary, readable stream
     return raw
 
 
 def read_capped(fileobj: IO[bytes], cap: int, label: str, what: str) -> bytes:
+    parts, have = [], 0
     with tar_errors(label):
-        data = fileobj.read(cap + 1)
+        # Some decompressors return short reads before the end: read until cap+1 or EOF.
+        while have <= cap and (chunk := fileobj.read(cap + 1 - have)):
+            parts.append(chunk)
+            have += len(chunk)
+    data = b"".join(parts)
     if len(data) > cap:
         raise LimitError(f"{what} exceeds the cap of {cap} bytes", label)
     return data
@@ -138,8 +159,8 @@ def _header_member(parts: _HeaderParts, name: str, data: bytes, label: str) -> N
 def parse_header_tar(tar_bytes: bytes, outer: str, limits: Limits) -> _HeaderParts:
     parts = _HeaderParts()
     with tar_errors(outer):
-        tar = tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r|")  # noqa: SIM115 - in-memory
-    for count, info in enumerate(_members(tar, outer), 1):
+        tar = tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r|", tarinfo=_tarinfo(limits))  # noqa: SIM115 - in-memory
+    for count, info in enumerate(_members(tar, outer, limits), 1):
         label = f"{outer}: {info.name}"
         if count > limits.max_header_members:
             raise LimitError(f"more than {limits.max_header_members} members", outer)
@@ -151,13 +172,24 @@ def parse_header_tar(tar_bytes: bytes, outer: str, limits: Limits) -> _HeaderPar
     return parts
 
 
-def _members(tar: tarfile.TarFile, label: str) -> Iterator[tarfile.TarInfo]:
+def _members(tar: tarfile.TarFile, label: str, limits: Limits) -> Iterator[tarfile.TarInfo]:
     while True:
         with tar_errors(label):
             info = tar.next()
         if info is None:
             return
+        check_name_length(info, limits, f"{label}: {info.name[:100]}")
         yield info
+
+
+def _tarinfo(limits: Limits) -> type[tarfile.TarInfo]:
+    return capped_tarinfo(limits.max_name_bytes, limits.max_header_bytes)
+
+
+def check_name_length(info: tarfile.TarInfo, limits: Limits, label: str) -> None:
+    # A PAX `path` record within the extended-header cap can still be far longer than any name.
+    if len(info.name.encode("utf-8", "surrogateescape")) > limits.max_name_bytes:
+        raise LimitError(f"member name longer than {limits.max_name_bytes} bytes", label)
 
 
 def _read_member(tar: tarfile.TarFile, info: tarfile.TarInfo, label: str) -> bytes:
@@ -244,16 +276,31 @@ class ArtifactReader:
     # -- outer tar -------------------------------------------------------------------------
 
     def _next(self) -> tarfile.TarInfo | None:
-        with tar_errors(f"after {self._last}"):
-            if self._tar is None:
-                # The caller owns the file object; the TarFile holds no other resource.
-                self._tar = tarfile.open(fileobj=self._fileobj, mode="r|", bufsize=CHUNK)  # noqa: SIM115
-            info = self._tar.next()
+        if self._tar is None:
+            self._tar = self._open_outer()
+            with tar_errors("version"):
+                info = self._tar.next()  # the member read by open()
+        else:
+            with tar_errors(f"the tar header after {self._last!r}"):
+                info = self._tar.next()
         if info is not None:
+            check_name_length(info, self._limits, info.name[:100])
             check_unsafe(info.name, info.name)
             check_regular(info, info.name)
             self._last = info.name
         return info
+
+    def _open_outer(self) -> tarfile.TarFile:
+        # tarfile reads the first member header here. Garbage fails at this point: say what was
+        # expected, not "corrupt tar" somewhere.
+        try:
+            with tar_errors("version"):
+                # The caller owns the file object; the TarFile holds no other resource.
+                return tarfile.open(
+                    fileobj=self._fileobj, mode="r|", bufsize=CHUNK, tarinfo=_tarinfo(self._limits)
+                )
+        except (FormatError, TruncatedError) as exc:
+            raise FormatError(f"{NOT_AN_ARTIFACT} ({exc.reason})") from None
 
     def _read_small(self, info: tarfile.TarInfo, cap: int) -> bytes:
         if info.size > cap:
@@ -307,7 +354,7 @@ class ArtifactReader:
             raise FormatError("augmented artifacts are not supported", info.name)
         if not match:
             raise FormatError("expected header.tar[.gz|.xz] here", info.name)
-        kind = compression_of(match.group(1), info.name)
+        kind = compression_of(match.group(1))
         raw = self._read_small(info, self._limits.max_header_bytes)
         self._check_sha(info.name, raw)
         header_tar = _decompress_header(raw, kind, info.name, self._limits)
@@ -344,8 +391,8 @@ class ArtifactReader:
         assert self._tar is not None
         with tar_errors(info.name):
             source = decompressor(self._tar.extractfile(info) or io.BytesIO(), kind)
-            inner = tarfile.open(fileobj=source, mode="r|", bufsize=CHUNK)  # noqa: SIM115 - lives with the outer
-        for member in _members(inner, info.name):
+            inner = tarfile.open(fileobj=source, mode="r|", bufsize=CHUNK, tarinfo=_tarinfo(self._limits))  # noqa: SIM115 - lives with the outer
+        for member in _members(inner, info.name, self._limits):
             stream = self._open_payload(inner, member, info.name)
             yield stream
             stream.drain()
@@ -362,7 +409,7 @@ class ArtifactReader:
             raise FormatError("unexpected member (expected data/0000.tar[.gz|.xz])", info.name)
         if match.group(1) != "0000":
             raise FormatError("only one payload (data/0000) is supported", info.name)
-        return compression_of(match.group(2), info.name)
+        return compression_of(match.group(2))
 
     def _open_payload(self, inner: tarfile.TarFile, member: tarfile.TarInfo, outer: str) -> PayloadStream:
         label = f"{outer}: {member.name}"

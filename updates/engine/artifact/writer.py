@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
+import zstandard
+
 from .errors import ChecksumError, FormatError, HeaderError, UnsafeMemberError
 from .headers import (
     DATA_PREFIX,
@@ -40,7 +42,10 @@ from .signing import SIG_MEMBER, PrivateKey, sign_manifest
 VERSION_BYTES = b'{"format":"mender","version":3}'
 _MAX_PAYLOAD_NAME = 100 - len(DATA_PREFIX)  # the device client caps manifest names at 100
 Kind = Literal["module-image", "rootfs-image"]
-Compression = Literal["none", "gzip", "lzma"]
+Compression = Literal["none", "gzip", "lzma", "zstd_fastest", "zstd_default", "zstd_better", "zstd_best"]
+# mender-artifact's zstd names are the Go encoder's speed presets; these are the zstd levels
+# they correspond to.
+ZSTD_LEVELS = {"zstd_fastest": 1, "zstd_default": 3, "zstd_better": 7, "zstd_best": 11}
 
 
 def _json(value: object) -> bytes:
@@ -168,6 +173,8 @@ def _compress(data: bytes, compression: Compression) -> bytes:
         return gzip.compress(data, compresslevel=6, mtime=0)
     if compression == "lzma":
         return lzma.compress(data, format=lzma.FORMAT_XZ)
+    if compression in ZSTD_LEVELS:
+        return zstandard.ZstdCompressor(level=ZSTD_LEVELS[compression]).compress(data)
     return data
 
 
@@ -180,6 +187,9 @@ def _compressing(raw: IO[bytes], compression: Compression) -> Iterator[IO[bytes]
     if compression == "gzip":
         # filename="" keeps the temp file's name out of the gzip header (reproducibility).
         stream = gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=6, mtime=0)  # type: ignore[assignment]
+    elif compression in ZSTD_LEVELS:
+        compressor = zstandard.ZstdCompressor(level=ZSTD_LEVELS[compression])
+        stream = compressor.stream_writer(raw, closefd=False)
     else:
         stream = lzma.LZMAFile(raw, "wb", format=lzma.FORMAT_XZ)  # noqa: SIM115
     with stream:
@@ -328,7 +338,11 @@ def _describe(spec: _Spec, parts: _HeaderParts, entries: Entries, manifest: byte
     header = parse_header_info(parts.header_info or b"", limits)
     type_info = parse_type_info(parts.type_info or b"", header.payload_type, limits)
     signer = None if spec.signing_key is None else spec.signing_key.public_key()
-    kind = {"none": "none", "gzip": "gzip", "lzma": "xz"}[spec.compression]
+    kind = (
+        "zstd"
+        if spec.compression in ZSTD_LEVELS
+        else {"none": "none", "gzip": "gzip", "lzma": "xz"}[spec.compression]
+    )
     files = tuple(entry for _, entry in entries)
     sig = (signer is not None, signer)
     return assemble_info(header, type_info, parts, files, kind, manifest, sig, limits)
@@ -360,7 +374,7 @@ def write_artifact(
 ) -> ArtifactInfo:
     """Write a module-image or rootfs-image artifact with mender-artifact 3.9's defaults."""
     if compression not in SUFFIXES:
-        raise FormatError(f"unknown compression {compression!r} (none, gzip, lzma)")
+        raise FormatError(f"unknown compression {compression!r} ({', '.join(SUFFIXES)})")
     spec = _Spec(
         kind,
         name,
