@@ -82,7 +82,7 @@ def token_create(
                 digest=token_digest(secret),
                 expires_at=expires,
             )
-            data = {
+            data: dict[str, object] = {
                 "name": row.name,
                 "role": str(role),
                 "prefix": row.prefix,

@@ -39,7 +39,7 @@ def main() -> None:
         runs: dict[bool, list[float]] = {True: [], False: []}
         for _ in range(3):  # alternated, so a busy moment of the machine hits both alike
             for on in (True, False):
-                journal.step_journal = real if on else off  # type: ignore[assignment]
+                journal.step_journal = real if on else off
                 runs[on].append(_run())
         journal.step_journal = real
         with_journal, without = min(runs[True]), min(runs[False])

@@ -39,7 +39,7 @@ class LimitedUploadHandler(TemporaryFileUploadHandler):
         if self.received > settings.UPLOAD_MAX_BYTES:
             self.upload_interrupted()
             raise UploadTooLarge(_too_large(self.received))
-        return super().receive_data_chunk(raw_data, start)  # type: ignore[no-any-return]
+        return super().receive_data_chunk(raw_data, start)
 
     def upload_complete(self) -> None:
         # The multipart parser takes a body that simply stops as complete; the stream knows better.

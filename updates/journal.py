@@ -187,7 +187,7 @@ def step_journal(deployment_id: int, step: int, call: _Call, fields: dict[str, o
 def step_journal_row(step: Step) -> None:
     """The same entry from a step row (steps closed as interrupted after a crash)."""
     call = _Call(step.component, step.state, list(step.argv), step.started_at, 0.0)
-    fields = {
+    fields: dict[str, object] = {
         "ended_at": step.ended_at,
         "exit_code": step.exit_code,
         "timed_out": step.timed_out,

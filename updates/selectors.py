@@ -393,9 +393,7 @@ def deployment_page(*, filters: DeploymentFilter, page: int, page_size: int) -> 
     start = (page - 1) * page_size
     # The heavy JSON columns (plan, position) stay in the database: a list shows none of them.
     page_rows = list(
-        rows.defer("plan", "position", "options", "manifest__raw", "manifest__topology")[
-            start : start + page_size
-        ]
+        rows.defer("plan", "position", "manifest__raw", "manifest__topology")[start : start + page_size]
     )
     return page_rows, rows.count()
 
@@ -443,7 +441,7 @@ def deployment_detail(d: Deployment) -> dict[str, Any]:
     return deployment_summary(d) | {
         "components_concerned": d.components,
         "position": d.position,
-        "options": d.options,
+        "options": {"stop_before": d.stop_before, "exit_on_reboot": d.exit_on_reboot},
         "requests": d.requests,
         "groups": groups,
     }
