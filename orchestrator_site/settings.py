@@ -70,12 +70,18 @@ def _secret_key() -> str:
         return path.read_text().strip()
     except FileNotFoundError:
         pass
-    DATASTORE_DIR.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        # An unusable data store: the commands report it in one line (datastore_prepare); a
+        # throw-away key lets them get that far.
+        return secrets.token_urlsafe(50)
     key = secrets.token_urlsafe(50)
     try:
+        DATASTORE_DIR.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:  # another process (the worker, say) made it first
         return path.read_text().strip()
+    except OSError:
+        return key
     with os.fdopen(fd, "w") as fh:
         fh.write(key + "\n")
     return key
