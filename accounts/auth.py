@@ -8,6 +8,8 @@ is recorded against the client address, and an address with too many failures ge
 from __future__ import annotations
 
 import functools
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -41,15 +43,39 @@ class BearerToken(HttpBearer):
 
     def authenticate(self, request: HttpRequest, token: str) -> Principal | None:
         address = client_address(request)
-        if selectors.auth_blocked(address=address):
+        principal, blocked = _principal_cached(token, address)
+        if blocked:  # even a good token: the address may have guessed it
             raise HttpError(429, "too many failed attempts from this address; try again later")
-        principal = selectors.token_principal(token)
         if principal is None:
             services.auth_failure_record(address=address, kind="token")
             return None
         if principal.token is not None:
             services.token_touch(token=principal.token)
         return _allowed(principal, self.role)
+
+
+_recent: dict[tuple[str, str], tuple[float, Principal]] = {}
+_recent_lock = threading.Lock()
+
+
+def _principal_cached(token: str, address: str) -> tuple[Principal | None, bool]:
+    """A good token's principal is reused for TOKEN_CACHE_SECONDS (2 s by default) in this
+    process: a script polling the API then costs no query for who it is. A revocation, expiry or
+    role change takes effect within that time; bad tokens are never cached."""
+    key, now = (services.token_digest(token), address), time.monotonic()
+    with _recent_lock:
+        hit = _recent.get(key)
+    if hit is not None and now - hit[0] < settings.TOKEN_CACHE_SECONDS:
+        return hit[1], False
+    principal, blocked = selectors.token_principal(token, address=address)
+    with _recent_lock:
+        if len(_recent) > 1000:
+            _recent.clear()
+        if principal is not None and not blocked:
+            _recent[key] = (now, principal)
+        else:
+            _recent.pop(key, None)
+    return principal, blocked
 
 
 class Session(APIKeyCookie):

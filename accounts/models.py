@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import enum
+
 from django.conf import settings
 from django.db import models
 
 
-class Role(models.TextChoices):
+class Role(enum.StrEnum):
     """Ordered: each role may do everything the ones before it may."""
 
     VIEWER = "viewer"  # read
@@ -18,11 +20,14 @@ class Role(models.TextChoices):
         return list(Role).index(self)
 
 
+ROLE_CHOICES = [(r.value, r.name.title()) for r in Role]
+
+
 class Profile(models.Model):
     """The one role of a Django user (a row, not groups: exactly one role is a column, not a rule)."""
 
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profile")
-    role = models.CharField(max_length=10, choices=Role.choices, default=Role.VIEWER)
+    role = models.CharField(max_length=10, choices=ROLE_CHOICES, default=Role.VIEWER)
 
 
 class ApiToken(models.Model):
@@ -30,7 +35,7 @@ class ApiToken(models.Model):
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
     name = models.CharField(max_length=100)
-    role = models.CharField(max_length=10, choices=Role.choices)
+    role = models.CharField(max_length=10, choices=ROLE_CHOICES)
     prefix = models.CharField(max_length=12)  # the first characters, to recognise a token in lists
     digest = models.CharField(max_length=64, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -7,7 +7,8 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from accounts.models import ApiToken, AuthFailure, Profile, Role
@@ -41,26 +42,37 @@ def session_principal(user: User) -> Principal | None:
     return Principal(user=user, role=role, actor=Actor("user", user.username)) if role else None
 
 
-def token_principal(secret: str) -> Principal | None:
-    """The token's principal, or None when it is unknown, revoked, expired or its user inactive."""
+def token_principal(secret: str, *, address: str) -> tuple[Principal | None, bool]:
+    """(the token's principal or None when it is unknown, revoked, expired or its user inactive;
+    whether `address` is over its failure limit). One query for a good token: this runs on
+    every API request."""
+    failures = _failures(address).values("address").annotate(n=Count("id")).values("n")
     token = (
-        ApiToken.objects.select_related("user")
+        ApiToken.objects.select_related("user__profile")
+        .annotate(failures=Coalesce(Subquery(failures[:1]), 0))
         .filter(digest=token_digest(secret), revoked_at__isnull=True, user__is_active=True)
         .first()
     )
-    if token is None or (token.expires_at is not None and token.expires_at <= timezone.now()):
-        return None
-    user_role = role_of(token.user) or Role.VIEWER
+    if token is None:
+        return None, auth_blocked(address=address)
+    blocked = token.failures >= settings.AUTH_FAILURE_LIMIT
+    if token.expires_at is not None and token.expires_at <= timezone.now():
+        return None, blocked
+    profile = getattr(token.user, "profile", None)
+    user_role = Role(profile.role) if profile else Role.VIEWER
     # The lower of the two: a user demoted after the token was made loses the token's rights too.
     role = min(Role(token.role), user_role, key=lambda r: r.rank)
-    return Principal(
-        user=token.user, role=role, actor=Actor("token", f"{token.user.username}/{token.name}"), token=token
-    )
+    actor = Actor("token", f"{token.user.username}/{token.name}")
+    return Principal(user=token.user, role=role, actor=actor, token=token), blocked
+
+
+def _failures(address: str) -> QuerySet[AuthFailure]:
+    since = timezone.now() - timedelta(seconds=settings.AUTH_FAILURE_WINDOW_SECONDS)
+    return AuthFailure.objects.filter(address=address, at__gte=since)
 
 
 def auth_blocked(*, address: str) -> bool:
-    since = timezone.now() - timedelta(seconds=settings.AUTH_FAILURE_WINDOW_SECONDS)
-    return AuthFailure.objects.filter(address=address, at__gte=since).count() >= settings.AUTH_FAILURE_LIMIT
+    return bool(_failures(address).count() >= settings.AUTH_FAILURE_LIMIT)
 
 
 def user_list() -> QuerySet[User]:

@@ -15,13 +15,16 @@ from django.utils import timezone
 
 from accounts.models import ApiToken, AuthFailure, Profile, Role
 from updates.actors import Actor, actor_of_command_line
+from updates.engine.errors import InvalidInput
 from updates.services.audit import journal_append
 
 TOKEN_PREFIX = "orch_"
 
 
-class AccessError(Exception):
+class AccessError(InvalidInput):
     """A refused user or token change (unknown user, role too high, duplicate name); nothing changed."""
+
+    code = "invalid_access_change"
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,7 @@ def token_touch(*, token: ApiToken) -> None:
     now = timezone.now()
     if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=1):
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        token.last_used_at = now  # the row may be reused (the web process's token cache)
 
 
 def auth_failure_record(*, address: str, kind: str) -> None:

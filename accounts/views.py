@@ -21,7 +21,7 @@ class RateLimitedAuthenticationForm(AuthenticationForm):
                 "Too many failed attempts from this address; try again later.", code="rate_limited"
             )
         try:
-            return super().clean()  # type: ignore[no-any-return]
+            return super().clean()
         except ValidationError:
             services.auth_failure_record(address=address, kind="login")
             raise

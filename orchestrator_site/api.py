@@ -1,16 +1,19 @@
 """The root `NinjaAPI` at /api/v1/: one router per app, the health check, one error envelope.
 
-Mount point for the hooks router (another branch): `api.add_router("/hooks/", hooks_router)`;
-its handlers share the envelope because exception handlers belong to this API object, and
-`orchestrator_site.errors.ApiError` / `error_response` are there for it to raise or return.
+The hooks router (`/hooks/mender`) authenticates by the Mender signature, not by user or token;
+it shares the envelope because exception handlers belong to this API object.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
 from ninja import NinjaAPI, Schema, Status
+from ninja.openapi.docs import Swagger
+from ninja.responses import NinjaJSONEncoder
 
 from accounts.auth import signed_in
 from devices.api import router as devices_router
@@ -18,6 +21,7 @@ from orchestrator_site.errors import install_handlers
 from orchestrator_site.health import health_report
 from updates.api import router as updates_router
 from updates.engine.version import VERSION
+from updates.hooks_api import router as hooks_router
 
 
 class HealthCheckOut(Schema):
@@ -31,7 +35,18 @@ class HealthOut(Schema):
     checks: dict[str, HealthCheckOut]
 
 
+class LocalSwagger(Swagger):
+    """The docs page with its scripts from this server (ninja picks a CDN unless it is an
+    installed app, which would cost every command-line call its import)."""
+
+    def render_page(self, request: HttpRequest, api: NinjaAPI, **kwargs: Any) -> HttpResponse:
+        self.settings["url"] = self.get_openapi_url(api, kwargs)
+        context = {"swagger_settings": json.dumps(self.settings, indent=1), "api": api, "add_csrf": True}
+        return render(request, self.template, context)
+
+
 api = NinjaAPI(
+    docs=LocalSwagger(),
     title="Update Orchestrator API",
     version="1",
     description="Bearer API tokens (`orchestrator token create`) or the browser session (with CSRF). "
@@ -52,3 +67,9 @@ def health(request: HttpRequest) -> Status[dict[str, Any]]:
 
 api.add_router("/", updates_router)
 api.add_router("/", devices_router)
+api.add_router("/hooks/", hooks_router)
+
+
+def openapi_document() -> str:
+    """docs/openapi.json, as the drift test compares it."""
+    return json.dumps(api.get_openapi_schema(), cls=NinjaJSONEncoder, indent=2, sort_keys=True) + "\n"

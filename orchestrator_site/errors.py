@@ -13,16 +13,13 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http.multipartparser import MultiPartParserError
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, AuthorizationError, HttpError, Throttled, ValidationError
 
-from accounts.services import AccessError
-from orchestrator_site.uploads import UploadIncomplete, UploadTooLarge
-from updates.engine.errors import BusyError, NothingInProgress
-from updates.engine.manifest import InputError
-from updates.engine.planner import SelectionError
-from updates.services.bundles import BundleInUse, BundleNotFound
+from updates.engine.errors import OrchestratorError
 
 log = logging.getLogger("orchestrator.api")
 
@@ -40,20 +37,20 @@ def _problems(exc: Exception) -> Any:
     return [str(p) for p in problems] if problems is not None else None
 
 
-# Domain error -> (status, code). The first matching row wins, so subclasses go first.
-# (When the shared `updates/errors.py` hierarchy lands, its classes carry their own codes and
-# this table keeps only the statuses.)
+# The one table of HTTP statuses. Domain errors (`updates.engine.errors.OrchestratorError` and
+# its subclasses, ours included) carry their own `code` and `http_status`; this table adds only
+# what Django itself raises while reading a request. The first matching row wins.
 ERROR_STATUS: tuple[tuple[type[Exception], int, str], ...] = (
-    (BusyError, 409, "busy"),
-    (NothingInProgress, 409, "nothing_in_progress"),
-    (BundleNotFound, 422, "bundle_unusable"),
-    (InputError, 422, "invalid_input"),
-    (SelectionError, 422, "plan_refused"),
-    (AccessError, 422, "invalid_access_change"),
-    (UploadTooLarge, 413, "too_large"),
-    (UploadIncomplete, 400, "upload_incomplete"),
-    (BundleInUse, 409, "bundle_in_use"),
+    (RequestDataTooBig, 413, "too_large"),
+    (MultiPartParserError, 400, "bad_request"),
+    (SuspiciousOperation, 400, "bad_request"),
 )
+
+
+def status_of(exc: Exception) -> tuple[int, str] | None:
+    if isinstance(exc, OrchestratorError):
+        return exc.http_status, exc.code
+    return next(((status, code) for cls, status, code in ERROR_STATUS if isinstance(exc, cls)), None)
 
 
 def error_response(status: int, code: str, message: str, details: Any = None) -> JsonResponse:
@@ -61,10 +58,16 @@ def error_response(status: int, code: str, message: str, details: Any = None) ->
 
 
 def _domain(request: HttpRequest, exc: Exception) -> HttpResponse:
-    for cls, status, code in ERROR_STATUS:
-        if isinstance(exc, cls):
-            return error_response(status, code, str(exc), _problems(exc))
-    return _unexpected(request, exc)
+    known = status_of(exc)
+    if known is None or known[0] >= 500:
+        # An unavailable interface or server is still worth its message; a bug is not.
+        return _unexpected(request, exc) if known is None else _unavailable(request, exc, *known)
+    return error_response(known[0], known[1], str(exc), _problems(exc))
+
+
+def _unavailable(request: HttpRequest, exc: Exception, status: int, code: str) -> HttpResponse:
+    log.warning("%s on %s %s: %s", code, request.method, request.path, exc)
+    return error_response(status, code, str(exc), _problems(exc))
 
 
 def _api_error(request: HttpRequest, exc: ApiError) -> HttpResponse:

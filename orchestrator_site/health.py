@@ -1,7 +1,6 @@
 """`GET /api/v1/health`: a list of named checks, each answering up or down with a detail.
 
-A check is a function returning its detail, raising when its part is down. The worker check
-(issue 15: `updates.selectors.live_workers()`) joins the list the same way.
+A check is a function returning its detail, raising when its part is down.
 """
 
 from __future__ import annotations
@@ -12,13 +11,15 @@ from pathlib import Path
 from celery import current_app
 from django.db import connection
 
+from updates.selectors import live_workers
+
 Check = Callable[[], str]
 
 
 def database() -> str:
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
-    return connection.vendor
+    return str(connection.vendor)
 
 
 def broker() -> str:
@@ -37,7 +38,20 @@ def broker() -> str:
     return url.split("@")[-1].split("://")[0] if "@" in url else url.split("://")[0]
 
 
-CHECKS: list[tuple[str, Check]] = [("database", database), ("broker", broker)]
+class NoLiveWorker(RuntimeError):
+    pass
+
+
+def worker() -> str:
+    """At least one Celery worker beat recently (updates/heartbeat.py): deployments started from
+    the web would otherwise wait in the queue with nobody to run them."""
+    beats = live_workers()
+    if not beats:
+        raise NoLiveWorker("no live worker: deployments started here would wait in the queue")
+    return ", ".join(f"{beat.name} (pid {beat.pid}, {beat.broker})" for beat in beats)
+
+
+CHECKS: list[tuple[str, Check]] = [("database", database), ("broker", broker), ("worker", worker)]
 
 
 def health_report() -> dict[str, dict[str, str]]:

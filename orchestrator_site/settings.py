@@ -4,6 +4,8 @@ read through a strict helper, with defaults that run the appliance on a fresh ch
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import json
 import os
 import secrets
 from pathlib import Path
@@ -42,6 +44,16 @@ def envsecret(name: str, default: str) -> str:
     return os.getenv(name, default)
 
 
+def envjsonobject(name: str) -> dict[str, str]:
+    try:
+        value = json.loads(os.getenv(name) or "{}")
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be a JSON object: {exc}") from None
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise ImproperlyConfigured(f'{name} must be a JSON object of strings, like {{"mac": "02:00:..."}}')
+    return value
+
+
 PATHS = paths_from_env(BASE_DIR)
 DATASTORE_DIR = PATHS.datastore
 DATA_DIR = PATHS.data_dir
@@ -66,21 +78,17 @@ def _secret_key() -> str:
     if given:
         return given
     path = DATASTORE_DIR / "secret_key"
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        pass
-    except OSError:
-        # An unusable data store: the commands report it in one line (datastore_prepare); a
-        # throw-away key lets them get that far.
-        return secrets.token_urlsafe(50)
     key = secrets.token_urlsafe(50)
     try:
+        if path.exists():
+            return path.read_text().strip()
         DATASTORE_DIR.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:  # another process (the worker, say) made it first
         return path.read_text().strip()
     except OSError:
+        # An unusable data store is reported by whoever uses it (the CLI: in one line); a key
+        # for this process alone is enough until then.
         return key
     with os.fdopen(fd, "w") as fh:
         fh.write(key + "\n")
@@ -98,7 +106,6 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
-    "ninja",  # export_openapi_schema (docs/openapi.json)
     "accounts",
     "devices",
     "updates",
@@ -109,6 +116,9 @@ MIDDLEWARE = [
     # error envelope.
     "orchestrator_site.errors.ApiEnvelopeMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Static files from the app itself (the web UI's, and the API docs page's own scripts and
+    # styles: no CDN, an appliance may have no internet), right after SecurityMiddleware.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -119,18 +129,22 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "orchestrator_site.urls"
+_NINJA_DIR = Path(str(importlib.util.find_spec("ninja").origin)).parent  # type: ignore[union-attr]
 WSGI_APPLICATION = "orchestrator_site.wsgi.application"
 
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
+        # django-ninja's docs page templates, found without importing ninja (not an installed
+        # app: every command-line call would pay for importing it).
+        "DIRS": [BASE_DIR / "templates", _NINJA_DIR / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "updates.context_processors.role",
             ],
         },
     },
@@ -161,6 +175,10 @@ def _sqlite(name: str) -> dict[str, object]:
         },
         # A file, never memory: the Celery worker of the worker tests shares it from another process.
         "TEST": {"NAME": os.getenv("ORCH_TEST_DB", str(DATASTORE_DIR / "test.sqlite3"))},
+        # The web server keeps a connection per thread instead of opening (and re-running the
+        # PRAGMAs) per request; the CLI and the workers never reach the request cycle that closes it.
+        "CONN_MAX_AGE": envint("ORCH_DB_CONN_MAX_AGE", "300"),
+        "CONN_HEALTH_CHECKS": True,
     }
 
 
@@ -177,7 +195,8 @@ USE_I18N = False
 USE_TZ = True
 
 LOGIN_URL = "/accounts/login/"
-LOGIN_REDIRECT_URL = "/api/v1/docs"
+LOGIN_REDIRECT_URL = "/"  # the web UI's System page
+LOGOUT_REDIRECT_URL = "/accounts/login/"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
@@ -193,12 +212,24 @@ with contextlib.suppress(OSError):  # Django's system check wants it to exist
 # Failed logins and bad API tokens per client address: more than LIMIT in WINDOW seconds -> 429.
 AUTH_FAILURE_LIMIT = envint("ORCH_AUTH_FAILURE_LIMIT", "10")
 AUTH_FAILURE_WINDOW_SECONDS = envint("ORCH_AUTH_FAILURE_WINDOW_SECONDS", "300")
+# How long a web process reuses a good token's user and role (0: look it up on every request).
+TOKEN_CACHE_SECONDS = float(os.getenv("ORCH_TOKEN_CACHE_SECONDS", "2"))
 # How often the events stream looks at the database, and how long one stream may stay open.
 EVENTS_POLL_SECONDS = float(os.getenv("ORCH_EVENTS_POLL_SECONDS", "0.5"))
 EVENTS_MAX_SECONDS = envint("ORCH_EVENTS_MAX_SECONDS", "3600")
 
 STATIC_URL = "static/"
 STATIC_ROOT = DATASTORE_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static", _NINJA_DIR / "static"]  # the docs page's scripts: no CDN
+# Hashed names and far-future cache headers once collected (bin/run); before that, plain names
+# served from the folders above as they are.
+WHITENOISE_USE_FINDERS = True
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "orchestrator_site.staticfiles.StaticStorage"},
+}
+with contextlib.suppress(OSError):  # WhiteNoise warns about a missing one (collectstatic fills it)
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 
 LOGGING = {
     "version": 1,
@@ -261,3 +292,29 @@ CELERY_ACCEPT_CONTENT = ["json"]
 # The database row is the truth of a run; no result backend.
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
+
+# ----- Webhooks (/api/v1/hooks/mender, docs/webhooks.md) --------------------------------------------
+# This system's own Mender device: its device ID (else the `sub` of ArtifactServer's device token)
+# and, for `device-provisioned` events sent before the ID is known, its identity data as JSON.
+MENDER_DEVICE_ID = os.getenv("ORCH_MENDER_DEVICE_ID", "")
+MENDER_IDENTITY = envjsonobject("ORCH_MENDER_IDENTITY")
+# Which events about the own device queue a components refresh ("" = none).
+HOOKS_REFRESH_ON = [
+    t.strip()
+    for t in os.getenv(
+        "ORCH_HOOKS_REFRESH_ON", "device-provisioned,device-status-changed,device-inventory-changed"
+    ).split(",")
+    if t.strip()
+]
+_DEVICE_EVENTS = (
+    "device-provisioned",
+    "device-decommissioned",
+    "device-status-changed",
+    "device-inventory-changed",
+)
+if set(HOOKS_REFRESH_ON) - set(_DEVICE_EVENTS):
+    raise ImproperlyConfigured(
+        f"ORCH_HOOKS_REFRESH_ON: each entry must be one of {', '.join(_DEVICE_EVENTS)}"
+    )
+HOOKS_MAX_BODY_BYTES = envint("ORCH_HOOKS_MAX_BODY_BYTES", str(256 << 10))
+HOOKS_DOWNLOAD_MAX_BYTES = envint("ORCH_HOOKS_DOWNLOAD_MAX_BYTES", str(4 << 30))

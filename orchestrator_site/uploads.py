@@ -16,13 +16,23 @@ from django.conf import settings
 from django.core.files.uploadhandler import TemporaryFileUploadHandler
 from django.http import HttpRequest, HttpResponse
 
+from updates.engine.errors import ExitCode, OrchestratorError
 
-class UploadTooLarge(Exception):
+
+class UploadTooLarge(OrchestratorError):
     """The request body exceeds UPLOAD_MAX_BYTES; nothing of it was kept."""
 
+    code = "too_large"
+    exit_code = ExitCode.INVALID
+    http_status = 413
 
-class UploadIncomplete(Exception):
+
+class UploadIncomplete(OrchestratorError):
     """The body ended before its Content-Length (the client went away); nothing of it was kept."""
+
+    code = "upload_incomplete"
+    exit_code = ExitCode.INVALID
+    http_status = 400
 
 
 class LimitedUploadHandler(TemporaryFileUploadHandler):

@@ -1,17 +1,34 @@
 from django.contrib import admin
 from django.urls import path
-from django.views.generic import RedirectView
 
 from accounts.views import LoginView, LogoutView
 from orchestrator_site.api import api
+from updates import views
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("accounts/login/", LoginView.as_view(), name="login"),
+    path("accounts/login/", LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("accounts/logout/", LogoutView.as_view(), name="logout"),
     path("api/v1/", api.urls),
-    # Until the web UI has its pages: the front door leads to the API docs (after login).
-    path("", RedirectView.as_view(url="/api/v1/docs", permanent=False)),
+    # The web UI (templates/): pages call the same services and selectors as the API.
+    path("", views.system, name="system"),
+    path("system/refresh", views.system_refresh, name="system-refresh"),
+    path("bundles/", views.bundle_list, name="bundles"),
+    path("bundles/upload", views.bundle_upload, name="bundle-upload"),
+    path("bundles/<int:bundle_id>/", views.bundle_detail, name="bundle"),
+    path("bundles/<int:bundle_id>/deploy", views.bundle_deploy, name="bundle-deploy"),
+    path("deployments/<int:deployment_id>/", views.deployment_detail, name="deployment"),
+    path("deployments/<int:deployment_id>/steps/<int:step_id>/", views.step_detail, name="step"),
+    path("deployments/<int:deployment_id>/resume", views.deployment_resume, name="deployment-resume"),
+    path("deployments/<int:deployment_id>/rollback", views.deployment_rollback, name="deployment-rollback"),
+    path("history/", views.history, name="history"),
+    path("audit/", views.audit, name="audit"),
+    path("account/tokens/", views.token_list, name="tokens"),
+    path("account/tokens/new", views.token_create, name="token-create"),
+    path("account/tokens/<int:token_id>/revoke", views.token_revoke, name="token-revoke"),
+    path("manage/", views.admin_home, name="admin-home"),
+    path("manage/users", views.admin_user_create, name="admin-user-create"),
+    path("manage/users/<int:user_id>/role", views.admin_user_role, name="admin-user-role"),
 ]
 
 handler404 = "orchestrator_site.views.not_found"

@@ -11,11 +11,12 @@ import csv
 import io
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal, cast
 
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja import File, Query, Router, Schema, Status
 from ninja.files import UploadedFile
+from pydantic import Field
 
 from accounts.auth import OPERATOR, VIEWER
 from accounts.selectors import Principal
@@ -30,6 +31,7 @@ from updates.schemas import (
     DeploymentIn,
     DeploymentOut,
     DeploymentPageOut,
+    Id,
     PlanIn,
     PlanOut,
     ResumeIn,
@@ -43,6 +45,7 @@ PLAN_TEXT_PATH = Path("/request/manifest.yaml")  # names the YAML text of POST /
 
 
 def _principal(request: HttpRequest) -> Principal:
+    # ninja sets `auth` on the request to what the route's authenticator returned.
     principal: Principal = request.auth  # type: ignore[attr-defined]
     return principal
 
@@ -54,11 +57,11 @@ def _found(value: Any, what: str) -> Any:
 
 
 class PageIn(Schema):
-    page: int = 1
-    page_size: int = 50
+    page: int = Field(default=1, ge=1, le=10**9)
+    page_size: int = Field(default=50, ge=1, le=200)
 
-    def bounded(self) -> tuple[int, int]:
-        return max(self.page, 1), min(max(self.page_size, 1), 200)
+    def answer(self, total: int, items: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"page": self.page, "page_size": self.page_size, "total": total, "items": items}
 
 
 # ----- system --------------------------------------------------------------------------------------
@@ -82,7 +85,7 @@ def system_refresh(request: HttpRequest) -> Status[dict[str, str]]:
 def bundle_upload(request: HttpRequest, file: File[UploadedFile]) -> Status[dict[str, Any]]:
     """Multipart field `file`; written to disk in chunks while it arrives, then ingested."""
     bundle = bundles.bundle_add(
-        source=file.file,
+        source=cast(IO[bytes], file.file),  # the upload handler's temporary file, binary
         filename=Path(file.name or "upload").name,
         size_hint=file.size,
         actor=_principal(request).actor,
@@ -93,23 +96,17 @@ def bundle_upload(request: HttpRequest, file: File[UploadedFile]) -> Status[dict
 
 @router.get("/bundles", response=BundlePageOut)
 def bundle_list(request: HttpRequest, paging: Query[PageIn]) -> dict[str, Any]:
-    page, size = paging.bounded()
-    rows, total = selectors.bundle_page(page=page, page_size=size)
-    return {
-        "page": page,
-        "page_size": size,
-        "total": total,
-        "items": [selectors.bundle_summary(b) for b in rows],
-    }
+    rows, total = selectors.bundle_page(page=paging.page, page_size=paging.page_size)
+    return paging.answer(total, [selectors.bundle_summary(b) for b in rows])
 
 
 @router.get("/bundles/{bundle_id}", response=BundleOut)
-def bundle_get(request: HttpRequest, bundle_id: int) -> dict[str, Any]:
+def bundle_get(request: HttpRequest, bundle_id: Id) -> dict[str, Any]:
     return selectors.bundle_summary(_found(selectors.bundle_get(bundle_id=bundle_id), f"bundle {bundle_id}"))
 
 
 @router.delete("/bundles/{bundle_id}", response=BundleOut, auth=OPERATOR)
-def bundle_delete(request: HttpRequest, bundle_id: int) -> dict[str, Any]:
+def bundle_delete(request: HttpRequest, bundle_id: Id) -> dict[str, Any]:
     try:
         bundle = bundles.bundle_delete(bundle_id=bundle_id, actor=_principal(request).actor)
     except bundles.BundleNotFound as exc:
@@ -135,7 +132,11 @@ def deployment_create(request: HttpRequest, body: DeploymentIn) -> Status[dict[s
         deployment = dispatch.deployment_start_previous(actor=actor, stop_before=body.stop_before)
     else:
         deployment = dispatch.deployment_start_bundle(
-            bundle_id=body.bundle_id or 0, actor=actor, stop_before=body.stop_before
+            bundle_id=body.bundle_id or 0,
+            actor=actor,
+            stop_before=body.stop_before,
+            force=body.force,
+            force_reason=body.reason,
         )
     return Status(202, selectors.deployment_detail(deployment))
 
@@ -149,32 +150,26 @@ class DeploymentFilterIn(PageIn):
 
 @router.get("/deployments", response=DeploymentPageOut)
 def deployment_list(request: HttpRequest, query: Query[DeploymentFilterIn]) -> dict[str, Any]:
-    page, size = query.bounded()
     filters = selectors.DeploymentFilter(
         status=query.status, since=query.since, until=query.until, manifest=query.manifest
     )
-    rows, total = selectors.deployment_page(filters=filters, page=page, page_size=size)
-    return {
-        "page": page,
-        "page_size": size,
-        "total": total,
-        "items": [selectors.deployment_summary(d) for d in rows],
-    }
+    rows, total = selectors.deployment_page(filters=filters, page=query.page, page_size=query.page_size)
+    return query.answer(total, [selectors.deployment_summary(d) for d in rows])
 
 
 @router.get("/deployments/{deployment_id}", response=DeploymentOut)
-def deployment_get(request: HttpRequest, deployment_id: int) -> dict[str, Any]:
-    deployment = _found(selectors.deployment_get(deployment_id=deployment_id), f"deployment {deployment_id}")
+def deployment_get(request: HttpRequest, deployment_id: Id) -> dict[str, Any]:
+    deployment = _found(selectors.deployment_find(deployment_id=deployment_id), f"deployment {deployment_id}")
     return selectors.deployment_detail(deployment)
 
 
 @router.get("/deployments/{deployment_id}/steps/{step_id}/log", response=StepLogOut)
-def step_log(request: HttpRequest, deployment_id: int, step_id: int) -> Any:
+def step_log(request: HttpRequest, deployment_id: Id, step_id: Id) -> Any:
     return _found(selectors.step_get(deployment_id=deployment_id, step_id=step_id), f"step {step_id}")
 
 
 @router.post("/deployments/{deployment_id}/resume", response={202: DeploymentOut}, auth=OPERATOR)
-def deployment_resume(request: HttpRequest, deployment_id: int, body: ResumeIn) -> Status[dict[str, Any]]:
+def deployment_resume(request: HttpRequest, deployment_id: Id, body: ResumeIn) -> Status[dict[str, Any]]:
     deployment = dispatch.deployment_resume_start(
         deployment_id=deployment_id, stop_before=body.stop_before, actor=_principal(request).actor
     )
@@ -182,7 +177,7 @@ def deployment_resume(request: HttpRequest, deployment_id: int, body: ResumeIn) 
 
 
 @router.post("/deployments/{deployment_id}/rollback", response={202: DeploymentOut}, auth=OPERATOR)
-def deployment_rollback(request: HttpRequest, deployment_id: int) -> Status[dict[str, Any]]:
+def deployment_rollback(request: HttpRequest, deployment_id: Id) -> Status[dict[str, Any]]:
     deployment = dispatch.deployment_rollback_start(
         deployment_id=deployment_id, actor=_principal(request).actor
     )
@@ -194,7 +189,7 @@ def deployment_rollback(request: HttpRequest, deployment_id: int) -> Status[dict
     response={200: None},
     openapi_extra={"responses": {200: {"description": "text/event-stream: one event per step change"}}},
 )
-def deployment_events(request: HttpRequest, deployment_id: int) -> StreamingHttpResponse:
+def deployment_events(request: HttpRequest, deployment_id: Id) -> StreamingHttpResponse:
     """Server-sent events: `step` (id = the change's sequence number) until the deployment ends,
     then `end`. Reconnecting with `Last-Event-ID` resumes after that change, without gaps."""
     _found(selectors.deployment_status(deployment_id=deployment_id), f"deployment {deployment_id}")

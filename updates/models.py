@@ -245,6 +245,45 @@ class StepEvent(models.Model):
         ordering = ["id"]
 
 
+class WebhookEvent(models.Model):
+    """One signed event received on /api/v1/hooks/mender, and the answer it got.
+
+    `event_id` is unique: a replay finds this row and gets `answer_status`/`answer_body` again,
+    starting nothing. What the event started (a deployment, a bundle) names it as
+    `created_by = "webhook:<event_id>"`, which is how the audit shows a webhook as the actor.
+    """
+
+    class Action(models.TextChoices):
+        PROCESSING = "processing"  # claimed; the answer is not written yet
+        RECORDED = "recorded"  # about another device, or refresh is not configured
+        REFRESH = "refresh"  # about this system's own device: a components refresh was queued
+        DEPLOYMENT = "deployment"  # a deployment was queued
+        REFUSED = "refused"  # outside the replay window, or the request could not be carried out
+
+    event_id = models.CharField(max_length=100, unique=True)
+    type = models.CharField(max_length=40)
+    event_time = models.DateTimeField()  # Mender's `time`
+    data = models.JSONField(default=dict)
+    device_id = models.CharField(max_length=200, blank=True)
+    own_device = models.BooleanField(default=False)
+    remote_addr = models.CharField(max_length=100, blank=True)
+    body_sha256 = models.CharField(max_length=64)
+    action = models.CharField(max_length=20, choices=Action.choices, default=Action.PROCESSING)
+    answer_status = models.PositiveSmallIntegerField(null=True)
+    # Text, not JSON: PostgreSQL's jsonb reorders keys, and a replay gets the very same bytes.
+    answer_body = models.TextField(blank=True)
+    bundle = models.ForeignKey(Bundle, null=True, on_delete=models.SET_NULL, related_name="+")
+    deployment = models.ForeignKey(Deployment, null=True, on_delete=models.SET_NULL, related_name="+")
+    replays = models.PositiveIntegerField(default=0)
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"webhook {self.event_id} ({self.type}, {self.action})"
+
+
 class JournalEntry(models.Model):
     """One entry of the append-only audit journal (docs/audit.md).
 

@@ -2,28 +2,44 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 from django.conf import settings
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Count, Prefetch, QuerySet
+from django.db.models.functions import TruncWeek
+from django.utils import timezone
 
 from devices.models import System
 from devices.selectors import component_list
 from updates.claims import owner_alive
+from updates.engine.artifact import ArtifactError, key_fingerprint, load_public_key
 from updates.engine.constraints import Constraints, constraints_file, constraints_from_manifest
 from updates.engine.interface import QUERY_STATES
 from updates.engine.manifest import InputError
 from updates.engine.planner import TargetJson
 from updates.heartbeat import WorkerBeat as WorkerBeat
 from updates.heartbeat import live_workers as live_workers  # re-exported: workers that answer
-from updates.models import ActiveManifests, Bundle, BundleArtifact, Deployment, Manifest, Step, StepEvent
+from updates.models import (
+    ActiveManifests,
+    Bundle,
+    BundleArtifact,
+    Deployment,
+    Manifest,
+    Step,
+    StepEvent,
+    WebhookEvent,
+)
 
 
 def deployment_in_progress() -> Deployment | None:
-    return Deployment.objects.filter(status__in=Deployment.IN_PROGRESS).order_by("-id").first()
+    # The slot is 1 exactly while in progress (a check constraint holds it): a unique-index lookup,
+    # where filtering on the status scans every finished deployment first.
+    return Deployment.objects.select_related("manifest").filter(slot=1).first()
 
 
 def deployment_list(*, limit: int = 50) -> QuerySet[Deployment]:
@@ -141,11 +157,11 @@ def status_report() -> dict[str, Any]:
 
 def history_report(*, limit: int = 50, deployment_id: int | None = None) -> list[dict[str, Any]]:
     """Past deployments, newest first, each with every interface call (`history --json`)."""
-    deployments = deployment_list(limit=limit) if deployment_id is None else deployment_by_id(deployment_id)
+    deployments = deployment_list(limit=limit) if deployment_id is None else deployment_get(deployment_id)
     return [{**_summary(d), "steps": [_step(s) for s in deployment_steps(d)]} for d in deployments]
 
 
-def deployment_by_id(deployment_id: int) -> QuerySet[Deployment]:
+def deployment_get(deployment_id: int) -> QuerySet[Deployment]:
     return Deployment.objects.select_related("manifest").filter(pk=deployment_id)
 
 
@@ -353,6 +369,7 @@ def system_report() -> dict[str, Any]:
         "active_manifest": _manifest_ref(active),
         "previous_manifest": _manifest_ref(pointers.previous if pointers else None),
         "in_progress": deployment_summary(running) if running else None,
+        "system_version": system_version().as_json(),
     }
 
 
@@ -398,7 +415,7 @@ def deployment_page(*, filters: DeploymentFilter, page: int, page_size: int) -> 
     return page_rows, rows.count()
 
 
-def deployment_get(*, deployment_id: int) -> Deployment | None:
+def deployment_find(*, deployment_id: int) -> Deployment | None:
     return Deployment.objects.select_related("manifest").filter(pk=deployment_id).first()
 
 
@@ -431,10 +448,11 @@ def deployment_detail(d: Deployment) -> dict[str, Any]:
     steps: dict[str, list[dict[str, Any]]] = {}
     for s in deployment_steps(d):
         steps.setdefault(s.component, []).append(step_report(s))
-    planned = {c["key"]: c for c in d.plan.get("components", [])}
-    groups = [
+    plan = d.planned()
+    planned = {c["key"]: c for c in plan["components"]} if plan else {}
+    groups: list[dict[str, Any]] = [
         {"order": order, "components": [_planned(planned[k], steps.pop(k, [])) for k in keys if k in planned]}
-        for order, keys in d.plan.get("groups", [])
+        for order, keys in (plan["groups"] if plan else [])
     ]
     if steps:  # Identity queries come first, naming a component by its interface args
         groups.insert(0, {"order": None, "components": [_unplanned(k, v) for k, v in steps.items()]})
@@ -447,9 +465,16 @@ def deployment_detail(d: Deployment) -> dict[str, Any]:
     }
 
 
-def _planned(c: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, Any]:
-    keys = ("key", "component_type", "component_id", "action", "current", "target")
-    return {k: c.get(k, "") for k in keys} | {"steps": steps}
+def _planned(c: TargetJson, steps: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "key": c["key"],
+        "component_type": c["component_type"],
+        "component_id": c["component_id"],
+        "action": c["action"],
+        "current": c["current"],
+        "target": c["target"],
+        "steps": steps,
+    }
 
 
 def _unplanned(key: str, steps: list[dict[str, Any]]) -> dict[str, Any]:
@@ -507,10 +532,15 @@ def audit_rows(*, since: datetime | None = None, until: datetime | None = None) 
     component's version before and after, and the bundle it came from (sha256, signers).
 
     "From" is the manifest active when the deployment was created: the last one that succeeded
-    before it. "After" is the target for a success, the version before for a rollback or a
-    refusal, and "unknown" for an inconsistent end. Four queries, whatever the number of rows.
+    before it. "After" is what each component runs by the run's records (the target once
+    committed, the version before after a rollback or a refusal, "unknown" when a rollback
+    failed). Four queries, whatever the number of rows.
     """
-    rows = Deployment.objects.select_related("manifest").defer("position", "manifest__raw").order_by("id")
+    rows = (
+        Deployment.objects.select_related("manifest")
+        .defer("manifest__raw", "manifest__topology")
+        .order_by("id")
+    )
     if since:
         rows = rows.filter(created_at__gte=since)
     if until:
@@ -550,7 +580,9 @@ def _bundles_by_directory() -> dict[str, dict[str, Any]]:
 
 def _audit_row(d: Deployment, active: str | None, bundles: dict[str, dict[str, Any]]) -> dict[str, Any]:
     start = d.started_at or d.created_at
-    components = d.plan.get("components", [])
+    plan = d.planned()
+    targets = plan["components"] if plan else []
+    progress: dict[str, dict[str, Any]] = d.position.get("progress", {})
     return {
         "deployment": d.pk,
         "actor_kind": d.actor_kind,
@@ -562,18 +594,11 @@ def _audit_row(d: Deployment, active: str | None, bundles: dict[str, dict[str, A
         "reason": d.reason,
         "started_at": start,
         "duration_seconds": (d.finished_at - start).total_seconds() if d.finished_at else None,
-        "versions_before": {c["key"]: c.get("current", "") for c in components},
-        "versions_after": {c["key"]: _version_after(d.status, c) for c in components},
+        "versions_before": {t["key"]: t["current"] for t in targets},
+        # From the run position alone (no step query per row), by the rules `deployment_components` uses.
+        "versions_after": {t["key"]: _outcome(t, progress.get(t["key"]), d.status, None)[1] for t in targets},
         "bundle": _bundle_of(d.manifest.source_path, bundles),
     }
-
-
-def _version_after(status: str, c: dict[str, Any]) -> str:
-    if status == Deployment.Status.SUCCEEDED:
-        return str(c.get("target") or c.get("current", ""))
-    if status in Deployment.IN_PROGRESS:
-        return "in progress"
-    return "unknown" if status == Deployment.Status.INCONSISTENT else str(c.get("current", ""))
 
 
 def _bundle_of(source_path: str, bundles: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
@@ -613,3 +638,216 @@ def audit_csv_record(row: dict[str, Any]) -> list[str]:
         "bundle_signers": " ".join(bundle.get("signers", [])),
     }
     return ["" if cells[c] is None else str(cells[c]) for c in AUDIT_CSV_COLUMNS]
+
+
+# ----- webhooks (issue #9): events as actors, for the audit ---------------------------------------------
+
+WEBHOOK_ACTOR_PREFIX = "webhook:"  # `created_by` of a deployment or bundle a webhook event started
+
+
+def webhook_events(*, since: datetime | None = None, until: datetime | None = None) -> QuerySet[WebhookEvent]:
+    """Signed events received, newest first (unsigned calls are never recorded)."""
+    rows = WebhookEvent.objects.order_by("-received_at", "-id")
+    if since is not None:
+        rows = rows.filter(received_at__gte=since)
+    if until is not None:
+        rows = rows.filter(received_at__lt=until)
+    return rows
+
+
+def webhook_event_for_actor(created_by: str) -> WebhookEvent | None:
+    """The event behind a `created_by` of "webhook:<event id>", else None."""
+    if not created_by.startswith(WEBHOOK_ACTOR_PREFIX):
+        return None
+    event: WebhookEvent | None = WebhookEvent.objects.filter(
+        event_id=created_by.removeprefix(WEBHOOK_ACTOR_PREFIX)
+    ).first()
+    return event
+
+
+def webhook_event_report(event: WebhookEvent) -> dict[str, Any]:
+    """One audit row: who (actor kind "webhook" and the event id), what, when, and the outcome."""
+    return {
+        "actor": {"kind": "webhook", "id": event.event_id, "remote_addr": event.remote_addr},
+        "type": event.type,
+        "device_id": event.device_id,
+        "own_device": event.own_device,
+        "event_time": event.event_time,
+        "received_at": event.received_at,
+        "action": event.action,
+        "status": event.answer_status,
+        "answer": json.loads(event.answer_body) if event.answer_body else None,
+        "bundle_id": event.bundle_id,
+        "deployment_id": event.deployment_id,
+        "replays": event.replays,
+    }
+
+
+# ----- the web UI's pages (issue #10), on top of the API's reads above ----------------------------
+
+# Mender states of the rollback path: drawn amber on the timeline, whatever their exit code.
+ROLLBACK_STATES = frozenset(
+    {"ArtifactRollback", "ArtifactRollbackReboot", "ArtifactVerifyRollbackReboot", "ArtifactFailure"}
+)
+# What a deployment's run position records per installing component, in the order it happens.
+MILESTONES = ("entered", "downloaded", "install_started", "committed", "cleaned")
+CHART_OUTCOMES = ("succeeded", "rolled_back", "inconsistent", "rejected", "other")
+
+
+def system_overview() -> dict[str, Any]:
+    """`system_report` with its components grouped by the update order of the active manifest
+    (components it does not name come last, under None) and the run's progress."""
+    report = system_report()
+    orders = _component_orders(report["active_manifest"])
+    groups: dict[int | None, list[dict[str, Any]]] = {}
+    for component in report["components"]:
+        groups.setdefault(orders.get(component["key"]), []).append(component)
+    running = deployment_in_progress()
+    return report | {
+        "groups": sorted(groups.items(), key=lambda item: (item[0] is None, item[0] or 0)),
+        "progress": deployment_progress(running) if running else 0,
+    }
+
+
+def _component_orders(manifest: dict[str, Any] | None) -> dict[str, int]:
+    """`update_strategy.order` per component key, from the plan the active manifest ran with."""
+    if manifest is None:
+        return {}
+    last = Deployment.objects.filter(manifest_id=manifest["id"]).exclude(plan={}).order_by("-id").first()
+    components = last.plan.get("components", []) if last else []
+    return {c["key"]: int(c["order"]) for c in components}
+
+
+def deployment_waits(deployment: Deployment) -> bool:
+    """In progress with nobody running it: stopped, waiting for a reboot, or left running by a
+    dead runner. Only then can it be resumed or rolled back (a queued one waits for its worker)."""
+    if deployment.status not in Deployment.IN_PROGRESS or deployment.status == Deployment.Status.QUEUED:
+        return False
+    return deployment.status != Deployment.Status.RUNNING or not owner_alive(deployment.owner)
+
+
+def deployment_progress(deployment: Deployment) -> int:
+    """Percent of the installing components' milestones reached (100 once the run has ended)."""
+    if deployment.status not in Deployment.IN_PROGRESS:
+        return 100
+    installing = [c["key"] for c in deployment.plan.get("components", []) if c.get("action") == "install"]
+    if not installing:
+        return 0
+    progress = (deployment.position or {}).get("progress", {})
+    reached = sum(bool(progress.get(key, {}).get(m)) for key in installing for m in MILESTONES)
+    return round(100 * reached / (len(installing) * len(MILESTONES)))
+
+
+def step_status(step: dict[str, Any]) -> str:
+    """One word per timeline block (a `step_report`): running, rollback, failed, query or done."""
+    if step["ended_at"] is None:
+        return "running"
+    if step["state"] in ROLLBACK_STATES:
+        return "rollback"
+    if not step["ok"]:
+        return "failed"
+    return "query" if step["state"] in QUERY_STATES else "done"
+
+
+def deployment_timeline(deployment: Deployment) -> dict[str, Any]:
+    """`deployment_detail` (order groups -> components -> steps) with a status per step, and
+    whether a step still runs (the queries that refresh the components after a run are journaled
+    under it after its status is final)."""
+    detail = deployment_detail(deployment)
+    running = False
+    for group in detail["groups"]:
+        for component in group["components"]:
+            for step in component["steps"]:
+                step["status"] = step_status(step)
+                running = running or step["status"] == "running"
+    return detail | {"running": running}
+
+
+def deployment_rows(deployments: Sequence[Deployment]) -> list[dict[str, Any]]:
+    """History rows (`deployment_summary` + the manifest it started from + duration) for one page
+    of deployments: "from" is the last success before each, found with two queries per page."""
+    if not deployments:
+        return []
+    succeeded = Deployment.objects.filter(status=Deployment.Status.SUCCEEDED).order_by("-id")
+    floor = succeeded.filter(pk__lt=min(d.pk for d in deployments)).values_list("pk", flat=True).first()
+    successes = list(
+        succeeded.filter(pk__gte=floor or 0, pk__lt=max(d.pk for d in deployments)).values_list(
+            "pk", "manifest__name"
+        )
+    )
+    rows = []
+    for d in deployments:
+        start = d.started_at or d.created_at
+        rows.append(
+            deployment_summary(d)
+            | {
+                "manifest_from": next((name for pk, name in successes if pk < d.pk), None),
+                "duration_seconds": (d.finished_at - start).total_seconds() if d.finished_at else None,
+            }
+        )
+    return rows
+
+
+def deployments_per_week(*, weeks: int = 12, today: date | None = None) -> list[dict[str, Any]]:
+    """Counts per week (Monday first) and outcome, oldest week first, empty weeks included."""
+    today = today or timezone.now().date()
+    first = today - timedelta(days=today.weekday(), weeks=weeks - 1)
+    counts = (
+        Deployment.objects.filter(created_at__date__gte=first)
+        .annotate(week=TruncWeek("created_at"))
+        .values("week", "status")
+        .annotate(n=Count("id"))
+    )
+    table = {first + timedelta(weeks=i): dict.fromkeys(CHART_OUTCOMES, 0) for i in range(weeks)}
+    for row in counts:
+        outcome = row["status"] if row["status"] in CHART_OUTCOMES else "other"
+        table[row["week"].date()][outcome] += row["n"]
+    return [{"week": week, "counts": c, "total": sum(c.values())} for week, c in table.items()]
+
+
+def audit_report(*, since: datetime | None = None, until: datetime | None = None) -> list[dict[str, Any]]:
+    """`audit_rows` with every step of each deployment (`step_report`s) and the versions as one
+    list of before/after pairs, for the printable page."""
+    rows = audit_rows(since=since, until=until)
+    steps: dict[int, list[dict[str, Any]]] = {}
+    for step in Step.objects.filter(deployment_id__in=[r["deployment"] for r in rows]).order_by("id"):
+        report = step_report(step)
+        steps.setdefault(step.deployment_id, []).append(report | {"status": step_status(report)})
+    for row in rows:
+        row["steps"] = steps.get(row["deployment"], [])
+        after = row["versions_after"]
+        row["versions"] = [
+            {"key": k, "before": v, "after": after.get(k, "")} for k, v in row["versions_before"].items()
+        ]
+    return rows
+
+
+def plan_overview(plan: dict[str, Any]) -> dict[str, Any]:
+    """A plan (`plan --json` shape, with the dry run's answers) for the bundle page: its order
+    groups of components, and which components change, reboot and cannot roll back."""
+    components = {c["key"]: c for c in plan.get("components", [])}
+    installing = [c for c in components.values() if c["action"] == "install"]
+    return {
+        "groups": [
+            {"order": o, "components": [components[k] for k in keys]} for o, keys in plan.get("groups", [])
+        ],
+        "changes": [c["key"] for c in installing],
+        "reboots": [c["key"] for c in installing if c.get("reboot", "No") != "No"],
+        "no_rollback": [c["key"] for c in installing if c.get("rollback") != "Yes"],
+    }
+
+
+def trusted_keys() -> list[dict[str, str]]:
+    """The configured `ArtifactVerifyKey(s)`: path and sha256 fingerprint (or why it is unreadable)."""
+    # Imported here: updates.services imports this module (a cycle at import time).
+    from updates.services.environment import environment_load
+
+    rows = []
+    for path in environment_load().config.verify_keys:
+        try:
+            rows.append(
+                {"path": str(path), "fingerprint": key_fingerprint(load_public_key(path)), "error": ""}
+            )
+        except (OSError, ValueError, ArtifactError) as exc:
+            rows.append({"path": str(path), "fingerprint": "", "error": str(exc)})
+    return rows

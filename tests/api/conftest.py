@@ -32,7 +32,7 @@ from tests.worker.conftest import (
     wait_for,
 )
 
-__all__ = ["appliance", "broker", "demo", "migrated_db"]  # django_db_modify_db_settings: tests/conftest.py
+__all__ = ["appliance", "broker", "demo", "migrated_db"]
 
 ROOT = Path(__file__).resolve().parents[2]
 UPLOAD_LIMIT = 1024 * 1024
@@ -165,6 +165,11 @@ def web(appliance: Appliance) -> Iterator[Web]:
 @dataclass(frozen=True)
 class Personas:
     tokens: dict[str, str | None]  # persona -> bearer token (None: anonymous)
+
+    def token(self, persona: str) -> str:
+        token = self.tokens[persona]
+        assert token is not None
+        return token
 
 
 @pytest.fixture

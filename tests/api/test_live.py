@@ -41,7 +41,8 @@ def events(
     response = conn.getresponse()
     assert response.status == 200, response.read()
     assert response.getheader("Content-Type", "").startswith("text/event-stream")
-    received, frame = [], {}
+    received: list[dict[str, Any]] = []
+    frame: dict[str, Any] = {}
     try:
         while line := response.readline().decode():
             line = line.rstrip("\n")
@@ -88,7 +89,7 @@ def test_it_uploads_deploys_streams_and_audits_then_rolls_back_a_failing_update(
     appliance: Appliance, web: Web, personas: Personas
 ) -> None:
     appliance.start_worker()
-    operator, viewer = personas.tokens["operator"], personas.tokens["viewer"]
+    operator, viewer = personas.token("operator"), personas.token("viewer")
     system = appliance.system
 
     first = deploy(web, system, 2, operator)
@@ -157,7 +158,7 @@ def test_it_uploads_deploys_streams_and_audits_then_rolls_back_a_failing_update(
 def test_it_refuses_a_second_deployment_while_one_runs_and_a_rejected_bundle_with_every_reason(
     appliance: Appliance, web: Web, personas: Personas
 ) -> None:
-    operator = personas.tokens["operator"]
+    operator = personas.token("operator")
     (appliance.system.device("R456") / "ArtifactInstall.SLEEP").write_text("3")
     appliance.start_worker()
     first = deploy(web, appliance.system, 2, operator)
@@ -182,7 +183,7 @@ def test_it_never_leaves_an_upload_behind(appliance: Appliance, web: Web, person
     """Over the limit -> 413 before a byte is written; a body without a length (chunked: Django
     under WSGI reads no such body) -> refused; a client that goes away mid-upload -> nothing.
     No bundle row and no file in any case."""
-    operator = personas.tokens["operator"]
+    operator = personas.token("operator")
     big = b"x" * (2 * 1024 * 1024)
     declared = web.upload("/bundles", "big.tar", big, token=operator)
     assert declared.status == 413 and declared.json()["error"]["code"] == "too_large"

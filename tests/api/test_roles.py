@@ -26,7 +26,7 @@ ROUTES: list[tuple[str, str, Any, str | None, int]] = [
     ("GET", "/bundles/999", None, VIEWER, 404),
     ("DELETE", "/bundles/999", None, OPERATOR, 404),
     ("POST", "/plan", {"manifest": "kind: manifest\n"}, OPERATOR, 422),
-    ("POST", "/deployments", {"bundle_id": 999}, OPERATOR, 422),
+    ("POST", "/deployments", {"bundle_id": 999}, OPERATOR, 404),
     ("GET", "/deployments", None, VIEWER, 200),
     ("GET", "/deployments?status=succeeded&page=2", None, VIEWER, 200),
     ("GET", "/deployments/999", None, VIEWER, 404),

@@ -17,6 +17,7 @@ from updates.engine.version import VERSION
 from updates.services.environment import datastore_prepare
 
 from . import access, artifact, audit, bundle, system
+from . import hooks as hook_secret
 
 LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "fatal")
 
@@ -31,9 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     bundle.register(sub)
     system.register(sub)
     access.register(sub)
+    hook_secret.register(sub)
     for name, command in sub.choices.items():
-        # Every command but the pure file tool works on the data store and its database.
-        command.set_defaults(needs_database=name != "artifact")
+        # Every command but the pure file tool and the secret file works on the database.
+        command.set_defaults(needs_database=name not in ("artifact", "hook-secret"))
     return parser
 
 

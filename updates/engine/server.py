@@ -21,7 +21,7 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from updates.engine.artifact import ArtifactInfo, Limits, PublicKey
 from updates.engine.bundle import CHUNK, store_artifact
@@ -69,6 +69,9 @@ class ArtifactServer:
         self.base = _check_url(settings.url.rstrip("/"))
         self.sleep = sleep
         self.context = ssl.create_default_context(cafile=str(settings.cafile) if settings.cafile else None)
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPSHandler(context=self.context), _CheckedRedirects()
+        )
 
     # -- API calls ---------------------------------------------------------------------------------
 
@@ -119,7 +122,7 @@ class ArtifactServer:
 
     def _open(self, url: str, offset: int) -> http.client.HTTPResponse:
         request = urllib.request.Request(url, headers=self._headers(url, offset))
-        response = urllib.request.urlopen(request, timeout=self.settings.timeout, context=self.context)
+        response = self.opener.open(request, timeout=self.settings.timeout)
         assert isinstance(response, http.client.HTTPResponse)
         return response
 
@@ -193,11 +196,61 @@ class _ResumingBody:
 
     def _reopen(self) -> http.client.HTTPResponse:
         response = self.server._retrying(lambda: self.server._open(self.uri, self.pos), self.uri)
+        if self.size is None and not self.pos:
+            self.size = _content_length(response)  # so a connection closed early is noticed
         if self.pos and response.status == 206:
             _check_content_range(response, self.pos, self.uri)
         elif self.pos:
             _skip(response, self.pos, self.uri)  # the server ignored Range: drop what we have
         return response
+
+
+class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect obeys the same rules as the URL we were given (no plain http off loopback),
+    and the token never follows it to another origin."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        _check_url(newurl)
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and _origin(newurl) != _origin(req.full_url):
+            new.remove_header("Authorization")
+        return new
+
+
+def _content_length(response: http.client.HTTPResponse) -> int | None:
+    value = response.headers.get("Content-Length", "")
+    return int(value) if value.isdigit() else None
+
+
+class TooLarge(ServerError):
+    """The file is larger than the caller's limit."""
+
+
+def download(url: str, out: IO[bytes], *, settings: ServerSettings, max_bytes: int) -> int:
+    """Fetch one file (a bundle a deployment request names) by the artifact server's rules:
+    TLS verified, plain http only on loopback, retries and resume; cut off beyond `max_bytes`."""
+    server = ArtifactServer(settings)
+    body = _ResumingBody(server, _check_url(url), None)
+    total = 0
+    while chunk := body.read(CHUNK):
+        total += len(chunk)
+        if total > max_bytes or (body.size or 0) > max_bytes:
+            raise TooLarge(f"larger than the {max_bytes}-byte limit", _path(url))
+        out.write(chunk)
+    return total
+
+
+def url_check(url: str) -> str:
+    """The URL if the artifact server's rules allow it; ServerError naming it otherwise."""
+    return _check_url(url)
 
 
 def _check_content_range(response: http.client.HTTPResponse, pos: int, uri: str) -> None:

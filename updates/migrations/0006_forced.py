@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('updates', '0003_shapes'),
+        ('updates', '0005_webhooks'),
     ]
 
     operations = [

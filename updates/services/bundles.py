@@ -31,7 +31,7 @@ from updates.claims import owner_alive, owner_token
 from updates.engine.artifact import ArtifactError, ArtifactReader, PublicKey
 from updates.engine.bundle import Intake, ingest, manifest_artifact_fit
 from updates.engine.bundle import StoredArtifact as Carried
-from updates.engine.errors import NotFound
+from updates.engine.errors import ExitCode, NotFound, OrchestratorError
 from updates.engine.manifest import DesiredState, InputError, TypeTarget, parse_topology
 from updates.engine.planner import (  # the planner's own §3.1 rules
     ArtifactSource,
@@ -55,8 +55,12 @@ class BundleNotFound(NotFound):
     """No accepted bundle with that id (unknown, rejected, or its manifest is gone)."""
 
 
-class BundleInUse(Exception):
+class BundleInUse(OrchestratorError):
     """The bundle holds a manifest the system runs, went back to, or is deploying: kept."""
+
+    code = "bundle_in_use"
+    exit_code = ExitCode.INVALID
+    http_status = 409
 
 
 def bundles_root(env: Environment) -> Path:

@@ -75,18 +75,31 @@ def deployment_start(
         topology_components=topology_components,
         stop_before=stop_before,
         created_by=created_by or actor.label,
-        actor=actor,
         forced=forced,
+        actor=actor,
     )
     _enqueue_on_commit(TASK_RUN, deployment.pk)
     return deployment
 
 
-def deployment_start_bundle(*, bundle_id: int, actor: Actor, stop_before: Sequence[str] = ()) -> Deployment:
+def deployment_start_bundle(
+    *,
+    bundle_id: int,
+    actor: Actor,
+    stop_before: Sequence[str] = (),
+    force: bool = False,
+    force_reason: str = "",
+) -> Deployment:
     """Queue an accepted bundle's manifest. Raises BundleNotFound (unknown or not accepted) and
     what `deployment_start` raises."""
     manifest_path = bundle_manifest_path(bundle_id=bundle_id)
-    return deployment_start(manifest_path=manifest_path, actor=actor, stop_before=stop_before)
+    return deployment_start(
+        manifest_path=manifest_path,
+        actor=actor,
+        stop_before=stop_before,
+        force=force,
+        force_reason=force_reason,
+    )
 
 
 def deployment_start_previous(*, actor: Actor, stop_before: Sequence[str] = ()) -> Deployment:
@@ -159,9 +172,7 @@ def _continuable(deployment_id: int) -> Deployment:
     deployment = selectors.deployment_in_progress()
     if deployment is None or deployment.pk != deployment_id:
         raise NothingInProgress(f"deployment {deployment_id} is not in progress")
-    if deployment.status == Deployment.Status.QUEUED or (
-        deployment.status == Deployment.Status.RUNNING and owner_alive(deployment.owner)
-    ):
+    if not selectors.deployment_waits(deployment):
         raise BusyError(f"deployment {deployment_id} is {deployment.status}; a worker has it")
     return deployment
 

@@ -1,0 +1,449 @@
+"""The web UI's pages per role, through Django's test client: what each role sees and may do,
+forms that show their errors next to the field, the live fragments, and the downloads."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.management import call_command
+from django.test import Client
+from django.utils import timezone
+
+from accounts.models import ApiToken
+from devices.models import Component, System
+from tests.integration.conftest import DemoSystem
+from tests.web.conftest import PASSWORD, demo_bundle, deployment_record
+from updates.claims import owner_token
+from updates.models import ActiveManifests, Bundle, Deployment
+from updates.tasknames import TASK_REFRESH
+
+pytestmark = pytest.mark.django_db
+
+PAGES = ["/", "/bundles/", "/history/", "/audit/", "/audit/?format=csv", "/audit/?format=json"]
+
+
+def _text(response: Any) -> str:
+    return re.sub(r"\s+", " ", response.content.decode())
+
+
+@pytest.mark.parametrize("url", PAGES)
+def test_it_sends_anonymous_users_to_the_login_page(clients: dict[str, Client], url: str) -> None:
+    response = clients["anonymous"].get(url)
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/?next=")
+
+
+@pytest.mark.parametrize("role", ["viewer", "operator", "admin"])
+@pytest.mark.parametrize("url", PAGES)
+def test_it_shows_every_page_to_every_role(clients: dict[str, Client], role: str, url: str) -> None:
+    assert clients[role].get(url).status_code == 200
+
+
+@pytest.mark.parametrize(("role", "status"), [("viewer", 403), ("operator", 403), ("admin", 200)])
+def test_it_shows_the_admin_page_to_admins_only(clients: dict[str, Client], role: str, status: int) -> None:
+    assert clients[role].get("/manage/").status_code == status
+    assert ('href="/manage/"' in _text(clients[role].get("/"))) is (status == 200)
+
+
+WRITES = [
+    "/system/refresh",
+    "/bundles/upload",
+    "/bundles/1/deploy",
+    "/deployments/1/resume",
+    "/deployments/1/rollback",
+]
+
+
+@pytest.mark.parametrize("url", WRITES)
+def test_it_refuses_writes_to_viewers(clients: dict[str, Client], url: str) -> None:
+    deployment_record("system-core-v2", "stopped")
+    assert clients["viewer"].post(url, {"confirm": "on"}).status_code == 403
+    assert clients["anonymous"].post(url).status_code == 302
+    assert Deployment.objects.count() == 1
+
+
+@pytest.mark.parametrize("url", ["/manage/users", "/manage/users/1/role"])
+def test_it_refuses_user_management_to_operators(clients: dict[str, Client], url: str) -> None:
+    response = clients["operator"].post(url, {"username": "eve", "password": PASSWORD, "role": "admin"})
+    assert response.status_code == 403
+
+
+def test_it_needs_the_csrf_token_on_every_form(clients: dict[str, Client]) -> None:
+    strict = Client(enforce_csrf_checks=True)
+    strict.login(username="operator", password=PASSWORD)
+    assert strict.post("/system/refresh").status_code == 403
+    page = _text(strict.get("/"))
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
+    assert token is not None
+    assert strict.post("/system/refresh", {"csrfmiddlewaretoken": token[1]}).status_code == 302
+
+
+def test_it_logs_in_and_out(clients: dict[str, Client]) -> None:
+    client = Client()
+    bad = client.post("/accounts/login/", {"username": "viewer", "password": "wrong"})
+    assert bad.status_code == 200
+    assert "Please enter a correct username and password" in _text(bad)
+    good = client.post("/accounts/login/", {"username": "viewer", "password": PASSWORD})
+    assert good.status_code == 302
+    assert "Sign out" in _text(client.get("/"))
+    assert client.post("/accounts/logout/").status_code == 302
+    assert client.get("/").status_code == 302
+
+
+def test_it_says_what_to_do_on_an_empty_system(clients: dict[str, Client]) -> None:
+    page = _text(clients["operator"].get("/"))
+    assert "No component known yet — press Refresh" in page
+    assert "No bundle yet — upload one above" in _text(clients["operator"].get("/bundles/"))
+    assert "No bundle yet — an operator can upload one" in _text(clients["viewer"].get("/bundles/"))
+    assert "No deployment yet" in _text(clients["viewer"].get("/history/"))
+    assert "No deployment in this period" in _text(clients["viewer"].get("/audit/"))
+
+
+def test_it_draws_the_components_grouped_by_update_order(clients: dict[str, Client]) -> None:
+    deployment = deployment_record("system-core-v2", "succeeded")
+    ActiveManifests.objects.create(pk=1, active=deployment.manifest)
+    System.objects.create(pk=1, system_type="system-core")
+    for key, version in (("gateway.G13", "gateway-v2"), ("rtos.R998", "rtos-v2"), ("rtos.R456", "rtos-v1")):
+        ctype, cid = key.split(".")
+        Component.objects.create(
+            key=key, component_type=ctype, component_id=cid, interface=ctype, version=version
+        )
+    page = _text(clients["viewer"].get("/"))
+    assert re.search(r"Order 10.*G13.*gateway-v2.*Order 20.*R456.*rtos-v1.*R998.*rtos-v2", page)
+    assert "system-core-v2" in page
+    assert "Refresh</button>" not in page  # a viewer cannot ask the components
+    assert "Refresh</button>" in _text(clients["operator"].get("/"))
+
+
+def test_it_shows_the_deployment_in_progress_with_its_progress(clients: dict[str, Client]) -> None:
+    deployment = deployment_record("system-core-v3", "running", running=True)
+    deployment.position = {"progress": {"gateway.G13": dict.fromkeys(("entered", "downloaded"), True)}}
+    deployment.save()
+    page = _text(clients["viewer"].get("/"))
+    assert f'href="/deployments/{deployment.pk}/"' in page
+    assert 'aria-valuenow="13"' in page  # 2 of 15 milestones (3 components x 5)
+
+
+def test_it_asks_a_worker_to_refresh_the_components(
+    clients: dict[str, Client], queue: Path, django_capture_on_commit_callbacks: Any
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        response = clients["operator"].post("/system/refresh", follow=True)
+    assert "A worker is asking every component for its versions" in _text(response)
+    assert [json.loads(m.read_text())["headers"]["task"] for m in queue.iterdir()] == [TASK_REFRESH]
+
+
+def test_it_uploads_a_bundle_and_shows_its_plan(clients: dict[str, Client], web_demo: DemoSystem) -> None:
+    with open(demo_bundle(web_demo, 2), "rb") as fh:
+        response = clients["operator"].post("/bundles/upload", {"file": fh})
+    bundle = Bundle.objects.get()
+    assert bundle.status == "accepted", bundle.problems
+    assert (bundle.actor_kind, bundle.actor_name) == ("user", "operator")
+    assert response["Location"] == f"/bundles/{bundle.pk}/"
+    page = _text(clients["viewer"].get(response["Location"]))
+    assert re.search(r"Order 10.*G13.*gateway-v1.*gateway-v2.*Order 20.*rtos-v1.*rtos-v2", page)
+    carried = bundle.artifacts.first()
+    assert carried is not None
+    assert "gateway-v2.mender" in page and carried.artifact.sha256 in page
+    assert "Deploy</button>" not in page  # viewer
+    assert "Deploy</button>" in _text(clients["operator"].get(response["Location"]))
+
+
+def test_it_greys_what_a_bundle_leaves_unchanged(clients: dict[str, Client], web_demo: DemoSystem) -> None:
+    for device in ("G13", "R998", "R456"):
+        ctype = "gateway" if device == "G13" else "rtos"
+        (web_demo.device(device) / "version").write_text(f"{ctype}-v2\n")
+    (web_demo.device("R456") / "version").write_text("rtos-v1\n")
+    with open(demo_bundle(web_demo, 2), "rb") as fh:
+        bundle_page = clients["operator"].post("/bundles/upload", {"file": fh}, follow=True)
+    rows = re.findall(
+        r'<tr class="(unchanged|)">\s*<td><span class="type">\w+</span> (\w+)', bundle_page.content.decode()
+    )
+    assert sorted(rows) == [("", "R456"), ("unchanged", "G13"), ("unchanged", "R998")]
+    page = _text(bundle_page)
+    assert "1 component to update: rtos.R456" in page and "0 expected reboots" in page
+    assert "Cannot roll back" not in page
+
+
+def test_it_marks_reboots_and_what_cannot_roll_back(clients: dict[str, Client], web_demo: DemoSystem) -> None:
+    web_demo.answer("R998", "SupportsRollback", "No")
+    with open(demo_bundle(web_demo, 2), "rb") as fh:
+        page = _text(clients["operator"].post("/bundles/upload", {"file": fh}, follow=True))
+    assert "3 components to update" in page
+    assert "1 expected reboot: gateway.G13" in page
+    assert "Cannot roll back: rtos.R998" in page
+    assert re.search(r"R998.*cannot roll back.*R456", page)
+
+
+def test_it_has_nothing_to_deploy_when_all_runs_already(
+    clients: dict[str, Client], web_demo: DemoSystem
+) -> None:
+    for device in ("G13", "R998", "R456"):
+        ctype = "gateway" if device == "G13" else "rtos"
+        (web_demo.device(device) / "version").write_text(f"{ctype}-v2\n")
+    with open(demo_bundle(web_demo, 2), "rb") as fh:
+        page = _text(clients["operator"].post("/bundles/upload", {"file": fh}, follow=True))
+    assert "Nothing to deploy — the system already runs every version of this bundle" in page
+    assert "Deploy</button>" not in page
+
+
+def test_it_lets_the_upload_script_post_to_the_api_with_the_session(
+    clients: dict[str, Client], web_demo: DemoSystem
+) -> None:
+    page = _text(clients["operator"].get("/bundles/"))
+    assert 'data-api="/api/v1/bundles"' in page
+    with open(demo_bundle(web_demo, 2), "rb") as fh:
+        response = clients["operator"].post("/api/v1/bundles", {"file": fh})
+    assert response.status_code == 201
+    assert response.json()["status"] == "accepted"
+    assert clients["viewer"].post("/api/v1/bundles", {}).status_code == 403
+
+
+def test_it_lists_a_rejected_bundle_with_every_reason(
+    clients: dict[str, Client], web_demo: DemoSystem
+) -> None:
+    upload = io.BytesIO(b"kind: manifest\nname: [unclosed\n")
+    upload.name = "broken.yaml"
+    response = clients["operator"].post("/bundles/upload", {"file": upload})
+    problems = Bundle.objects.get().problems
+    assert response.status_code == 302 and problems
+    page = _text(clients["viewer"].get("/bundles/"))
+    assert "Rejected" in page
+    for problem in problems:
+        assert re.sub(r"\s+", " ", problem).replace("'", "&#x27;").replace('"', "&quot;")[:40] in page
+
+
+def test_it_refuses_an_upload_over_the_limit_next_to_the_field(
+    clients: dict[str, Client], settings: Any
+) -> None:
+    settings.UPLOAD_MAX_BYTES = 100
+    upload = io.BytesIO(b"x" * 1000)
+    upload.name = "big.tar"
+    response = clients["operator"].post("/bundles/upload", {"file": upload})
+    assert response.status_code == 413
+    assert re.search(
+        r'class="field invalid">.*Not uploaded: upload of \d+\+ bytes exceeds the limit of 100 bytes',
+        _text(response),
+    )
+    assert Bundle.objects.count() == 0
+
+
+def test_it_asks_for_a_file(clients: dict[str, Client]) -> None:
+    response = clients["operator"].post("/bundles/upload", {})
+    assert response.status_code == 400
+    assert "This field is required." in _text(response)
+
+
+def test_it_deploys_a_bundle_only_once_confirmed(clients: dict[str, Client], web_demo: DemoSystem) -> None:
+    with open(demo_bundle(web_demo, 2), "rb") as fh:
+        clients["operator"].post("/bundles/upload", {"file": fh})
+    bundle = Bundle.objects.get()
+    unconfirmed = clients["operator"].post(f"/bundles/{bundle.pk}/deploy", {})
+    assert unconfirmed.status_code == 400
+    assert re.search(r'class="field check invalid">.*Tick the box to confirm', _text(unconfirmed))
+    assert not Deployment.objects.exists()
+    response = clients["operator"].post(f"/bundles/{bundle.pk}/deploy", {"confirm": "on"})
+    deployment = Deployment.objects.get()
+    assert response["Location"] == f"/deployments/{deployment.pk}/"
+    assert (deployment.status, deployment.actor_kind, deployment.actor_name) == ("queued", "user", "operator")
+    busy = clients["operator"].post(f"/bundles/{bundle.pk}/deploy", {"confirm": "on"}, follow=True)
+    assert "Not started:" in _text(busy) and Deployment.objects.count() == 1
+
+
+def test_it_draws_the_timeline_with_a_block_per_state(clients: dict[str, Client]) -> None:
+    deployment = deployment_record("system-core-v3", "rolled_back", failed="rtos.R456")
+    page = _text(clients["viewer"].get(f"/deployments/{deployment.pk}/"))
+    assert re.search(r"Order 10.*gateway.G13.*Order 20.*rtos.R998.*rtos.R456", page)
+    assert len(re.findall(r'data-status="done"', page)) == 8
+    assert len(re.findall(r'data-status="failed"', page)) == 1
+    assert len(re.findall(r'data-status="rollback"', page)) == 3
+    assert 'data-events="/api/v1/deployments/' in page
+
+
+def test_it_serves_the_timeline_fragment_to_htmx(clients: dict[str, Client]) -> None:
+    deployment = deployment_record("system-core-v2", "running", running=True)
+    fragment = _text(clients["viewer"].get(f"/deployments/{deployment.pk}/", HTTP_HX_REQUEST="true"))
+    assert "<html" not in fragment
+    assert 'data-live="1"' in fragment
+    assert len(re.findall(r'data-status="running"', fragment)) == 3
+
+
+def test_it_opens_a_step_with_its_command_exit_code_and_output(clients: dict[str, Client]) -> None:
+    deployment = deployment_record("system-core-v3", "rolled_back", failed="rtos.R456")
+    step = deployment.steps.get(component="rtos.R456", state="ArtifactCommit")
+    page = _text(clients["viewer"].get(f"/deployments/{deployment.pk}/steps/{step.pk}/"))
+    assert "rtos ArtifactCommit" in page and "Exit code</dt><dd>1" in page
+    assert "ArtifactCommit output" in page
+    assert clients["viewer"].get(f"/deployments/{deployment.pk + 1}/steps/{step.pk}/").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("status", "shown"), [("stopped", True), ("running", True), ("succeeded", False), ("queued", False)]
+)
+def test_it_offers_resume_and_rollback_where_they_apply(
+    clients: dict[str, Client], status: str, shown: bool
+) -> None:
+    deployment = deployment_record("system-core-v2", status)
+    assert ("Roll back</button>" in _text(clients["operator"].get(f"/deployments/{deployment.pk}/"))) is shown
+    assert "Roll back</button>" not in _text(clients["viewer"].get(f"/deployments/{deployment.pk}/"))
+
+
+def test_it_offers_no_resume_while_a_live_runner_has_the_deployment(clients: dict[str, Client]) -> None:
+    deployment = deployment_record("system-core-v2", "running", running=True)
+    Deployment.objects.filter(pk=deployment.pk).update(owner=owner_token())  # this process: alive
+    assert "Roll back</button>" not in _text(clients["operator"].get(f"/deployments/{deployment.pk}/"))
+    refused = clients["operator"].post(f"/deployments/{deployment.pk}/rollback", follow=True)
+    assert f"Cannot roll back: deployment {deployment.pk} is running; a worker has it" in _text(refused)
+
+
+def test_it_asks_a_worker_to_roll_back_a_stopped_deployment(
+    clients: dict[str, Client], settings: Any
+) -> None:
+    deployment = deployment_record("system-core-v2", "stopped")
+    response = clients["operator"].post(f"/deployments/{deployment.pk}/rollback", follow=True)
+    assert f"A worker will roll back deployment {deployment.pk}" in _text(response)
+    finished = deployment_record("system-core-v1", "succeeded")
+    response = clients["operator"].post(f"/deployments/{finished.pk}/resume", follow=True)
+    assert f"Cannot resume: deployment {finished.pk} is not in progress" in _text(response)
+
+
+def test_it_filters_and_pages_the_history(clients: dict[str, Client]) -> None:
+    for i in range(25):
+        deployment_record(f"system-core-v{i}", "succeeded" if i % 2 else "rolled_back", days_ago=i)
+    first = _text(clients["viewer"].get("/history/"))
+    assert "Page 1 of 2 (25 deployments)" in first and 'rel="next"' in first
+    assert 'href="/deployments/6/"' in first and 'href="/deployments/5/"' not in first
+    rolled = _text(clients["viewer"].get("/history/?status=rolled_back&page=2"))
+    assert "Page 1 of 1 (13 deployments)" in rolled  # an out-of-range page shows the last one
+    named = _text(clients["viewer"].get("/history/?manifest=system-core-v13"))
+    assert "(1 deployment)" in named and "system-core-v11 → system-core-v13" in named
+
+
+def test_it_says_when_a_filter_is_wrong(clients: dict[str, Client]) -> None:
+    page = _text(clients["viewer"].get("/history/?since=2026-05-02&until=2026-05-01"))
+    assert re.search(r'class="field invalid">\s*<label for="id_until">.*before its start', page)
+
+
+def test_it_charts_deployments_per_week_by_outcome(clients: dict[str, Client]) -> None:
+    deployment_record("a", "succeeded")
+    deployment_record("b", "succeeded")
+    deployment_record("c", "rolled_back")
+    deployment_record("d", "succeeded", days_ago=21)
+    svg = re.search(r"<svg.*</svg>", _text(clients["viewer"].get("/history/")))
+    assert svg is not None
+    titles = re.findall(r'class="bar-(\w+)"><title>(\d+) ', svg[0])
+    assert sorted(titles) == [("rolled_back", "1"), ("succeeded", "1"), ("succeeded", "2")]
+
+
+def test_it_downloads_the_audit_rows_as_csv_and_json(clients: dict[str, Client]) -> None:
+    deployment_record("system-core-v2", "succeeded", by="operator", days_ago=10)
+    deployment_record("system-core-v3", "rolled_back", by="operator", failed="rtos.R456")
+    deployment_record("system-core-v4", "running", running=True)
+    response = clients["viewer"].get("/audit/?format=csv")
+    assert response["Content-Disposition"] == 'attachment; filename="audit.csv"'
+    rows = list(csv.DictReader(io.StringIO(response.content.decode())))
+    assert [(r["manifest_from"], r["manifest_to"], r["outcome"], r["actor"]) for r in rows] == [
+        ("", "system-core-v2", "succeeded", "operator"),
+        ("system-core-v2", "system-core-v3", "rolled_back", "operator"),
+        ("system-core-v2", "system-core-v4", "running", "cli"),
+    ]
+    assert "gateway.G13=gateway-v2" in rows[0]["versions_after"]
+    assert "gateway.G13=gateway-v1" in rows[1]["versions_after"]
+    api = clients["viewer"].get("/api/v1/audit?format=csv")
+    assert api.content == response.content  # the same rows as the API's download
+    recent = json.loads(clients["viewer"].get("/audit/?format=json&since=" + _days_ago(3)).content)
+    assert [d["manifest_to"] for d in recent] == ["system-core-v3", "system-core-v4"]
+
+
+def _days_ago(n: int) -> str:
+    return str((timezone.now() - timedelta(days=n)).date().isoformat())
+
+
+def test_it_prints_one_section_per_deployment_with_every_step(clients: dict[str, Client]) -> None:
+    deployment_record("system-core-v2", "succeeded")
+    deployment_record("system-core-v3", "rolled_back", failed="rtos.R456")
+    page = _text(clients["viewer"].get("/audit/"))
+    assert len(re.findall(r'<section class="card audit-entry"', page)) == 2
+    assert len(re.findall(r"<tr><td>\d\d:\d\d:\d\d</td>", page)) == 9 + 12
+    assert "format=csv" in page and "format=json" in page
+
+
+def test_it_lets_an_admin_create_users_and_set_roles(clients: dict[str, Client]) -> None:
+    admin = clients["admin"]
+    short = admin.post("/manage/users", {"username": "eve", "password": "short", "role": "operator"})
+    assert short.status_code == 400
+    assert re.search(r'class="field invalid">\s*<label for="id_password">', _text(short))
+    assert (
+        admin.post("/manage/users", {"username": "eve", "password": PASSWORD, "role": "viewer"}).status_code
+        == 302
+    )
+    eve = Client()
+    assert eve.login(username="eve", password=PASSWORD)
+    assert eve.post("/system/refresh").status_code == 403
+    eve_id = User.objects.get(username="eve").pk
+    admin.post(f"/manage/users/{eve_id}/role", {"role": "operator"})
+    assert eve.post("/system/refresh").status_code == 302
+    own = User.objects.get(username="admin").pk
+    refused = admin.post(f"/manage/users/{own}/role", {"role": "viewer"}, follow=True)
+    assert "You cannot change your own role" in _text(refused)
+
+
+def test_it_shows_the_trusted_artifact_keys(clients: dict[str, Client], web_demo: DemoSystem) -> None:
+    assert "No key configured" in _text(clients["admin"].get("/manage/"))
+    key = web_demo.root / "conf" / "missing.pem"
+    (web_demo.root / "conf" / "mender-orchestrator.conf").write_text(
+        json.dumps({"ArtifactVerifyKey": str(key)})
+    )
+    page = _text(clients["admin"].get("/manage/"))
+    assert str(key) in page
+
+
+def test_it_serves_static_files_with_cache_headers(client: Client) -> None:
+    response = client.get("/static/vendor/htmx/htmx-2.0.11.min.js")
+    assert response.status_code == 200
+    assert "max-age" in response["Cache-Control"]
+
+
+def test_it_serves_collected_static_files_under_hashed_names_forever(
+    clients: dict[str, Client], settings: Any, tmp_path: Path
+) -> None:
+    settings.STATIC_ROOT = tmp_path / "static"
+    call_command("collectstatic", interactive=False, verbosity=0)
+    page = _text(Client().get("/accounts/login/"))
+    script = re.search(r'src="(/static/vendor/htmx/htmx-2\.0\.11\.min\.[0-9a-f]{12}\.js)"', page)
+    assert script is not None
+    response = Client().get(script[1], HTTP_ACCEPT_ENCODING="gzip")
+    assert response.status_code == 200
+    assert response["Cache-Control"] == "max-age=315360000, public, immutable"
+    assert response["Content-Encoding"] == "gzip"
+
+
+def test_it_creates_a_token_shows_it_once_and_revokes_it(clients: dict[str, Client], settings: Any) -> None:
+    settings.TOKEN_CACHE_SECONDS = 0  # a revocation counts at once (the web process caches 2 s)
+    page = _text(clients["operator"].post("/account/tokens/new", {"name": "ci", "role": "operator"}))
+    secret = re.search(r'<pre class="code" id="new-token">(orch_[^<]+)</pre>', page)
+    assert secret is not None
+    api = Client().get("/api/v1/system", HTTP_AUTHORIZATION=f"Bearer {secret[1]}")
+    assert api.status_code == 200
+    assert secret[1] not in _text(clients["operator"].get("/account/tokens/"))  # shown once
+    token = ApiToken.objects.get(name="ci")
+    assert clients["viewer"].post(f"/account/tokens/{token.pk}/revoke").status_code == 403  # not theirs
+    clients["operator"].post(f"/account/tokens/{token.pk}/revoke")
+    assert Client().get("/api/v1/system", HTTP_AUTHORIZATION=f"Bearer {secret[1]}").status_code == 401
+
+
+def test_it_refuses_a_token_above_the_users_role(clients: dict[str, Client]) -> None:
+    response = clients["viewer"].post("/account/tokens/new", {"name": "ci", "role": "admin"})
+    assert response.status_code == 400
+    assert re.search(
+        r'class="field invalid">\s*<label for="id_role">.*not one of the available choices', _text(response)
+    )
+    assert not ApiToken.objects.exists()

@@ -1,0 +1,294 @@
+"""Mender webhooks and CI deployment requests (POST /api/v1/hooks/mender), and the hook secret.
+
+Order of checks, each for a reason: the signature first (an unsigned call is logged, rate
+limited, and nothing else: no row, no parsing beyond the bytes); then the event id (a replay gets
+the first answer again and starts nothing, even once its time has left the window); then the
+time (a signed body captured on the wire is useless after five minutes); then the work.
+
+The event row is claimed in its own short transaction before any work, so a second delivery
+of the same id, even a concurrent one, never starts anything; a download runs outside any
+transaction (it may take minutes and SQLite has one writer); the deployment and the answer are
+written in one transaction, so a recorded answer always matches what was started.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from updates import selectors
+from updates.actors import Actor
+from updates.engine import hooks as engine
+from updates.engine.errors import BusyError
+from updates.engine.hooks import EventError, HookEvent, OwnDevice, SecretError
+from updates.engine.manifest import InputError
+from updates.engine.planner import SelectionError
+from updates.engine.server import ServerError, ServerSettings, TooLarge, download, url_check
+from updates.models import Bundle, WebhookEvent
+from updates.services import bundles, dispatch
+from updates.services.environment import environment_load
+from updates.services.hook_secret import hook_secret_path
+
+log = logging.getLogger("orchestrator.hooks")
+ACTOR_PREFIX = selectors.WEBHOOK_ACTOR_PREFIX  # `created_by` of what an event started
+
+
+@dataclass(frozen=True)
+class HookAnswer:
+    status: int
+    body: dict[str, Any]
+
+
+class HookUnauthorized(Exception):
+    """No secret is set, or the signature is missing or wrong: 401, nothing recorded."""
+
+
+def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    """The API's one error envelope."""
+    return {"error": {"code": code, "message": message, "details": details}}
+
+
+def actor(event_id: str) -> str:
+    return f"{ACTOR_PREFIX}{event_id}"
+
+
+# ----- receiving ------------------------------------------------------------------------------------
+
+
+def hook_event_receive(*, body: bytes, signature: str | None, remote_addr: str) -> HookAnswer:
+    _authenticate(body, signature, remote_addr)
+    try:
+        event = engine.parse_event(body)
+    except EventError as exc:
+        problems = [{"field": p.field, "message": p.message} for p in exc.problems]
+        return HookAnswer(422, error_body("invalid_event", str(exc), problems))
+    claimed = _claim(event, body, remote_addr)
+    if isinstance(claimed, HookAnswer):
+        return claimed
+    problem = engine.time_problem(event, timezone.now())
+    if problem is not None:
+        return _finish(claimed, 422, error_body("replay_window", problem), WebhookEvent.Action.REFUSED)
+    if event.type == engine.DEPLOYMENT_REQUESTED:
+        return _deployment_requested(claimed, event)
+    return _device_event(claimed, event)
+
+
+def _authenticate(body: bytes, signature: str | None, remote_addr: str) -> None:
+    try:
+        secret = engine.secret_read(hook_secret_path())
+    except SecretError as exc:
+        _unauthorized_log.warning("webhook from %s refused: %s", remote_addr, exc)
+        raise HookUnauthorized("no usable hook secret")
+    if secret is None:
+        _unauthorized_log.warning(
+            "webhook from %s refused: no hook secret set (orchestrator hook-secret set|rotate)", remote_addr
+        )
+        raise HookUnauthorized("no hook secret")
+    if not engine.signature_ok(secret, body, signature):
+        reason = "bad X-Men-Signature" if signature else "no X-Men-Signature"
+        _unauthorized_log.warning("webhook from %s refused: %s", remote_addr, reason)
+        raise HookUnauthorized(reason)
+
+
+def _claim(event: HookEvent, body: bytes, remote_addr: str) -> WebhookEvent | HookAnswer:
+    """The row for a new event id; for a known one, the first answer (or 409 while in work)."""
+    own = own_device().matches(event)
+    try:
+        with transaction.atomic():
+            row: WebhookEvent = WebhookEvent.objects.create(
+                event_id=event.id,
+                type=event.type,
+                event_time=event.time,
+                data=dict(event.data),
+                device_id=event.device_id,
+                own_device=own,
+                remote_addr=remote_addr[:100],
+                body_sha256=hashlib.sha256(body).hexdigest(),
+            )
+    except IntegrityError:
+        return _replayed(event.id)
+    return row
+
+
+def _replayed(event_id: str) -> HookAnswer:
+    first = WebhookEvent.objects.get(event_id=event_id)
+    WebhookEvent.objects.filter(pk=first.pk).update(replays=F("replays") + 1)
+    log.info("webhook event %s replayed: answering as the first time, starting nothing", event_id)
+    if first.answer_status is None:
+        message = f"event {event_id} is still being handled; its answer is not known yet"
+        return HookAnswer(409, error_body("event_in_progress", message))
+    return HookAnswer(first.answer_status, json.loads(first.answer_body))
+
+
+def _finish(row: WebhookEvent, status: int, body: dict[str, Any], action: str) -> HookAnswer:
+    row.answer_status, row.answer_body, row.action = status, json.dumps(body), action
+    row.save(update_fields=["answer_status", "answer_body", "action", "bundle", "deployment"])
+    return HookAnswer(status, body)
+
+
+def _summary(row: WebhookEvent, action: str) -> dict[str, Any]:
+    return {
+        "event": row.event_id,
+        "type": row.type,
+        "device_id": row.device_id,
+        "own_device": row.own_device,
+        "action": action,
+    }
+
+
+# ----- device events ---------------------------------------------------------------------------------
+
+
+def _device_event(row: WebhookEvent, event: HookEvent) -> HookAnswer:
+    if not (row.own_device and event.type in settings.HOOKS_REFRESH_ON):
+        return _finish(row, 200, _summary(row, "recorded"), WebhookEvent.Action.RECORDED)
+    with transaction.atomic():
+        dispatch.components_refresh_start()  # sent when this commits
+        return _finish(row, 202, _summary(row, "refresh"), WebhookEvent.Action.REFRESH)
+
+
+def own_device() -> OwnDevice:
+    """This system's Mender device: ORCH_MENDER_DEVICE_ID, else the `sub` of the device token
+    configured for the artifact server (Mender's device JWT names the device), plus the identity
+    data of ORCH_MENDER_IDENTITY for `device-provisioned` events."""
+    device_id = settings.MENDER_DEVICE_ID
+    if not device_id:
+        try:
+            server = environment_load().config.artifact_server
+        except InputError:
+            server = None  # a broken config is reported by the commands that need it
+        device_id = engine.jwt_subject(server.token or "") if server else ""
+    return OwnDevice(device_id=device_id, identity=dict(settings.MENDER_IDENTITY))
+
+
+# ----- deployment requests ------------------------------------------------------------------------------
+
+
+def _deployment_requested(row: WebhookEvent, event: HookEvent) -> HookAnswer:
+    key, value = event.deployment_source()
+    if isinstance(value, int):
+        bundle_id = value
+    else:
+        fetched = _fetch_bundle(row, key, value)
+        if isinstance(fetched, HookAnswer):
+            return fetched
+        bundle_id = fetched
+    try:
+        manifest = bundles.bundle_manifest_path(bundle_id=bundle_id)
+    except bundles.BundleNotFound as exc:
+        return _refuse(row, 422, "bundle_not_usable", str(exc), {"bundle_id": bundle_id})
+    return _deploy(row, manifest)
+
+
+def _deploy(row: WebhookEvent, manifest: Path) -> HookAnswer:
+    try:
+        with transaction.atomic():
+            deployment = dispatch.deployment_start(
+                manifest_path=manifest, created_by=actor(row.event_id), actor=Actor("webhook", row.event_id)
+            )
+            row.deployment = deployment
+            body = _summary(row, "deployment") | {
+                "deployment": {"id": deployment.pk, "status": deployment.status},
+                "bundle": row.bundle_id,
+            }
+            return _finish(row, 202, body, WebhookEvent.Action.DEPLOYMENT)
+    except BusyError as exc:
+        return _refuse(row, 409, "deployment_in_progress", str(exc))
+    except (InputError, SelectionError) as exc:
+        problems = [str(p) for p in exc.problems]
+        return _refuse(row, 422, "plan_refused", "the deployment was refused before anything ran", problems)
+
+
+def _refuse(row: WebhookEvent, status: int, code: str, message: str, details: Any = None) -> HookAnswer:
+    log.warning("webhook event %s refused: %s", row.event_id, message)
+    return _finish(row, status, error_body(code, message, details), WebhookEvent.Action.REFUSED)
+
+
+def _fetch_bundle(row: WebhookEvent, key: str, url: str) -> int | HookAnswer:
+    """Download the bundle (artifact server TLS rules, size limit) and ingest it; its id."""
+    try:
+        url_check(url)
+    except ServerError as exc:
+        return _refuse(row, 422, "url_refused", str(exc), {"field": f"data.{key}"})
+    env = environment_load()
+    folder = env.datastore / "downloads"
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=folder) as tmp:
+        try:
+            size = download(url, tmp, settings=_download_settings(url, env.config), max_bytes=_limit())
+        except TooLarge as exc:
+            return _refuse(row, 422, "download_too_large", str(exc), {"field": f"data.{key}"})
+        except ServerError as exc:
+            return _refuse(row, 502, "download_failed", str(exc), {"field": f"data.{key}"})
+        tmp.seek(0)
+        bundle = bundles.bundle_add(
+            source=tmp,
+            filename=_filename(url),
+            size_hint=size,
+            created_by=actor(row.event_id),
+            actor=Actor("webhook", row.event_id),
+        )
+    row.bundle = bundle
+    if bundle.status != Bundle.Status.ACCEPTED:
+        details = {"bundle_id": bundle.pk, "problems": bundle.problems}
+        return _refuse(row, 422, "bundle_rejected", f"bundle {bundle.pk} was rejected", details)
+    bundle_id: int = bundle.pk
+    return bundle_id
+
+
+def _download_settings(url: str, config: Any) -> ServerSettings:
+    server = config.artifact_server
+    return ServerSettings(
+        url=url,
+        timeout=float(server.timeout_seconds) if server else 30.0,
+        retries=server.retries if server else 3,
+        cafile=config.server_certificate,
+    )
+
+
+def _limit() -> int:
+    return int(settings.HOOKS_DOWNLOAD_MAX_BYTES)
+
+
+def _filename(url: str) -> str:
+    return Path(urllib.parse.urlsplit(url).path).name
+
+
+# ----- logging refusals without letting a flood fill the log ----------------------------------------------
+
+
+class _RateLimitedLog:
+    """At most one line per `interval` seconds; the next line says how many were held back."""
+
+    def __init__(self, logger: logging.Logger, interval: float) -> None:
+        self.logger = logger
+        self.interval = interval
+        self.last = -interval
+        self.held = 0
+        self.lock = threading.Lock()
+
+    def warning(self, message: str, *args: object) -> None:
+        with self.lock:
+            now = time.monotonic()
+            if now - self.last < self.interval:
+                self.held += 1
+                return
+            held, self.held, self.last = self.held, 0, now
+        suffix = f" ({held} more refused since the last line)" if held else ""
+        self.logger.warning(message + suffix, *args)
+
+
+_unauthorized_log = _RateLimitedLog(log, interval=10.0)

@@ -1,0 +1,406 @@
+"""Web UI pages: thin edges that parse input, check the role and call the services and selectors
+the REST API calls (issue #9). Nothing is computed here but what a page needs to draw it."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied
+from django.core.serializers.json import DjangoJSONEncoder
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+
+from accounts import selectors as accounts_selectors
+from accounts import services as accounts_services
+from accounts.models import Role
+from orchestrator_site.uploads import UploadIncomplete, UploadTooLarge
+from updates import selectors
+from updates.access import actor, role_required
+from updates.engine.errors import OrchestratorError
+from updates.forms import (
+    DeployForm,
+    HistoryFilterForm,
+    PeriodForm,
+    RoleForm,
+    TokenCreateForm,
+    UploadForm,
+    UserCreateForm,
+)
+from updates.services import plan_preview
+from updates.services.bundles import bundle_add, bundle_manifest_path
+from updates.services.dispatch import (
+    components_refresh_start,
+    deployment_resume_start,
+    deployment_rollback_start,
+    deployment_start_bundle,
+)
+
+PAGE_SIZE = 20
+
+
+@require_GET
+@role_required(Role.VIEWER)
+def system(request: HttpRequest) -> HttpResponse:
+    return render(request, "updates/system.html", selectors.system_overview())
+
+
+@require_POST
+@role_required(Role.OPERATOR)
+def system_refresh(request: HttpRequest) -> HttpResponse:
+    components_refresh_start()
+    messages.info(request, "A worker is asking every component for its versions; reload in a moment.")
+    return redirect("system")
+
+
+# ----- bundles -------------------------------------------------------------------------------------
+
+
+@require_GET
+@role_required(Role.VIEWER)
+def bundle_list(request: HttpRequest) -> HttpResponse:
+    return _bundles_page(request, UploadForm())
+
+
+def _bundles_page(request: HttpRequest, form: UploadForm, status: int = 200) -> HttpResponse:
+    context = {"bundles": selectors.bundle_list(), "form": form, "max_bytes": settings.UPLOAD_MAX_BYTES}
+    return render(request, "updates/bundles.html", context, status=status)
+
+
+@require_POST
+@role_required(Role.OPERATOR)
+def bundle_upload(request: HttpRequest) -> HttpResponse:
+    """The upload form without JavaScript (the page's script posts to the API's `POST /bundles`
+    for its progress bar); the same upload handler streams it to disk under the same limit."""
+    try:
+        form = UploadForm(files=request.FILES)
+        status = 200 if form.is_valid() else 400
+    except (UploadTooLarge, UploadIncomplete) as exc:  # the handler kept nothing of it
+        form, status = UploadForm.refused(f"Not uploaded: {exc}."), 413
+    if status != 200:
+        return _bundles_page(request, form, status=status)
+    upload = form.cleaned_data["file"]
+    who = actor(request)
+    bundle = bundle_add(
+        source=upload, filename=upload.name, size_hint=upload.size, actor=who, created_by=who.label
+    )
+    return redirect("bundle", bundle_id=bundle.pk)
+
+
+@require_GET
+@role_required(Role.VIEWER)
+def bundle_detail(request: HttpRequest, bundle_id: int) -> HttpResponse:
+    return _bundle_page(request, bundle_id, DeployForm())
+
+
+def _bundle_page(request: HttpRequest, bundle_id: int, form: DeployForm, status: int = 200) -> HttpResponse:
+    bundle = selectors.bundle_get(bundle_id=bundle_id)
+    if bundle is None:
+        raise Http404(f"bundle {bundle_id} does not exist")
+    context: dict[str, Any] = {"bundle": bundle, "report": selectors.bundle_summary(bundle), "form": form}
+    if bundle.status == bundle.Status.ACCEPTED:
+        context.update(_plan(bundle_id))
+    return render(request, "updates/bundle.html", context, status=status)
+
+
+def _plan(bundle_id: int) -> dict[str, Any]:
+    try:
+        plan = plan_preview(manifest_path=bundle_manifest_path(bundle_id=bundle_id))
+    except OrchestratorError as exc:  # the bundle's files are gone, the system refuses it, …
+        return {"plan_error": str(exc)}
+    return {"plan": plan, "overview": selectors.plan_overview(plan)}
+
+
+@require_POST
+@role_required(Role.OPERATOR)
+def bundle_deploy(request: HttpRequest, bundle_id: int) -> HttpResponse:
+    form = DeployForm(request.POST)
+    if not form.is_valid():
+        return _bundle_page(request, bundle_id, form, status=400)
+    try:
+        deployment = deployment_start_bundle(bundle_id=bundle_id, actor=actor(request))
+    except OrchestratorError as exc:
+        messages.error(request, f"Not started: {exc}")
+        return redirect("bundle", bundle_id=bundle_id)
+    return redirect("deployment", deployment_id=deployment.pk)
+
+
+# ----- deployments ---------------------------------------------------------------------------------
+
+
+@require_GET
+@role_required(Role.VIEWER)
+def deployment_detail(request: HttpRequest, deployment_id: int) -> HttpResponse:
+    """The whole page, or (for htmx, on every event of the stream) just the timeline."""
+    deployment = selectors.deployment_get(deployment_id).first()
+    if deployment is None:
+        raise Http404(f"deployment {deployment_id} does not exist")
+    in_progress = deployment.status in deployment.IN_PROGRESS
+    detail = selectors.deployment_timeline(deployment)
+    context = {
+        "deployment": deployment,
+        "detail": detail,
+        "progress": selectors.deployment_progress(deployment),
+        "in_progress": in_progress,
+        "live": in_progress or detail["running"],
+        "can_continue": selectors.deployment_waits(deployment),
+    }
+    fragment = request.headers.get("HX-Request") == "true"
+    return render(request, "updates/_timeline.html" if fragment else "updates/deployment.html", context)
+
+
+@require_GET
+@role_required(Role.VIEWER)
+def step_detail(request: HttpRequest, deployment_id: int, step_id: int) -> HttpResponse:
+    step = selectors.step_get(deployment_id=deployment_id, step_id=step_id)
+    if step is None:
+        raise Http404(f"deployment {deployment_id} has no step {step_id}")
+    report = selectors.step_report(step)
+    context = {"step": report | {"status": selectors.step_status(report)}, "deployment_id": deployment_id}
+    fragment = request.headers.get("HX-Request") == "true"
+    return render(request, "updates/_step.html" if fragment else "updates/step.html", context)
+
+
+@require_POST
+@role_required(Role.OPERATOR)
+def deployment_resume(request: HttpRequest, deployment_id: int) -> HttpResponse:
+    return _continue(request, deployment_id, deployment_resume_start, "resume")
+
+
+@require_POST
+@role_required(Role.OPERATOR)
+def deployment_rollback(request: HttpRequest, deployment_id: int) -> HttpResponse:
+    return _continue(request, deployment_id, deployment_rollback_start, "roll back")
+
+
+def _continue(request: HttpRequest, deployment_id: int, start: Callable[..., Any], verb: str) -> HttpResponse:
+    try:
+        start(deployment_id=deployment_id, actor=actor(request))
+    except OrchestratorError as exc:  # not in progress, a worker has it, cleanup started
+        messages.error(request, f"Cannot {verb}: {exc}")
+    else:
+        messages.info(request, f"A worker will {verb} deployment {deployment_id}.")
+    return redirect("deployment", deployment_id=deployment_id)
+
+
+# ----- history and audit ---------------------------------------------------------------------------
+
+
+def _start_of(day: date | None) -> datetime | None:
+    return datetime.combine(day, time.min, tzinfo=timezone.get_current_timezone()) if day else None
+
+
+def _period(data: dict[str, Any]) -> dict[str, datetime | None]:
+    """A form's days as the selectors' datetimes: `until` is inclusive (the whole day)."""
+    until = data.get("until")
+    return {
+        "since": _start_of(data.get("since")),
+        "until": _start_of(until + timedelta(days=1) if until else None),
+    }
+
+
+@require_GET
+@role_required(Role.VIEWER)
+def history(request: HttpRequest) -> HttpResponse:
+    form = HistoryFilterForm(request.GET)
+    data = form.cleaned_data if form.is_valid() else {}
+    filters = selectors.DeploymentFilter(
+        status=data.get("status"), manifest=data.get("manifest"), **_period(data)
+    )
+    number = _page_number(request)
+    rows, count = selectors.deployment_page(filters=filters, page=number, page_size=PAGE_SIZE)
+    pages = max(1, -(-count // PAGE_SIZE))
+    if number > pages:  # past the end (a filter narrowed the list): show the last page
+        number = pages
+        rows, count = selectors.deployment_page(filters=filters, page=number, page_size=PAGE_SIZE)
+    context = {
+        "form": form,
+        "rows": selectors.deployment_rows(rows),
+        "page": {"number": number, "pages": pages, "count": count},
+        "chart": chart_geometry(selectors.deployments_per_week()),
+        "query": _query_without_page(request),
+    }
+    return render(request, "updates/history.html", context)
+
+
+def _page_number(request: HttpRequest) -> int:
+    value = request.GET.get("page", "1")
+    return max(1, int(value)) if value.isdigit() else 1
+
+
+def _query_without_page(request: HttpRequest) -> str:
+    query = request.GET.copy()
+    query.pop("page", None)
+    return str(query.urlencode())
+
+
+CHART = {"width": 960, "height": 220, "left": 36, "bottom": 40, "top": 12}
+
+
+def chart_geometry(weeks: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stacked bars per week for the history's SVG chart (the template draws them)."""
+    top = max([w["total"] for w in weeks] + [1])
+    inner = CHART["height"] - CHART["bottom"] - CHART["top"]
+    slot = (CHART["width"] - CHART["left"]) / max(len(weeks), 1)
+    bars = []
+    for i, week in enumerate(weeks):
+        y = float(CHART["height"] - CHART["bottom"])
+        for outcome, n in week["counts"].items():
+            height = inner * n / top
+            if n:
+                x = CHART["left"] + (i + 0.15) * slot
+                bars.append(
+                    {
+                        "x": x,
+                        "y": y - height,
+                        "w": slot * 0.7,
+                        "h": height,
+                        "outcome": outcome,
+                        "n": n,
+                        "week": week["week"],
+                    }
+                )
+            y -= height
+    labels = [{"x": CHART["left"] + (i + 0.5) * slot, "week": w["week"]} for i, w in enumerate(weeks)]
+    return CHART | {
+        "bars": bars,
+        "labels": labels,
+        "max": top,
+        "outcomes": selectors.CHART_OUTCOMES,
+        "weeks": weeks,
+    }
+
+
+@require_GET
+@role_required(Role.VIEWER)
+def audit(request: HttpRequest) -> HttpResponse:
+    """The printable report, or the same rows as the API's CSV / JSON download."""
+    form = PeriodForm(request.GET)
+    if not form.is_valid():
+        return render(request, "updates/audit.html", {"form": form, "rows": []}, status=400)
+    period = _period(form.cleaned_data)
+    fmt = request.GET.get("format", "")
+    if fmt == "csv":
+        return audit_csv(selectors.audit_rows(**period))
+    if fmt == "json":
+        body = json.dumps(selectors.audit_rows(**period), cls=DjangoJSONEncoder, indent=1)
+        return _attachment(HttpResponse(body, content_type="application/json"), "audit.json")
+    rows = selectors.audit_report(**period)
+    return render(
+        request, "updates/audit.html", {"form": form, "rows": rows, "query": request.GET.urlencode()}
+    )
+
+
+def audit_csv(rows: list[dict[str, Any]]) -> HttpResponse:
+    response = _attachment(HttpResponse(content_type="text/csv; charset=utf-8"), "audit.csv")
+    writer = csv.writer(response)
+    writer.writerow(selectors.AUDIT_CSV_COLUMNS)
+    writer.writerows(selectors.audit_csv_record(r) for r in rows)
+    return response
+
+
+def _attachment(response: HttpResponse, name: str) -> HttpResponse:
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
+
+
+# ----- the user's API tokens -----------------------------------------------------------------------
+
+
+@require_GET
+@role_required(Role.VIEWER)
+def token_list(request: HttpRequest) -> HttpResponse:
+    return _tokens_page(request, TokenCreateForm(role=accounts_selectors.role_of(request.user)))
+
+
+def _tokens_page(
+    request: HttpRequest, form: TokenCreateForm, status: int = 200, secret: str = ""
+) -> HttpResponse:
+    tokens = accounts_selectors.token_list(username=request.user.get_username())
+    return render(
+        request, "updates/tokens.html", {"tokens": tokens, "form": form, "secret": secret}, status=status
+    )
+
+
+@require_POST
+@role_required(Role.VIEWER)
+def token_create(request: HttpRequest) -> HttpResponse:
+    form = TokenCreateForm(request.POST, role=accounts_selectors.role_of(request.user))
+    if not form.is_valid():
+        return _tokens_page(request, form, status=400)
+    try:
+        new = accounts_services.token_create(username=request.user.get_username(), **form.token_args())
+    except accounts_services.AccessError as exc:
+        form.add_error("name", str(exc))
+        return _tokens_page(request, form, status=400)
+    # Shown on this response only: the database keeps its hash.
+    return _tokens_page(
+        request, TokenCreateForm(role=accounts_selectors.role_of(request.user)), secret=new.secret
+    )
+
+
+@require_POST
+@role_required(Role.VIEWER)
+def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
+    mine = accounts_selectors.token_list(username=request.user.get_username()).filter(pk=token_id).exists()
+    if not mine and not accounts_selectors.role_of(request.user) == Role.ADMIN:
+        raise PermissionDenied("not your token")
+    token = accounts_services.token_revoke(token_id=token_id)
+    messages.info(request, f"Token {token.name} revoked.")
+    return redirect(request.POST.get("next") or "tokens")
+
+
+# ----- administration (admin role) -----------------------------------------------------------------
+
+
+@require_GET
+@role_required(Role.ADMIN)
+def admin_home(request: HttpRequest) -> HttpResponse:
+    return _admin_page(request, UserCreateForm())
+
+
+def _admin_page(request: HttpRequest, form: UserCreateForm, status: int = 200) -> HttpResponse:
+    context = {
+        "users": accounts_selectors.user_list(),
+        "tokens": accounts_selectors.token_list(),
+        "form": form,
+        "roles": list(Role),
+        "keys": selectors.trusted_keys(),
+    }
+    return render(request, "updates/admin.html", context, status=status)
+
+
+@require_POST
+@role_required(Role.ADMIN)
+def admin_user_create(request: HttpRequest) -> HttpResponse:
+    form = UserCreateForm(request.POST)
+    if not form.is_valid():
+        return _admin_page(request, form, status=400)
+    user = accounts_services.user_create(**form.cleaned_data)
+    messages.info(request, f"User {user.username} created.")
+    return redirect("admin-home")
+
+
+@require_POST
+@role_required(Role.ADMIN)
+def admin_user_role(request: HttpRequest, user_id: int) -> HttpResponse:
+    form = RoleForm(request.POST)
+    user = User.objects.filter(pk=user_id).first()
+    if user is None:
+        raise Http404(f"user {user_id} does not exist")
+    if not form.is_valid():
+        messages.error(request, f"Role not changed: {form.errors.as_text()}")
+    elif user.pk == request.user.pk:
+        messages.error(request, "You cannot change your own role (ask another admin).")
+    else:
+        accounts_services.user_set_role(username=user.username, role=form.cleaned_data["role"])
+        messages.info(request, f"{user.username} is now {form.cleaned_data['role']}.")
+    return redirect("admin-home")
