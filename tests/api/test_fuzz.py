@@ -24,7 +24,9 @@ def test_no_generated_request_gets_a_server_error(web: Web, personas: Personas) 
     cmd += ["--seed", "9", "--workers", "1", "--request-timeout", "20", "--no-color"]
     cmd += ["-H", f"Authorization: Bearer {personas.token('operator')}"]
     # The event stream stays open until its deployment ends; it has its own tests.
-    cmd += ["--exclude-path-regex", "/events$"]
+    # /health answers 503 by design here (no worker runs beside this server: test_live has one);
+    # the webhook route needs the body's HMAC, which generated bodies cannot have (tests/hooks).
+    cmd += ["--exclude-path-regex", "/events$|/health$|/hooks/mender$"]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=170)
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:] + web.text()[-3000:]
     assert " passed" in run.stdout and "failure" not in run.stdout, run.stdout[-3000:]

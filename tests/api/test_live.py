@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import tarfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -85,10 +86,25 @@ def audit(web: Web, token: str) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(answer.body.decode())))
 
 
+def wait_for_health(web: Web, timeout: float = 30) -> Any:
+    """The worker's first heartbeat comes a moment after it is ready."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = web.request("GET", "/health")
+        if answer.status == 200 or time.monotonic() > deadline:
+            assert answer.status == 200, answer.body
+            return answer.json()
+        time.sleep(0.2)
+
+
 def test_it_uploads_deploys_streams_and_audits_then_rolls_back_a_failing_update(
     appliance: Appliance, web: Web, personas: Personas
 ) -> None:
+    health = web.request("GET", "/health")
+    assert health.status == 503 and health.json()["checks"]["worker"]["state"] == "down"
     appliance.start_worker()
+    health = wait_for_health(web)
+    assert health["checks"]["worker"]["state"] == "up" and "(pid " in health["checks"]["worker"]["detail"]
     operator, viewer = personas.token("operator"), personas.token("viewer")
     system = appliance.system
 
