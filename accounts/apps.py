@@ -1,6 +1,21 @@
+from __future__ import annotations
+
+from typing import Any
+
 from django.apps import AppConfig
 
 
 class AccountsConfig(AppConfig):
     name = "accounts"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django.contrib.auth.signals import user_logged_in
+
+        user_logged_in.connect(_login_journal, dispatch_uid="accounts.login_journal")
+
+
+def _login_journal(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
+    from accounts.services import login_record
+
+    login_record(username=user.get_username(), request=request)

@@ -6,6 +6,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
@@ -13,7 +14,9 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.models import ApiToken, AuthFailure, Profile, Role
+from updates.actors import Actor, actor_of_command_line
 from updates.engine.errors import InvalidInput
+from updates.services.audit import journal_append
 
 TOKEN_PREFIX = "orch_"
 
@@ -34,28 +37,37 @@ def token_digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def user_create(*, username: str, role: Role, password: str) -> User:
-    with transaction.atomic():
-        if User.objects.filter(username=username).exists():
-            raise AccessError(f"user {username!r} already exists")
-        user: User = User.objects.create_user(username=username, password=password)
-        Profile.objects.create(user=user, role=role)
+@transaction.atomic
+def user_create(*, username: str, role: Role, password: str, actor: Actor | None = None) -> User:
+    if User.objects.filter(username=username).exists():
+        raise AccessError(f"user {username!r} already exists")
+    user = User.objects.create_user(username=username, password=password)
+    Profile.objects.create(user=user, role=role)
+    _journal("user.created", actor, f"user:{username}", {"role": str(role)})
     return user
 
 
-def user_set_role(*, username: str, role: Role) -> User:
+@transaction.atomic
+def user_set_role(*, username: str, role: Role, actor: Actor | None = None) -> User:
     """Lowering a role lowers the user's tokens with it: a token never outranks its user."""
-    with transaction.atomic():
-        user = _user(username)
-        Profile.objects.update_or_create(user=user, defaults={"role": role})
-        for token in user.api_tokens.all():
-            if Role(token.role).rank > role.rank:
-                token.role = role
-                token.save(update_fields=["role"])
+    user = _user(username)
+    Profile.objects.update_or_create(user=user, defaults={"role": role})
+    for token in user.api_tokens.all():
+        if Role(token.role).rank > role.rank:
+            token.role = role
+            token.save(update_fields=["role"])
+    _journal("user.role_set", actor, f"user:{username}", {"role": str(role)})
     return user
 
 
-def token_create(*, username: str, role: Role, name: str = "", expires_days: int | None = None) -> NewToken:
+def _journal(kind: str, actor: Actor | None, subject: str, data: dict[str, object]) -> None:
+    """Access changes go into the audit journal with the change (issue 11); never a secret."""
+    journal_append(kind=kind, actor=actor or actor_of_command_line(), subject=subject, data=data)
+
+
+def token_create(
+    *, username: str, role: Role, name: str = "", expires_days: int | None = None, actor: Actor | None = None
+) -> NewToken:
     user = _user(username)
     if role.rank > _role_of(user).rank:
         raise AccessError(f"a token cannot outrank its user: {username} is {_role_of(user)}, not {role}")
@@ -64,24 +76,35 @@ def token_create(*, username: str, role: Role, name: str = "", expires_days: int
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     expires = timezone.now() + timedelta(days=expires_days) if expires_days else None
     try:
-        row: ApiToken = ApiToken.objects.create(
-            user=user,
-            name=name or f"token-{user.api_tokens.count() + 1}",
-            role=role,
-            prefix=secret[: len(TOKEN_PREFIX) + 6],
-            digest=token_digest(secret),
-            expires_at=expires,
-        )
+        with transaction.atomic():
+            row = ApiToken.objects.create(
+                user=user,
+                name=name or f"token-{user.api_tokens.count() + 1}",
+                role=role,
+                prefix=secret[: len(TOKEN_PREFIX) + 6],
+                digest=token_digest(secret),
+                expires_at=expires,
+            )
+            data: dict[str, object] = {
+                "name": row.name,
+                "role": str(role),
+                "prefix": row.prefix,
+                "expires_at": str(expires or ""),
+            }
+            _journal("token.created", actor, f"token:{row.pk}", data)
     except IntegrityError:
         raise AccessError(f"{username} already has a token named {name!r}") from None
     return NewToken(row=row, secret=secret)
 
 
-def token_revoke(*, token_id: int) -> ApiToken:
+def token_revoke(*, token_id: int, actor: Actor | None = None) -> ApiToken:
     token: ApiToken | None = ApiToken.objects.filter(pk=token_id).first()
     if token is None:
         raise AccessError(f"token {token_id} does not exist")
-    ApiToken.objects.filter(pk=token_id, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    with transaction.atomic():
+        now = timezone.now()
+        if ApiToken.objects.filter(pk=token_id, revoked_at__isnull=True).update(revoked_at=now):
+            _journal("token.revoked", actor, f"token:{token_id}", {"name": token.name})
     token.refresh_from_db()
     return token
 
@@ -127,3 +150,16 @@ def _user(username: str) -> User:
 def _role_of(user: User) -> Role:
     profile = Profile.objects.filter(user=user).first()
     return Role(profile.role) if profile else Role.VIEWER
+
+
+def login_record(*, username: str, request: Any) -> None:
+    """A browser login, into the audit journal (failed ones are counted by the rate limiter)."""
+    from accounts.auth import client_address
+
+    address = client_address(request) if request is not None else ""
+    journal_append(
+        kind="user.login",
+        actor=Actor("user", username),
+        subject=f"user:{username}",
+        data={"address": address},
+    )

@@ -64,6 +64,11 @@ REBOOT_COMMAND = os.getenv("ORCH_REBOOT_COMMAND", "reboot")
 # How long to wait for the host to go down after REBOOT_COMMAND returned (Mender waits 10 min);
 # the demo and the tests, whose reboot command is harmless, set 0.
 REBOOT_WAIT_SECONDS = envint("ORCH_REBOOT_WAIT_SECONDS", "600")
+# The audit journal (docs/audit.md): sign the chain head every N entries (and at every deployment
+# end); clear step output older than N days after each deployment (0: keep it; the journal keeps
+# its digests either way).
+AUDIT_ANCHOR_EVERY = envint("ORCH_AUDIT_ANCHOR_EVERY", "100")
+AUDIT_OUTPUT_RETENTION_DAYS = envint("ORCH_AUDIT_OUTPUT_RETENTION_DAYS", "0")
 
 
 def _secret_key() -> str:
@@ -215,7 +220,8 @@ EVENTS_MAX_SECONDS = envint("ORCH_EVENTS_MAX_SECONDS", "3600")
 
 STATIC_URL = "static/"
 STATIC_ROOT = DATASTORE_DIR / "static"
-STATICFILES_DIRS = [BASE_DIR / "orchestrator_site" / "static", _NINJA_DIR / "static"]  # the docs page's scripts: no CDN
+# The UI's files, and the docs page's scripts from ninja (no CDN).
+STATICFILES_DIRS = [BASE_DIR / "orchestrator_site" / "static", _NINJA_DIR / "static"]
 # Hashed names and far-future cache headers once collected (bin/run); before that, plain names
 # served from the folders above as they are.
 WHITENOISE_USE_FINDERS = True

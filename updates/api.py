@@ -20,6 +20,7 @@ from pydantic import Field
 
 from accounts.auth import OPERATOR, VIEWER
 from accounts.selectors import Principal
+from updates import audit as journal
 from updates import selectors
 from updates.events import event_stream
 from updates.schemas import (
@@ -213,6 +214,24 @@ class AuditIn(Schema):
     since: datetime | None = None
     until: datetime | None = None
     format: Literal["json", "csv"] = "json"
+
+
+class AuditVerifyOut(Schema):
+    """The journal's state (docs/audit.md): `broken` names the first broken entry."""
+
+    ok: bool
+    summary: str
+    entries: int
+    first: int | None
+    head: dict[str, Any]
+    anchors: int
+    last_anchor: int | None
+    broken: dict[str, Any] | None
+
+
+@router.get("/audit/verify", response=AuditVerifyOut)
+def audit_verify(request: HttpRequest) -> Any:
+    return journal.audit_verify().as_json()
 
 
 @router.get("/audit", response=list[AuditRowOut])

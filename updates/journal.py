@@ -15,11 +15,14 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import datetime
 from typing import TypeVar
 
 from django.db import connection, transaction
 from django.utils import timezone
 
+from updates.engine.auditchain import iso, sha256_hex
 from updates.engine.interface import CallResult
 from updates.engine.machine import RunState
 from updates.models import Deployment, Step, StepEvent
@@ -73,14 +76,19 @@ class _GroupWriter:
         return batch
 
     def _run(self, batch: list[tuple[Callable[[], object], Future[object]]]) -> None:
+        from updates.services.audit import journal_batch  # (updates.services imports this module)
+
         try:
-            with transaction.atomic():
+            with transaction.atomic(), journal_batch():
                 results = [fn() for fn, _ in batch]
         except Exception:
-            # One failing write must not take the others down: retry them one by one.
+            # One failing write must not take the others down: retry them one by one (each
+            # still atomic: a step row never commits without its journal entry).
             for fn, future in batch:
                 try:
-                    future.set_result(fn())
+                    with transaction.atomic():
+                        result = fn()
+                    future.set_result(result)
                 except Exception as exc:
                     future.set_exception(exc)
             return
@@ -93,7 +101,7 @@ class DbJournal:
         self.deployment_id = deployment.pk
         self.echo = echo or (lambda line: None)
         self._writer = _GroupWriter()
-        self._labels: dict[int, tuple[str, str, float]] = {}
+        self._calls: dict[int, _Call] = {}
 
     def close(self) -> None:
         self._writer.close()
@@ -106,35 +114,98 @@ class DbJournal:
         self._write(lambda: Deployment.objects.filter(pk=self.deployment_id).update(position=data))
 
     def call_started(self, *, component: str, state: str, argv: Sequence[str]) -> int:
+        call = _Call(component, state, list(argv), timezone.now(), time.monotonic())
+
         def insert() -> int:
             step = Step.objects.create(
                 deployment_id=self.deployment_id,
                 component=component,
                 state=state,
-                argv=list(argv),
-                started_at=timezone.now(),
+                argv=call.argv,
+                started_at=call.started_at,
             )
             StepEvent.objects.create(deployment_id=self.deployment_id, step=step, kind="started")
             return int(step.pk)
 
         step = self._write(insert)
-        self._labels[step] = (component, state, time.monotonic())
+        self._calls[step] = call
         return step
 
     def call_finished(
         self, step: int, *, result: CallResult | None, answer: str | None = None, error: str | None = None
     ) -> None:
         fields = _finished_fields(result, answer, error)
-        self._write(lambda: _step_finish(self.deployment_id, step, fields))
-        self.echo(self._line(step, fields))
+        call = self._calls.pop(step)
 
-    def _line(self, step: int, fields: dict[str, object]) -> str:
-        component, state, started = self._labels.pop(step)
-        seconds = time.monotonic() - started
-        status = "ok" if not fields.get("error") and fields.get("exit_code") in (0, None) else "FAILED"
-        extra = f" -> {fields['answer']}" if fields.get("answer") else ""
-        error = f"  ({fields['error']})" if fields.get("error") else ""
-        return f"{component:<24} {state:<30} {status}{extra} {seconds:.2f}s{error}"
+        def update() -> None:
+            # The step row and its journal entry commit together (issue 11), in the same batch.
+            _step_finish(self.deployment_id, step, fields)
+            step_journal(self.deployment_id, step, call, fields)
+
+        self._write(update)
+        self.echo(_line(call, fields))
+
+
+@dataclass(frozen=True)
+class _Call:
+    component: str
+    state: str
+    argv: list[str]
+    started_at: datetime
+    started: float  # monotonic, for the echoed duration
+
+
+def step_journal(deployment_id: int, step: int, call: _Call, fields: dict[str, object]) -> None:
+    """The journal entry of a finished step: what ran, how it ended, and digests of its output
+    (the output itself stays in the step row, which retention may clear; the digests stay)."""
+    from updates.services.audit import journal_append  # (updates.services imports this module)
+
+    ended = fields["ended_at"]
+    assert isinstance(ended, datetime)
+    journal_append(
+        kind="step.finished",
+        actor=None,
+        subject=f"deployment:{deployment_id}",
+        data={
+            "step": step,
+            "component": call.component,
+            "state": call.state,
+            "argv": list(call.argv),
+            "started_at": iso(call.started_at),
+            "ended_at": iso(ended),
+            "duration_ms": round((ended - call.started_at).total_seconds() * 1000),
+            "exit_code": fields.get("exit_code"),
+            "timed_out": bool(fields.get("timed_out", False)),
+            "answer": fields["answer"],
+            "error": fields["error"],
+            "stdout_sha256": sha256_hex(str(fields.get("stdout", "")).encode()),
+            "stderr_sha256": sha256_hex(str(fields.get("stderr", "")).encode()),
+        },
+    )
+
+
+def step_journal_row(step: Step) -> None:
+    """The same entry from a step row (steps closed as interrupted after a crash)."""
+    call = _Call(step.component, step.state, list(step.argv), step.started_at, 0.0)
+    fields: dict[str, object] = {
+        "ended_at": step.ended_at,
+        "exit_code": step.exit_code,
+        "timed_out": step.timed_out,
+        "answer": step.answer,
+        "error": step.error,
+        "stdout": step.stdout,
+        "stderr": step.stderr,
+    }
+    step_journal(step.deployment_id, step.pk, call, fields)
+
+
+def _line(call: _Call, fields: dict[str, object]) -> str:
+    component, state = call.component, call.state
+    seconds = time.monotonic() - call.started
+    status = "ok" if not fields.get("error") and fields.get("exit_code") in (0, None) else "FAILED"
+    extra = f" -> {fields['answer']}" if fields.get("answer") else ""
+    error = f"  ({fields['error']})" if fields.get("error") else ""
+    return f"{component:<24} {state:<30} {status}{extra} {seconds:.2f}s{error}"
 
 
 def _step_finish(deployment_id: int, step: int, fields: dict[str, object]) -> None:

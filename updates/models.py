@@ -282,3 +282,58 @@ class WebhookEvent(models.Model):
 
     def __str__(self) -> str:
         return f"webhook {self.event_id} ({self.type}, {self.action})"
+
+
+class JournalEntry(models.Model):
+    """One entry of the append-only audit journal (docs/audit.md).
+
+    `hash` is the SHA-256 of the entry's canonical serialisation, which includes `prev_hash` (the
+    previous entry's `hash`): editing, deleting or reordering a row breaks the chain from there.
+    Written only by `updates.services.audit.journal_append`, never updated or deleted.
+    """
+
+    seq = models.BigIntegerField(primary_key=True)  # 1, 2, 3, … without gaps: the entry's number
+    # Unique: two writers that read the same head cannot both append after it (no fork).
+    prev_hash = models.CharField(max_length=64, unique=True)
+    hash = models.CharField(max_length=64)
+    at = models.DateTimeField()
+    kind = models.CharField(max_length=60)
+    actor = models.JSONField(null=True)  # {"kind": user|token|webhook|cli|system, "name", …}
+    subject = models.CharField(max_length=200, blank=True, db_index=True)  # "deployment:12"
+    data = models.JSONField(default=dict)
+
+    class Meta:
+        db_table = "journal"
+        ordering = ["seq"]
+
+    def __str__(self) -> str:
+        return f"journal entry {self.seq} ({self.kind})"
+
+
+class JournalHead(models.Model):
+    """Singleton row (pk=1): the last entry's number and hash.
+
+    Appenders lock this row (SELECT … FOR UPDATE on PostgreSQL; SQLite's IMMEDIATE transactions
+    hold the database write lock), so appends are serialised. It also lets `audit verify` notice a
+    truncated tail, which leaves an otherwise intact chain behind.
+    """
+
+    seq = models.BigIntegerField(default=0)
+    hash = models.CharField(max_length=64)
+
+    class Meta:
+        db_table = "journal_head"
+
+
+class JournalAnchor(models.Model):
+    """The appliance's Ed25519 signature over the chain head at entry `seq` (docs/audit.md)."""
+
+    seq = models.BigIntegerField(unique=True)
+    hash = models.CharField(max_length=64)
+    at = models.DateTimeField()
+    key_fingerprint = models.CharField(max_length=64)  # sha256 of the public key's DER
+    signature = models.CharField(max_length=128)  # hex of the 64-byte Ed25519 signature
+
+    class Meta:
+        db_table = "journal_anchor"
+        ordering = ["seq"]

@@ -37,6 +37,7 @@ ROUTES: list[tuple[str, str, Any, str | None, int]] = [
     ("POST", "/deployments/999/rollback", None, OPERATOR, 409),
     ("GET", "/audit", None, VIEWER, 200),
     ("GET", "/audit?format=csv", None, VIEWER, 200),
+    ("GET", "/audit/verify", None, VIEWER, 200),
     # Signed by the Mender webhook secret, not by user or token: unsigned is 401 for everyone.
     ("POST", "/hooks/mender", {"id": "e1", "type": "device-provisioned", "data": {}}, NOBODY, 401),
 ]

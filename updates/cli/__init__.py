@@ -16,7 +16,7 @@ from updates.engine.errors import ExitCode
 from updates.engine.version import VERSION
 from updates.services.environment import datastore_prepare
 
-from . import access, artifact, bundle, system
+from . import access, artifact, audit, bundle, system
 from . import hooks as hook_secret
 
 LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "fatal")
@@ -28,13 +28,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     artifact.register(sub)
+    audit.register(sub)
     bundle.register(sub)
     system.register(sub)
     access.register(sub)
     hook_secret.register(sub)
     for name, command in sub.choices.items():
-        # Every command but the pure file tool and the secret file works on the database.
-        command.set_defaults(needs_database=name not in ("artifact", "hook-secret"))
+        # Every command but the pure file tool works on the database (a hook-secret change is
+        # recorded in the audit journal).
+        command.set_defaults(needs_database=name != "artifact")
     return parser
 
 
@@ -46,7 +48,8 @@ def _configure_logging(level: str) -> None:
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args.log_level)
-    if getattr(args, "needs_database", False):
+    # `audit verify --export` checks a file, possibly on another machine: no data store needed.
+    if getattr(args, "needs_database", False) and not getattr(args, "export_file", None):
         try:
             datastore_prepare()
         except (OSError, DatabaseError) as exc:

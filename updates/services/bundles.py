@@ -26,7 +26,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from updates import selectors
-from updates.actors import CLI_ACTOR, Actor
+from updates.actors import Actor, actor_of_command_line
 from updates.claims import owner_alive, owner_token
 from updates.engine.artifact import ArtifactError, ArtifactReader, PublicKey
 from updates.engine.bundle import Intake, ingest, manifest_artifact_fit
@@ -43,6 +43,7 @@ from updates.engine.planner import (  # the planner's own §3.1 rules
 from updates.engine.provides import device_type_ok
 from updates.engine.store import ArtifactStore, NoSpaceError, plan_eviction
 from updates.models import Bundle, BundleArtifact, StoredArtifact
+from updates.services.audit import journal_append
 from updates.services.environment import Environment, desired_state_load, environment_load, live_inspector
 from updates.services.sources import artifact_sources, artifact_store, stored_artifact_record
 
@@ -85,7 +86,7 @@ def bundle_add(
     filename: str = "",
     size_hint: int | None = None,
     created_by: str = "cli",
-    actor: Actor = CLI_ACTOR,
+    actor: Actor | None = None,
 ) -> Bundle:
     """Ingest one upload (streamed, hashed and verified while written) and check it completely.
 
@@ -94,7 +95,9 @@ def bundle_add(
     env = environment_load()
     store = artifact_store(env)
     _clean_interrupted(env, store)
-    bundle = _bundle_begin(env, filename=filename, created_by=created_by, actor=actor)
+    bundle = _bundle_begin(
+        env, filename=filename, created_by=created_by, actor=actor or actor_of_command_line()
+    )
     try:
         return _bundle_check(env, store, bundle, source, size_hint)
     except Exception as exc:
@@ -115,6 +118,10 @@ def _bundle_begin(env: Environment, *, filename: str, created_by: str, actor: Ac
         marker = _ingest_marker(env, bundle.pk)
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(owner_token())
+        # Who uploaded it; the outcome (digest, signers, problems) follows as bundle.accepted/rejected.
+        journal_append(
+            kind="bundle.added", actor=actor, subject=f"bundle:{bundle.pk}", data={"filename": filename}
+        )
     return bundle
 
 
@@ -369,6 +376,7 @@ def _bundle_reject(bundle: Bundle, intake: Intake, store: ArtifactStore, checks:
                 store.remove(stored.sha256)
         bundle.status, bundle.checks, bundle.problems = Bundle.Status.REJECTED, checks.rows, checks.problems
         bundle.save()
+        _journal_outcome(bundle)
     return bundle
 
 
@@ -390,7 +398,31 @@ def _bundle_accept(
         bundle.directory = str(directory)
         bundle.manifest_name = _manifest_name(checks)
         bundle.save()
+        _journal_outcome(bundle)
     return bundle
+
+
+def _journal_outcome(bundle: Bundle) -> None:
+    journal_append(
+        kind=f"bundle.{bundle.status}",
+        actor=None,
+        subject=f"bundle:{bundle.pk}",
+        data={
+            "sha256": bundle.sha256,
+            "size": bundle.size,
+            "form": bundle.form,
+            "manifest": bundle.manifest_name,
+            "problems": list(bundle.problems),
+            "artifacts": [
+                {
+                    "name": a.artifact.name,
+                    "sha256": a.artifact.sha256,
+                    "signer": a.artifact.signer_fingerprint,
+                }
+                for a in bundle.artifacts.select_related("artifact")
+            ],
+        },
+    )
 
 
 def _manifest_name(checks: _Checks) -> str:
@@ -463,6 +495,7 @@ def bundle_delete(*, bundle_id: int, actor: Actor) -> Bundle:
             actor.label,
         )
         bundle.save(update_fields=["status", "deleted_at", "deleted_by"])
+        journal_append(kind="bundle.deleted", actor=actor, subject=f"bundle:{bundle.pk}", data={})
     if bundle.directory:
         shutil.rmtree(bundle.directory, ignore_errors=True)
     return bundle
@@ -472,10 +505,14 @@ def _inside(path: str, directory: str) -> bool:
     return Path(path).is_relative_to(Path(directory))
 
 
-def bundle_add_file(*, path: Path, created_by: str = "cli") -> Bundle:
+def bundle_add_file(*, path: Path, created_by: str = "cli", actor: Actor | None = None) -> Bundle:
     with open(path, "rb") as fileobj:
         return bundle_add(
-            source=fileobj, filename=path.name, size_hint=path.stat().st_size, created_by=created_by
+            source=fileobj,
+            filename=path.name,
+            size_hint=path.stat().st_size,
+            created_by=created_by,
+            actor=actor,
         )
 
 
@@ -543,13 +580,15 @@ def _ingest_owner(env: Environment, bundle_id: int) -> str:
 
 def _mark_rejected(bundle_id: int, reason: str) -> bool:
     """Conditional on `ingesting`: a bundle that just finished (or another sweeper) wins."""
-    return bool(
-        Bundle.objects.filter(pk=bundle_id, status=Bundle.Status.INGESTING).update(
+    with transaction.atomic():
+        marked = Bundle.objects.filter(pk=bundle_id, status=Bundle.Status.INGESTING).update(
             status=Bundle.Status.REJECTED,
             checks=[{"check": "ingest", "ok": False, "detail": reason}],
             problems=[f"ingest: {reason}"],
         )
-    )
+        if marked:
+            _journal_outcome(Bundle.objects.get(pk=bundle_id))
+    return bool(marked)
 
 
 def _ingest_running(env: Environment) -> bool:

@@ -20,15 +20,16 @@ from django.utils import timezone
 
 from devices.services import components_record
 from updates import selectors
-from updates.actors import CLI_ACTOR, Actor
+from updates.actors import SYSTEM, Actor, actor_of_command_line
 from updates.claims import owner_alive, owner_pid, owner_token, stop_leftover_calls
 from updates.engine.errors import BusyError, CleanupStarted, NothingInProgress, OrchestratorError
 from updates.engine.machine import Machine, Options, Result, RunState
 from updates.engine.manifest import DesiredState, Topology, TopologyJson, parse_manifest
-from updates.engine.planner import Plan, SelectionError, select
+from updates.engine.planner import Plan, SelectionError, TargetJson, select
 from updates.engine.transitions import ConstraintViolation
-from updates.journal import DbJournal
-from updates.models import ActiveManifests, Deployment, DeploymentStatus, Manifest, Step, StepEvent
+from updates.journal import DbJournal, step_journal_row
+from updates.models import ActiveManifests, Bundle, Deployment, DeploymentStatus, Manifest, Step, StepEvent
+from updates.services.audit import audit_prune_by_policy, journal_append
 from updates.services.bundles import store_retention_after_deployment
 from updates.services.components import components_refresh_after_deployment
 from updates.services.constraints import (
@@ -60,8 +61,8 @@ def deployment_create(
     stop_before: Sequence[str] = (),
     exit_on_reboot: bool = False,
     created_by: str = "cli",
+    actor: Actor | None = None,
     forced: Forced | None = None,
-    actor: Actor = CLI_ACTOR,
 ) -> Deployment:
     """Validate the inputs and queue a deployment (it holds the single in-progress slot).
 
@@ -73,7 +74,7 @@ def deployment_create(
     desired = desired_state_load(env, manifest_path=manifest_path, topology_components=topology_components)
     options = _RunOptions(stop_before=list(stop_before), exit_on_reboot=exit_on_reboot)
     return _deployment_queue(
-        env, desired, kind="install", options=options, created_by=created_by, forced=forced, actor=actor
+        env, desired, kind="install", options=options, created_by=created_by, actor=actor, forced=forced
     )
 
 
@@ -82,8 +83,8 @@ def deployment_create_previous(
     stop_before: Sequence[str] = (),
     exit_on_reboot: bool = False,
     created_by: str = "cli",
+    actor: Actor | None = None,
     forced: Forced | None = None,
-    actor: Actor = CLI_ACTOR,
 ) -> Deployment:
     """Queue the previous manifest again: "go back to the last known good system"."""
     env = environment_load()
@@ -99,7 +100,7 @@ def deployment_create_previous(
     )
     options = _RunOptions(stop_before=list(stop_before), exit_on_reboot=exit_on_reboot)
     return _deployment_queue(
-        env, desired, kind="previous", options=options, created_by=created_by, forced=forced, actor=actor
+        env, desired, kind="previous", options=options, created_by=created_by, actor=actor, forced=forced
     )
 
 
@@ -140,9 +141,12 @@ def deployment_execute(*, deployment_id: int, echo: Echo | None = None) -> Deplo
     Claiming is a conditional UPDATE (queued -> running): a redelivered or duplicated task
     message finds nothing to claim and returns the row as it is.
     """
-    claimed = Deployment.objects.filter(pk=deployment_id, status=Deployment.Status.QUEUED).update(
-        status=Deployment.Status.RUNNING, owner=owner_token(), started_at=timezone.now()
-    )
+    with transaction.atomic():
+        claimed = Deployment.objects.filter(pk=deployment_id, status=Deployment.Status.QUEUED).update(
+            status=Deployment.Status.RUNNING, owner=owner_token(), started_at=timezone.now()
+        )
+        if claimed == 1:
+            journal_append(kind="deployment.started", actor=None, subject=f"deployment:{deployment_id}")
     deployment = Deployment.objects.select_related("manifest").get(pk=deployment_id)
     if claimed != 1:
         return deployment
@@ -171,9 +175,10 @@ def _deployment_queue(
     kind: str,
     options: _RunOptions,
     created_by: str,
+    actor: Actor | None,
     forced: Forced | None = None,
-    actor: Actor,
 ) -> Deployment:
+    actor = actor or actor_of_command_line()  # the same actor on the row and in the journal
     # The constraints file is validated (InputError) and kept with the run before anything is recorded.
     constraints_file = constraints_snapshot(env, desired)
     try:
@@ -186,17 +191,66 @@ def _deployment_queue(
                 **options,
                 status=Deployment.Status.QUEUED,
                 created_by=created_by,
+                actor_kind=actor.kind,
+                actor_name=actor.name,
                 forced_by=forced.by if forced else "",
                 forced_reason=forced.reason if forced else "",
                 constraints_file=constraints_file,
-                actor_kind=actor.kind,
-                actor_name=actor.name,
             )
             deployment.work_dir = str(env.work_root / str(deployment.pk))
             deployment.save(update_fields=["work_dir"])
+            journal_append(
+                kind="deployment.created",
+                actor=actor,
+                subject=f"deployment:{deployment.pk}",
+                data=_created_record(deployment, desired),
+            )
     except IntegrityError:
         raise _busy() from None
     return deployment
+
+
+def _created_record(deployment: Deployment, desired: DesiredState) -> dict[str, object]:
+    """What the journal keeps of a new deployment: the manifest from → to and the bundle."""
+    pointers = selectors.active_manifests()
+    active = pointers.active if pointers else None
+    return {
+        "kind": deployment.kind,
+        "options": {"stop_before": deployment.stop_before, "exit_on_reboot": deployment.exit_on_reboot},
+        "manifest": _manifest_record(deployment.manifest),
+        "from": _manifest_record(active) if active else None,
+        "bundle": _bundle_record(desired.manifest.path),
+        "forced": {"by": deployment.forced_by, "reason": deployment.forced_reason}
+        if deployment.forced_by
+        else None,
+    }
+
+
+def _manifest_record(manifest: Manifest) -> dict[str, object]:
+    return {"id": manifest.pk, "name": manifest.name, "sha256": manifest.sha256, "form": manifest.form}
+
+
+def _bundle_record(manifest_path: Path) -> dict[str, object] | None:
+    """The accepted bundle whose store directory holds the manifest (installs by bundle id or
+    bundle file read it from there), with each artifact's digest and signer."""
+    folders = [str(p) for p in Path(manifest_path).resolve().parents]
+    bundle = Bundle.objects.filter(status=Bundle.Status.ACCEPTED, directory__in=folders).first()
+    if bundle is None:
+        return None
+    return {
+        "id": bundle.pk,
+        "sha256": bundle.sha256,
+        "filename": bundle.filename,
+        "artifacts": [
+            {
+                "name": a.artifact.name,
+                "sha256": a.artifact.sha256,
+                "signed": a.artifact.signed,
+                "signer": a.artifact.signer_fingerprint,
+            }
+            for a in bundle.artifacts.select_related("artifact")
+        ],
+    }
 
 
 def _busy() -> BusyError:
@@ -252,8 +306,27 @@ def _plan(env: Environment, deployment: Deployment, desired: DesiredState, journ
     components_record(inspected=inspected, topology=desired.topology)
     deployment.plan = plan.to_json()
     _check_constraints(env, deployment, desired, plan, journal)
-    deployment.save(update_fields=["plan"])
+    with transaction.atomic():
+        deployment.save(update_fields=["plan"])
+        journal_append(
+            kind="deployment.planned",
+            actor=None,
+            subject=f"deployment:{deployment.pk}",
+            data={"components": [_planned(c) for c in plan.to_json()["components"]]},
+        )
     return plan
+
+
+def _planned(c: TargetJson) -> dict[str, object]:
+    """A component's versions before (`current`) and the plan's target, for the journal."""
+    return {
+        "key": c["key"],
+        "component_type": c["component_type"],
+        "component_id": c["component_id"],
+        "action": c["action"],
+        "current": c["current"],
+        "target": c["target"],
+    }
 
 
 def _check_constraints(
@@ -297,8 +370,27 @@ def deployment_close(
     deployment.finished_at = timezone.now()
     deployment.slot = None
     deployment.owner = ""
-    deployment.save()
+    with transaction.atomic():
+        deployment.save()
+        _journal_outcome(deployment)  # the end, in the journal (and its head signed) with the row
     return deployment
+
+
+def _journal_outcome(deployment: Deployment) -> None:
+    """`deployment.finished` when it ended (the head gets signed), `deployment.paused` when it
+    stopped or waits for a reboot."""
+    ended = deployment.finished_at is not None
+    journal_append(
+        kind="deployment.finished" if ended else "deployment.paused",
+        actor=None,
+        subject=f"deployment:{deployment.pk}",
+        data={
+            "status": deployment.status,
+            "reason": deployment.reason,
+            "components": list(deployment.components),
+            "phase": deployment.position.get("phase", ""),
+        },
+    )
 
 
 def _machine_options(
@@ -332,6 +424,7 @@ def _deployment_finish(
             deployment.components, deployment.position = list(result.components), state.to_json()
             deployment.owner = ""
             deployment.save()
+            _journal_outcome(deployment)
         if status == Deployment.Status.SUCCEEDED:
             _activate(env, deployment.manifest)
     if status in Deployment.TERMINAL:
@@ -341,6 +434,7 @@ def _deployment_finish(
         # Reference §5.3: trim the artifact store after each deployment, as `gc` does (keeps
         # what the active, previous and in-progress manifests need). Logs, never raises.
         store_retention_after_deployment(env)
+        audit_prune_by_policy(actor=SYSTEM)
     return deployment
 
 
@@ -378,17 +472,30 @@ def _store_manifest(env: Environment, name: str, manifest: Manifest) -> None:
 
 
 def deployment_resume(
-    *, stop_before: Sequence[str] = (), exit_on_reboot: bool = False, echo: Echo | None = None
+    *,
+    stop_before: Sequence[str] = (),
+    exit_on_reboot: bool = False,
+    echo: Echo | None = None,
+    actor: Actor | None = None,
 ) -> Deployment:
     """Continue the deployment in progress from its persisted position."""
     deployment = _in_progress_or_raise("resume")
     return _continue(
-        deployment, stop_before=stop_before, exit_on_reboot=exit_on_reboot, echo=echo, rollback=False
+        deployment,
+        stop_before=stop_before,
+        exit_on_reboot=exit_on_reboot,
+        echo=echo,
+        rollback=False,
+        actor=actor,
     )
 
 
 def deployment_rollback(
-    *, stop_before: Sequence[str] = (), exit_on_reboot: bool = False, echo: Echo | None = None
+    *,
+    stop_before: Sequence[str] = (),
+    exit_on_reboot: bool = False,
+    echo: Echo | None = None,
+    actor: Actor | None = None,
 ) -> Deployment:
     """Roll back the deployment in progress (committed components included)."""
     deployment = _in_progress_or_raise("roll back")
@@ -398,7 +505,12 @@ def deployment_rollback(
     if deployment.position.get("phase") in ("cleanup", "done"):
         raise CleanupStarted("cleanup has started: the deployment can no longer be rolled back")
     return _continue(
-        deployment, stop_before=stop_before, exit_on_reboot=exit_on_reboot, echo=echo, rollback=True
+        deployment,
+        stop_before=stop_before,
+        exit_on_reboot=exit_on_reboot,
+        echo=echo,
+        rollback=True,
+        actor=actor,
     )
 
 
@@ -417,10 +529,13 @@ def _continue(
     exit_on_reboot: bool,
     echo: Echo | None,
     rollback: bool,
+    actor: Actor | None,
 ) -> Deployment:
     if deployment.status == Deployment.Status.QUEUED:
         return deployment_execute(deployment_id=deployment.pk, echo=echo)
-    crashed = _deployment_takeover(deployment)
+    request = {"stop_before": list(stop_before), "exit_on_reboot": exit_on_reboot}
+    kind = "deployment.rollback" if rollback else "deployment.resumed"
+    crashed = _deployment_takeover(deployment, journal=(kind, actor or actor_of_command_line(), request))
     if crashed:
         stop_leftover_calls(Path(deployment.work_dir))
     stored = deployment.planned()
@@ -444,33 +559,44 @@ def _continue(
     return _deployment_finish(env, deployment, result, machine.state)
 
 
-def _deployment_takeover(deployment: Deployment) -> bool:
+def _deployment_takeover(deployment: Deployment, *, journal: tuple[str, Actor, dict[str, object]]) -> bool:
     """Claim a deployment in progress for this process; True when its last runner died.
 
     The conditional UPDATE (on the owner we read) makes two resumers race safely: one wins.
+    The journal records who asked (kind, actor, request) in the same transaction.
     """
     if deployment.status == Deployment.Status.RUNNING and owner_alive(deployment.owner):
         raise BusyError(_busy_message(deployment))
     crashed = deployment.status == Deployment.Status.RUNNING
-    claimed = Deployment.objects.filter(
-        pk=deployment.pk, owner=deployment.owner, status=deployment.status
-    ).update(owner=owner_token(), status=Deployment.Status.RUNNING)
-    if claimed != 1:
-        raise BusyError(f"deployment {deployment.pk} was just claimed by another process")
+    kind, actor, request = journal
+    with transaction.atomic():
+        claimed = Deployment.objects.filter(
+            pk=deployment.pk, owner=deployment.owner, status=deployment.status
+        ).update(owner=owner_token(), status=Deployment.Status.RUNNING)
+        if claimed != 1:
+            raise BusyError(f"deployment {deployment.pk} was just claimed by another process")
+        journal_append(
+            kind=kind,
+            actor=actor,
+            subject=f"deployment:{deployment.pk}",
+            data={**request, "status_before": deployment.status, "after_crash": crashed},
+        )
     deployment.refresh_from_db()
     return crashed
 
 
 def _close_interrupted_steps(deployment: Deployment) -> None:
     """Calls that were running when the process died: recorded as interrupted, never as done."""
-    open_steps = list(deployment.steps.filter(ended_at__isnull=True).values_list("pk", flat=True))
     with transaction.atomic():
+        open_steps = list(deployment.steps.filter(ended_at__isnull=True).values_list("pk", flat=True))
         Step.objects.filter(pk__in=open_steps).update(
             ended_at=timezone.now(), error="interrupted: the orchestrator stopped during this call"
         )
         StepEvent.objects.bulk_create(
             StepEvent(deployment=deployment, step_id=pk, kind="finished") for pk in open_steps
         )
+        for step in Step.objects.filter(pk__in=open_steps).order_by("id"):
+            step_journal_row(step)
 
 
 def _deployment_close_untouched(deployment: Deployment) -> Deployment:

@@ -21,12 +21,13 @@ from django.db import transaction
 from django.utils import timezone
 
 from updates import selectors
-from updates.actors import Actor
+from updates.actors import SYSTEM, Actor
 from updates.claims import owner_alive
 from updates.engine.errors import BusyError, CleanupStarted, InvalidInput, NothingInProgress
 from updates.engine.manifest import InputError
 from updates.engine.planner import SelectionError
 from updates.models import Deployment
+from updates.services.audit import journal_append
 from updates.services.bundles import bundle_manifest_path
 from updates.services.components import components_refresh as refresh_components
 from updates.services.constraints import forced_by
@@ -150,6 +151,12 @@ def _request_record(deployment: Deployment, action: str, actor: Actor | None) ->
     with transaction.atomic():
         row = Deployment.objects.select_for_update().get(pk=deployment.pk)
         Deployment.objects.filter(pk=deployment.pk).update(requests=[*row.requests, entry])
+        journal_append(
+            kind=f"deployment.{action}_requested",
+            actor=actor,
+            subject=f"deployment:{deployment.pk}",
+            data={"via": "worker"},
+        )
 
 
 def components_refresh_start() -> None:
@@ -222,7 +229,8 @@ def deployment_continue(
         return f"deployment {deployment_id} moved on since the request: nothing to do"
     action = deployment_rollback if rollback else deployment_resume
     try:
-        return f"deployment {deployment_id}: {action(stop_before=stop_before).status}"
+        # Who asked is journaled with the request; the worker carries it out as the appliance.
+        return f"deployment {deployment_id}: {action(stop_before=stop_before, actor=SYSTEM).status}"
     except (BusyError, NothingInProgress, CleanupStarted) as exc:
         return str(exc)
 
@@ -248,7 +256,7 @@ def _resume_crashed(deployment: Deployment) -> str:
     log.warning("deployment %s was left running by a dead process: resuming it", deployment.pk)
     try:
         resumed = deployment_resume(
-            stop_before=deployment.stop_before, exit_on_reboot=deployment.exit_on_reboot
+            stop_before=deployment.stop_before, exit_on_reboot=deployment.exit_on_reboot, actor=SYSTEM
         )
     except (BusyError, NothingInProgress) as exc:
         return str(exc)

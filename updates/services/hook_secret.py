@@ -19,10 +19,21 @@ def hook_secret_path() -> Path:
 def hook_secret_set(*, secret: str) -> None:
     """Raises SecretError when it is not what Mender accepts (hex, 32 to 64 digits)."""
     engine.secret_write(hook_secret_path(), secret)
+    _journal("hook_secret.set")
 
 
 def hook_secret_rotate() -> str:
     """A new random secret replaces the old one at once; returned so it is shown once."""
     secret = engine.secret_generate()
     engine.secret_write(hook_secret_path(), secret)
+    _journal("hook_secret.rotated")
     return secret
+
+
+def _journal(kind: str) -> None:
+    """Who changed the secret, into the audit journal (never the secret; it is a file, so the
+    entry follows the write rather than sharing a transaction with it)."""
+    from updates.actors import actor_of_command_line
+    from updates.services.audit import journal_append
+
+    journal_append(kind=kind, actor=actor_of_command_line(), subject="hook-secret")

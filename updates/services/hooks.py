@@ -39,6 +39,7 @@ from updates.engine.planner import SelectionError
 from updates.engine.server import ServerError, ServerSettings, TooLarge, download, url_check
 from updates.models import Bundle, WebhookEvent
 from updates.services import bundles, dispatch
+from updates.services.audit import journal_append
 from updates.services.environment import environment_load
 from updates.services.hook_secret import hook_secret_path
 
@@ -117,6 +118,12 @@ def _claim(event: HookEvent, body: bytes, remote_addr: str) -> WebhookEvent | Ho
                 own_device=own,
                 remote_addr=remote_addr[:100],
                 body_sha256=hashlib.sha256(body).hexdigest(),
+            )
+            journal_append(
+                kind="webhook.received",
+                actor=Actor("webhook", event.id),
+                subject=f"webhook:{event.id}",
+                data={"type": event.type, "body_sha256": row.body_sha256, "remote_addr": row.remote_addr},
             )
     except IntegrityError:
         return _replayed(event.id)
