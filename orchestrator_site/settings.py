@@ -106,7 +106,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
-    "accounts",
+    "orchestrator_site.accounts",
     "devices",
     "updates",
 ]

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import path
 
-from accounts.views import LoginView, LogoutView
+from orchestrator_site.accounts.views import LoginView, LogoutView
 from orchestrator_site.api import api
 from updates import views
 

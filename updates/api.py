@@ -18,8 +18,8 @@ from ninja import File, Query, Router, Schema, Status
 from ninja.files import UploadedFile
 from pydantic import Field
 
-from accounts.auth import OPERATOR, VIEWER
-from accounts.selectors import Principal
+from orchestrator_site.accounts.auth import OPERATOR, VIEWER
+from orchestrator_site.accounts.selectors import Principal
 from updates import audit as journal
 from updates import selectors
 from updates.events import event_stream

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from django.http import HttpRequest
 
-from accounts.models import Role
-from accounts.selectors import role_of
+from orchestrator_site.accounts.models import Role
+from orchestrator_site.accounts.selectors import role_of
 from updates.access import has_role
 
 

@@ -19,9 +19,9 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from accounts import selectors as accounts_selectors
-from accounts import services as accounts_services
-from accounts.models import Role
+from orchestrator_site.accounts import selectors as accounts_selectors
+from orchestrator_site.accounts import services as accounts_services
+from orchestrator_site.accounts.models import Role
 from orchestrator_site.uploads import UploadIncomplete, UploadTooLarge
 from updates import selectors
 from updates.access import actor, role_required

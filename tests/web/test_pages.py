@@ -17,8 +17,8 @@ from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
 
-from accounts.models import ApiToken
 from devices.models import Component, System
+from orchestrator_site.accounts.models import ApiToken
 from tests.integration.conftest import DemoSystem
 from tests.web.conftest import PASSWORD, demo_bundle, deployment_record
 from updates.claims import owner_token
@@ -138,7 +138,7 @@ def test_it_asks_a_worker_to_refresh_the_components(
     with django_capture_on_commit_callbacks(execute=True):
         response = clients["operator"].post("/system/refresh", follow=True)
     assert "A worker is asking every component for its versions" in _text(response)
-    assert [json.loads(m.read_text())["headers"]["task"] for m in queue.iterdir()] == [TASK_REFRESH]
+    assert [json.loads(m.read_text())["headers"]["task"] for m in queue.glob("*.msg")] == [TASK_REFRESH]
 
 
 def test_it_uploads_a_bundle_and_shows_its_plan(clients: dict[str, Client], web_demo: DemoSystem) -> None:

@@ -19,9 +19,9 @@ from django.http import HttpRequest, HttpResponse
 from ninja.errors import AuthorizationError, HttpError
 from ninja.security import APIKeyCookie, HttpBearer
 
-from accounts import selectors, services
-from accounts.models import Role
-from accounts.selectors import Principal
+from orchestrator_site.accounts import selectors, services
+from orchestrator_site.accounts.models import Role
+from orchestrator_site.accounts.selectors import Principal
 
 
 def client_address(request: HttpRequest) -> str:

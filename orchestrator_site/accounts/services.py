@@ -13,7 +13,7 @@ from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from accounts.models import ApiToken, AuthFailure, Profile, Role
+from orchestrator_site.accounts.models import ApiToken, AuthFailure, Profile, Role
 from updates.actors import Actor, actor_of_command_line
 from updates.engine.errors import InvalidInput
 from updates.services.audit import journal_append
@@ -154,7 +154,7 @@ def _role_of(user: User) -> Role:
 
 def login_record(*, username: str, request: Any) -> None:
     """A browser login, into the audit journal (failed ones are counted by the rate limiter)."""
-    from accounts.auth import client_address
+    from orchestrator_site.accounts.auth import client_address
 
     address = client_address(request) if request is not None else ""
     journal_append(
