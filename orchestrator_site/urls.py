@@ -1,4 +1,3 @@
-from django.contrib import admin
 from django.urls import path
 
 from orchestrator_site.accounts.views import LoginView, LogoutView
@@ -6,7 +5,6 @@ from orchestrator_site.api import api
 from updates import views
 
 urlpatterns = [
-    path("admin/", admin.site.urls),
     path("accounts/login/", LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("accounts/logout/", LogoutView.as_view(), name="logout"),
     path("api/v1/", api.urls),
@@ -29,6 +27,7 @@ urlpatterns = [
     path("manage/", views.admin_home, name="admin-home"),
     path("manage/users", views.admin_user_create, name="admin-user-create"),
     path("manage/users/<int:user_id>/role", views.admin_user_role, name="admin-user-role"),
+    path("manage/hook-secret", views.admin_hook_secret_rotate, name="admin-hook-secret"),
 ]
 
 handler404 = "orchestrator_site.views.not_found"

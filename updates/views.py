@@ -43,6 +43,7 @@ from updates.services.dispatch import (
     deployment_rollback_start,
     deployment_start_bundle,
 )
+from updates.services.hook_secret import hook_secret_is_set, hook_secret_rotate
 
 PAGE_SIZE = 20
 
@@ -367,15 +368,29 @@ def admin_home(request: HttpRequest) -> HttpResponse:
     return _admin_page(request, UserCreateForm())
 
 
-def _admin_page(request: HttpRequest, form: UserCreateForm, status: int = 200) -> HttpResponse:
+def _admin_page(
+    request: HttpRequest, form: UserCreateForm, status: int = 200, new_secret: str = ""
+) -> HttpResponse:
     context = {
         "users": accounts_selectors.user_list(),
         "tokens": accounts_selectors.token_list(),
         "form": form,
         "roles": list(Role),
         "keys": selectors.trusted_keys(),
+        "hook_secret_set": hook_secret_is_set(),
+        "new_secret": new_secret,
     }
     return render(request, "updates/admin.html", context, status=status)
+
+
+@require_POST
+@role_required(Role.ADMIN)
+def admin_hook_secret_rotate(request: HttpRequest) -> HttpResponse:
+    """The new secret is in this one answer only (never in a redirect, a message or a log)."""
+    secret = hook_secret_rotate(actor=actor(request))
+    response = _admin_page(request, UserCreateForm(), new_secret=secret)
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 @require_POST

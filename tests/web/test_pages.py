@@ -22,7 +22,7 @@ from orchestrator_site.accounts.models import ApiToken
 from tests.integration.conftest import DemoSystem
 from tests.web.conftest import PASSWORD, demo_bundle, deployment_record
 from updates.claims import owner_token
-from updates.models import ActiveManifests, Bundle, Deployment
+from updates.models import ActiveManifests, Bundle, Deployment, JournalEntry
 from updates.tasknames import TASK_REFRESH
 
 pytestmark = pytest.mark.django_db
@@ -447,3 +447,23 @@ def test_it_refuses_a_token_above_the_users_role(clients: dict[str, Client]) -> 
         r'class="field invalid">\s*<label for="id_role">.*not one of the available choices', _text(response)
     )
     assert not ApiToken.objects.exists()
+
+
+def test_it_lets_an_admin_rotate_the_webhook_secret_and_shows_it_once(
+    clients: dict[str, Client], settings: Any, tmp_path: Path
+) -> None:
+    settings.DATASTORE_DIR = tmp_path
+    admin = clients["admin"]
+    assert "No secret yet" in _text(admin.get("/manage/"))
+    assert clients["operator"].post("/manage/hook-secret").status_code == 403
+    assert not (tmp_path / "hook-secret").exists()
+
+    answer = admin.post("/manage/hook-secret")
+    shown = re.search(r'id="new-secret">([0-9a-f]+)<', _text(answer))
+    assert answer.status_code == 200 and answer["Cache-Control"] == "no-store" and shown
+    stored = tmp_path / "hook-secret"
+    assert stored.read_text().strip() == shown.group(1) and stored.stat().st_mode & 0o777 == 0o600
+    again = _text(admin.get("/manage/"))
+    assert "A secret is set" in again and shown.group(1) not in again
+    entry = JournalEntry.objects.filter(kind="hook_secret.rotated").get()
+    assert entry.actor is not None and (entry.actor["kind"], entry.actor["name"]) == ("user", "admin")

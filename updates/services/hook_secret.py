@@ -7,6 +7,7 @@ from pathlib import Path
 
 from django.conf import settings
 
+from updates.actors import Actor
 from updates.engine import hooks as engine
 
 SECRET_FILE = "hook-secret"
@@ -16,24 +17,30 @@ def hook_secret_path() -> Path:
     return Path(settings.DATASTORE_DIR) / SECRET_FILE
 
 
-def hook_secret_set(*, secret: str) -> None:
-    """Raises SecretError when it is not what Mender accepts (hex, 32 to 64 digits)."""
+def hook_secret_set(*, secret: str, actor: Actor | None = None) -> None:
+    """Raises SecretError when it is not what Mender accepts (hex, 32 to 64 digits).
+    `actor`: who, for the journal (default: the command line's OS user)."""
     engine.secret_write(hook_secret_path(), secret)
-    _journal("hook_secret.set")
+    _journal("hook_secret.set", actor)
 
 
-def hook_secret_rotate() -> str:
+def hook_secret_rotate(*, actor: Actor | None = None) -> str:
     """A new random secret replaces the old one at once; returned so it is shown once."""
     secret = engine.secret_generate()
     engine.secret_write(hook_secret_path(), secret)
-    _journal("hook_secret.rotated")
+    _journal("hook_secret.rotated", actor)
     return secret
 
 
-def _journal(kind: str) -> None:
+def hook_secret_is_set() -> bool:
+    """Whether webhooks can be accepted at all (the secret itself is never shown again)."""
+    return engine.secret_read(hook_secret_path()) is not None
+
+
+def _journal(kind: str, actor: Actor | None) -> None:
     """Who changed the secret, into the audit journal (never the secret; it is a file, so the
     entry follows the write rather than sharing a transaction with it)."""
     from updates.actors import actor_of_command_line
     from updates.services.audit import journal_append
 
-    journal_append(kind=kind, actor=actor_of_command_line(), subject="hook-secret")
+    journal_append(kind=kind, actor=actor or actor_of_command_line(), subject="hook-secret")
