@@ -85,9 +85,7 @@ def cmd_user_ensure_admin(args: argparse.Namespace) -> int:
     password = services.admin_ensure()
     if password is not None:
         print(f"created user admin (role admin) with password: {password}")
-        print(
-            "(shown once; change it with `user create`/`set-role`, or reset it with Django's changepassword)"
-        )
+        print("(shown once; to set another: `python manage.py changepassword admin` in this environment)")
     return 0
 
 
