@@ -467,3 +467,23 @@ def test_it_lets_an_admin_rotate_the_webhook_secret_and_shows_it_once(
     assert "A secret is set" in again and shown.group(1) not in again
     entry = JournalEntry.objects.filter(kind="hook_secret.rotated").get()
     assert entry.actor is not None and (entry.actor["kind"], entry.actor["name"]) == ("user", "admin")
+
+
+def test_it_shows_the_declared_system_version_or_that_it_is_outside_them(
+    clients: dict[str, Client], settings: Any, tmp_path: Path
+) -> None:
+    settings.TOPOLOGY_DIR = tmp_path
+    (tmp_path / "constraints.yaml").write_text(
+        "api_version: mender/v1\nkind: constraints\nend_states:\n"
+        '  - system_version: "v.2"\n    versions: {gateway: gateway-v2, rtos: "rtos-v2*"}\n'
+    )
+    for key, version in (("gateway.G13", "gateway-v2"), ("rtos.R456", "rtos-v1")):
+        ctype, cid = key.split(".")
+        Component.objects.create(
+            key=key, component_type=ctype, component_id=cid, interface=ctype, version=version
+        )
+    assert "Outside every declared working state" in _text(clients["viewer"].get("/"))
+    Component.objects.filter(key="rtos.R456").update(version="rtos-v2")
+    page = _text(clients["viewer"].get("/"))
+    assert re.search(r"Declared working state: <strong>system v\.2</strong>", page)
+    assert "Outside every" not in page
