@@ -21,7 +21,7 @@ from updates.engine.artifact import ArtifactError, key_fingerprint, load_public_
 from updates.engine.constraints import Constraints, constraints_file, constraints_from_manifest
 from updates.engine.interface import QUERY_STATES
 from updates.engine.manifest import InputError
-from updates.engine.planner import TargetJson
+from updates.engine.planner import TargetJson, target_versions
 from updates.heartbeat import WorkerBeat as WorkerBeat
 from updates.heartbeat import live_workers as live_workers  # re-exported: workers that answer
 from updates.models import (
@@ -466,15 +466,7 @@ def deployment_detail(d: Deployment) -> dict[str, Any]:
 
 
 def _planned(c: TargetJson, steps: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "key": c["key"],
-        "component_type": c["component_type"],
-        "component_id": c["component_id"],
-        "action": c["action"],
-        "current": c["current"],
-        "target": c["target"],
-        "steps": steps,
-    }
+    return {**target_versions(c), "steps": steps}
 
 
 def _unplanned(key: str, steps: list[dict[str, Any]]) -> dict[str, Any]:

@@ -79,6 +79,19 @@ class TargetJson(TypedDict):
     provides: dict[str, str]  # its Provides when planned
 
 
+def target_versions(c: TargetJson) -> dict[str, object]:
+    """A planned component's identity and versions before (`current`) and after (`target`): what
+    the audit journal and the deployment detail show of it."""
+    return {
+        "key": c["key"],
+        "component_type": c["component_type"],
+        "component_id": c["component_id"],
+        "action": c["action"],
+        "current": c["current"],
+        "target": c["target"],
+    }
+
+
 class PlanJson(TypedDict):
     """The stored form of a `Plan`: written by `Plan.to_json`, read by `Plan.from_json`."""
 

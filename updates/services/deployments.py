@@ -25,7 +25,7 @@ from updates.claims import owner_alive, owner_pid, owner_token, stop_leftover_ca
 from updates.engine.errors import BusyError, CleanupStarted, NothingInProgress, OrchestratorError
 from updates.engine.machine import Machine, Options, Result, RunState
 from updates.engine.manifest import DesiredState, Topology, TopologyJson, parse_manifest
-from updates.engine.planner import Plan, SelectionError, TargetJson, select
+from updates.engine.planner import Plan, SelectionError, select, target_versions
 from updates.engine.transitions import ConstraintViolation
 from updates.journal import DbJournal, step_journal_row
 from updates.models import ActiveManifests, Bundle, Deployment, DeploymentStatus, Manifest, Step, StepEvent
@@ -312,21 +312,9 @@ def _plan(env: Environment, deployment: Deployment, desired: DesiredState, journ
             kind="deployment.planned",
             actor=None,
             subject=f"deployment:{deployment.pk}",
-            data={"components": [_planned(c) for c in plan.to_json()["components"]]},
+            data={"components": [target_versions(c) for c in plan.to_json()["components"]]},
         )
     return plan
-
-
-def _planned(c: TargetJson) -> dict[str, object]:
-    """A component's versions before (`current`) and the plan's target, for the journal."""
-    return {
-        "key": c["key"],
-        "component_type": c["component_type"],
-        "component_id": c["component_id"],
-        "action": c["action"],
-        "current": c["current"],
-        "target": c["target"],
-    }
 
 
 def _check_constraints(
