@@ -43,6 +43,14 @@ def leave_a_grandchild(runner: InterfaceRunner, work: Path) -> int:
     return int((tree / "grandchild").read_text())
 
 
+def wait_until_in_root(pid: int) -> None:
+    """The backgrounded subshell may not have run its `cd /` yet when the interface returns."""
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{pid}/cwd").readlink() != Path("/"):
+        assert time.monotonic() < deadline, "the grandchild never left the work directory"
+        time.sleep(0.01)
+
+
 def alive(pid: int) -> bool:
     return start_time(pid) is not None
 
@@ -52,7 +60,7 @@ def test_it_stops_a_leftover_that_left_the_work_dir(tmp_path: Path) -> None:
     grandchild = leave_a_grandchild(the_interface(tmp_path).with_session_log(work / SESSION_LOG), work)
     try:
         assert alive(grandchild)
-        assert Path(f"/proc/{grandchild}/cwd").readlink() == Path("/")
+        wait_until_in_root(grandchild)
         assert leftover_calls(work) == [grandchild]
         assert stop_leftover_calls(work, grace=2) == [grandchild]
         deadline = time.monotonic() + 5
