@@ -382,6 +382,8 @@ def _in_progress_line(running: dict[str, Any] | None) -> str:
                 f"{what} running ({where}{' ' + step if step else ''}) since {_when(running['started_at'])}"
             )
         return f"{what} was left running by a process that is gone: `resume` or `rollback`"
+    if running["status"] == Deployment.Status.QUEUED:
+        return f"{what} queued: waiting for a worker to take it (`celery -A worker worker`)"
     return f"{what} {running['status']}"
 
 
