@@ -25,6 +25,7 @@ from orchestrator_site.accounts.models import Role
 from orchestrator_site.uploads import UploadIncomplete, UploadTooLarge
 from updates import selectors
 from updates.access import actor, role_required
+from updates.audit import audit_verify
 from updates.engine.errors import OrchestratorError
 from updates.forms import (
     DeployForm,
@@ -295,9 +296,12 @@ def audit(request: HttpRequest) -> HttpResponse:
         body = json.dumps(selectors.audit_rows(**period), cls=DjangoJSONEncoder, indent=1)
         return _attachment(HttpResponse(body, content_type="application/json"), "audit.json")
     rows = selectors.audit_report(**period)
-    return render(
-        request, "updates/audit.html", {"form": form, "rows": rows, "query": request.GET.urlencode()}
-    )
+    # Checking the chain reads every journal entry: on request, not on every visit.
+    journal = audit_verify() if request.GET.get("verify") else None
+    query = request.GET.copy()
+    query.pop("verify", None)
+    context = {"form": form, "rows": rows, "query": query.urlencode(), "journal": journal}
+    return render(request, "updates/audit.html", context)
 
 
 def audit_csv(rows: list[dict[str, Any]]) -> HttpResponse:

@@ -487,3 +487,16 @@ def test_it_shows_the_declared_system_version_or_that_it_is_outside_them(
     page = _text(clients["viewer"].get("/"))
     assert re.search(r"Declared working state: <strong>system v\.2</strong>", page)
     assert "Outside every" not in page
+
+
+def test_it_verifies_the_audit_journal_on_request_and_names_a_break(clients: dict[str, Client]) -> None:
+    deployment_record("system-core-v2", "succeeded")
+    viewer = clients["viewer"]
+    assert 'id="journal-state"' not in _text(viewer.get("/audit/"))  # not on every visit
+    intact = _text(viewer.get("/audit/?verify=1"))
+    assert re.search(r'id="journal-state"[^>]*class="ok">\s*<strong>Intact:</strong> journal intact', intact)
+    first = JournalEntry.objects.order_by("seq").first()
+    assert first is not None
+    JournalEntry.objects.filter(seq=first.seq).update(kind="tampered")  # an edit behind our back
+    broken = _text(viewer.get("/audit/?verify=1"))
+    assert "<strong>Broken:</strong> journal BROKEN at" in broken and f"{first.seq}" in broken
