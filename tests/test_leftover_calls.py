@@ -40,7 +40,9 @@ def leave_a_grandchild(runner: InterfaceRunner, work: Path) -> int:
         args=[],
     )
     assert runner.call(argv, cwd=tree).ok
-    return int((tree / "grandchild").read_text())
+    grandchild = int((tree / "grandchild").read_text())
+    wait_until_in_root(grandchild)
+    return grandchild
 
 
 def wait_until_in_root(pid: int) -> None:
@@ -60,7 +62,6 @@ def test_it_stops_a_leftover_that_left_the_work_dir(tmp_path: Path) -> None:
     grandchild = leave_a_grandchild(the_interface(tmp_path).with_session_log(work / SESSION_LOG), work)
     try:
         assert alive(grandchild)
-        wait_until_in_root(grandchild)
         assert leftover_calls(work) == [grandchild]
         assert stop_leftover_calls(work, grace=2) == [grandchild]
         deadline = time.monotonic() + 5
