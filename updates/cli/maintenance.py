@@ -52,7 +52,7 @@ def _in_progress(manifest: dict[str, Any]) -> str:
     running = manifest.get("deployment_in_progress")
     if not running:
         return ""
-    return f"note: deployment {running['id']} was {running['status']} (restored, `resume --interrupted` continues it)"
+    return f"note: deployment {running['id']} was {running['status']} (`resume` continues it)"
 
 
 def print_backup(result: service.BackupResult) -> None:

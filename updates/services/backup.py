@@ -451,6 +451,8 @@ def _targets(
 ) -> list[tuple[str, str | None]]:
     if app is None:
         return list(executor.loader.graph.leaf_nodes())
+    if app not in executor.loader.migrated_apps:
+        raise InvalidInput(f"migrate: no app {app!r} with migrations")
     if target is None:
         return [key for key in executor.loader.graph.leaf_nodes() if key[0] == app]
     if target == "zero":
