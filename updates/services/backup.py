@@ -165,7 +165,8 @@ def _backup_write(partial: Path, *, echo: Echo) -> dict[str, Any]:
         os.fdopen(fd, "wb") as raw,
         tempfile.TemporaryDirectory(prefix=".backup-", dir=partial.parent) as tmp,
     ):
-        with tarfile.open(fileobj=raw, mode="w:gz", compresslevel=6) as tar:
+        # Level 1: artifacts, most of the bytes, are compressed already; more only costs time.
+        with tarfile.open(fileobj=raw, mode="w:gz", compresslevel=1) as tar:
             writer = archive.ArchiveWriter(tar=tar, echo=echo)
             db_file = _database_copy(Path(tmp), manifest)
             writer.add_file(db_file, f"database/{db_file.name}")
