@@ -230,3 +230,26 @@ def test_it_names_the_backup_and_the_restore_command_when_a_migration_fails(demo
 def test_it_refuses_an_unknown_migration_target(demo: DemoSystem, args: list[str]) -> None:
     result = demo.run(*args)
     assert result.returncode == 2, result.stdout + result.stderr
+
+
+def test_it_refuses_to_restore_while_a_deployment_runs_with_a_live_owner(demo: DemoSystem) -> None:
+    ok(demo.install("manifest-v2.yaml", "--stop-before", "ArtifactCommit"))
+    archive = demo.root / "a.tar.gz"
+    _backup(demo, archive)
+    # The deployment's runner is this test process, alive: as if an `install` were running.
+    claim = f"from updates.models import Deployment; Deployment.objects.update(status='running', owner='{owner_token()}')"
+    _manage(demo, "shell", "-c", claim)
+
+    result = demo.run("restore", str(archive), "--yes")
+
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert f"deployment 1 is running (pid {os.getpid()})" in result.stderr
+
+
+def test_it_backs_up_a_database_whose_tables_are_not_migrated_yet(demo: DemoSystem) -> None:
+    _manage(demo, "migrate", "updates", "zero", "-v", "0")
+    archive = demo.root / "early.tar.gz"
+    made = _backup(demo, archive)
+    assert "updates" not in made["migrations"]
+    restored = ok(demo.run("restore", str(archive), "--yes"))
+    assert "migrated forward: " in restored and "updates.0007_journal" in restored

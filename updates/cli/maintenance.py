@@ -98,17 +98,24 @@ def cmd_restore(args: argparse.Namespace) -> int:
     try:
         service.restore_check_idle()
         prepared = service.restore_prepare(source=args.archive)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
         _err(f"{args.archive}: {exc.strerror}")
         return ExitCode.INVALID
     except OrchestratorError as exc:
         _err(f"restore refused: {exc}")
         return exc.exit_code
+    except OSError as exc:  # the disk, while unpacking beside the data store: nothing replaced
+        _err(f"restore failed before replacing anything: {exc}")
+        return ExitCode.FAILED
     if not args.yes and not _confirm(prepared):
         service.restore_discard(prepared)
         _err("not restored")
         return ExitCode.INVALID
-    result = service.restore_apply(prepared)
+    try:
+        result = service.restore_apply(prepared)
+    except (OrchestratorError, OSError) as exc:
+        _err(f"restore failed: {exc}")
+        return ExitCode.FAILED
     print(
         f"restored {args.archive} (taken {result.backup['created']}, appliance {result.backup['appliance_version']})"
     )

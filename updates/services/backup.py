@@ -183,7 +183,10 @@ def _manifest_base() -> dict[str, Any]:
     from updates import selectors
 
     now = datetime.now(UTC)
-    running = selectors.deployment_in_progress()
+    try:
+        running = selectors.deployment_in_progress()
+    except DatabaseError:  # not migrated yet: a backup of what there is
+        running = None
     return {
         "format": archive.FORMAT_VERSION,
         "appliance_version": VERSION,
@@ -221,18 +224,21 @@ def _sqlite_backup(source: Path, out: Path) -> None:
 
 
 def _pg_run(argv: list[str]) -> None:
-    """`pg_dump`/`pg_restore` with the connection's parameters; no shell, password via env."""
+    """`pg_dump`/`psql` with the connection's parameters; no shell, a password via env."""
     db = connection.settings_dict
     args = [*argv, "--no-password", "--dbname", str(db["NAME"])]
     for flag, key in (("--host", "HOST"), ("--port", "PORT"), ("--username", "USER")):
         if db.get(key):
             args += [flag, str(db[key])]
-    env = {**os.environ}
-    if db.get("PASSWORD"):
-        env["PGPASSWORD"] = str(db["PASSWORD"])
-    done = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
+    _run(args, env={"PGPASSWORD": str(db["PASSWORD"])} if db.get("PASSWORD") else None)
+
+
+def _run(args: list[str], *, env: dict[str, str] | None) -> None:
+    done = subprocess.run(
+        args, env={**os.environ, **(env or {})}, capture_output=True, text=True, check=False
+    )
     if done.returncode != 0:
-        raise OrchestratorError(f"{argv[0]} failed ({done.returncode}): {done.stderr.strip()}")
+        raise OrchestratorError(f"{args[0]} failed ({done.returncode}): {done.stderr.strip()}")
 
 
 def _datastore_add(writer: archive.ArchiveWriter) -> list[str]:
@@ -410,13 +416,18 @@ def _move(src: Path, dst: Path) -> tuple[Path, Path]:
 
 
 def _pg_restore(dump: Path) -> None:
-    """Tables the dump lacks (a newer schema's) are dropped first, or the forward migration
-    would meet them; the restore itself runs in one transaction."""
+    """All or nothing: `pg_restore --clean --if-exists --no-owner` writes the restore as SQL,
+    and psql runs it in one transaction after dropping the current tables (a newer schema's
+    tables, which the dump lacks, would stand in the way of the forward migration)."""
+    script, drop = dump.with_suffix(".sql"), dump.with_suffix(".drop.sql")
+    _run(["pg_restore", "--clean", "--if-exists", "--no-owner", "--file", str(script), str(dump)], env=None)
     with connection.cursor() as cursor:
-        for table in connection.introspection.table_names(cursor):
-            cursor.execute(f"DROP TABLE IF EXISTS {connection.ops.quote_name(table)} CASCADE")
+        tables = connection.introspection.table_names(cursor)
+    quoted = ", ".join(connection.ops.quote_name(t) for t in tables)
+    drop.write_text(f"DROP TABLE IF EXISTS {quoted} CASCADE;\n" if tables else "")
     connections.close_all()
-    _pg_run(["pg_restore", "--clean", "--if-exists", "--no-owner", "--single-transaction", str(dump)])
+    psql = ["psql", "--no-psqlrc", "--quiet", "--single-transaction", "--set", "ON_ERROR_STOP=1"]
+    _pg_run([*psql, "--file", str(drop), "--file", str(script)])
 
 
 def _restore_result(manifest: dict[str, Any], migrated: list[str]) -> RestoreResult:
