@@ -215,6 +215,7 @@ def _copy_out(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path) -> st
         while chunk := source.read(CHUNK):
             digest.update(chunk)
             out.write(chunk)
+    os.utime(target, (member.mtime, member.mtime))  # the artifact store evicts by age
     return digest.hexdigest()
 
 

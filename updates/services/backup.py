@@ -365,6 +365,7 @@ def restore_apply(prepared: PreparedRestore) -> RestoreResult:
 
 def _swap_in(extracted: archive.Extracted) -> None:
     root = datastore_dir()
+    os.sync()  # the unpacked files are on disk before a rename makes them the live ones
     aside = extracted.root / "old"
     aside.mkdir()
     moves: list[tuple[Path, Path]] = []  # (from, to), in the order done
