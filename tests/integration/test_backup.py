@@ -253,3 +253,52 @@ def test_it_backs_up_a_database_whose_tables_are_not_migrated_yet(demo: DemoSyst
     assert "updates" not in made["migrations"]
     restored = ok(demo.run("restore", str(archive), "--yes"))
     assert "migrated forward: " in restored and "updates.0007_journal" in restored
+
+
+WRITER = """
+import sys, time
+from pathlib import Path
+from updates.services.hook_secret import hook_secret_rotate
+stop, started = Path(sys.argv[1]), Path(sys.argv[2])
+count = 0
+while not stop.exists():
+    hook_secret_rotate()  # one journal entry per call, each in its own transaction
+    count += 1
+    if count == 3:
+        started.touch()
+print(count)
+"""
+
+
+def test_it_takes_a_consistent_backup_while_the_journal_is_written(demo: DemoSystem) -> None:
+    ok(demo.install("manifest-v2.yaml"))
+    first = json.loads(ok(demo.run("audit", "verify", "--json")))["entries"]
+    stop, started = demo.root / "stop", demo.root / "started"
+    command = [
+        sys.executable,
+        str(ROOT / "manage.py"),
+        "shell",
+        "-c",
+        f"import sys; sys.argv = ['', {str(stop)!r}, {str(started)!r}]\n{WRITER}",
+    ]
+    writer = subprocess.Popen(
+        command, env=demo.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        while not started.exists():
+            assert writer.poll() is None, writer.communicate()
+            time.sleep(0.05)
+        archive = demo.root / "busy.tar.gz"
+        _backup(demo, archive)
+    finally:
+        stop.touch()
+        out, err = writer.communicate(timeout=60)
+    assert writer.returncode == 0, err
+    written = int(out.split()[-1])
+
+    destroy(demo)
+    ok(demo.run("restore", str(archive), "--yes"))
+
+    verdict = json.loads(ok(demo.run("audit", "verify", "--json")))
+    assert verdict["ok"], verdict
+    assert first + 3 <= verdict["entries"] <= first + written
