@@ -69,6 +69,8 @@ REBOOT_WAIT_SECONDS = envint("ORCH_REBOOT_WAIT_SECONDS", "600")
 # its digests either way).
 AUDIT_ANCHOR_EVERY = envint("ORCH_AUDIT_ANCHOR_EVERY", "100")
 AUDIT_OUTPUT_RETENTION_DAYS = envint("ORCH_AUDIT_OUTPUT_RETENTION_DAYS", "0")
+# How many automatic `pre-migrate-*` backups `orchestrator migrate` keeps (manual ones: all).
+BACKUP_KEEP = envint("ORCH_BACKUP_KEEP", "3")
 
 
 def _secret_key() -> str:

@@ -12,11 +12,11 @@ import sys
 
 from django.db import DatabaseError
 
-from updates.engine.errors import ExitCode
+from updates.engine.errors import ExitCode, OrchestratorError
 from updates.engine.version import VERSION
 from updates.services.environment import datastore_prepare
 
-from . import access, artifact, audit, bundle, system
+from . import access, artifact, audit, bundle, maintenance, system
 from . import hooks as hook_secret
 
 LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "fatal")
@@ -33,10 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     system.register(sub)
     access.register(sub)
     hook_secret.register(sub)
+    maintenance.register(sub)
     for name, command in sub.choices.items():
         # Every command but the pure file tool works on the database (a hook-secret change is
-        # recorded in the audit journal).
-        command.set_defaults(needs_database=name != "artifact")
+        # recorded in the audit journal) and migrates it first; backup/restore/migrate are the
+        # upkeep that must see the schema as it is (updates/cli/maintenance.py).
+        command.set_defaults(needs_database=name not in ("artifact", "backup", "restore", "migrate"))
     return parser
 
 
@@ -52,7 +54,7 @@ def main(argv: list[str]) -> int:
     if getattr(args, "needs_database", False) and not getattr(args, "export_file", None):
         try:
             datastore_prepare()
-        except (OSError, DatabaseError) as exc:
+        except (OSError, DatabaseError, OrchestratorError) as exc:
             print(f"mender-orchestrator: cannot open the data store: {exc}", file=sys.stderr)
             return ExitCode.FAILED
     code: int = args.handler(args)

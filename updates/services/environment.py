@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import shlex
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -100,13 +101,10 @@ def live_inspector(
 
 
 def datastore_prepare() -> None:
-    """First use of a fresh appliance: create the data store and bring the database schema up to
-    date, so no operator has to run `migrate` before the first `install`."""
+    """First use of a fresh appliance, or the first command after an upgrade: create the data
+    store and bring the database schema up to date, so no operator has to run `migrate` before
+    the first `install`. A database that has data is backed up first (`pre-migrate-*`)."""
     Path(settings.DATASTORE_DIR).mkdir(parents=True, exist_ok=True)
-    from django.core.management import call_command
-    from django.db import connection
-    from django.db.migrations.executor import MigrationExecutor
+    from updates.services.backup import migrate_run
 
-    executor = MigrationExecutor(connection)
-    if executor.migration_plan(executor.loader.graph.leaf_nodes()):
-        call_command("migrate", verbosity=0, interactive=False)
+    migrate_run(echo=lambda line: print(line, file=sys.stderr, flush=True))
