@@ -181,15 +181,19 @@ if [ "$(readlink "$VAR_LIB_LINK" 2>/dev/null)" != "$DATASTORE" ]; then
   note "linked $VAR_LIB_LINK -> $DATASTORE"
 fi
 # root:<group>, folders 2770 (setgid: what root creates keeps the group, so the web server's
-# user can use it). Only what is not so already is touched (an older single-user data store).
-chown root:"$gid" "$DATASTORE"
-find "$DATASTORE" -xdev ! -type l ! -group "$gid" -exec chgrp "$gid" {} +
-find "$DATASTORE" -xdev -type d ! -perm -2770 -exec chmod u+rwx,g+rwxs {} +
-chmod o-rwx "$DATASTORE"
-find "$DATASTORE" -xdev -type f -perm -u+r ! -perm -g+r -exec chmod g+r {} +
-# Keys stay read-only to the group (secret_read refuses more); the rest the web writes too.
-find "$DATASTORE" -xdev -type f -perm -u+w ! -perm -g+w ! -name '*.pem' ! -name hook-secret \
-  ! -name secret_key -exec chmod g+w {} +
+# user can use it). A data store not in that layout yet (new, or an older single-user one) is
+# brought into it once; afterwards the services' UMask 0007 and the setgid bit keep it so.
+if [ "$(stat -c '%u:%g %a' "$DATASTORE")" != "0:$gid 2770" ]; then
+  chown root:"$gid" "$DATASTORE"
+  chmod 2770 "$DATASTORE"
+  find "$DATASTORE" -xdev ! -type l ! -group "$gid" -exec chgrp "$gid" {} +
+  find "$DATASTORE" -xdev -type d ! -perm -2770 -exec chmod u+rwx,g+rwxs {} +
+  find "$DATASTORE" -xdev -type f -perm -u+r ! -perm -g+r -exec chmod g+r {} +
+  # Keys stay read-only to the group (secret_read refuses more); the rest the web writes too.
+  find "$DATASTORE" -xdev -type f -perm -u+w ! -perm -g+w ! -name '*.pem' ! -name hook-secret \
+    ! -name secret_key -exec chmod g+w {} +
+  note "gave $DATASTORE to root:$user, folders 2770"
+fi
 
 # ----- configuration ---------------------------------------------------------------------------
 install -d -m 0750 -o root -g "$gid" "$CONF_DIR"

@@ -84,3 +84,15 @@ def private_dir_mode(parent: Path) -> int:
 def shared_rw_mode(directory: Path) -> int:
     """The mode of a file every process opens for writing (a lock file): 0660 shared, else 0600."""
     return 0o660 if group_shared(directory) else 0o600
+
+
+def share_with_group(paths: Sequence[Path]) -> None:
+    """Make the group read and write `paths` in a shared folder (its owner alone may chmod;
+    missing paths and other owners' files are left as they are)."""
+    for path in paths:
+        try:
+            st = path.stat()
+            if group_shared(path.parent) and st.st_mode & 0o060 != 0o060 and st.st_uid == os.geteuid():
+                path.chmod(stat.S_IMODE(st.st_mode) | 0o060)
+        except OSError:
+            continue
