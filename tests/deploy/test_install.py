@@ -205,7 +205,18 @@ def test_it_writes_an_nginx_site_that_nginx_accepts(install: Install, tmp_path: 
     tls.mkdir()
     subprocess.run(
         [
-            *"openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=gateway".split(),
+            *[
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=gateway",
+            ],
             *["-keyout", str(tls / "key.pem"), "-out", str(tls / "cert.pem")],
         ],
         check=True,
@@ -306,6 +317,15 @@ def test_the_installed_command_line_runs(install: Install) -> None:
     # A fresh appliance: no topology yet, no deployment (exit 0 or 2 per DESIGN §4, never a crash).
     assert status.returncode in (0, 2), status.stdout + status.stderr
     assert "Traceback" not in status.stderr
+    # Django's deployment checklist with the example environment: only the two HSTS warnings
+    # left on purpose (a gateway's subdomains are not ours to pin; preload lists are for sites).
+    check = subprocess.run(
+        [wrapper, "--manage", "check", "--deploy"], env=CLEAN_ENV, capture_output=True, text=True, timeout=120
+    )
+    assert set(re.findall(r"security\.W\d+", check.stderr + check.stdout)) == {
+        "security.W005",
+        "security.W021",
+    }
 
 
 def test_uninstall_removes_the_app_and_keeps_the_data_store(install: Install) -> None:
