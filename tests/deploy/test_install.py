@@ -306,6 +306,28 @@ def test_the_installed_web_server_answers_as_the_service_user(install: Install, 
     # The embedded broker's folders, made by root at install, are writable by the web user.
     assert checks["broker"]["state"] == "up", body
 
+    # The database root created (install.sh's migrate) is writable by the web user: a request
+    # with a token root made records the token's use.
+    wrapper = str(install.path("/usr/bin/mender-orchestrator"))
+    made = subprocess.run(
+        [wrapper, "token", "create", "--user", "admin", "--role", "admin", "--name", "deploy-test"],
+        env=CLEAN_ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert made.returncode == 0, made.stderr
+    # As nginx forwards it (ORCH_SSL_REDIRECT sends plain http elsewhere).
+    headers = {"Authorization": f"Bearer {made.stdout.strip()}", "X-Forwarded-Proto": "https"}
+    request = urllib.request.Request(f"{web}/api/v1/bundles", headers=headers)
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert json.load(response)["total"] == 0
+    listed = subprocess.run(
+        [wrapper, "token", "list"], env=CLEAN_ENV, capture_output=True, text=True, timeout=120
+    )
+    line = next(line for line in listed.stdout.splitlines() if "deploy-test" in line)
+    assert "last used never" not in line and "last used 20" in line, line
+
 
 def test_the_installed_command_line_runs(install: Install) -> None:
     wrapper = str(install.path("/usr/bin/mender-orchestrator"))
