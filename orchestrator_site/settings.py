@@ -14,6 +14,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from updates.appliance import paths_from_env
+from updates.engine.fsutil import private_file_mode
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -85,7 +86,7 @@ def _secret_key() -> str:
         if path.exists():
             return path.read_text().strip()
         DATASTORE_DIR.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, private_file_mode(DATASTORE_DIR))
     except FileExistsError:  # another process (the worker, say) made it first
         return path.read_text().strip()
     except OSError:
@@ -202,6 +203,25 @@ LOGOUT_REDIRECT_URL = "/accounts/login/"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
+
+# ----- Production behind nginx (deploy/, docs/install.md) ------------------------------------------
+# Off by default: a fresh checkout is served over plain http://127.0.0.1, where secure cookies
+# would never be sent back and HSTS would pin a browser to an https nobody serves.
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = envbool("ORCH_SECURE_COOKIES", "False")
+SECURE_HSTS_SECONDS = envint("ORCH_HSTS_SECONDS", "0")
+# Subdomains of the gateway's name are not ours to pin to https.
+SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("ORCH_HSTS_INCLUDE_SUBDOMAINS", "False")
+# nginx terminates TLS and says so in X-Forwarded-Proto; trusted only when we sit behind it (a
+# client talking to gunicorn directly could claim https otherwise).
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_X_FORWARDED_PROTO", "https") if envbool("ORCH_BEHIND_PROXY", "False") else None
+)
+# nginx already sends plain http to https; this redirects whatever reaches gunicorn otherwise.
+# The health check stays answerable on the local port (monitoring asks it without TLS).
+SECURE_SSL_REDIRECT = envbool("ORCH_SSL_REDIRECT", "False")
+SECURE_REDIRECT_EXEMPT = [r"^api/v1/health$"]
+# The https origins the browser UI is reached at (Django 4+ checks the Origin of form posts).
+CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.getenv("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
 
 # ----- REST API (orchestrator_site/api.py) -----------------------------------------------------
 # Uploads go to disk in chunks (never whole in memory), under the data store so a bundle can be

@@ -31,7 +31,7 @@ def cmd_hook_secret_set(args: argparse.Namespace) -> int:
     except (SecretError, OSError) as exc:
         print(f"mender-orchestrator: hook-secret set: {exc}", file=sys.stderr)
         return 2
-    print(f"hook secret stored in {hooks.hook_secret_path()} (mode 0600)", file=sys.stderr)
+    print(f"hook secret stored in {_where()}", file=sys.stderr)
     return 0
 
 
@@ -43,8 +43,14 @@ def cmd_hook_secret_rotate(args: argparse.Namespace) -> int:
         return 1
     print(secret)
     print(
-        f"hook secret replaced in {hooks.hook_secret_path()} (mode 0600); it is shown only now: "
+        f"hook secret replaced in {_where()}; it is shown only now: "
         "enter it as the webhook's secret in Mender",
         file=sys.stderr,
     )
     return 0
+
+
+def _where() -> str:
+    """The file and its mode: 0600, or 0640 in the shared data store of a production install."""
+    path = hooks.hook_secret_path()
+    return f"{path} (mode {path.stat().st_mode & 0o777:04o})"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import stat
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -52,3 +53,46 @@ def sync_tree(root: Path, paths: Sequence[Path]) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+# ----- the shared data store of a production install (deploy/install.sh) -------------------------
+# There the data store belongs to root:mender-orchestrator with setgid folders (2770): the worker
+# runs as root, the web server as the service user, and both must read what the other made. A
+# file that is private elsewhere (0600) is then readable by the group too; a fresh checkout (no
+# setgid) keeps 0600, so the single-user setup is not loosened.
+
+
+def group_shared(directory: Path) -> bool:
+    """Whether `directory` is a setgid folder of the shared layout (False when it is missing)."""
+    try:
+        return bool(directory.stat().st_mode & stat.S_ISGID)
+    except OSError:
+        return False
+
+
+def private_file_mode(directory: Path) -> int:
+    """The mode of a secret file (a key) created in `directory`: 0640 shared, else 0600."""
+    return 0o640 if group_shared(directory) else 0o600
+
+
+def private_dir_mode(parent: Path) -> int:
+    """The mode of a private folder created in `parent`: 0770 shared (setgid comes from the
+    parent; asking for it would be refused under the web unit's RestrictSUIDSGID), else 0700."""
+    return 0o770 if group_shared(parent) else 0o700
+
+
+def shared_rw_mode(directory: Path) -> int:
+    """The mode of a file every process opens for writing (a lock file): 0660 shared, else 0600."""
+    return 0o660 if group_shared(directory) else 0o600
+
+
+def share_with_group(paths: Sequence[Path]) -> None:
+    """Make the group read and write `paths` in a shared folder (its owner alone may chmod;
+    missing paths and other owners' files are left as they are)."""
+    for path in paths:
+        try:
+            st = path.stat()
+            if group_shared(path.parent) and st.st_mode & 0o060 != 0o060 and st.st_uid == os.geteuid():
+                path.chmod(stat.S_IMODE(st.st_mode) | 0o060)
+        except OSError:
+            continue

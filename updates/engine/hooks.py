@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from updates.engine.fsutil import fsync_dir
+from updates.engine.fsutil import fsync_dir, private_file_mode
 
 DEVICE_EVENTS = (
     "device-provisioned",
@@ -133,12 +133,13 @@ def secret_generate() -> str:
 
 
 def secret_write(path: Path, secret: str) -> None:
-    """Replace the secret atomically; the file is created 0600, never readable by others."""
+    """Replace the secret atomically; the file is created 0600 (0640 in the shared data store of a
+    production install, where the web server runs as the service user), never readable by others."""
     secret = secret_check(secret)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, private_file_mode(path.parent))
     try:
         os.write(fd, f"{secret}\n".encode())
         os.fsync(fd)
@@ -158,8 +159,10 @@ def secret_read(path: Path) -> str | None:
         return None
     except OSError as exc:
         raise SecretError(f"{path}: cannot read: {exc.strerror or exc}")
-    if mode & 0o077:
-        raise SecretError(f"{path}: mode {mode & 0o777:04o} lets others read it; it must be 0600")
+    # The service group may read it in the shared data store (group_shared), nobody else.
+    allowed = private_file_mode(path.parent)
+    if mode & 0o777 & ~allowed:
+        raise SecretError(f"{path}: mode {mode & 0o777:04o} lets others read it; it must be {allowed:04o}")
     try:
         return secret_check(text)
     except SecretError as exc:

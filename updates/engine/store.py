@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import IO
 
 from updates.engine.errors import UnavailableError
-from updates.engine.fsutil import fsync_dir
+from updates.engine.fsutil import fsync_dir, share_with_group, shared_rw_mode
 
 SHA_RE = re.compile(r"[0-9a-f]{64}")
 TMP_DIR = ".tmp"
@@ -207,7 +207,10 @@ class ArtifactStore:
 
     @contextlib.contextmanager
     def tmp_lock(self, mode: int) -> Iterator[None]:
-        fd = os.open(self.root / TMP_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        # Every writer opens it, the root worker and the web server alike (fsutil.shared_rw_mode),
+        # whatever the umask of the process that made it.
+        fd = os.open(self.root / TMP_LOCK, os.O_RDWR | os.O_CREAT, shared_rw_mode(self.root))
+        share_with_group([self.root / TMP_LOCK])
         try:
             fcntl.flock(fd, mode)
             yield

@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from updates.actors import Actor
 from updates.engine import auditchain
+from updates.engine.fsutil import private_dir_mode, private_file_mode
 from updates.models import JournalAnchor, JournalEntry, JournalHead, Step
 
 KEY_NAME = "journal-signing-key.pem"
@@ -157,7 +158,7 @@ def _load_key(path: Path) -> Ed25519PrivateKey:
 
 
 def signing_key() -> Ed25519PrivateKey:
-    """The appliance's Ed25519 key (0600 in the data store), created on first use.
+    """The appliance's Ed25519 key (0600 in the data store, 0640 in a shared one), created on first use.
 
     Created beside its final name and hard-linked into place: two processes creating it at once
     both end up with the one that won, never with a half-written file.
@@ -169,12 +170,14 @@ def signing_key() -> Ed25519PrivateKey:
 
 
 def _key_create(path: Path) -> None:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.parent.mkdir(mode=private_dir_mode(path.parent.parent), parents=True, exist_ok=True)
     pem = Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # 0640 in the shared data store of a production install: the web server (the service user)
+    # signs journal anchors with the key the root worker may have created (fsutil.group_shared).
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, private_file_mode(path.parent))
     try:
         os.write(fd, pem)
         os.fsync(fd)

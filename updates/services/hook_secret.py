@@ -1,4 +1,4 @@
-"""The webhook secret (`<datastore>/hook-secret`, mode 0600), apart from the receiving side so
+"""The webhook secret (`<datastore>/hook-secret`, mode 0600; 0640 in a shared data store), apart from the receiving side so
 the command line does not load Celery just to write a file."""
 
 from __future__ import annotations
