@@ -258,13 +258,8 @@ fi
 # As root with the service group and umask 007, through the wrapper: the same environment the
 # units have. `migrate` takes a backup first when migrations are pending on a database that has
 # tables, and says where it went.
-# TODO(issue 14, after merging the backup engineer's branch): keep only `"$BIN" migrate`; the
-# fallback to Django's own migrate (no backup) is for a tree without `orchestrator migrate`.
-if "$BIN" migrate --help >/dev/null 2>&1; then
-  "$BIN" migrate
-else
-  "$BIN" --manage migrate --noinput | { grep -v -e '^Operations to perform' -e '^  Apply all' -e '^Running migrations' -e '^  No migrations to apply' || true; }
-fi
+# Backs up the data store first when migrations are pending (docs/operations.md).
+"$BIN" migrate
 # Content-hashed copies for WhiteNoise; an unchanged file is not copied again.
 "$BIN" --manage collectstatic --noinput --verbosity 0
 # Prints the generated password of the first admin once (nothing when an admin exists).
