@@ -286,5 +286,5 @@ fi
 if [ ${#changed[@]} -eq 0 ]; then
   say "nothing to change: the install at $PREFIX is up to date"
 else
-  say "done (${#changed[@]} changes)"
+  if [ ${#changed[@]} -eq 1 ]; then say "done (1 change)"; else say "done (${#changed[@]} changes)"; fi
 fi

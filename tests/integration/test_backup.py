@@ -198,7 +198,7 @@ def test_it_backs_up_before_migrating_only_when_pending_and_keeps_the_newest_n(d
     for _ in range(3):
         _manage(demo, "migrate", "updates", "0006_forced", "-v", "0")  # Django's: no backup
         out = ok(demo.run("migrate"))
-        assert "applied 1 migrations: updates.0007_journal" in out
+        assert "applied 1 migration: updates.0007_journal" in out
         taken.append(out.split("backup before migrating: ", 1)[1].split()[0])
 
     assert _backups(demo, "pre-migrate-") == sorted(Path(p).name for p in taken[1:])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,14 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return ExitCode.DONE
 
 
+def _migrations_summary(names: list[str]) -> str:
+    """An upgrade's few migrations by name; a fresh database's dozens per app (`auth 12, …`)."""
+    if len(names) <= 5:
+        return ", ".join(names)
+    per_app = Counter(name.split(".", 1)[0] for name in names)
+    return ", ".join(f"{app} {count}" for app, count in per_app.items())
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     try:
         result = service.migrate_run(app=args.app, target=args.target, echo=_stderr)
@@ -140,7 +149,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         return ExitCode.DONE
     if result.backup:
         print(f"backup before migrating: {result.backup.path}")
-    print(f"applied {len(result.applied)} migrations: {', '.join(result.applied)}")
+    count = len(result.applied)
+    print(f"applied {count} migration{'s' * (count != 1)}: {_migrations_summary(result.applied)}")
     for path in result.pruned:
         print(f"removed old automatic backup {path}")
     return ExitCode.DONE
