@@ -48,7 +48,8 @@ class ContextFilter(logging.Filter):
     """Puts the deployment id, component and state of the current context on every record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.deployment_id = deployment_id.get()
+        # An explicit `extra={"deployment_id": n}` (a line about a deployment, outside its run) stays.
+        record.deployment_id = getattr(record, "deployment_id", None) or deployment_id.get()
         call = current_call.get()
         record.component, record.state = call if call else (None, None)
         return True

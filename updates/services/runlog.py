@@ -76,7 +76,7 @@ def _log_end(pk: int, started: float) -> None:
     seconds = round(time.monotonic() - started, 3)
     log.log(
         _END_LEVEL.get(status, logging.INFO),
-        "deployment %d: %s after %.1f s: %s",
+        "deployment %d ended (%s) after %.1f s: %s",
         pk,
         status,
         seconds,
