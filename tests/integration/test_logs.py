@@ -15,8 +15,14 @@ JSON_LOGS = {"ORCH_LOG_FORMAT": "json", "LOG_LEVEL": "INFO"}
 STATES = {"Download", "ArtifactInstall", "ArtifactCommit", "Cleanup"}
 
 
-def _install(demo: DemoSystem, manifest: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    argv = [CLI, "install", str(demo.system / manifest)]
+def _install(
+    demo: DemoSystem, manifest: str, env: dict[str, str], *args: str
+) -> subprocess.CompletedProcess[str]:
+    return _cli(demo, env, "install", str(demo.system / manifest), *args)
+
+
+def _cli(demo: DemoSystem, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    argv = [CLI, *args]
     base = {k: v for k, v in demo.env.items() if k not in ("ORCH_LOG_FORMAT", "LOG_LEVEL")}
     return subprocess.run(argv, env={**base, **env}, capture_output=True, text=True, timeout=120)
 
@@ -67,6 +73,22 @@ def test_it_logs_the_rollback_decision_and_the_failed_state(demo: DemoSystem) ->
     assert [(line["component"], line["state"]) for line in failed] == [("rtos.R456", "ArtifactCommit")]
     assert any(line.get("phase") == "rollback" and line["level"] == "WARNING" for line in lines)
     assert lines[-1]["outcome"] == "rolled_back" and lines[-1]["level"] == "WARNING"
+
+
+def test_it_logs_the_resumed_run_of_a_stopped_deployment_under_its_id(demo: DemoSystem) -> None:
+    stopped = _install(demo, "manifest-v2.yaml", JSON_LOGS, "--stop-before", "ArtifactCommit")
+    assert stopped.returncode == 0, stopped.stderr
+    resumed = _cli(demo, JSON_LOGS, "resume")
+    assert resumed.returncode == 0, resumed.stderr
+
+    pk = _last_deployment_id(demo)
+    first, second = _json_lines(stopped.stderr), _json_lines(resumed.stderr)
+    assert first[-1]["outcome"] == "stopped" and second[-1]["outcome"] == "succeeded"
+    assert {line.get("deployment_id") for line in first + second} == {pk}
+    assert second[0]["actor"].startswith("cli:")
+    commits = {line["component"] for line in second if line.get("state") == "ArtifactCommit"}
+    assert commits == {"gateway.G13", "rtos.R456", "rtos.R998"}
+    assert not any(line.get("state") == "ArtifactCommit" for line in first)
 
 
 def test_it_shows_the_deployment_in_brackets_in_the_text_format(demo: DemoSystem) -> None:
