@@ -153,17 +153,21 @@ def deployment_execute(*, deployment_id: int, echo: Echo | None = None) -> Deplo
         return deployment
     actor = f"{deployment.actor_kind}:{deployment.actor_name}"
     with deployment_logged(deployment, action=f"started ({deployment.kind})", actor=actor):
-        env = environment_load()
-        desired = _desired_state_of(deployment.manifest)
-        journal = DbJournal(deployment, echo=echo)
-        try:
-            plan = _plan(env, deployment, desired, journal)
-            options = _machine_options(env, deployment, deployment.stop_before, deployment.exit_on_reboot)
-            machine = Machine(plan=plan, runner=env.runner(), journal=journal, options=options)
-            result = machine.run()
-        finally:
-            journal.close()
-        return _deployment_finish(env, deployment, result, machine.state)
+        return _execute_claimed(deployment, echo=echo)
+
+
+def _execute_claimed(deployment: Deployment, *, echo: Echo | None) -> Deployment:
+    env = environment_load()
+    desired = _desired_state_of(deployment.manifest)
+    journal = DbJournal(deployment, echo=echo)
+    try:
+        plan = _plan(env, deployment, desired, journal)
+        options = _machine_options(env, deployment, deployment.stop_before, deployment.exit_on_reboot)
+        machine = Machine(plan=plan, runner=env.runner(), journal=journal, options=options)
+        result = machine.run()
+    finally:
+        journal.close()
+    return _deployment_finish(env, deployment, result, machine.state)
 
 
 class _RunOptions(TypedDict):
