@@ -14,9 +14,24 @@ def main() -> None:
         if code is not None:
             sys.exit(code)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orchestrator_site.settings")
+    if sys.argv[1:2] == ["orchestrator"]:
+        _settings_or_exit()
     from django.core.management import execute_from_command_line
 
     execute_from_command_line(sys.argv)
+
+
+def _settings_or_exit() -> None:
+    """A bad environment variable (ORCH_LOG_FORMAT=xml, DEBUG=yes) is invalid input: one line
+    naming it and exit 2, as the CLI's contract says (DESIGN.md §4), not Django's traceback."""
+    from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
+
+    try:
+        settings.INSTALLED_APPS  # noqa: B018 (loads the settings module)
+    except ImproperlyConfigured as exc:
+        print(f"mender-orchestrator: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

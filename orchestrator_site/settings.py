@@ -13,6 +13,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from orchestrator_site.logs import LOG_FORMATS, LOG_LEVELS, logging_config
 from updates.appliance import paths_from_env
 from updates.engine.fsutil import private_file_mode
 
@@ -32,6 +33,15 @@ def envint(name: str, default: str) -> int:
         return int(value)
     except ValueError:
         raise ImproperlyConfigured(f"{name} must be an integer, not {value!r}") from None
+
+
+def envchoice(name: str, default: str, choices: tuple[str, ...], *, fold: bool = False) -> str:
+    """One of `choices`; `fold` accepts any case (LOG_LEVEL=info) and returns the choice's."""
+    value = os.getenv(name, default)
+    found = next((c for c in choices if c == value or (fold and c.lower() == value.lower())), None)
+    if found is None:
+        raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+    return found
 
 
 def envsecret(name: str, default: str) -> str:
@@ -254,12 +264,12 @@ STORAGES = {
 with contextlib.suppress(OSError):  # WhiteNoise warns about a missing one (collectstatic fills it)
     STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"stderr": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["stderr"], "level": os.getenv("LOG_LEVEL", "WARNING")},
-}
+# ----- Logs (orchestrator_site/logs.py, docs/logging.md) -------------------------------------------
+# To stderr only (journald under systemd): the CLI's stdout is Mender's to parse. Lines inside a
+# deployment carry its id. The worker's `-l` and the CLI's `--log-level` can lower the level.
+LOG_FORMAT = envchoice("ORCH_LOG_FORMAT", "text", LOG_FORMATS)
+LOG_LEVEL = envchoice("LOG_LEVEL", "WARNING", LOG_LEVELS, fold=True)
+LOGGING = logging_config(log_format=LOG_FORMAT, level=LOG_LEVEL)
 
 # ----- Celery (worker/): long, side-effecting deployments -----------------------------------------
 # Without CELERY_BROKER_URL the broker is the file-system transport under <datastore>/queue/,

@@ -10,6 +10,8 @@ cost one fsync, not ten, and each caller still waits until its own row is durabl
 
 from __future__ import annotations
 
+import contextvars
+import logging
 import queue
 import threading
 import time
@@ -22,13 +24,16 @@ from typing import TypeVar
 from django.db import connection, transaction
 from django.utils import timezone
 
+from orchestrator_site.logs import current_call
 from updates.engine.auditchain import iso, sha256_hex
-from updates.engine.interface import CallResult
+from updates.engine.interface import QUERY_STATES, CallResult
 from updates.engine.machine import RunState
 from updates.models import Deployment, Step, StepEvent
 
 T = TypeVar("T")
 EXCERPT = 16 * 1024
+# One line per state per component, for the journal (the CLI prints its own lines on stdout).
+log = logging.getLogger("orchestrator.deployment")
 
 
 class _GroupWriter:
@@ -40,7 +45,9 @@ class _GroupWriter:
         self._queue: queue.SimpleQueue[tuple[Callable[[], object], Future[object]] | None] = (
             queue.SimpleQueue()
         )
-        self._thread = threading.Thread(target=self._loop, name="journal", daemon=True)
+        # In the run's context: what the database layer logs carries the deployment id too.
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(target=context.run, args=(self._loop,), name="journal", daemon=True)
         self._thread.start()
 
     def submit(self, fn: Callable[[], T]) -> T:
@@ -102,6 +109,7 @@ class DbJournal:
         self.echo = echo or (lambda line: None)
         self._writer = _GroupWriter()
         self._calls: dict[int, _Call] = {}
+        self._phase = ""
 
     def close(self) -> None:
         self._writer.close()
@@ -112,9 +120,26 @@ class DbJournal:
     def checkpoint(self, state: RunState) -> None:
         data = state.to_json()
         self._write(lambda: Deployment.objects.filter(pk=self.deployment_id).update(position=data))
+        self._log_phase(state)
+
+    def _log_phase(self, state: RunState) -> None:
+        """A line when the run enters a phase; entering rollback is the decision to roll back."""
+        if state.phase == self._phase or state.phase == "done":
+            return
+        self._phase = state.phase
+        if state.phase == "rollback":
+            log.warning(
+                "rolling back from group %d: %s", state.group, state.reason, extra={"phase": state.phase}
+            )
+        else:
+            log.info("%s phase", state.phase, extra={"phase": state.phase})
 
     def call_started(self, *, component: str, state: str, argv: Sequence[str]) -> int:
         call = _Call(component, state, list(argv), timezone.now(), time.monotonic())
+        # Set in the component's own thread (each runs in a copy of the run's context) until
+        # call_finished: lines logged during the call carry its component and state.
+        current_call.set((component, state))
+        log.log(logging.DEBUG if state in QUERY_STATES else logging.INFO, "%s %s started", component, state)
 
         def insert() -> int:
             step = Step.objects.create(
@@ -143,6 +168,8 @@ class DbJournal:
             step_journal(self.deployment_id, step, call, fields)
 
         self._write(update)
+        _log_finished(call, fields)
+        current_call.set(None)
         self.echo(_line(call, fields))
 
 
@@ -199,10 +226,32 @@ def step_journal_row(step: Step) -> None:
     step_journal(step.deployment_id, step.pk, call, fields)
 
 
+def _succeeded(fields: dict[str, object]) -> bool:
+    return not fields.get("error") and fields.get("exit_code") in (0, None)
+
+
+def _log_finished(call: _Call, fields: dict[str, object]) -> None:
+    seconds = round(time.monotonic() - call.started, 3)
+    extra = {
+        "exit_code": fields.get("exit_code"),
+        "duration_s": seconds,
+        "answer": fields.get("answer") or None,
+    }
+    answer = f" -> {fields['answer']}" if fields.get("answer") else ""
+    if _succeeded(fields):
+        # Queries (Provides, NeedsArtifactReboot, ...) only at DEBUG: at INFO a run reads as its states.
+        level = logging.DEBUG if call.state in QUERY_STATES else logging.INFO
+        log.log(level, "%s %s done in %.2f s%s", call.component, call.state, seconds, answer, extra=extra)
+    else:
+        log.warning(
+            "%s %s failed after %.2f s: %s", call.component, call.state, seconds, fields["error"], extra=extra
+        )
+
+
 def _line(call: _Call, fields: dict[str, object]) -> str:
     component, state = call.component, call.state
     seconds = time.monotonic() - call.started
-    status = "ok" if not fields.get("error") and fields.get("exit_code") in (0, None) else "FAILED"
+    status = "ok" if _succeeded(fields) else "FAILED"
     extra = f" -> {fields['answer']}" if fields.get("answer") else ""
     error = f"  ({fields['error']})" if fields.get("error") else ""
     return f"{component:<24} {state:<30} {status}{extra} {seconds:.2f}s{error}"

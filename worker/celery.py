@@ -6,9 +6,13 @@ bodies are in `worker/tasks.py` and only adapt a message to one service in `upda
 
 from __future__ import annotations
 
+import logging
+import logging.config
 import os
+from typing import Any
 
 from celery import Celery
+from celery.signals import celeryd_init, setup_logging
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orchestrator_site.settings")
 
@@ -19,6 +23,27 @@ from worker.heartbeat import Heartbeat
 app = Celery("orchestrator", include=["worker.tasks"])
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.steps["consumer"].add(Heartbeat)  # what /api/v1/health calls a live worker
+
+
+@celeryd_init.connect
+def _logging_early(**kwargs: Any) -> None:
+    """Before Celery's own checks: its warnings (running as root, say) become log lines too."""
+    _logging()
+    logging.captureWarnings(True)
+
+
+@setup_logging.connect
+def _logging(loglevel: int | None = None, **kwargs: Any) -> None:
+    """Our LOGGING (ORCH_LOG_FORMAT, LOG_LEVEL) instead of Celery's own setup, so the worker's
+    lines (Celery's "Task ... received" too) have the format of every other process; a receiver
+    here is what stops Celery from replacing the root logger's handlers. `-l` still counts: the
+    more verbose of it and LOG_LEVEL wins."""
+    from django.conf import settings
+
+    logging.config.dictConfig(settings.LOGGING)
+    root = logging.getLogger()
+    if loglevel:
+        root.setLevel(min(root.level, loglevel))
 
 
 __all__ = ["TASK_RECOVER", "TASK_REFRESH", "TASK_RESUME", "TASK_ROLLBACK", "TASK_RUN", "app"]

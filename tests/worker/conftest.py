@@ -172,13 +172,19 @@ class Appliance:
         return worker
 
     def spawn_worker(
-        self, concurrency: int = 2, env: dict[str, str] | None = None, supervised: bool = False
+        self,
+        concurrency: int = 2,
+        env: dict[str, str] | None = None,
+        supervised: bool = False,
+        quiet: bool = False,
     ) -> Worker:
         """Start a worker without waiting for it (it may refuse to start); `env` adds variables.
-        `supervised`: under `python -m worker.supervise`, as bin/run starts it (short back-off)."""
+        `supervised`: under `python -m worker.supervise`, as bin/run starts it (short back-off).
+        `quiet`: without Celery's start-up banner (`celery -q`), so it prints log lines only."""
         log = self.system.root / f"worker-{len(self.workers)}.log"
         name = f"test-{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
-        cmd = [sys.executable, "-m", "celery", "-A", "worker", "worker", "-P", "prefork"]
+        cmd = [sys.executable, "-m", "celery", "-A", "worker", *(["-q"] if quiet else []), "worker"]
+        cmd += ["-P", "prefork"]
         cmd += ["-c", str(concurrency), "-l", "INFO", "-n", name]
         cmd += ["--without-mingle", "--without-gossip", "--without-heartbeat"]
         if supervised:

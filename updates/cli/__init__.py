@@ -25,7 +25,9 @@ LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "fatal")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mender-orchestrator", description="System update orchestrator")
     parser.add_argument("--version", action="version", version=f"mender-orchestrator {VERSION}")
-    parser.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    # Not given: LOG_LEVEL decides (default warning), so a deployment's INFO lines stay out of a
+    # terminal unless asked for; they go to stderr (journald), never to stdout.
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default=None)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     artifact.register(sub)
     audit.register(sub)
@@ -42,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _configure_logging(level: str) -> None:
+def _configure_logging(level: str | None) -> None:
+    if level is None:
+        return
     mapped = {"trace": "DEBUG", "fatal": "CRITICAL"}.get(level, level.upper())
     logging.getLogger("orchestrator").setLevel(mapped)
 

@@ -14,6 +14,7 @@ from updates.engine.interface import CallResult, InterfaceError, InterfaceRunner
 from updates.engine.manifest import TOPOLOGY_FILE, Component, Topology, parse_topology
 from updates.engine.planner import Inspected, SelectionError, component_key, describe_version
 from updates.engine.provides import parse_identity, parse_inventory, parse_provides
+from updates.engine.threads import map_in_context
 
 if TYPE_CHECKING:
     # Only the types: `show-provides` must not load the state machine and the artifact reader.
@@ -43,7 +44,7 @@ class Inspector:
         """Identity and Provides of every component, in parallel; all problems at once."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         with ThreadPoolExecutor(max_workers=max(1, min(16, len(components)))) as pool:
-            results = list(pool.map(self._inspect_one, components))
+            results = map_in_context(pool, self._inspect_one, components)
         problems = [r for r in results if isinstance(r, str)]
         if problems:
             raise SelectionError(problems)

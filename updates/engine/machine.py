@@ -23,6 +23,7 @@ from updates.engine.errors import CleanupStarted
 from updates.engine.interface import CallResult, InterfaceError, parse_query_answer
 from updates.engine.planner import Plan, Target
 from updates.engine.sessions import SESSION_LOG
+from updates.engine.threads import map_in_context
 from updates.engine.workdir import (
     CurrentFiles,
     DownloadError,
@@ -510,7 +511,7 @@ class Machine:
             return None
         if len(keys) == 1:
             return fn(keys[0])
-        errors = list(self.pool.map(fn, keys))
+        errors = map_in_context(self.pool, fn, keys)
         return next((e for e in errors if e), None)
 
     def _argv(self, key: str, state: str) -> list[str]:

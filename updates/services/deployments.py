@@ -46,6 +46,7 @@ from updates.services.environment import (
     environment_load,
     live_inspector,
 )
+from updates.services.runlog import deployment_logged
 from updates.services.sources import artifact_sources
 
 P = ParamSpec("P")
@@ -150,6 +151,12 @@ def deployment_execute(*, deployment_id: int, echo: Echo | None = None) -> Deplo
     deployment = Deployment.objects.select_related("manifest").get(pk=deployment_id)
     if claimed != 1:
         return deployment
+    actor = f"{deployment.actor_kind}:{deployment.actor_name}"
+    with deployment_logged(deployment, action=f"started ({deployment.kind})", actor=actor):
+        return _execute_claimed(deployment, echo=echo)
+
+
+def _execute_claimed(deployment: Deployment, *, echo: Echo | None) -> Deployment:
     env = environment_load()
     desired = _desired_state_of(deployment.manifest)
     journal = DbJournal(deployment, echo=echo)
@@ -523,7 +530,29 @@ def _continue(
         return deployment_execute(deployment_id=deployment.pk, echo=echo)
     request = {"stop_before": list(stop_before), "exit_on_reboot": exit_on_reboot}
     kind = "deployment.rollback" if rollback else "deployment.resumed"
-    crashed = _deployment_takeover(deployment, journal=(kind, actor or actor_of_command_line(), request))
+    actor = actor or actor_of_command_line()
+    crashed = _deployment_takeover(deployment, journal=(kind, actor, request))
+    action = ("rolling back" if rollback else "resumed") + (" after a crash" if crashed else "")
+    with deployment_logged(deployment, action=action, actor=f"{actor.kind}:{actor.name}"):
+        return _continue_claimed(
+            deployment,
+            stop_before=stop_before,
+            exit_on_reboot=exit_on_reboot,
+            echo=echo,
+            rollback=rollback,
+            crashed=crashed,
+        )
+
+
+def _continue_claimed(
+    deployment: Deployment,
+    *,
+    stop_before: Sequence[str],
+    exit_on_reboot: bool,
+    echo: Echo | None,
+    rollback: bool,
+    crashed: bool,
+) -> Deployment:
     if crashed:
         stop_leftover_calls(Path(deployment.work_dir))
     stored = deployment.planned()

@@ -253,7 +253,11 @@ def deployments_recover() -> str:
 
 def _resume_crashed(deployment: Deployment) -> str:
     # The run's own options still hold: a crash must not skip a stop the operator asked for.
-    log.warning("deployment %s was left running by a dead process: resuming it", deployment.pk)
+    log.warning(
+        "deployment %s was left running by a dead process: resuming it",
+        deployment.pk,
+        extra={"deployment_id": deployment.pk},
+    )
     try:
         resumed = deployment_resume(
             stop_before=deployment.stop_before, exit_on_reboot=deployment.exit_on_reboot, actor=SYSTEM

@@ -1,0 +1,38 @@
+"""gunicorn's logs in the appliance's format (ORCH_LOG_FORMAT: text or json, docs/logging.md):
+
+    gunicorn -c python:orchestrator_site.gunicorn_conf orchestrator_site.wsgi:application ...
+
+The error log goes to stderr and the access log to stdout (journald under systemd) unless
+`--error-logfile` / `--access-logfile` name a file (bin/run: var/log/web.log); either way each
+line has our formatter. The Django app in the workers logs through settings.LOGGING (stderr).
+Read by gunicorn's master, which never loads Django: so no settings import here.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from gunicorn.glogging import Logger  # type: ignore[import-untyped]  # no stubs shipped
+
+from orchestrator_site.logs import FORMATTERS, LOG_FORMATS
+
+LOG_FORMAT = os.getenv("ORCH_LOG_FORMAT", "text")
+if LOG_FORMAT not in LOG_FORMATS:  # as settings.py says it, before gunicorn starts anything
+    raise SystemExit(f"ORCH_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, not {LOG_FORMAT!r}")
+
+
+class OrchestratorLogger(Logger):  # type: ignore[misc]  # (untyped base)
+    """gunicorn's own handlers (file or stream, reopened on USR1 as usual), our formatter."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        formatter = FORMATTERS[LOG_FORMAT]()
+        for log in (self.error_log, self.access_log):
+            for handler in log.handlers:
+                handler.setFormatter(formatter)
+
+
+logger_class = OrchestratorLogger
+errorlog = "-"
+accesslog = "-"

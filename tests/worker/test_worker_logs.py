@@ -1,0 +1,39 @@
+"""A real worker's logs (docs/logging.md): Celery's lines and ours in one format, JSON when
+asked, and every line of a deployment carrying its id."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tests.worker.conftest import Appliance, wait_for
+from updates.services import dispatch
+from worker.celery import TASK_RUN
+
+
+def _lines(text: str) -> list[dict[str, Any]]:
+    """The worker runs without its banner (`-q`): every line it writes must be a JSON object."""
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_it_logs_a_deployment_on_a_worker_as_json_lines_that_carry_its_id(appliance: Appliance) -> None:
+    worker = appliance.spawn_worker(env={"ORCH_LOG_FORMAT": "json"}, quiet=True)
+    worker.wait_ready()
+    manifest = appliance.system.system / "manifest-v2.yaml"
+    pk = dispatch.deployment_start(manifest_path=manifest, created_by="api:test").pk
+    deployment = appliance.wait_finished(pk)
+    assert deployment.status == "succeeded"
+    # The end line follows the final status (after the post-run refresh).
+    wait_for(lambda: '"outcome": ' in worker.text(), 30, worker.text)
+
+    lines = _lines(worker.text())
+    celery = [line for line in lines if line["logger"].startswith("celery")]
+    assert any(f"Task {TASK_RUN}" in line["message"] and "received" in line["message"] for line in celery)
+    ours = [line for line in lines if line["logger"] == "orchestrator.deployment"]
+    assert ours and all(line["deployment_id"] == pk for line in ours)
+    assert ours[0]["actor"] == f"{deployment.actor_kind}:{deployment.actor_name}"
+    assert ours[-1]["outcome"] == "succeeded"
+    states = {(line["component"], line["state"]) for line in ours if "exit_code" in line}
+    assert ("rtos.R456", "ArtifactCommit") in states and ("gateway.G13", "Download") in states
+    received = next(line for line in celery if "received" in line["message"])
+    assert "deployment_id" not in received  # outside the run: no id
