@@ -9,13 +9,17 @@ The data store is shared by everything on the appliance already (topology, artif
 A worker is live when its last beat is at most `within_seconds` old and, when it runs on this
 host, its process (boot id, pid and start time, as in updates/claims.py) still exists: a worker
 killed with SIGKILL drops out at once, one on another host (a container) after the window.
+
+The same beats tell whether another host is alive (`host_alive`), which is how an owner token
+of another machine is judged (updates/claims.py): with workers on several machines the data
+store is shared (an NFS mount: artifacts, work dirs and these beats), and every beat says its
+host. Their clocks must agree (NTP) to well within the window.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 import uuid
 from dataclasses import dataclass
@@ -24,7 +28,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from updates.claims import owner_alive, owner_token
+from updates.claims import host_id, owner_alive, owner_token
 
 HEARTBEAT_SECONDS = 2.0
 LIVE_WITHIN_SECONDS = 10.0  # five beats: a busy machine may delay a few
@@ -35,7 +39,7 @@ class WorkerBeat:
     """One worker's last heartbeat."""
 
     name: str  # the Celery node name, e.g. celery@host
-    hostname: str
+    hostname: str  # claims.host_id() of the machine it runs on
     pid: int
     broker: str  # the transport: "redis", "filesystem"
     started_at: datetime
@@ -55,7 +59,7 @@ def heartbeat_write(*, name: str, broker: str, started_at: datetime) -> None:
     """Record that the worker `name` (this process) is alive now; replaces its earlier beat whole."""
     beat = {
         "name": name,
-        "hostname": socket.gethostname(),
+        "hostname": host_id(),
         "pid": os.getpid(),
         "broker": broker,
         "started_at": started_at.timestamp(),
@@ -76,15 +80,24 @@ def heartbeat_remove(*, name: str) -> None:
 def live_workers(*, within_seconds: float = LIVE_WITHIN_SECONDS) -> list[WorkerBeat]:
     """The workers that beat within the last `within_seconds` and are not known to be dead."""
     found = []
-    now, here = time.time(), socket.gethostname()
-    for path in sorted(heartbeats_dir().glob("*.json")):
-        beat = _read(path)
-        if beat is None or now - beat.beat_at.timestamp() > within_seconds:
-            continue
+    here = host_id()
+    for beat in _fresh_beats(within_seconds):
         if beat.hostname == here and not owner_alive(beat.owner):
             continue  # killed since its last beat
         found.append(beat)
     return found
+
+
+def host_alive(host: str, *, within_seconds: float = LIVE_WITHIN_SECONDS) -> bool:
+    """Whether a worker on `host` beat within the window: what another machine's owner token is
+    judged by, since its processes cannot be looked at from here."""
+    return any(beat.hostname == host for beat in _fresh_beats(within_seconds))
+
+
+def _fresh_beats(within_seconds: float) -> list[WorkerBeat]:
+    now = time.time()
+    beats = (_read(path) for path in sorted(heartbeats_dir().glob("*.json")))
+    return [b for b in beats if b is not None and now - b.beat_at.timestamp() <= within_seconds]
 
 
 def _read(path: Path) -> WorkerBeat | None:

@@ -236,19 +236,29 @@ def deployment_continue(
 
 
 def deployments_recover() -> str:
-    """After a worker start: run what a dead worker left queued, continue what it left running.
-
-    Stopped and reboot-required deployments wait for their operator or update module, and a
-    running one with a live owner (another worker, the CLI) is none of our business.
-    """
-    deployment = selectors.deployment_in_progress()
-    if deployment is None:
+    """After a worker start, and on a worker's takeover timer: run what a dead worker left
+    queued, continue what a dead owner left running (`selectors.deployment_interrupted`)."""
+    interrupted = selectors.deployment_interrupted()
+    if interrupted.deployment is None:
         return "nothing to recover"
-    if deployment.status == Deployment.Status.QUEUED and deployment.created_by != CLI:
-        return deployment_run(deployment_id=deployment.pk)
-    if deployment.status == Deployment.Status.RUNNING and not owner_alive(deployment.owner):
-        return _resume_crashed(deployment)
+    if interrupted.action == "run":
+        return deployment_run(deployment_id=interrupted.deployment.pk)
+    if interrupted.action == "resume":
+        return _resume_crashed(interrupted.deployment)
+    deployment = interrupted.deployment
     return f"deployment {deployment.pk} ({deployment.status}) left alone"
+
+
+def deployment_takeover_start() -> Deployment | None:
+    """Called every few seconds by every worker (worker/takeover.py): when the deployment in
+    progress was left running by a dead owner, send the recovery to a pool process. Returns that
+    deployment, or None. Queued deployments are not taken: their message is on its way."""
+    interrupted = selectors.deployment_interrupted()
+    if interrupted.action != "resume":
+        return None
+    log.warning("%s: sending the recovery", interrupted.why)
+    _enqueue(TASK_RECOVER)
+    return interrupted.deployment
 
 
 def _resume_crashed(deployment: Deployment) -> str:
