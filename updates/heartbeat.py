@@ -18,10 +18,14 @@ host. Their clocks must agree (NTP) to well within the window.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,16 +51,20 @@ class WorkerBeat:
     owner: str  # <boot id>:<pid>:<start time> of the worker's main process
 
 
-def heartbeats_dir() -> Path:
-    return Path(settings.DATASTORE_DIR) / "workers"
+WORKERS, OWNERS = "workers", "owners"
 
 
-def _path(name: str) -> Path:
-    return heartbeats_dir() / f"{name.replace('/', '_')}.json"
+def heartbeats_dir(folder: str = WORKERS) -> Path:
+    return Path(settings.DATASTORE_DIR) / folder
 
 
-def heartbeat_write(*, name: str, broker: str, started_at: datetime) -> None:
-    """Record that the worker `name` (this process) is alive now; replaces its earlier beat whole."""
+def _path(name: str, folder: str = WORKERS) -> Path:
+    return heartbeats_dir(folder) / f"{name.replace('/', '_')}.json"
+
+
+def heartbeat_write(*, name: str, broker: str, started_at: datetime, folder: str = WORKERS) -> None:
+    """Record that the worker `name` (this process) is alive now; replaces its earlier beat whole.
+    `folder` OWNERS: a command-line run, which beats for its host but is no worker."""
     beat = {
         "name": name,
         "hostname": host_id(),
@@ -66,15 +74,39 @@ def heartbeat_write(*, name: str, broker: str, started_at: datetime) -> None:
         "beat_at": time.time(),
         "owner": owner_token(),
     }
-    path = _path(name)
+    path = _path(name, folder)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     tmp.write_text(json.dumps(beat))
     tmp.replace(path)  # readers see the old beat or the new one, never half of one
 
 
-def heartbeat_remove(*, name: str) -> None:
-    _path(name).unlink(missing_ok=True)
+def heartbeat_remove(*, name: str, folder: str = WORKERS) -> None:
+    _path(name, folder).unlink(missing_ok=True)
+
+
+@contextmanager
+def owner_beats() -> Iterator[None]:
+    """Beat for this host while a command-line run owns a deployment, so that a worker on another
+    machine does not take a deployment this process runs on a host without a worker (the boot-time
+    `resume --interrupted` runs before the worker starts)."""
+    name, started, stop = f"cli-{os.getpid()}@{host_id()}", datetime.now(UTC), threading.Event()
+
+    def beat() -> None:
+        while True:
+            with contextlib.suppress(OSError):  # a full disk must not stop the deployment
+                heartbeat_write(name=name, broker="cli", started_at=started, folder=OWNERS)
+            if stop.wait(HEARTBEAT_SECONDS):
+                return
+
+    thread = threading.Thread(target=beat, name="owner-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        heartbeat_remove(name=name, folder=OWNERS)
 
 
 def live_workers(*, within_seconds: float = LIVE_WITHIN_SECONDS) -> list[WorkerBeat]:
@@ -89,14 +121,15 @@ def live_workers(*, within_seconds: float = LIVE_WITHIN_SECONDS) -> list[WorkerB
 
 
 def host_alive(host: str, *, within_seconds: float = LIVE_WITHIN_SECONDS) -> bool:
-    """Whether a worker on `host` beat within the window: what another machine's owner token is
-    judged by, since its processes cannot be looked at from here."""
-    return any(beat.hostname == host for beat in _fresh_beats(within_seconds))
+    """Whether a worker, or a command-line run, on `host` beat within the window: what another
+    machine's owner token is judged by, since its processes cannot be looked at from here."""
+    beats = _fresh_beats(within_seconds) + _fresh_beats(within_seconds, OWNERS)
+    return any(beat.hostname == host for beat in beats)
 
 
-def _fresh_beats(within_seconds: float) -> list[WorkerBeat]:
+def _fresh_beats(within_seconds: float, folder: str = WORKERS) -> list[WorkerBeat]:
     now = time.time()
-    beats = (_read(path) for path in sorted(heartbeats_dir().glob("*.json")))
+    beats = (_read(path) for path in sorted(heartbeats_dir(folder).glob("*.json")))
     return [b for b in beats if b is not None and now - b.beat_at.timestamp() <= within_seconds]
 
 

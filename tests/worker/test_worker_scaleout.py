@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import subprocess
 import tarfile
 import threading
 import time
@@ -20,7 +21,9 @@ from datetime import datetime
 from django.db import connection
 
 from tests.api.conftest import Personas, Web, personas, web
+from tests.integration.conftest import CLI
 from tests.worker.conftest import Appliance, NoopSystem, Worker, noop_system, wait_for
+from updates.engine.interface import QUERY_STATES
 from updates.models import Deployment, Step
 from updates.services import dispatch
 from worker.takeover import TAKEOVER_SECONDS
@@ -82,12 +85,21 @@ def _sampling(sample: Callable[[], None]) -> Iterator[list[BaseException]]:
 
 
 def _spans(deployment_ids: list[int]) -> list[tuple[datetime, datetime, int]]:
-    """(first step start, last step end, id) of each deployment, in start order."""
+    """(first step start, last step end, id) of each deployment's run, in start order.
+
+    The run ends where the deployment gives up the in-progress slot (`finished_at`); the Provides
+    it asks after that, to record what now runs, may overlap the next deployment's first queries
+    (docs/workers.md, "Scale-out", limits): queries only, which this checks too.
+    """
     spans = []
-    for pk in deployment_ids:
-        steps = list(Step.objects.filter(deployment_id=pk))
-        assert steps, pk
-        spans.append((min(s.started_at for s in steps), max(s.ended_at for s in steps if s.ended_at), pk))
+    for deployment in Deployment.objects.filter(pk__in=deployment_ids):
+        assert deployment.finished_at is not None
+        steps = list(Step.objects.filter(deployment=deployment))
+        run = [s for s in steps if s.started_at <= deployment.finished_at]
+        after = {s.state for s in steps if s.started_at > deployment.finished_at}
+        assert run and after <= set(QUERY_STATES), (deployment.pk, after)
+        ends = [s.ended_at for s in run if s.ended_at]
+        spans.append((min(s.started_at for s in run), max(ends), deployment.pk))
     return sorted(spans)
 
 
@@ -206,7 +218,7 @@ def test_it_answers_the_api_and_a_surviving_worker_continues_when_a_worker_is_ki
 
     assert answers and all(status == 200 for _, status in answers), answers
     assert survivor.proc.poll() is None and dead.proc.poll() is not None
-    assert "resumed after a crash: rolled_back" in survivor.text()
+    wait_for(lambda: "resumed after a crash: rolled_back" in survivor.text(), 30, survivor.text)
     health = web.request("GET", "/health").json()
     assert health["checks"]["worker"]["state"] == "up"
 
@@ -232,5 +244,33 @@ def test_it_leaves_another_hosts_deployment_alone_until_that_host_stops_beating(
     (noop.root / "install-sleep").unlink()
     assert Deployment.objects.get(pk=deployment.pk).owner == deployment.owner  # not yet: still fresh
     finished = _assert_rolled_back_once(appliance, noop, deployment.pk)
-    assert "resumed after a crash: rolled_back" in near.text()
+    wait_for(lambda: "resumed after a crash: rolled_back" in near.text(), 30, near.text)
     assert finished.owner == ""
+
+
+def test_it_leaves_a_cli_run_of_another_host_alone_while_that_run_beats(appliance: Appliance) -> None:
+    """The boot-time `resume --interrupted` runs before its host's worker starts: the command
+    line beats for its host itself, or another host's worker would take its deployment."""
+    noop = noop_system(appliance, install_sleep=60)
+    log = open(appliance.system.root / "cli.log", "wb")  # noqa: SIM115 - closed below
+    cli = subprocess.Popen(
+        [CLI, "install", str(noop.manifest)],
+        env={**appliance.env, "ORCH_TEST_HOST_ID": FAR_HOST},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    wait_for(lambda: "ArtifactInstall" in noop.calls(), 60, lambda: log.name)
+    deployment = Deployment.objects.get(status="running")
+    assert deployment.owner.startswith(f"{FAR_HOST}/")
+
+    near = appliance.start_worker()
+    wait_for(lambda: f"deployment {deployment.pk} (running) left alone" in near.text(), 30, near.text)
+    time.sleep(3 * TAKEOVER_SECONDS)
+    assert Deployment.objects.get(pk=deployment.pk).owner == deployment.owner
+
+    cli.kill()  # only the CLI: its interface call lives on, the takeover ends it first
+    cli.wait()
+    log.close()
+    (noop.root / "install-sleep").unlink()
+    _assert_rolled_back_once(appliance, noop, deployment.pk)
+    wait_for(lambda: "resumed after a crash: rolled_back" in near.text(), 30, near.text)

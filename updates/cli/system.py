@@ -21,6 +21,7 @@ from updates import selectors, services
 from updates.engine.errors import ExitCode, InvalidInput, NotFound, OrchestratorError, outcome_exit_code
 from updates.engine.machine import STOPPABLE
 from updates.engine.transitions import ConstraintViolation
+from updates.heartbeat import owner_beats
 from updates.models import Deployment
 from updates.services import bundles
 from updates.services.constraints import ForceWithoutReason, forced_by
@@ -158,7 +159,8 @@ def _guarded(fn: Callable[[], Deployment], *, rolling_back: bool = False) -> int
     """Run one deployment command; map its expected refusals to exit codes (nothing was
     touched in any of them) and its outcome to the exit code of the outcome."""
     try:
-        deployment = fn()
+        with owner_beats():
+            deployment = fn()
     except OrchestratorError as exc:
         return _refused(exc)
     _print_summary(deployment)
