@@ -728,13 +728,15 @@ class Interrupted:
     why: str
 
 
-def deployment_interrupted() -> Interrupted:
+def deployment_interrupted(*, dead_owner: str = "") -> Interrupted:
     """The one recovery decision, made alike when a worker starts (`deployments_recover`), by a
     worker's takeover timer, and by `orchestrator resume --interrupted` at boot.
 
     Stopped and reboot-required deployments wait for their operator or update module, a running
     one with a live owner (another worker, another host's worker, the CLI) is none of ours, and
     a queued one the CLI created is the CLI's (it runs it at once; `resume` picks it up).
+    `dead_owner`: an owner token another process found dead (a worker of the owner's own host,
+    which could look at the process): dead for good, whatever its host's beats say here.
     """
     deployment = deployment_in_progress()
     if deployment is None:
@@ -742,7 +744,8 @@ def deployment_interrupted() -> Interrupted:
     status, pk = deployment.status, deployment.pk
     if status == Deployment.Status.QUEUED and deployment.created_by != "cli":
         return Interrupted("run", deployment, f"deployment {pk} is queued and its message may be lost")
-    if status == Deployment.Status.RUNNING and not owner_alive(deployment.owner):
+    dead = bool(dead_owner) and deployment.owner == dead_owner
+    if status == Deployment.Status.RUNNING and (dead or not owner_alive(deployment.owner)):
         return Interrupted("resume", deployment, f"deployment {pk} was left running by a dead process")
     return Interrupted("none", deployment, _left_alone(deployment))
 

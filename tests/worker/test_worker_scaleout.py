@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
 import subprocess
 import tarfile
 import threading
@@ -26,6 +27,7 @@ from tests.worker.conftest import Appliance, NoopSystem, Worker, noop_system, wa
 from updates.engine.interface import QUERY_STATES
 from updates.models import Deployment, Step
 from updates.services import dispatch
+from worker.celery import TASK_RECOVER, app
 from worker.takeover import TAKEOVER_SECONDS
 
 __all__ = ["personas", "web"]  # fixtures of the API tests
@@ -61,15 +63,15 @@ def _two_workers(appliance: Appliance) -> list[Worker]:
 
 
 @contextmanager
-def _sampling(sample: Callable[[], None]) -> Iterator[list[BaseException]]:
-    """Run `sample` in a thread every few milliseconds while the block runs; errors collected."""
+def _sampling(sample: Callable[[], None], every: float = 0.02) -> Iterator[list[BaseException]]:
+    """Run `sample` in a thread every `every` seconds while the block runs; errors collected."""
     done, errors = threading.Event(), []
 
     def loop() -> None:
         try:
             while not done.is_set():
                 sample()
-                time.sleep(0.02)
+                time.sleep(every)
         except BaseException as exc:  # reported by the test, not lost in the thread
             errors.append(exc)
         finally:
@@ -274,3 +276,39 @@ def test_it_leaves_a_cli_run_of_another_host_alone_while_that_run_beats(applianc
     (noop.root / "install-sleep").unlink()
     _assert_rolled_back_once(appliance, noop, deployment.pk)
     wait_for(lambda: "resumed after a crash: rolled_back" in near.text(), 30, near.text)
+
+
+def _far_host_beats(appliance: Appliance) -> None:
+    """A beat of the simulated far host's worker, as its own heartbeat step would write it."""
+    beat = {"name": f"far@{FAR_HOST}", "hostname": FAR_HOST, "pid": 1, "broker": "redis"}
+    beat |= {"started_at": time.time(), "beat_at": time.time(), "owner": f"{FAR_HOST}/boot:1:1"}
+    path = appliance.system.datastore / "workers" / f"far@{FAR_HOST}.json"
+    path.parent.mkdir(exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(beat))
+    tmp.replace(path)
+
+
+def test_it_takes_over_when_the_owners_own_host_found_it_dead(appliance: Appliance) -> None:
+    """The far host's worker sees its own process gone while the far host still beats; the
+    recovery it sends carries the dead token, and a worker here believes it."""
+    noop = noop_system(appliance, install_sleep=60)
+    with _sampling(lambda: _far_host_beats(appliance), every=0.5) as errors:
+        cli = subprocess.Popen(
+            [CLI, "install", str(noop.manifest)],
+            env={**appliance.env, "ORCH_TEST_HOST_ID": FAR_HOST},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for(lambda: "ArtifactInstall" in noop.calls(), 60, lambda: "no ArtifactInstall")
+        cli.kill()
+        cli.wait()
+        deployment = Deployment.objects.get(status="running")
+        near = appliance.start_worker()
+        wait_for(lambda: f"deployment {deployment.pk} (running) left alone" in near.text(), 30, near.text)
+
+        app.send_task(TASK_RECOVER, args=[deployment.owner])  # what the far worker's timer sends
+        (noop.root / "install-sleep").unlink()
+        _assert_rolled_back_once(appliance, noop, deployment.pk)
+        wait_for(lambda: "resumed after a crash: rolled_back" in near.text(), 30, near.text)
+    assert not errors, errors
