@@ -93,13 +93,15 @@ def owner_beats() -> Iterator[None]:
     name, started, stop = f"cli-{os.getpid()}@{host_id()}", datetime.now(UTC), threading.Event()
 
     def beat() -> None:
-        while True:
-            with contextlib.suppress(OSError):  # a full disk must not stop the deployment
-                heartbeat_write(name=name, broker="cli", started_at=started, folder=OWNERS)
-            if stop.wait(HEARTBEAT_SECONDS):
-                return
+        with contextlib.suppress(OSError):  # a full disk must not stop the deployment
+            heartbeat_write(name=name, broker="cli", started_at=started, folder=OWNERS)
 
-    thread = threading.Thread(target=beat, name="owner-heartbeat", daemon=True)
+    def beating() -> None:
+        while not stop.wait(HEARTBEAT_SECONDS):
+            beat()
+
+    beat()  # before the run claims anything
+    thread = threading.Thread(target=beating, name="owner-heartbeat", daemon=True)
     thread.start()
     try:
         yield
