@@ -87,14 +87,16 @@ def heartbeat_remove(*, name: str, folder: str = WORKERS) -> None:
 
 @contextmanager
 def owner_beats() -> Iterator[None]:
-    """Beat for this host while a command-line run owns a deployment, so that a worker on another
-    machine does not take a deployment this process runs on a host without a worker (the boot-time
-    `resume --interrupted` runs before the worker starts)."""
-    name, started, stop = f"cli-{os.getpid()}@{host_id()}", datetime.now(UTC), threading.Event()
+    """Beat for this host while this process owns something (a command-line run owns a
+    deployment, a web request ingests a bundle), so that another machine does not take it for
+    dead on a host without a worker: the boot-time `resume --interrupted` runs before the worker
+    starts, and the web server may run on a machine of its own."""
+    name = f"owner-{os.getpid()}-{uuid.uuid4().hex[:8]}@{host_id()}"  # one per run, nested too
+    started, stop = datetime.now(UTC), threading.Event()
 
     def beat() -> None:
         with contextlib.suppress(OSError):  # a full disk must not stop the deployment
-            heartbeat_write(name=name, broker="cli", started_at=started, folder=OWNERS)
+            heartbeat_write(name=name, broker="none", started_at=started, folder=OWNERS)
 
     def beating() -> None:
         while not stop.wait(HEARTBEAT_SECONDS):
