@@ -65,9 +65,12 @@ def test_a_command_line_run_beats_for_its_host(datastore: Path, monkeypatch: pyt
     assert not owner_alive(f"{FAR}/b:1:1")
 
 
-def test_the_owner_beats_stop_and_go_with_the_run(datastore: Path) -> None:
+def test_the_owner_beats_stop_and_go_with_the_run_and_old_ones_are_pruned(
+    datastore: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from updates.heartbeat import owner_beats
 
+    _age(_far_beat(monkeypatch, folder=OWNERS), 7200)  # a run killed two hours ago
     with owner_beats():
         beats = list(heartbeats_dir(OWNERS).glob("*.json"))
         assert len(beats) == 1 and json.loads(beats[0].read_text())["hostname"] == host_id()

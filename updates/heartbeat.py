@@ -64,7 +64,7 @@ def _path(name: str, folder: str = WORKERS) -> Path:
 
 def heartbeat_write(*, name: str, broker: str, started_at: datetime, folder: str = WORKERS) -> None:
     """Record that the worker `name` (this process) is alive now; replaces its earlier beat whole.
-    `folder` OWNERS: a command-line run, which beats for its host but is no worker."""
+    `folder` OWNERS: a run (`owner_beats`), which beats for its host but is no worker."""
     beat = {
         "name": name,
         "hostname": host_id(),
@@ -102,6 +102,7 @@ def owner_beats() -> Iterator[None]:
         while not stop.wait(HEARTBEAT_SECONDS):
             beat()
 
+    _owners_prune()
     beat()  # before the run claims anything
     thread = threading.Thread(target=beating, name="owner-heartbeat", daemon=True)
     thread.start()
@@ -111,6 +112,14 @@ def owner_beats() -> Iterator[None]:
         stop.set()
         thread.join()
         heartbeat_remove(name=name, folder=OWNERS)
+
+
+def _owners_prune(*, older_than: float = 3600.0) -> None:
+    """A killed run leaves its last beat behind: remove those of an hour ago and more."""
+    for path in heartbeats_dir(OWNERS).glob("*.json"):
+        beat = _read(path)
+        if beat is not None and time.time() - beat.beat_at.timestamp() > older_than:
+            path.unlink(missing_ok=True)
 
 
 def live_workers(*, within_seconds: float = LIVE_WITHIN_SECONDS) -> list[WorkerBeat]:
