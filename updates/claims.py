@@ -1,19 +1,30 @@
 """Who runs a deployment: an owner token that survives in the row and can be checked later.
 
-The token is `<boot id>:<pid>:<process start time>`, so a later process can tell a live owner
-from one that died (killed, power cut, host reboot) even if the PID was reused since.
+The token is `<host>/<boot id>:<pid>:<process start time>`, so a later process can tell a live
+owner from one that died (killed, power cut, host reboot) even if the PID was reused since.
+Tokens written before the host part existed (`<boot id>:<pid>:<start>`) are read as this host's.
+
+On this host the process itself is checked. A token of another host (workers on several
+machines sharing one database) cannot be checked that way: a different boot id there is not a
+previous boot. Such an owner counts as alive while its host beats (the worker heartbeats of
+`updates/heartbeat.py`, in the shared data store), and as dead once they went stale.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 
 from updates.engine.sessions import SESSION_LOG, session_members, start_time
 
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+# Test-only: another machine lies outside this one, so the tests simulate one by giving a worker
+# process another host id. Never set it in production (two hosts with one id would each take
+# the other's processes for their own, and find them dead).
+TEST_HOST_ID = "ORCH_TEST_HOST_ID"
 
 
 def _boot_id() -> str:
@@ -23,22 +34,38 @@ def _boot_id() -> str:
         return "unknown-boot"
 
 
+def host_id() -> str:
+    """This machine's name in owner tokens and heartbeats."""
+    return os.environ.get(TEST_HOST_ID) or socket.gethostname()
+
+
 def owner_token() -> str:
     pid = os.getpid()
-    return f"{_boot_id()}:{pid}:{start_time(pid)}"
+    return f"{host_id()}/{_boot_id()}:{pid}:{start_time(pid)}"
+
+
+def owner_host(token: str) -> str:
+    """The host in a token; this host for the old 3-part tokens."""
+    host, slash, _ = token.rpartition("/")
+    return host if slash else host_id()
 
 
 def owner_alive(token: str) -> bool:
     try:
-        boot, pid, start = token.split(":")
+        boot, pid, start = token.rpartition("/")[2].split(":")
     except ValueError:
         return False
+    host = owner_host(token)
+    if host != host_id():
+        from updates.heartbeat import host_alive  # Django side; claims itself stays plain
+
+        return host_alive(host)
     return boot == _boot_id() and start_time(int(pid)) == start
 
 
 def owner_pid(token: str) -> str:
     """The PID in an owner token, for messages ("?" when the token is not one)."""
-    parts = token.split(":")
+    parts = token.rpartition("/")[2].split(":")
     return parts[1] if len(parts) == 3 else "?"
 
 

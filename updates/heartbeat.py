@@ -9,22 +9,30 @@ The data store is shared by everything on the appliance already (topology, artif
 A worker is live when its last beat is at most `within_seconds` old and, when it runs on this
 host, its process (boot id, pid and start time, as in updates/claims.py) still exists: a worker
 killed with SIGKILL drops out at once, one on another host (a container) after the window.
+
+The same beats tell whether another host is alive (`host_alive`), which is how an owner token
+of another machine is judged (updates/claims.py): with workers on several machines the data
+store is shared (an NFS mount: artifacts, work dirs and these beats), and every beat says its
+host. Their clocks must agree (NTP) to well within the window.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import socket
+import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from django.conf import settings
 
-from updates.claims import owner_alive, owner_token
+from updates.claims import host_id, owner_alive, owner_token
 
 HEARTBEAT_SECONDS = 2.0
 LIVE_WITHIN_SECONDS = 10.0  # five beats: a busy machine may delay a few
@@ -35,7 +43,7 @@ class WorkerBeat:
     """One worker's last heartbeat."""
 
     name: str  # the Celery node name, e.g. celery@host
-    hostname: str
+    hostname: str  # claims.host_id() of the machine it runs on
     pid: int
     broker: str  # the transport: "redis", "filesystem"
     started_at: datetime
@@ -43,48 +51,99 @@ class WorkerBeat:
     owner: str  # <boot id>:<pid>:<start time> of the worker's main process
 
 
-def heartbeats_dir() -> Path:
-    return Path(settings.DATASTORE_DIR) / "workers"
+WORKERS, OWNERS = "workers", "owners"
 
 
-def _path(name: str) -> Path:
-    return heartbeats_dir() / f"{name.replace('/', '_')}.json"
+def heartbeats_dir(folder: str = WORKERS) -> Path:
+    return Path(settings.DATASTORE_DIR) / folder
 
 
-def heartbeat_write(*, name: str, broker: str, started_at: datetime) -> None:
-    """Record that the worker `name` (this process) is alive now; replaces its earlier beat whole."""
+def _path(name: str, folder: str = WORKERS) -> Path:
+    return heartbeats_dir(folder) / f"{name.replace('/', '_')}.json"
+
+
+def heartbeat_write(*, name: str, broker: str, started_at: datetime, folder: str = WORKERS) -> None:
+    """Record that the worker `name` (this process) is alive now; replaces its earlier beat whole.
+    `folder` OWNERS: a run (`owner_beats`), which beats for its host but is no worker."""
     beat = {
         "name": name,
-        "hostname": socket.gethostname(),
+        "hostname": host_id(),
         "pid": os.getpid(),
         "broker": broker,
         "started_at": started_at.timestamp(),
         "beat_at": time.time(),
         "owner": owner_token(),
     }
-    path = _path(name)
+    path = _path(name, folder)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     tmp.write_text(json.dumps(beat))
     tmp.replace(path)  # readers see the old beat or the new one, never half of one
 
 
-def heartbeat_remove(*, name: str) -> None:
-    _path(name).unlink(missing_ok=True)
+def heartbeat_remove(*, name: str, folder: str = WORKERS) -> None:
+    _path(name, folder).unlink(missing_ok=True)
+
+
+@contextmanager
+def owner_beats() -> Iterator[None]:
+    """Beat for this host while this process owns something (a command-line run owns a
+    deployment, a web request ingests a bundle), so that another machine does not take it for
+    dead on a host without a worker: the boot-time `resume --interrupted` runs before the worker
+    starts, and the web server may run on a machine of its own."""
+    name = f"owner-{os.getpid()}-{uuid.uuid4().hex[:8]}@{host_id()}"  # one per run, nested too
+    started, stop = datetime.now(UTC), threading.Event()
+
+    def beat() -> None:
+        with contextlib.suppress(OSError):  # a full disk must not stop the deployment
+            heartbeat_write(name=name, broker="none", started_at=started, folder=OWNERS)
+
+    def beating() -> None:
+        while not stop.wait(HEARTBEAT_SECONDS):
+            beat()
+
+    _owners_prune()
+    beat()  # before the run claims anything
+    thread = threading.Thread(target=beating, name="owner-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        heartbeat_remove(name=name, folder=OWNERS)
+
+
+def _owners_prune(*, older_than: float = 3600.0) -> None:
+    """A killed run leaves its last beat behind: remove those of an hour ago and more."""
+    for path in heartbeats_dir(OWNERS).glob("*.json"):
+        beat = _read(path)
+        if beat is not None and time.time() - beat.beat_at.timestamp() > older_than:
+            path.unlink(missing_ok=True)
 
 
 def live_workers(*, within_seconds: float = LIVE_WITHIN_SECONDS) -> list[WorkerBeat]:
     """The workers that beat within the last `within_seconds` and are not known to be dead."""
     found = []
-    now, here = time.time(), socket.gethostname()
-    for path in sorted(heartbeats_dir().glob("*.json")):
-        beat = _read(path)
-        if beat is None or now - beat.beat_at.timestamp() > within_seconds:
-            continue
+    here = host_id()
+    for beat in _fresh_beats(within_seconds):
         if beat.hostname == here and not owner_alive(beat.owner):
             continue  # killed since its last beat
         found.append(beat)
     return found
+
+
+def host_alive(host: str, *, within_seconds: float = LIVE_WITHIN_SECONDS) -> bool:
+    """Whether a worker, or a command-line run, on `host` beat within the window: what another
+    machine's owner token is judged by, since its processes cannot be looked at from here."""
+    beats = _fresh_beats(within_seconds) + _fresh_beats(within_seconds, OWNERS)
+    return any(beat.hostname == host for beat in beats)
+
+
+def _fresh_beats(within_seconds: float, folder: str = WORKERS) -> list[WorkerBeat]:
+    now = time.time()
+    beats = (_read(path) for path in sorted(heartbeats_dir(folder).glob("*.json")))
+    return [b for b in beats if b is not None and now - b.beat_at.timestamp() <= within_seconds]
 
 
 def _read(path: Path) -> WorkerBeat | None:

@@ -37,8 +37,8 @@ def deployment_rollback(deployment_id: int, fingerprint: str) -> str:
 
 
 @app.task(name=TASK_RECOVER)
-def deployments_recover() -> str:
-    return dispatch.deployments_recover()
+def deployments_recover(dead_owner: str = "") -> str:
+    return dispatch.deployments_recover(dead_owner=dead_owner)
 
 
 # Queries only, so a time limit cannot leave a half-done state behind.

@@ -21,6 +21,7 @@ from updates import selectors, services
 from updates.engine.errors import ExitCode, InvalidInput, NotFound, OrchestratorError, outcome_exit_code
 from updates.engine.machine import STOPPABLE
 from updates.engine.transitions import ConstraintViolation
+from updates.heartbeat import owner_beats
 from updates.models import Deployment
 from updates.services import bundles
 from updates.services.constraints import ForceWithoutReason, forced_by
@@ -54,6 +55,13 @@ def register(sub: Any) -> None:
         parser = sub.add_parser(name, help=text)
         _run_options(parser)
         parser.set_defaults(handler=handler)
+        if name == "resume":
+            parser.add_argument(
+                "--interrupted",
+                action="store_true",
+                help="only a deployment a dead process left running (or a queued one whose worker "
+                "message was lost), with its own options; exit 2 when there is none (run at boot)",
+            )
 
     plan = sub.add_parser(
         "plan",
@@ -151,7 +159,8 @@ def _guarded(fn: Callable[[], Deployment], *, rolling_back: bool = False) -> int
     """Run one deployment command; map its expected refusals to exit codes (nothing was
     touched in any of them) and its outcome to the exit code of the outcome."""
     try:
-        deployment = fn()
+        with owner_beats():
+            deployment = fn()
     except OrchestratorError as exc:
         return _refused(exc)
     _print_summary(deployment)
@@ -213,9 +222,35 @@ def _bundle_manifest(target: Path, *, quiet: bool = False) -> Path:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    if args.interrupted:
+        return _resume_interrupted(args)
     return _guarded(
         lambda: services.deployment_resume(
             stop_before=args.stop_before, exit_on_reboot=args.exit_on_reboot, echo=_echo
+        )
+    )
+
+
+def _resume_interrupted(args: argparse.Namespace) -> int:
+    """The boot-time resume: the decision a worker makes at start, run here and now, before the
+    worker starts. Stopped and reboot-required deployments are left to their operator or update
+    module; a deployment continues with the options it was started with, as after any crash."""
+    if args.stop_before or args.exit_on_reboot:
+        _err(
+            "resume --interrupted continues with the deployment's own options: drop --stop-before/--exit-on-reboot"
+        )
+        return ExitCode.INVALID
+    interrupted = selectors.deployment_interrupted()
+    deployment = interrupted.deployment
+    if deployment is None or interrupted.action == "none":
+        print(f"nothing interrupted: {interrupted.why}", flush=True)
+        return ExitCode.INVALID
+    _echo(f"{interrupted.why}: {'running' if interrupted.action == 'run' else 'resuming'} it")
+    if interrupted.action == "run":
+        return _guarded(lambda: services.deployment_execute(deployment_id=deployment.pk, echo=_echo))
+    return _guarded(
+        lambda: services.deployment_resume(
+            stop_before=deployment.stop_before, exit_on_reboot=deployment.exit_on_reboot, echo=_echo
         )
     )
 

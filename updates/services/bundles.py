@@ -42,6 +42,7 @@ from updates.engine.planner import (  # the planner's own §3.1 rules
 )
 from updates.engine.provides import device_type_ok
 from updates.engine.store import ArtifactStore, NoSpaceError, plan_eviction
+from updates.heartbeat import owner_beats
 from updates.models import Bundle, BundleArtifact, StoredArtifact
 from updates.services.audit import journal_append
 from updates.services.environment import Environment, desired_state_load, environment_load, live_inspector
@@ -99,7 +100,8 @@ def bundle_add(
         env, filename=filename, created_by=created_by, actor=actor or actor_of_command_line()
     )
     try:
-        return _bundle_check(env, store, bundle, source, size_hint)
+        with owner_beats():  # the marker's owner on a web-only machine: alive for the others too
+            return _bundle_check(env, store, bundle, source, size_hint)
     except Exception as exc:
         _mark_rejected(bundle.pk, f"ingest failed: {exc}")  # not left "ingesting" for the sweep
         raise

@@ -472,8 +472,10 @@ def deployment_resume(
     exit_on_reboot: bool = False,
     echo: Echo | None = None,
     actor: Actor | None = None,
+    dead_owner: str = "",
 ) -> Deployment:
-    """Continue the deployment in progress from its persisted position."""
+    """Continue the deployment in progress from its persisted position. `dead_owner`: the owner
+    token a worker of its host found dead, which this process may not be able to check."""
     deployment = _in_progress_or_raise("resume")
     return _continue(
         deployment,
@@ -482,6 +484,7 @@ def deployment_resume(
         echo=echo,
         rollback=False,
         actor=actor,
+        dead_owner=dead_owner,
     )
 
 
@@ -525,13 +528,14 @@ def _continue(
     echo: Echo | None,
     rollback: bool,
     actor: Actor | None,
+    dead_owner: str = "",
 ) -> Deployment:
     if deployment.status == Deployment.Status.QUEUED:
         return deployment_execute(deployment_id=deployment.pk, echo=echo)
     request = {"stop_before": list(stop_before), "exit_on_reboot": exit_on_reboot}
     kind = "deployment.rollback" if rollback else "deployment.resumed"
     actor = actor or actor_of_command_line()
-    crashed = _deployment_takeover(deployment, journal=(kind, actor, request))
+    crashed = _deployment_takeover(deployment, journal=(kind, actor, request), dead_owner=dead_owner)
     action = ("rolling back" if rollback else "resumed") + (" after a crash" if crashed else "")
     with deployment_logged(deployment, action=action, actor=f"{actor.kind}:{actor.name}"):
         return _continue_claimed(
@@ -576,13 +580,17 @@ def _continue_claimed(
     return _deployment_finish(env, deployment, result, machine.state)
 
 
-def _deployment_takeover(deployment: Deployment, *, journal: tuple[str, Actor, dict[str, object]]) -> bool:
+def _deployment_takeover(
+    deployment: Deployment, *, journal: tuple[str, Actor, dict[str, object]], dead_owner: str = ""
+) -> bool:
     """Claim a deployment in progress for this process; True when its last runner died.
 
     The conditional UPDATE (on the owner we read) makes two resumers race safely: one wins.
-    The journal records who asked (kind, actor, request) in the same transaction.
+    The journal records who asked (kind, actor, request) in the same transaction. A token found
+    dead stays dead (its pid and start time never come back), so `dead_owner` is believed.
     """
-    if deployment.status == Deployment.Status.RUNNING and owner_alive(deployment.owner):
+    known_dead = bool(dead_owner) and deployment.owner == dead_owner
+    if deployment.status == Deployment.Status.RUNNING and not known_dead and owner_alive(deployment.owner):
         raise BusyError(_busy_message(deployment))
     crashed = deployment.status == Deployment.Status.RUNNING
     kind, actor, request = journal

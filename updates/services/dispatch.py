@@ -235,23 +235,36 @@ def deployment_continue(
         return str(exc)
 
 
-def deployments_recover() -> str:
-    """After a worker start: run what a dead worker left queued, continue what it left running.
-
-    Stopped and reboot-required deployments wait for their operator or update module, and a
-    running one with a live owner (another worker, the CLI) is none of our business.
-    """
-    deployment = selectors.deployment_in_progress()
-    if deployment is None:
+def deployments_recover(*, dead_owner: str = "") -> str:
+    """After a worker start, and on a worker's takeover timer: run what a dead worker left
+    queued, continue what a dead owner left running (`selectors.deployment_interrupted`).
+    `dead_owner`: the token the sending worker found dead (it may run on the owner's host, where
+    the process can be looked at; this worker may run on another)."""
+    interrupted = selectors.deployment_interrupted(dead_owner=dead_owner)
+    if interrupted.deployment is None:
         return "nothing to recover"
-    if deployment.status == Deployment.Status.QUEUED and deployment.created_by != CLI:
-        return deployment_run(deployment_id=deployment.pk)
-    if deployment.status == Deployment.Status.RUNNING and not owner_alive(deployment.owner):
-        return _resume_crashed(deployment)
+    if interrupted.action == "run":
+        return deployment_run(deployment_id=interrupted.deployment.pk)
+    if interrupted.action == "resume":
+        return _resume_crashed(interrupted.deployment, dead_owner=dead_owner)
+    deployment = interrupted.deployment
     return f"deployment {deployment.pk} ({deployment.status}) left alone"
 
 
-def _resume_crashed(deployment: Deployment) -> str:
+def deployment_takeover_start() -> Deployment | None:
+    """Called every few seconds by every worker (worker/takeover.py): when the deployment in
+    progress was left running by a dead owner, send the recovery to a pool process. Returns that
+    deployment, or None. Queued deployments are not taken: their message is on its way."""
+    interrupted = selectors.deployment_interrupted()
+    if interrupted.action != "resume":
+        return None
+    log.warning("%s: sending the recovery", interrupted.why)
+    # With the token: a worker of another host that takes the message could not check it.
+    _enqueue(TASK_RECOVER, interrupted.deployment.owner if interrupted.deployment else "")
+    return interrupted.deployment
+
+
+def _resume_crashed(deployment: Deployment, *, dead_owner: str = "") -> str:
     # The run's own options still hold: a crash must not skip a stop the operator asked for.
     log.warning(
         "deployment %s was left running by a dead process: resuming it",
@@ -260,7 +273,10 @@ def _resume_crashed(deployment: Deployment) -> str:
     )
     try:
         resumed = deployment_resume(
-            stop_before=deployment.stop_before, exit_on_reboot=deployment.exit_on_reboot, actor=SYSTEM
+            stop_before=deployment.stop_before,
+            exit_on_reboot=deployment.exit_on_reboot,
+            actor=SYSTEM,
+            dead_owner=dead_owner,
         )
     except (BusyError, NothingInProgress) as exc:
         return str(exc)
