@@ -72,6 +72,13 @@ CONF_DIR = PATHS.conf_dir
 TOPOLOGY_DIR = PATHS.topology_dir
 TOPOLOGY_COMPONENTS_FILE = PATHS.topology_components_file
 REBOOT_COMMAND = os.getenv("ORCH_REBOOT_COMMAND", "reboot")
+# `stored`: this process never calls an update interface; the components' answers come from what
+# the workers stored (updates/services/stored_inspection.py). The production web server runs
+# unprivileged with it (deploy/systemd); the workers and the command line always ask live.
+INTERFACE_QUERIES = envchoice("ORCH_INTERFACE_QUERIES", "live", ("live", "stored"))
+# A worker asks every component what it runs when it starts (the stored answers above are then
+# fresh after a boot).
+REFRESH_ON_WORKER_START = envbool("ORCH_REFRESH_ON_WORKER_START", "False")
 # How long to wait for the host to go down after REBOOT_COMMAND returned (Mender waits 10 min);
 # the demo and the tests, whose reboot command is harmless, set 0.
 REBOOT_WAIT_SECONDS = envint("ORCH_REBOOT_WAIT_SECONDS", "600")

@@ -72,3 +72,7 @@ def _check_config(**kwargs: Any) -> None:
 def _recover(**kwargs: Any) -> None:
     # After a power cut or a killed worker nobody else will look: the appliance has no operator.
     dispatch.deployments_recover_start()
+    if settings.REFRESH_ON_WORKER_START:
+        # The web server answers from the stored answers (ORCH_INTERFACE_QUERIES=stored): make
+        # them fresh after a boot. Skipped by the task itself while a deployment runs.
+        dispatch.components_refresh_start()

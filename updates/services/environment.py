@@ -97,6 +97,11 @@ def live_inspector(
             workdir = (
                 Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="orch-inspect-"))) / "_inspect"
             )
+        if settings.INTERFACE_QUERIES == "stored":  # the unprivileged web server (deploy/systemd)
+            from updates.services.stored_inspection import StoredInspector
+
+            yield StoredInspector(runner=env.runner(), workdir=workdir)
+            return
         yield Inspector(runner=env.runner(), journal=journal or NullJournal(), workdir=workdir)
 
 
