@@ -105,6 +105,10 @@ def _ids(root: Path, name: str) -> tuple[int, int]:
     raise AssertionError(f"no {name} in {root}/etc/passwd")
 
 
+# One install for the whole module, on one xdist worker (bin/test: --dist loadgroup): each worker
+# would otherwise pay for its own (mostly pip).
+pytestmark = pytest.mark.xdist_group("install")
+
 @pytest.fixture(scope="module")
 def install(request: pytest.FixtureRequest) -> Install:
     # Under /tmp itself: pytest's own temp folder is root's alone (0700), which the service user

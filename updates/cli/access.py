@@ -85,7 +85,10 @@ def cmd_user_ensure_admin(args: argparse.Namespace) -> int:
     password = services.admin_ensure()
     if password is not None:
         print(f"created user admin (role admin) with password: {password}")
-        print("(shown once; to set another: `python manage.py changepassword admin` in this environment)")
+        print(
+            "(shown once; to set another: `python manage.py changepassword admin` in this environment,"
+            " `mender-orchestrator --manage changepassword admin` on an installed appliance)"
+        )
     return 0
 
 
