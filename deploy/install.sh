@@ -28,11 +28,9 @@ EOT
 die() { echo "install.sh: $*" >&2; exit 1; }
 say() { echo "install.sh: $*"; }
 
-root="" source_dir="$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)" python=python3
-prefix=/opt/mender-orchestrator datastore=/data/mender-orchestrator
-var_lib_link=/var/lib/mender-orchestrator conf_dir=/etc/mender-orchestrator
-data_dir=/usr/share/mender-orchestrator bin_dir=/usr/bin systemd_dir=/etc/systemd/system
-nginx_dir=/etc/nginx user=mender-orchestrator use_systemctl=auto make_user=true
+# shellcheck source=paths.sh
+. "$(dirname "$(readlink -f "$0")")/paths.sh"
+source_dir="$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)" python=python3 make_user=true
 while [ $# -gt 0 ]; do
   opt="$1" val=""
   case "$opt" in
@@ -43,31 +41,15 @@ while [ $# -gt 0 ]; do
     --*) [ $# -ge 2 ] || usage; val="$2"; shift 2 ;;
     *) usage ;;
   esac
+  path_option "$opt" "$val" && continue
   case "$opt" in
-    --root) root="${val%/}" ;;
-    --prefix) prefix="$val" ;;
-    --datastore) datastore="$val" ;;
-    --var-lib-link) var_lib_link="$val" ;;
-    --conf-dir) conf_dir="$val" ;;
-    --data-dir) data_dir="$val" ;;
-    --bin-dir) bin_dir="$val" ;;
-    --systemd-dir) systemd_dir="$val" ;;
-    --nginx-dir) nginx_dir="$val" ;;
-    --user) user="$val" ;;
     --source) source_dir="$(cd "$val" && pwd)" ;;
     --python) python="$val" ;;
     *) usage ;;
   esac
 done
 [ "$(id -u)" -eq 0 ] || die "run me as root (I create a system user, /opt, /data and units)"
-if [ "$use_systemctl" = auto ]; then
-  # Only where systemd runs the machine (not in a container or a chroot being built).
-  if [ -z "$root" ] && [ -d /run/systemd/system ] && [ "$(ps -p 1 -o comm=)" = systemd ]; then
-    use_systemctl=true
-  else
-    use_systemctl=false
-  fi
-fi
+systemctl_decide
 [ -f "$source_dir/manage.py" ] && [ -f "$source_dir/deploy/requirements.txt" ] ||
   die "$source_dir is not the orchestrator's source tree (no manage.py, deploy/requirements.txt)"
 

@@ -17,10 +17,9 @@ EOT
 die() { echo "uninstall.sh: $*" >&2; exit 1; }
 say() { echo "uninstall.sh: $*"; }
 
-root="" prefix=/opt/mender-orchestrator datastore=/data/mender-orchestrator
-var_lib_link=/var/lib/mender-orchestrator conf_dir=/etc/mender-orchestrator
-data_dir=/usr/share/mender-orchestrator bin_dir=/usr/bin systemd_dir=/etc/systemd/system
-nginx_dir=/etc/nginx user=mender-orchestrator use_systemctl=auto purge=false yes=false
+# shellcheck source=paths.sh
+. "$(dirname "$(readlink -f "$0")")/paths.sh"
+purge=false yes=false
 while [ $# -gt 0 ]; do
   opt="$1" val=""
   case "$opt" in
@@ -32,25 +31,10 @@ while [ $# -gt 0 ]; do
     --*) [ $# -ge 2 ] || usage; val="$2"; shift 2 ;;
     *) usage ;;
   esac
-  case "$opt" in
-    --root) root="${val%/}" ;;
-    --prefix) prefix="$val" ;;
-    --datastore) datastore="$val" ;;
-    --var-lib-link) var_lib_link="$val" ;;
-    --conf-dir) conf_dir="$val" ;;
-    --data-dir) data_dir="$val" ;;
-    --bin-dir) bin_dir="$val" ;;
-    --systemd-dir) systemd_dir="$val" ;;
-    --nginx-dir) nginx_dir="$val" ;;
-    --user) user="$val" ;;
-    *) usage ;;
-  esac
+  path_option "$opt" "$val" || usage
 done
 [ "$(id -u)" -eq 0 ] || die "run me as root"
-if [ "$use_systemctl" = auto ]; then
-  use_systemctl=false
-  [ -z "$root" ] && [ -d /run/systemd/system ] && [ "$(ps -p 1 -o comm=)" = systemd ] && use_systemctl=true
-fi
+systemctl_decide
 if $purge && ! $yes; then
   [ -t 0 ] || die "--purge deletes the data store and the configuration: confirm with --yes"
   read -r -p "Delete $root$datastore (every deployment's history, the database, the artifacts) and $root$conf_dir? [y/N] " answer

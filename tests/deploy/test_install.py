@@ -109,6 +109,7 @@ def _ids(root: Path, name: str) -> tuple[int, int]:
 # would otherwise pay for its own (mostly pip).
 pytestmark = pytest.mark.xdist_group("install")
 
+
 @pytest.fixture(scope="module")
 def install(request: pytest.FixtureRequest) -> Install:
     # Under /tmp itself: pytest's own temp folder is root's alone (0700), which the service user

@@ -5,20 +5,15 @@ on the demo system, one with the setting, one without."""
 from __future__ import annotations
 
 import subprocess
-import tarfile
 from dataclasses import replace
 from pathlib import Path
 
+from tests.hooks.conftest import v2_bundle
 from tests.integration.conftest import DemoSystem
 
 
 def _v2_bundle(demo: DemoSystem) -> Path:
-    out = demo.root / "v2.tar.gz"
-    with tarfile.open(out, "w:gz") as tar:
-        tar.add(demo.system / "manifest-v2.yaml", "manifest-v2.yaml")
-        for name in ("gateway-v2.mender", "rtos-v2.mender"):
-            tar.add(demo.system / "artifacts" / name, f"artifacts/{name}")
-    return out
+    return v2_bundle(demo, demo.root / "v2.tar.gz")
 
 
 def _stored(demo: DemoSystem) -> DemoSystem:
