@@ -11,6 +11,7 @@ import getpass
 import json
 import os
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -135,8 +136,15 @@ def _json_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON document (stable fields)")
 
 
+_ECHO_LOCK = threading.Lock()
+
+
 def _echo(line: str) -> None:
-    print(line, flush=True)
+    # Called from the components' threads at once: print() writes the line and its newline
+    # separately, so two lines could run into one ("…ok 0.03srtos[R456] Identity…").
+    with _ECHO_LOCK:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
 
 def _err(message: str) -> None:
