@@ -42,9 +42,9 @@ def populate(deployments: int, steps: int) -> str:
     from django.core.management import call_command
     from django.utils import timezone
 
+    from accounts import services
+    from accounts.models import Role
     from devices.models import Component, System
-    from orchestrator_site.accounts import services
-    from orchestrator_site.accounts.models import Role
     from updates.models import Deployment, Manifest, Step, StepEvent
 
     call_command("migrate", verbosity=0)

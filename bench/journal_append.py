@@ -33,7 +33,7 @@ def main() -> None:
         import django
 
         django.setup()
-        from updates import journal
+        from updates import step_journal as journal
 
         real, off = journal.step_journal, lambda *args, **kwargs: None
         runs: dict[bool, list[float]] = {True: [], False: []}
@@ -50,8 +50,8 @@ def main() -> None:
 
 def _run() -> float:
     from updates.engine.interface import CallResult
-    from updates.journal import DbJournal
     from updates.models import Deployment, Manifest
+    from updates.step_journal import DbJournal
 
     manifest = Manifest.objects.create(name="bench", form="current", sha256="0" * 64, raw="", source_path="")
     deployment = Deployment.objects.create(manifest=manifest, slot=None, status="succeeded")

@@ -6,9 +6,9 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from ninja import Router, Schema
 
+from accounts.auth import VIEWER
 from devices.models import Component
 from devices.selectors import component_list
-from orchestrator_site.accounts.auth import VIEWER
 
 router = Router(tags=["devices"], auth=VIEWER)
 

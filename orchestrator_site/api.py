@@ -15,13 +15,13 @@ from ninja import NinjaAPI, Schema, Status
 from ninja.openapi.docs import Swagger
 from ninja.responses import NinjaJSONEncoder
 
+from accounts.auth import signed_in
 from devices.api import router as devices_router
-from orchestrator_site.accounts.auth import signed_in
-from orchestrator_site.errors import install_handlers
-from orchestrator_site.health import health_report
-from updates.api import router as updates_router
+from updates.api.errors import install_handlers
+from updates.api.health import health_report
+from updates.api.hooks import router as hooks_router
+from updates.api.routes import router as updates_router
 from updates.engine.version import VERSION
-from updates.hooks_api import router as hooks_router
 
 
 class HealthCheckOut(Schema):

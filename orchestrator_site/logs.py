@@ -14,34 +14,17 @@ emitted meanwhile carries them, a third-party logger's too.
 
 from __future__ import annotations
 
-import contextvars
 import json
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
+
+from updates.logcontext import current_call, deployment_id
 
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # Structured values our own lines pass as `extra=` (kept out of the message for `jq`).
 EXTRA_FIELDS = ("actor", "system", "targets", "exit_code", "duration_s", "answer", "outcome", "phase")
-
-deployment_id: contextvars.ContextVar[int | None] = contextvars.ContextVar("deployment_id", default=None)
-current_call: contextvars.ContextVar[tuple[str, str] | None] = contextvars.ContextVar(
-    "current_call", default=None
-)
-
-
-@contextmanager
-def deployment_context(pk: int) -> Iterator[None]:
-    """Every line logged inside (in this thread, and in threads started with a copy of this
-    context) carries the deployment's id."""
-    token = deployment_id.set(pk)
-    try:
-        yield
-    finally:
-        deployment_id.reset(token)
 
 
 class ContextFilter(logging.Filter):

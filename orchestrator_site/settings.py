@@ -126,7 +126,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
-    "orchestrator_site.accounts",
+    "accounts",
     "devices",
     "updates",
 ]
@@ -134,7 +134,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # Outermost: whatever Django answers under /api/ (a bad Host, no route, wrong method) gets the
     # error envelope.
-    "orchestrator_site.errors.ApiEnvelopeMiddleware",
+    "updates.api.errors.ApiEnvelopeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files from the app itself (the web UI's, and the API docs page's own scripts and
     # styles: no CDN, an appliance may have no internet), right after SecurityMiddleware.
@@ -145,7 +145,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "orchestrator_site.uploads.UploadCleanupMiddleware",
+    "updates.api.uploads.UploadCleanupMiddleware",
 ]
 
 ROOT_URLCONF = "orchestrator_site.urls"
@@ -164,7 +164,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "updates.context_processors.role",
+                "updates.web.context_processors.role",
             ],
         },
     },
@@ -244,7 +244,7 @@ CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.getenv("CSRF_TRUSTED_ORIGINS", "")
 # Uploads go to disk in chunks (never whole in memory), under the data store so a bundle can be
 # hard-linked or moved on the same file system; beyond the limit the upload is cut off (413).
 UPLOAD_MAX_BYTES = envint("ORCH_UPLOAD_MAX_BYTES", str(2 * 1024**3))
-FILE_UPLOAD_HANDLERS = ["orchestrator_site.uploads.LimitedUploadHandler"]
+FILE_UPLOAD_HANDLERS = ["updates.api.uploads.LimitedUploadHandler"]
 FILE_UPLOAD_TEMP_DIR = str(DATASTORE_DIR / "uploads")
 with contextlib.suppress(OSError):  # Django's system check wants it to exist
     Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)

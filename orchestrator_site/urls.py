@@ -1,8 +1,8 @@
 from django.urls import path
 
-from orchestrator_site.accounts.views import LoginView, LogoutView
+from accounts.views import LoginView, LogoutView
 from orchestrator_site.api import api
-from updates import views
+from updates.web import views
 
 urlpatterns = [
     path("accounts/login/", LoginView.as_view(redirect_authenticated_user=True), name="login"),

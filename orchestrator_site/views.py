@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse
 
-from orchestrator_site.errors import error_response
+from updates.api.errors import error_response
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

@@ -1,4 +1,4 @@
-"""Owner tokens across hosts (updates/claims.py): this host's owners are checked by their
+"""Owner tokens across hosts (updates/liveness.py): this host's owners are checked by their
 process, another host's by that host's heartbeats in the shared data store."""
 
 from __future__ import annotations
@@ -11,9 +11,19 @@ from typing import Any
 
 import pytest
 
-from updates.claims import TEST_HOST_ID, host_id, owner_alive, owner_host, owner_pid, owner_token
 from updates.engine.sessions import start_time
-from updates.heartbeat import OWNERS, heartbeat_write, heartbeats_dir, host_alive
+from updates.liveness import (
+    OWNERS,
+    TEST_HOST_ID,
+    heartbeat_write,
+    heartbeats_dir,
+    host_alive,
+    host_id,
+    owner_alive,
+    owner_host,
+    owner_pid,
+    owner_token,
+)
 
 FAR = "far-host.test"
 
@@ -68,7 +78,7 @@ def test_a_command_line_run_beats_for_its_host(datastore: Path, monkeypatch: pyt
 def test_the_owner_beats_stop_and_go_with_the_run_and_old_ones_are_pruned(
     datastore: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from updates.heartbeat import owner_beats
+    from updates.liveness import owner_beats
 
     _age(_far_beat(monkeypatch, folder=OWNERS), 7200)  # a run killed two hours ago
     with owner_beats():

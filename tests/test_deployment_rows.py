@@ -73,7 +73,7 @@ def test_the_run_options_are_columns() -> None:
 
 
 def test_busy_says_a_live_runner_is_running_and_to_wait() -> None:
-    from updates.claims import owner_token
+    from updates.liveness import owner_token
 
     _deployment(status=Deployment.Status.RUNNING, owner=owner_token())
     error = _busy()

@@ -7,9 +7,9 @@ import os
 import time
 from pathlib import Path
 
-from updates.claims import leftover_calls, stop_leftover_calls
 from updates.engine.interface import InterfaceRunner
 from updates.engine.sessions import SESSION_LOG, start_time
+from updates.liveness import leftover_calls, stop_leftover_calls
 
 # The interface leaves a grandchild in / (double fork, `cd /`), then exits: nothing of the call
 # is left in the work directory.

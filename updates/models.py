@@ -289,7 +289,7 @@ class JournalEntry(models.Model):
 
     `hash` is the SHA-256 of the entry's canonical serialisation, which includes `prev_hash` (the
     previous entry's `hash`): editing, deleting or reordering a row breaks the chain from there.
-    Written only by `updates.services.audit.journal_append`, never updated or deleted.
+    Written only by `audit.services.journal_append`, never updated or deleted.
     """
 
     seq = models.BigIntegerField(primary_key=True)  # 1, 2, 3, … without gaps: the entry's number

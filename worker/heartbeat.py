@@ -1,4 +1,4 @@
-"""The consumer step that writes this worker's heartbeat (`updates/heartbeat.py` reads them).
+"""The consumer step that writes this worker's heartbeat (`updates/liveness.py` reads them).
 
 A consumer step, started after the broker connection: when the connection is lost Celery stops
 the consumer's steps until it reconnects, so the beats stop too and `/api/v1/health` reports no
@@ -14,7 +14,7 @@ from typing import Any
 
 from celery import bootsteps
 
-from updates.heartbeat import HEARTBEAT_SECONDS, heartbeat_remove, heartbeat_write
+from updates.liveness import HEARTBEAT_SECONDS, heartbeat_remove, heartbeat_write
 
 log = logging.getLogger("orchestrator.heartbeat")
 

@@ -7,7 +7,7 @@ running by a dead owner it sends `deployments_recover`, which a pool process run
 and whose takeover is a conditional UPDATE: of several workers sending it, one continues.
 
 An owner on this host is dead as soon as its process is gone; one on another host once its
-host's heartbeats are older than the liveness window (updates/claims.py, updates/heartbeat.py).
+host's heartbeats are older than the liveness window (updates/liveness.py, updates/liveness.py).
 Runs on the consumer's timer, so it stops with the broker connection, like the heartbeat.
 """
 

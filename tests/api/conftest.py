@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from orchestrator_site.accounts import services
-from orchestrator_site.accounts.models import ApiToken, Role
+from accounts import services
+from accounts.models import ApiToken, Role
 from tests.worker.conftest import (
     Appliance,
     appliance,

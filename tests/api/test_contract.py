@@ -14,8 +14,8 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from orchestrator_site.accounts import services
-from orchestrator_site.accounts.models import Role
+from accounts import services
+from accounts.models import Role
 from orchestrator_site.api import openapi_document
 from updates.models import Bundle, Deployment, Manifest, Step, StepEvent
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from orchestrator_site.accounts import services
-from orchestrator_site.accounts.models import Role
+from accounts import services
+from accounts.models import Role
 from tests.api.conftest import Web, appliance, broker, demo, migrated_db, web
 from tests.worker.conftest import Appliance
 

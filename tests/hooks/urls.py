@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.urls import path
 from ninja import NinjaAPI
 
-from updates.hooks_api import router
+from updates.api.hooks import router
 
 api = NinjaAPI(urls_namespace="hooks-test")
 api.add_router("/hooks/", router)

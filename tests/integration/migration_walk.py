@@ -64,8 +64,9 @@ def walk_empty() -> dict[str, Any]:
 
 def data() -> dict[str, Any]:
     """The appliance's data as the services see it, at the latest schema."""
-    from orchestrator_site.accounts.models import ApiToken
-    from updates import audit, selectors
+    from accounts.models import ApiToken
+    from audit import reports as audit
+    from updates import selectors
     from updates.models import Bundle, Deployment, JournalEntry, Step
 
     pointers = selectors.active_manifests()

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
+from audit import chain as auditchain
 from tests.integration.conftest import ROOT, DemoSystem
-from updates.engine import auditchain
 
 PG = re.compile(r"^postgres")
 
@@ -183,7 +183,7 @@ import os, sys, time, django
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orchestrator_site.settings")
 django.setup()
 from updates.actors import Actor
-from updates.services.audit import journal_append
+from audit.services import journal_append
 name, count, go = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 open(go + "." + name, "w").close()  # ready
 while not os.path.exists(go):

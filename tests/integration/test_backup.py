@@ -18,7 +18,7 @@ import pytest
 
 from tests.integration.conftest import ROOT, DemoSystem
 from tests.integration.upkeep import destroy, journal_verifies, ok, populate, snapshot, tree
-from updates.claims import owner_token
+from updates.liveness import owner_token
 
 Tamper = Callable[[tarfile.TarInfo, bytes], list[tuple[tarfile.TarInfo, bytes]]]
 

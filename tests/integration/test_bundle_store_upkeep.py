@@ -20,8 +20,8 @@ from tests.engine.test_server import (
 )
 from tests.integration.conftest import CLI, DemoSystem
 from tests.integration.test_bundle_cli import V2, _bundle, _store
-from updates.claims import owner_token
 from updates.engine.artifact import write_artifact
+from updates.liveness import owner_token
 
 BIG = 64 << 20  # per artifact: the kill lands mid-ingest (~0.2 s per artifact), yet it stays fast
 

@@ -247,7 +247,7 @@ def test_rollback_is_refused_once_cleanup_started_and_resume_finishes(demo: Demo
 
 
 def test_a_zombie_owner_counts_as_dead() -> None:
-    from updates.claims import owner_alive
+    from updates.liveness import owner_alive
 
     child = subprocess.Popen(["/bin/sh", "-c", "exit 0"])
     token_pid = child.pid

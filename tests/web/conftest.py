@@ -14,8 +14,8 @@ from django.conf import settings
 from django.test import Client
 from django.utils import timezone
 
-from orchestrator_site.accounts import services
-from orchestrator_site.accounts.models import Role
+from accounts import services
+from accounts.models import Role
 from tests.integration.conftest import DemoSystem, build_demo, migrated_db
 from tests.worker.conftest import (
     _configure_producer,

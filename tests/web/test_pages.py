@@ -17,11 +17,11 @@ from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
 
+from accounts.models import ApiToken
 from devices.models import Component, System
-from orchestrator_site.accounts.models import ApiToken
 from tests.integration.conftest import DemoSystem
 from tests.web.conftest import PASSWORD, demo_bundle, deployment_record
-from updates.claims import owner_token
+from updates.liveness import owner_token
 from updates.models import ActiveManifests, Bundle, Deployment, JournalEntry
 from updates.tasknames import TASK_REFRESH
 

@@ -16,7 +16,7 @@ import redis
 
 from tests.worker.conftest import ROOT, Appliance, producer_broker, wait_for
 from updates import selectors
-from updates.heartbeat import HEARTBEAT_SECONDS, heartbeats_dir
+from updates.liveness import HEARTBEAT_SECONDS, heartbeats_dir
 from updates.services import dispatch
 
 

@@ -2,7 +2,7 @@
 
 Still exactly one deployment at a time, the API answers while a worker dies, a surviving worker
 continues a dead worker's deployment by the crash rules (worker/takeover.py), and a worker of
-another host is left alone while that host beats (updates/claims.py). Runs on SQLite in the
+another host is left alone while that host beats (updates/liveness.py). Runs on SQLite in the
 first pass of .ci/run and on PostgreSQL in the second (DATABASE_URL), like all of tests/worker.
 """
 

@@ -14,7 +14,7 @@ from django.db import DatabaseError
 
 from updates.engine.errors import ExitCode, OrchestratorError
 from updates.engine.version import VERSION
-from updates.services.environment import datastore_prepare
+from updates.services.backup import datastore_prepare
 
 from . import access, artifact, audit, bundle, maintenance, system
 from . import hooks as hook_secret

@@ -10,8 +10,8 @@ import argparse
 import sys
 from typing import Any
 
-from orchestrator_site.accounts import selectors, services
-from orchestrator_site.accounts.models import Role
+from accounts import selectors, services
+from accounts.models import Role
 
 ROLES = [r.value for r in Role]
 

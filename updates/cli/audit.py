@@ -13,10 +13,12 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
-from updates import audit
+from audit import chain as auditchain
+from audit import reports as audit
+from audit import services as audit_services
+from audit.export import audit_export
+from audit.keys import signing_key
 from updates.actors import actor_of_command_line
-from updates.engine import auditchain
-from updates.services import audit as audit_services
 
 FORMATS = ("json", "csv", "html")
 
@@ -117,7 +119,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    result = audit_services.audit_export(since=args.since, until=args.until, path=args.output)
+    result = audit_export(since=args.since, until=args.until, path=args.output)
     print(f"wrote {result['path']}: {result['entries']} entries, {result['anchors']} signed anchors")
     return 0
 
@@ -136,7 +138,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 def cmd_public_key(args: argparse.Namespace) -> int:
-    public = audit_services.signing_key().public_key()
+    public = signing_key().public_key()
     if args.fingerprint:
         print(auditchain.key_fingerprint(public))
     else:

@@ -22,7 +22,7 @@ from updates import selectors, services
 from updates.engine.errors import ExitCode, InvalidInput, NotFound, OrchestratorError, outcome_exit_code
 from updates.engine.machine import STOPPABLE
 from updates.engine.transitions import ConstraintViolation
-from updates.heartbeat import owner_beats
+from updates.liveness import owner_beats
 from updates.models import Deployment
 from updates.services import bundles
 from updates.services.constraints import ForceWithoutReason, forced_by

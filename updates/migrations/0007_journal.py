@@ -3,7 +3,7 @@
 from django.db import migrations, models
 
 
-GENESIS = "0" * 64  # the `prev_hash` of entry 1 (updates.engine.auditchain.GENESIS)
+GENESIS = "0" * 64  # the `prev_hash` of entry 1 (audit.chain.GENESIS)
 
 
 def head_create(apps, schema_editor):

@@ -13,6 +13,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import sys
 import tarfile
 import tempfile
 import uuid
@@ -28,10 +29,13 @@ from django.db import DatabaseError, connection, connections
 from django.db.migrations.executor import MigrationExecutor
 from django.db.migrations.recorder import MigrationRecorder
 
+from updates import selectors
 from updates.engine import backuparchive as archive
 from updates.engine.errors import BusyError, InvalidInput, OrchestratorError
 from updates.engine.fsutil import fsync_dir
 from updates.engine.version import VERSION
+from updates.liveness import owner_alive, owner_pid
+from updates.models import Deployment
 
 Echo = Callable[[str], None]
 
@@ -114,8 +118,6 @@ def _work_dirs() -> list[Path]:
     """The work dirs of deployments in progress: their File-API trees hold the update modules'
     state between states (and the session log used to end leftovers), which `resume` needs.
     Finished deployments' trees are scratch."""
-    from updates import selectors
-
     try:
         running = selectors.deployment_in_progress()
     except DatabaseError:
@@ -180,8 +182,6 @@ def _backup_write(partial: Path, *, echo: Echo) -> dict[str, Any]:
 
 
 def _manifest_base() -> dict[str, Any]:
-    from updates import selectors
-
     now = datetime.now(UTC)
     try:
         running = selectors.deployment_in_progress()
@@ -284,9 +284,6 @@ class RestoreResult:
 
 def restore_check_idle() -> None:
     """BusyError naming the live workers or the deployment whose runner is alive."""
-    from updates import selectors
-    from updates.claims import owner_alive, owner_pid
-
     workers = selectors.live_workers()
     if workers:
         names = ", ".join(f"{w.name} (pid {w.pid} on {w.hostname})" for w in workers)
@@ -432,9 +429,6 @@ def _pg_restore(dump: Path) -> None:
 
 
 def _restore_result(manifest: dict[str, Any], migrated: list[str]) -> RestoreResult:
-    from updates import selectors
-    from updates.models import Deployment
-
     pointers = selectors.active_manifests()
     return RestoreResult(
         deployments=Deployment.objects.count(),
@@ -525,3 +519,11 @@ def backups_prune(*, keep: int | None = None) -> list[Path]:
     for path in old:
         path.unlink(missing_ok=True)
     return old
+
+
+def datastore_prepare() -> None:
+    """First use of a fresh appliance, or the first command after an upgrade: create the data
+    store and bring the database schema up to date, so no operator has to run `migrate` before
+    the first `install`. A database that has data is backed up first (`pre-migrate-*`)."""
+    Path(settings.DATASTORE_DIR).mkdir(parents=True, exist_ok=True)
+    migrate_run(echo=lambda line: print(line, file=sys.stderr, flush=True))

@@ -25,9 +25,9 @@ from typing import IO, Any
 from django.db import transaction
 from django.utils import timezone
 
+from audit.services import journal_append
 from updates import selectors
 from updates.actors import Actor, actor_of_command_line
-from updates.claims import owner_alive, owner_token
 from updates.engine.artifact import ArtifactError, ArtifactReader, PublicKey
 from updates.engine.bundle import Intake, ingest, manifest_artifact_fit
 from updates.engine.bundle import StoredArtifact as Carried
@@ -42,9 +42,8 @@ from updates.engine.planner import (  # the planner's own §3.1 rules
 )
 from updates.engine.provides import device_type_ok
 from updates.engine.store import ArtifactStore, NoSpaceError, plan_eviction
-from updates.heartbeat import owner_beats
+from updates.liveness import owner_alive, owner_beats, owner_token
 from updates.models import Bundle, BundleArtifact, StoredArtifact
-from updates.services.audit import journal_append
 from updates.services.environment import Environment, desired_state_load, environment_load, live_inspector
 from updates.services.sources import artifact_sources, artifact_store, stored_artifact_record
 

@@ -18,18 +18,17 @@ from typing import Any, ParamSpec, TypedDict, TypeVar, cast
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from audit.services import audit_prune_by_policy, journal_append
 from devices.services import components_record
 from updates import selectors
 from updates.actors import SYSTEM, Actor, actor_of_command_line
-from updates.claims import owner_alive, owner_pid, owner_token, stop_leftover_calls
 from updates.engine.errors import BusyError, CleanupStarted, NothingInProgress, OrchestratorError
 from updates.engine.machine import Machine, Options, Result, RunState
 from updates.engine.manifest import DesiredState, Topology, TopologyJson, parse_manifest
 from updates.engine.planner import Plan, SelectionError, select, target_versions
 from updates.engine.transitions import ConstraintViolation
-from updates.journal import DbJournal, step_journal_row
+from updates.liveness import owner_alive, owner_pid, owner_token, stop_leftover_calls
 from updates.models import ActiveManifests, Bundle, Deployment, DeploymentStatus, Manifest, Step, StepEvent
-from updates.services.audit import audit_prune_by_policy, journal_append
 from updates.services.bundles import store_retention_after_deployment
 from updates.services.components import components_refresh_after_deployment
 from updates.services.constraints import (
@@ -48,6 +47,7 @@ from updates.services.environment import (
 )
 from updates.services.runlog import deployment_logged
 from updates.services.sources import artifact_sources
+from updates.step_journal import DbJournal, step_journal_row
 
 P = ParamSpec("P")
 R = TypeVar("R")

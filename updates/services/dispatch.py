@@ -20,14 +20,14 @@ from celery import current_app
 from django.db import transaction
 from django.utils import timezone
 
+from audit.services import journal_append
 from updates import selectors
 from updates.actors import SYSTEM, Actor
-from updates.claims import owner_alive
 from updates.engine.errors import BusyError, CleanupStarted, InvalidInput, NothingInProgress
 from updates.engine.manifest import InputError
 from updates.engine.planner import SelectionError
+from updates.liveness import owner_alive
 from updates.models import Deployment
-from updates.services.audit import journal_append
 from updates.services.bundles import bundle_manifest_path
 from updates.services.components import components_refresh as refresh_components
 from updates.services.constraints import forced_by

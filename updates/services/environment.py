@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import shlex
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from updates.engine.inspection import Inspector, NullJournal
 from updates.engine.interface import InterfaceRunner
 from updates.engine.machine import Journal
 from updates.engine.manifest import DesiredState, load_desired_state
+from updates.services.stored_inspection import StoredInspector
 
 Echo = Callable[[str], None]
 __all__ = ["NullJournal"]  # re-exported: its home is the engine
@@ -98,18 +98,6 @@ def live_inspector(
                 Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="orch-inspect-"))) / "_inspect"
             )
         if settings.INTERFACE_QUERIES == "stored":  # the unprivileged web server (deploy/systemd)
-            from updates.services.stored_inspection import StoredInspector
-
             yield StoredInspector(runner=env.runner(), workdir=workdir)
             return
         yield Inspector(runner=env.runner(), journal=journal or NullJournal(), workdir=workdir)
-
-
-def datastore_prepare() -> None:
-    """First use of a fresh appliance, or the first command after an upgrade: create the data
-    store and bring the database schema up to date, so no operator has to run `migrate` before
-    the first `install`. A database that has data is backed up first (`pre-migrate-*`)."""
-    Path(settings.DATASTORE_DIR).mkdir(parents=True, exist_ok=True)
-    from updates.services.backup import migrate_run
-
-    migrate_run(echo=lambda line: print(line, file=sys.stderr, flush=True))

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from django.conf import settings
 
-from updates.actors import Actor
+from audit.services import journal_append
+from updates.actors import Actor, actor_of_command_line
 from updates.engine import hooks as engine
 
 SECRET_FILE = "hook-secret"
@@ -40,7 +41,4 @@ def hook_secret_is_set() -> bool:
 def _journal(kind: str, actor: Actor | None) -> None:
     """Who changed the secret, into the audit journal (never the secret; it is a file, so the
     entry follows the write rather than sharing a transaction with it)."""
-    from updates.actors import actor_of_command_line
-    from updates.services.audit import journal_append
-
     journal_append(kind=kind, actor=actor or actor_of_command_line(), subject="hook-secret")

@@ -29,6 +29,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from audit.services import journal_append
 from updates import selectors
 from updates.actors import Actor
 from updates.engine import hooks as engine
@@ -39,7 +40,6 @@ from updates.engine.planner import SelectionError
 from updates.engine.server import ServerError, ServerSettings, TooLarge, download, url_check
 from updates.models import Bundle, WebhookEvent
 from updates.services import bundles, dispatch
-from updates.services.audit import journal_append
 from updates.services.environment import environment_load
 from updates.services.hook_secret import hook_secret_path
 

@@ -1,6 +1,6 @@
 """A deployment run as seen in the logs (journald): its id on every line while it runs, one line
 when it starts and one when it ends. The per-state lines come from the journal
-(`updates/journal.py`); the CLI's own report to the user is on stdout and is not repeated here.
+(`updates/step_journal.py`); the CLI's own report to the user is on stdout and is not repeated here.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from orchestrator_site.logs import deployment_context
 from updates.engine.errors import OrchestratorError
 from updates.engine.manifest import parse_manifest
+from updates.logcontext import deployment_context
 from updates.models import Deployment
 
 log = logging.getLogger("orchestrator.deployment")

@@ -15,7 +15,8 @@ from typing import Any
 from django.db.models import QuerySet
 from django.template.loader import render_to_string
 
-from updates.engine import auditchain
+from audit import chain as auditchain
+from audit.keys import signing_key
 from updates.models import JournalAnchor, JournalEntry, JournalHead
 
 # Who asked for what after the start: a takeover by the CLI or a worker, and requests over the API.
@@ -57,8 +58,6 @@ def audit_verify(
     `published`: anchors kept outside the appliance (an earlier export's anchors.jsonl); they win
     over the database's own, which whoever rewrote the chain could have rewritten too.
     """
-    from updates.services.audit import signing_key  # the key lives with the writes
-
     key = public_key or signing_key().public_key()
     anchors = {a.seq: anchor_of(a) for a in JournalAnchor.objects.all()}
     anchors.update((a.seq, a) for a in published)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
@@ -13,10 +12,11 @@ from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from orchestrator_site.accounts.models import ApiToken, AuthFailure, Profile, Role
+from accounts.addresses import client_address
+from accounts.models import ApiToken, AuthFailure, Profile, Role, token_digest
+from audit.services import journal_append
 from updates.actors import Actor, actor_of_command_line
 from updates.engine.errors import InvalidInput
-from updates.services.audit import journal_append
 
 TOKEN_PREFIX = "orch_"
 
@@ -31,10 +31,6 @@ class AccessError(InvalidInput):
 class NewToken:
     row: ApiToken
     secret: str  # shown once; only its hash is kept
-
-
-def token_digest(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 @transaction.atomic
@@ -154,8 +150,6 @@ def _role_of(user: User) -> Role:
 
 def login_record(*, username: str, request: Any) -> None:
     """A browser login, into the audit journal (failed ones are counted by the rate limiter)."""
-    from orchestrator_site.accounts.auth import client_address
-
     address = client_address(request) if request is not None else ""
     journal_append(
         kind="user.login",

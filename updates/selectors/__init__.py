@@ -16,14 +16,14 @@ from django.utils import timezone
 
 from devices.models import System
 from devices.selectors import component_list
-from updates.claims import owner_alive
 from updates.engine.artifact import ArtifactError, key_fingerprint, load_public_key
 from updates.engine.constraints import Constraints, constraints_file, constraints_from_manifest
 from updates.engine.interface import QUERY_STATES
 from updates.engine.manifest import InputError
 from updates.engine.planner import TargetJson, target_versions
-from updates.heartbeat import WorkerBeat as WorkerBeat
-from updates.heartbeat import live_workers as live_workers  # re-exported: workers that answer
+from updates.liveness import WorkerBeat as WorkerBeat
+from updates.liveness import live_workers as live_workers  # re-exported: workers that answer
+from updates.liveness import owner_alive
 from updates.models import (
     ActiveManifests,
     Bundle,
@@ -34,6 +34,7 @@ from updates.models import (
     StepEvent,
     WebhookEvent,
 )
+from updates.services.environment import environment_load
 
 
 def deployment_in_progress() -> Deployment | None:
@@ -875,8 +876,6 @@ def plan_overview(plan: dict[str, Any]) -> dict[str, Any]:
 def trusted_keys() -> list[dict[str, str]]:
     """The configured `ArtifactVerifyKey(s)`: path and sha256 fingerprint (or why it is unreadable)."""
     # Imported here: updates.services imports this module (a cycle at import time).
-    from updates.services.environment import environment_load
-
     rows = []
     for path in environment_load().config.verify_keys:
         try:

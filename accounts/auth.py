@@ -19,15 +19,11 @@ from django.http import HttpRequest, HttpResponse
 from ninja.errors import AuthorizationError, HttpError
 from ninja.security import APIKeyCookie, HttpBearer
 
-from orchestrator_site.accounts import selectors, services
-from orchestrator_site.accounts.models import Role
-from orchestrator_site.accounts.selectors import Principal
-
-
-def client_address(request: HttpRequest) -> str:
-    # gunicorn binds loopback; a reverse proxy in front would set X-Forwarded-For, which we do not
-    # trust (a client could write any address there and dodge the limit).
-    return str(request.META.get("REMOTE_ADDR", "unknown"))
+from accounts import selectors, services
+from accounts.addresses import client_address
+from accounts.models import Role, token_digest
+from accounts.selectors import Principal
+from updates.api.errors import error_response
 
 
 def _allowed(principal: Principal | None, role: Role) -> Principal | None:
@@ -62,7 +58,7 @@ def _principal_cached(token: str, address: str) -> tuple[Principal | None, bool]
     """A good token's principal is reused for TOKEN_CACHE_SECONDS (2 s by default) in this
     process: a script polling the API then costs no query for who it is. A revocation, expiry or
     role change takes effect within that time; bad tokens are never cached."""
-    key, now = (services.token_digest(token), address), time.monotonic()
+    key, now = (token_digest(token), address), time.monotonic()
     with _recent_lock:
         hit = _recent.get(key)
     if hit is not None and now - hit[0] < settings.TOKEN_CACHE_SECONDS:
@@ -122,8 +118,6 @@ def signed_in(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
             return view(request, *args, **kwargs)
         if "text/html" in request.headers.get("Accept", ""):
             return redirect_to_login(request.get_full_path())
-        from orchestrator_site.errors import error_response
-
         return error_response(401, "unauthorized", "Unauthorized")
 
     return wrapper

@@ -1,6 +1,6 @@
 """The audit journal's hash chain, anchors and export archive — pure Python, no Django.
 
-The database side (`updates.services.audit`) and the offline verifier (`audit verify --export`)
+The database side (`audit.services`) and the offline verifier (`audit verify --export`)
 share this module, so both check exactly the same thing (docs/audit.md has the format).
 
 Canonical serialisation of an entry: the JSON object

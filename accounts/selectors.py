@@ -11,8 +11,7 @@ from django.db.models import Count, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from orchestrator_site.accounts.models import ApiToken, AuthFailure, Profile, Role
-from orchestrator_site.accounts.services import token_digest
+from accounts.models import ApiToken, AuthFailure, Profile, Role, token_digest
 from updates.actors import Actor
 
 

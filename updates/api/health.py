@@ -43,7 +43,7 @@ class NoLiveWorker(RuntimeError):
 
 
 def worker() -> str:
-    """At least one Celery worker beat recently (updates/heartbeat.py): deployments started from
+    """At least one Celery worker beat recently (updates/liveness.py): deployments started from
     the web would otherwise wait in the queue with nobody to run them."""
     beats = live_workers()
     if not beats:

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import enum
+import hashlib
 
 from django.conf import settings
 from django.db import models
+
+
+def token_digest(secret: str) -> str:
+    """How a token is kept: only its SHA-256 (a token is random, so no salt or slow hash is needed)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 class Role(enum.StrEnum):

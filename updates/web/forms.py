@@ -8,7 +8,7 @@ from django import forms
 from django.contrib.auth.models import User
 from django.utils.datastructures import MultiValueDict
 
-from orchestrator_site.accounts.models import Role
+from accounts.models import Role
 from updates.models import Deployment
 
 ROLE_CHOICES = [(r.value, r.value) for r in Role]

@@ -19,23 +19,13 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from orchestrator_site.accounts import selectors as accounts_selectors
-from orchestrator_site.accounts import services as accounts_services
-from orchestrator_site.accounts.models import Role
-from orchestrator_site.uploads import UploadIncomplete, UploadTooLarge
+from accounts import selectors as accounts_selectors
+from accounts import services as accounts_services
+from accounts.models import Role
+from audit.reports import audit_verify
 from updates import selectors
-from updates.access import actor, role_required
-from updates.audit import audit_verify
+from updates.api.uploads import UploadIncomplete, UploadTooLarge
 from updates.engine.errors import OrchestratorError
-from updates.forms import (
-    DeployForm,
-    HistoryFilterForm,
-    PeriodForm,
-    RoleForm,
-    TokenCreateForm,
-    UploadForm,
-    UserCreateForm,
-)
 from updates.services import plan_preview
 from updates.services.bundles import bundle_add, bundle_manifest_path
 from updates.services.dispatch import (
@@ -45,6 +35,16 @@ from updates.services.dispatch import (
     deployment_start_bundle,
 )
 from updates.services.hook_secret import hook_secret_is_set, hook_secret_rotate
+from updates.web.access import actor, role_required
+from updates.web.forms import (
+    DeployForm,
+    HistoryFilterForm,
+    PeriodForm,
+    RoleForm,
+    TokenCreateForm,
+    UploadForm,
+    UserCreateForm,
+)
 
 PAGE_SIZE = 20
 

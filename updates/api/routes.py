@@ -2,7 +2,7 @@
 
 Thin edge: each handler parses its input (the schemas), is guarded by its role (`auth=`), and
 calls one service or selector. Domain errors become HTTP answers in one table
-(`orchestrator_site/errors.py`).
+(`updates/api/errors.py`).
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from ninja import File, Query, Router, Schema, Status
 from ninja.files import UploadedFile
 from pydantic import Field
 
-from orchestrator_site.accounts.auth import OPERATOR, VIEWER
-from orchestrator_site.accounts.selectors import Principal
-from updates import audit as journal
+from accounts.auth import OPERATOR, VIEWER
+from accounts.selectors import Principal
+from audit import reports as journal
 from updates import selectors
-from updates.events import event_stream
-from updates.schemas import (
+from updates.api.events import event_stream
+from updates.api.schemas import (
     AcceptedOut,
     AuditRowOut,
     BundleOut,

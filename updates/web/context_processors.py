@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from django.http import HttpRequest
 
-from orchestrator_site.accounts.models import Role
-from orchestrator_site.accounts.selectors import role_of
-from updates.access import has_role
+from accounts.models import Role
+from accounts.selectors import role_of
+from updates.web.access import has_role
 
 
 def role(request: HttpRequest) -> dict[str, object]:

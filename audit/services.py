@@ -7,26 +7,19 @@ transaction of the change it records, so the change and its entry commit (or van
 from __future__ import annotations
 
 import contextlib
-import functools
-import os
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
 from django.db import transaction
-from django.db.models import QuerySet
 from django.utils import timezone
 
+from audit import chain as auditchain
+from audit.keys import signing_key
 from updates.actors import Actor
-from updates.engine import auditchain
-from updates.engine.fsutil import private_dir_mode, private_file_mode
 from updates.models import JournalAnchor, JournalEntry, JournalHead, Step
 
-KEY_NAME = "journal-signing-key.pem"
 # Entries that close a deployment: the head is signed right after each (issue 11, "anchors").
 DEPLOYMENT_ENDS = ("deployment.finished",)
 
@@ -145,55 +138,6 @@ def anchor_head() -> JournalAnchor | None:
         return existing or anchor_create(seq=seq, digest=digest)
 
 
-def key_path() -> Path:
-    return Path(settings.DATASTORE_DIR) / "audit" / KEY_NAME
-
-
-@functools.cache
-def _load_key(path: Path) -> Ed25519PrivateKey:
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ValueError(f"{path}: not an Ed25519 private key")
-    return key
-
-
-def signing_key() -> Ed25519PrivateKey:
-    """The appliance's Ed25519 key (0600 in the data store, 0640 in a shared one), created on first use.
-
-    Created beside its final name and hard-linked into place: two processes creating it at once
-    both end up with the one that won, never with a half-written file.
-    """
-    path = key_path()
-    if not path.exists():
-        _key_create(path)
-    return _load_key(path)
-
-
-def _key_create(path: Path) -> None:
-    path.parent.mkdir(mode=private_dir_mode(path.parent.parent), parents=True, exist_ok=True)
-    pem = Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    # 0640 in the shared data store of a production install: the web server (the service user)
-    # signs journal anchors with the key the root worker may have created (fsutil.group_shared).
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, private_file_mode(path.parent))
-    try:
-        os.write(fd, pem)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        pass  # another process won the race: use its key
-    finally:
-        tmp.unlink()
-
-
-# ----- retention --------------------------------------------------------------------------------
-
-
 def audit_prune(*, before: datetime, actor: Actor) -> int:
     """Clear the output of steps that ended before `before`; the journal keeps their digests.
 
@@ -233,66 +177,3 @@ def _ranges(ids: list[int]) -> list[list[int]]:
         else:
             runs.append([pk, pk])
     return runs
-
-
-# ----- export -----------------------------------------------------------------------------------
-
-
-def audit_export(*, since: datetime | None, until: datetime | None, path: Path) -> dict[str, object]:
-    """Write the signed archive a third party verifies offline (docs/audit.md).
-
-    The entries of [since, until), continued to the next signed anchor so the slice's last entry
-    is vouched for (the head is signed now if no anchor covers it yet).
-    """
-    from updates.audit import anchor_of, audit_report, entries_between, report_html
-
-    anchor_head()
-    selected = entries_between(since, until)
-    first, last = selected.first(), selected.last()
-    entries = JournalEntry.objects.none()
-    anchors = JournalAnchor.objects.none()
-    if first is not None and last is not None:
-        closing = JournalAnchor.objects.filter(seq__gte=last.seq).order_by("seq").first()
-        end = closing.seq if closing else last.seq
-        entries = JournalEntry.objects.filter(seq__gte=first.seq, seq__lte=end).order_by("seq")
-        anchors = JournalAnchor.objects.filter(seq__gte=first.seq, seq__lte=end).order_by("seq")
-    report = audit_report(since=since, until=until)
-    members = _export_members(entries, [anchor_of(a) for a in anchors], report_html(report))
-    auditchain.archive_write(path, members, signing_key())
-    return {"path": str(path), "entries": entries.count(), "anchors": anchors.count()}
-
-
-def _export_members(
-    entries: QuerySet[JournalEntry], anchors: list[auditchain.Anchor], html: str
-) -> list[tuple[str, bytes]]:
-    from updates.audit import entry_body
-
-    lines = b"".join(auditchain.canonical(entry_body(e)) + b"\n" for e in entries.iterator(chunk_size=2000))
-    members = [
-        ("README.txt", EXPORT_README.encode()),
-        ("public-key.pem", auditchain.public_pem(signing_key().public_key())),
-        ("journal.jsonl", lines),
-        ("anchors.jsonl", b"".join(auditchain.canonical(a.as_json()) + b"\n" for a in anchors)),
-    ]
-    for a in anchors:
-        members += [
-            (f"anchors/{a.seq}.json", a.message()),
-            (f"anchors/{a.seq}.sig", bytes.fromhex(a.signature)),
-        ]
-    members.append(("report.html", html.encode()))
-    return members
-
-
-EXPORT_README = """Audit export of an update orchestrator appliance.
-
-journal.jsonl   the journal entries, one per line, each line exactly the bytes its SHA-256 is
-                taken of; every entry names the previous entry's SHA-256 in "prev"
-anchors/N.json  the appliance's signed statement "entry N has hash H" (anchors/N.sig: Ed25519)
-anchors.jsonl   the same anchors as JSON lines
-public-key.pem  the appliance's Ed25519 public key: compare its fingerprint with the published one
-report.html     the printable report of the deployments in the period
-archive.sig     Ed25519 signature of every byte of this file before its last 2048 bytes
-
-Verify with `orchestrator audit verify --export FILE`, or with sha256sum and openssl as
-described in docs/audit.md ("Verifying an export offline").
-"""

@@ -24,10 +24,11 @@ from typing import TypeVar
 from django.db import connection, transaction
 from django.utils import timezone
 
-from orchestrator_site.logs import current_call
-from updates.engine.auditchain import iso, sha256_hex
+from audit.chain import iso, sha256_hex
+from audit.services import journal_append, journal_batch
 from updates.engine.interface import QUERY_STATES, CallResult
 from updates.engine.machine import RunState
+from updates.logcontext import current_call
 from updates.models import Deployment, Step, StepEvent
 
 T = TypeVar("T")
@@ -83,8 +84,6 @@ class _GroupWriter:
         return batch
 
     def _run(self, batch: list[tuple[Callable[[], object], Future[object]]]) -> None:
-        from updates.services.audit import journal_batch  # (updates.services imports this module)
-
         try:
             with transaction.atomic(), journal_batch():
                 results = [fn() for fn, _ in batch]
@@ -185,8 +184,6 @@ class _Call:
 def step_journal(deployment_id: int, step: int, call: _Call, fields: dict[str, object]) -> None:
     """The journal entry of a finished step: what ran, how it ended, and digests of its output
     (the output itself stays in the step row, which retention may clear; the digests stay)."""
-    from updates.services.audit import journal_append  # (updates.services imports this module)
-
     ended = fields["ended_at"]
     assert isinstance(ended, datetime)
     journal_append(

@@ -6,7 +6,7 @@ from django.apps import AppConfig
 
 
 class AccountsConfig(AppConfig):
-    name = "orchestrator_site.accounts"
+    name = "accounts"
     label = "accounts"  # the tables and migrations keep their names
     default_auto_field = "django.db.models.BigAutoField"
 
@@ -17,6 +17,6 @@ class AccountsConfig(AppConfig):
 
 
 def _login_journal(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
-    from orchestrator_site.accounts.services import login_record
+    from accounts.services import login_record
 
     login_record(username=user.get_username(), request=request)

@@ -13,8 +13,8 @@ from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 
-from orchestrator_site.accounts.models import Role
-from orchestrator_site.accounts.selectors import role_of, session_principal
+from accounts.models import Role
+from accounts.selectors import role_of, session_principal
 from updates.actors import Actor
 
 V = TypeVar("V", bound=Callable[..., HttpResponse])

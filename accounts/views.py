@@ -9,8 +9,8 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import ValidationError
 
-from orchestrator_site.accounts import selectors, services
-from orchestrator_site.accounts.auth import client_address
+from accounts import selectors, services
+from accounts.addresses import client_address
 
 
 class RateLimitedAuthenticationForm(AuthenticationForm):
