@@ -45,7 +45,19 @@ class LocalSwagger(Swagger):
         return render(request, self.template, context)
 
 
-api = NinjaAPI(
+# The operation ids clients are generated from (docs/openapi.json) name the module a route was
+# written in; they are part of the contract, so a module moved in the code keeps its old name.
+OPERATION_MODULES = {"updates.api.routes": "updates.api", "updates.api.hooks": "updates.hooks_api"}
+
+
+class OrchestratorApi(NinjaAPI):
+    def get_openapi_operation_id(self, operation: Any) -> str:
+        module = operation.view_func.__module__
+        name = OPERATION_MODULES.get(module, module).replace(".", "_")
+        return f"{name}_{operation.view_func.__name__}"
+
+
+api = OrchestratorApi(
     docs=LocalSwagger(),
     title="Update Orchestrator API",
     version="1",
