@@ -21,7 +21,7 @@ OUTSIDE = re.compile(
     ),
     re.IGNORECASE,
 )
-CITATION = re.compile(r"docs/([\w.-]+\.md)((?:(?:,\s*|\s+and\s+|-|–)?\s*§\d+(?:\.\d+)*)+)")
+CITATION = re.compile(r"docs/([\w.-]+\.md)((?:(?:,\s*|\s+and\s+|-|\u2013)?\s*§\d+(?:\.\d+)*)+)")
 SECTION = re.compile(r"§(\d+(?:\.\d+)*)")
 HEADING = re.compile(r"^#{1,6}\s+(\d+(?:\.\d+)*)\.?\s", re.MULTILINE)
 
