@@ -23,7 +23,7 @@ def main() -> None:
 
 def _settings_or_exit() -> None:
     """A bad environment variable (ORCH_LOG_FORMAT=xml, DEBUG=yes) is invalid input: one line
-    naming it and exit 2, as the CLI's contract says (DESIGN.md §4), not Django's traceback."""
+    naming it and exit 2, as the CLI's contract says (docs/cli.md §8), not Django's traceback."""
     from django.conf import settings
     from django.core.exceptions import ImproperlyConfigured
 

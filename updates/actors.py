@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 ActorKind = Literal["user", "token", "webhook", "cli", "system"]
-# Mender's update module for manifests (reference mender-orchestrator.md §6 item 3) runs us from
+# Mender's update module for manifests (docs/protocol.md §6.1) runs us from
 # /usr/share/mender/modules/v3/mender-orchestrator-manifest; this is its file name.
 UPDATE_MODULE = "mender-orchestrator-manifest"
 # Set by a caller that knows better than our process tree (e.g. a wrapper script): cli | update-module.

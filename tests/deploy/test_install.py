@@ -341,7 +341,7 @@ def test_the_installed_command_line_runs(install: Install) -> None:
     )
     assert version.returncode == 0 and version.stdout.startswith("mender-orchestrator "), version
     status = subprocess.run([wrapper, "status"], env=CLEAN_ENV, capture_output=True, text=True, timeout=120)
-    # A fresh appliance: no topology yet, no deployment (exit 0 or 2 per DESIGN §4, never a crash).
+    # A fresh appliance: no topology yet, no deployment (exit 0 or 2 per docs/cli.md §8, never a crash).
     assert status.returncode in (0, 2), status.stdout + status.stderr
     assert "Traceback" not in status.stderr
     # Django's deployment checklist with the example environment: only the two HSTS warnings

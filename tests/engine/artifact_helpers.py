@@ -85,7 +85,7 @@ def mender_artifact(*args: str | Path) -> subprocess.CompletedProcess[str]:
 
 
 def hello_module(directory: Path, name: str = "app.mender", **options: object) -> tuple[Path, ArtifactInfo]:
-    """The reference §7.2 minimal module-image, written by our writer."""
+    """The docs/protocol.md §8.2 minimal module-image, written by our writer."""
     payload = directory / "hello.txt"
     payload.write_bytes(HELLO)
     path = directory / name

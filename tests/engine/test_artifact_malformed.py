@@ -1,4 +1,4 @@
-"""Reference §7 items 8-17: each malformed artifact is rejected with its own error class and a
+"""docs/protocol.md §8.8-§8.17: each malformed artifact is rejected with its own error class and a
 message naming the member. mender-artifact 3.9 is run on the same file as a cross-check; the two
 documented divergences (format "other", a newline appended to a signed manifest) are asserted.
 """
@@ -364,7 +364,7 @@ def test_it_rejects_malformed_artifacts(
 
 
 def test_it_tolerates_unknown_header_info_keys_unlike_mender_artifact(base: Path, tmp_path: Path) -> None:
-    # Policy (reference §7.16): the C++ client ignores extra keys, so we read them; we never write them.
+    # Policy (docs/protocol.md §8.16): the C++ client ignores extra keys, so we read them; we never write them.
     bad = _header_info(lambda d: d.update(extra=1))(Surgeon.load(base)).save(tmp_path / "bad.mender")
     assert read_artifact(bad).name == "app-1.0"
     assert mender_artifact("validate", bad).returncode != 0

@@ -1,4 +1,4 @@
-"""`choose_artifact`, the one §3.1 choice among candidates (planner and bundle checks), and the
+"""`choose_artifact`, the one docs/protocol.md §3.1 choice among candidates (planner and bundle checks), and the
 stored plan's one serialisation."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The artifact-server client against a real HTTPS server on 127.0.0.1 speaking the Mender
-device API subset (reference §6 item 5): list by release name and device type, download link,
+device API subset (docs/protocol.md §6.2): list by release name and device type, download link,
 file with Range support, plus injected faults."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Driven by Mender's `mender-orchestrator-manifest` update module: its exact command sequence
-(reference mender-orchestrator.md §6 item 3), with the module's reading of our exit codes:
+(docs/protocol.md §6.1), with the module's reading of our exit codes:
 ArtifactInstall and ArtifactRollback map 4 to "ok, reboot needed" and 0 to "ok, no reboot";
 anything else fails the state, and the client then calls ArtifactRollback."""
 

@@ -1,7 +1,7 @@
 """The `orchestrator` command line (also `bin/mender-orchestrator`).
 
 Our own argparse tree rather than Django's, because the exit codes and `--version` are a
-contract (DESIGN.md §4): 0 done, 1 failed, 2 invalid input, 3 busy, 4 reboot required.
+contract (docs/cli.md §8): 0 done, 1 failed, 2 invalid input, 3 busy, 4 reboot required.
 """
 
 from __future__ import annotations

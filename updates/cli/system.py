@@ -1,7 +1,7 @@
 """`install`, `resume`, `rollback`, `plan`, `status`, `history`, `show-provides`, `show-inventory`.
 
 Thin edge: parse arguments, call one service or selector, print, map the outcome to the exit
-codes of DESIGN.md §4.
+codes of docs/cli.md §8.
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ def _err(message: str) -> None:
 
 
 def _refused(exc: OrchestratorError) -> int:
-    """Print a refusal of the services and return its exit code (DESIGN.md §4, `ExitCode`)."""
+    """Print a refusal of the services and return its exit code (docs/cli.md §8, `ExitCode`)."""
     if isinstance(exc, ConstraintViolation):
         _err(f"the plan violates the declared constraints, nothing was changed:\n{exc}")
         _err("run `install --force --reason TEXT` to run it anyway (recorded with your name and reason)")

@@ -1,6 +1,6 @@
 """Bundle intake, read once from the first byte to the last.
 
-Three forms (DESIGN.md §3): a ``.tar``/``.tar.gz`` holding one manifest YAML (optionally a
+Three forms (docs/protocol.md §3.3): a ``.tar``/``.tar.gz`` holding one manifest YAML (optionally a
 topology) and ``.mender`` files; a manifest artifact (payload type ``mender-orchestrator-manifest``);
 a lone manifest YAML. The form is sniffed from the bytes, not taken from the file name.
 
@@ -302,7 +302,7 @@ def sniff(head: bytes) -> str:
     if head[:2] == b"\x1f\x8b":
         return "tar.gz"
     if (len(head) >= 262 and head[257:262] == b"ustar") or _looks_like_v7_tar(head):
-        # A .mender file is a tar whose first member is `version` (reference §1.1).
+        # A .mender file is a tar whose first member is `version` (docs/protocol.md §7.1).
         return "manifest-artifact" if head[:8] == b"version\0" else "tar"
     return "manifest" if _looks_like_text(head) else "unknown"
 

@@ -1,4 +1,4 @@
-"""The domain errors and the one exit-code table (DESIGN.md §4).
+"""The domain errors and the one exit-code table (docs/cli.md §8).
 
 Every error a user can meet derives from `OrchestratorError` and carries a stable `code` (the
 REST error envelope's `error.code`), the CLI exit code, and the HTTP status an API answers with.
@@ -13,7 +13,7 @@ from typing import ClassVar
 
 
 class ExitCode(IntEnum):
-    """DESIGN.md §4: what `install`/`resume`/`rollback` (and the other commands) exit with."""
+    """docs/cli.md §8: what `install`/`resume`/`rollback` (and the other commands) exit with."""
 
     DONE = 0
     FAILED = 1  # the update failed: rolled back, or reported inconsistent

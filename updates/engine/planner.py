@@ -1,6 +1,6 @@
 """Inspection and selection: everything decided before the first interface state runs.
 
-Selection follows the Mender orchestrator's rules (reference §3.1): a component whose current
+Selection follows the Mender orchestrator's rules (docs/protocol.md §3.1): a component whose current
 provides already match its artifact is skipped, depends and device types are checked, and a
 component without a usable artifact fails the whole update *before anything is touched*.
 """
@@ -223,7 +223,7 @@ def _check_unique_ids(inspected: Sequence[Inspected]) -> None:
 
 
 class _Chooser:
-    """Selection per reference §3.1: find the candidates, read and verify them, then
+    """Selection per docs/protocol.md §3.1: find the candidates, read and verify them, then
     `choose_artifact` among them."""
 
     def __init__(self, *, keys: Sequence[PublicKey], sources: Sequence[ArtifactSource]) -> None:
@@ -315,7 +315,7 @@ class Choice:
 
 
 def choose_artifact(item: Inspected, candidates: Sequence[Candidate]) -> Choice:
-    """Reference §3.1 among a component's candidates: drop the incompatible, take one already
+    """docs/protocol.md §3.1 among a component's candidates: drop the incompatible, take one already
     installed (skip), otherwise the smallest. Bundle checks call this too, so an accepted bundle
     plans exactly as it was checked."""
     usable: list[Candidate] = []

@@ -1,6 +1,6 @@
 """Provides / depends logic: parsing interface query answers and deciding what an artifact changes.
 
-Pure functions only; the reference is the Mender Orchestrator "Artifact selection" rules (§3.1).
+Pure functions only; the rules are Mender's artifact selection, docs/protocol.md §3.1 and §7.11.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Artifact server client: the Mender device API subset of reference §6 item 5.
+"""Artifact server client: the Mender device API subset of docs/protocol.md §6.2.
 
 ``GET /api/devices/v1/deployments/artifacts?release_name=&device_type=`` lists a release's
 artifacts; ``GET .../artifacts/{id}/download`` returns ``{uri, expire}``; the uri serves the file
@@ -76,7 +76,7 @@ class ArtifactServer:
     # -- API calls ---------------------------------------------------------------------------------
 
     def list_artifacts(self, *, release_name: str, device_type: str) -> list[RemoteArtifact]:
-        """The release's artifacts for this device type; those without provides are dropped (§3.1)."""
+        """The release's artifacts for this device type; without provides: dropped (docs/protocol.md §3.1)."""
         query = urllib.parse.urlencode({"release_name": release_name, "device_type": device_type})
         data = self._json(f"{self.base}{LIST_PATH}?{query}")
         if not isinstance(data, list):

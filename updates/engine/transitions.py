@@ -1,11 +1,12 @@
 """Every system state a deployment can pass through, checked against the declared constraints.
 
 When a component's version changes (docs/constraints.md explains the choice): a component counts
-as running its new version from the moment its `ArtifactInstall` starts — the reference says that
-state installs *and activates*, and from then on the component is eligible for rollback — until its
-`ArtifactRollback` completes. `ArtifactCommit` changes nothing that runs (it only makes the change
-permanent), and a failed `Download` never activates anything. A component whose `SupportsRollback`
-answer is not `Yes` is never rolled back by the machine, so on the rollback path it stays new.
+as running its new version from the moment its `ArtifactInstall` starts — the protocol says that
+state installs *and activates* (docs/protocol.md §4.3), and from then on the component is eligible
+for rollback — until its `ArtifactRollback` completes. `ArtifactCommit` changes nothing that runs
+(it only makes the change permanent), and a failed `Download` never activates anything. A
+component whose `SupportsRollback` answer is not `Yes` is never rolled back by the machine, so on
+the rollback path it stays new.
 
 So the states a run can show are described exactly by *steps*, each giving per component the set of
 versions it may have while the step runs:

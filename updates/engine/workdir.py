@@ -1,7 +1,7 @@
 """The File-API work tree of one component, and the streaming ``Download`` protocol.
 
 Tree layout and conventions follow the Update Module v3 File API (see
-reference/mender-artifact.md §3): the tree is written and fsynced before ``Download`` so it
+docs/protocol.md §4.5): the tree is written and fsynced before ``Download`` so it
 survives power loss; during ``Download`` payloads are served through FIFOs (``stream-next`` +
 ``streams/<name>``); an interface that exits 0 without ever opening ``stream-next`` gets the
 payloads as plain files in ``files/`` instead.

@@ -347,7 +347,7 @@ def _read_headers(paths: Sequence[Path], keys: Sequence[PublicKey]) -> tuple[lis
 def _check_compatibility(
     env: Environment, desired: DesiredState, found: dict[str, list[Candidate]], checks: _Checks
 ) -> None:
-    """Reference §3.1 against what the components run now: device type, interface, depends."""
+    """docs/protocol.md §3.1 against what the components run now: device type, interface, depends."""
     try:
         with live_inspector(env) as inspector:
             inspected = inspector.inspect(desired.topology.components)
@@ -529,7 +529,7 @@ def store_gc(*, dry_run: bool = False) -> list[dict[str, Any]]:
 
 
 def store_retention_after_deployment(env: Environment) -> None:
-    """What `gc` does, run when a deployment has ended (reference §5.3: the cache is trimmed
+    """What `gc` does, run when a deployment has ended (docs/protocol.md §5.2: the store is trimmed
     after each deployment). Never raises: retention must not change a deployment's outcome."""
     try:
         removed = _store_retention(env, dry_run=False)

@@ -426,7 +426,7 @@ def _deployment_finish(
         _refresh_after(env, deployment)
         # Every component's tree went at its Cleanup; what remains (inspection scratch) goes now.
         shutil.rmtree(deployment.work_dir, ignore_errors=True)
-        # Reference §5.3: trim the artifact store after each deployment, as `gc` does (keeps
+        # docs/protocol.md §5.2: trim the artifact store after each deployment, as `gc` does (keeps
         # what the active, previous and in-progress manifests need). Logs, never raises.
         store_retention_after_deployment(env)
         audit_prune_by_policy(actor=SYSTEM)

@@ -192,7 +192,7 @@ def _enqueue_on_commit(name: str, *args: object) -> None:
 def _enqueue(name: str, *args: object) -> None:
     queue_folders_create()
     # By name through the current app (orchestrator_site loads worker.celery as it): `updates`
-    # does not import the worker package (DESIGN.md §2: the worker depends on us, not back).
+    # does not import the worker package (docs/architecture.md: the worker depends on us, not back).
     current_app.send_task(name, args=args)
 
 

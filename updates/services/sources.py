@@ -1,6 +1,6 @@
 """Where `artifact_name` is resolved when a manifest's `artifact_path` does not exist.
 
-The planner asks these in order (reference §3.1): the artifact store first, then the configured
+The planner asks these in order (docs/protocol.md §3.1): the artifact store first, then the configured
 artifact server, whose downloads land in the store. Both hand out store paths, i.e. complete,
 verified, read-only files that cannot change under a running deployment.
 """

@@ -1,6 +1,6 @@
 """Pure-Python Mender Artifact (format v3) reader, verifier and writer.
 
-Spec and traps: reference/mender-artifact.md §1, §2, §6. Only stdlib and `cryptography`.
+The format: docs/protocol.md §7; the cases the tests build: §8. Only stdlib, `cryptography` and `zstandard`.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Works on pipes and HTTP bodies: both the outer tar and the data tar are read with tarfile's
 stream mode, payload bytes are hashed as they pass, and nothing bigger than the header is held
-in memory. Trust order (reference §1.8): signature over the raw manifest bytes first, then every
+in memory. Trust order (docs/protocol.md §7.8): signature over the raw manifest bytes first, then every
 other byte against the manifest.
 """
 
