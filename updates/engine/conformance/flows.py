@@ -8,6 +8,7 @@ A host reboot (`NeedsArtifactReboot: Automatic`) is not done: the verify state r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,7 +62,7 @@ class Flows:
         # the old and the new version would be the same). Each flow runs only on a component
         # the flows before left in order, so a broken rule is reported by its own check only.
         self._unknown_state()
-        steps = (
+        steps: tuple[Callable[[], bool], ...] = (
             lambda: self._rollback_flow(crash=False),
             lambda: self._rollback_flow(crash=True),
             lambda: self._commit_flow(crash=False),

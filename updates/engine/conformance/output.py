@@ -18,7 +18,7 @@ def render(report: Report, fmt: str) -> str:
 
 def summary(report: Report) -> str:
     counts = report.counts()
-    mode = "destructive" if report.destructive else "read-only (queries only)"
+    mode = "destructive" if report.destructive else "read-only: queries only"
     verdict = "FAILED" if report.failed else "OK"
     parts = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
     return f"{verdict}: {parts} — {report.subject.path} ({mode})"

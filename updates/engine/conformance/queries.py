@@ -149,7 +149,7 @@ def _check_answer(report: Report, state: str, stdout: str) -> None:
 
 def _identity(report: Report, stdout: str) -> None:
     try:
-        value = parse_identity(stdout, source="Identity")
+        value = parse_identity(stdout, source="the answer")
         identity_path_segment(stdout, interface=report.subject.interface)
     except InterfaceError as exc:
         report.add("P-IDENTITY-1", "Identity", "fail", _reason(exc, stdout))
@@ -167,7 +167,7 @@ def _identity(report: Report, stdout: str) -> None:
 def _provides(report: Report, stdout: str) -> None:
     interface = report.subject.interface
     try:
-        provides = parse_provides(stdout, source="Provides", allow_device_type=True)
+        provides = parse_provides(stdout, source="the answer", allow_device_type=True)
     except InterfaceError as exc:
         report.add("P-PROVIDES-1", "Provides", "fail", str(exc))
         for rule in ("P-PROVIDES-2", "P-PROVIDES-3"):
@@ -175,7 +175,7 @@ def _provides(report: Report, stdout: str) -> None:
         return
     report.add("P-PROVIDES-1", "Provides", "pass", f"{len(provides)} keys")
     try:
-        parse_provides(stdout, source="Provides", interface=interface, allow_device_type=True)
+        parse_provides(stdout, source="the answer", interface=interface, allow_device_type=True)
     except InterfaceError as exc:
         report.add("P-PROVIDES-2", "Provides", "fail", str(exc))
     else:
@@ -192,7 +192,7 @@ def _provides(report: Report, stdout: str) -> None:
 
 def _inventory(report: Report, stdout: str) -> None:
     try:
-        inventory = parse_inventory(stdout, source="Inventory")
+        inventory = parse_inventory(stdout, source="the answer")
     except InterfaceError as exc:
         report.add("P-INVENTORY-1", "Inventory", "fail", str(exc))
         return
