@@ -16,7 +16,7 @@ from updates.engine.errors import ExitCode, OrchestratorError
 from updates.engine.version import VERSION
 from updates.services.backup import datastore_prepare
 
-from . import access, artifact, audit, bundle, maintenance, system
+from . import access, artifact, audit, bundle, interface_check, maintenance, system
 from . import hooks as hook_secret
 
 LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "fatal")
@@ -36,11 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
     access.register(sub)
     hook_secret.register(sub)
     maintenance.register(sub)
+    interface_check.register(sub)
     for name, command in sub.choices.items():
         # Every command but the pure file tool works on the database (a hook-secret change is
         # recorded in the audit journal) and migrates it first; backup/restore/migrate are the
         # upkeep that must see the schema as it is (updates/cli/maintenance.py).
-        command.set_defaults(needs_database=name not in ("artifact", "backup", "restore", "migrate"))
+        command.set_defaults(
+            needs_database=name not in ("artifact", "backup", "restore", "migrate", "interface-check")
+        )
     return parser
 
 
