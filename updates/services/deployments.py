@@ -29,7 +29,6 @@ from updates.engine.planner import Plan, SelectionError, select, target_versions
 from updates.engine.transitions import ConstraintViolation
 from updates.liveness import owner_alive, owner_pid, owner_token, stop_leftover_calls
 from updates.models import ActiveManifests, Bundle, Deployment, DeploymentStatus, Manifest, Step, StepEvent
-from updates.services.bundles import store_retention_after_deployment
 from updates.services.components import components_refresh_after_deployment
 from updates.services.constraints import (
     Forced,
@@ -45,6 +44,7 @@ from updates.services.environment import (
     environment_load,
     live_inspector,
 )
+from updates.services.retention import store_retention_after_deployment
 from updates.services.runlog import deployment_logged
 from updates.services.sources import artifact_sources
 from updates.step_journal import DbJournal, step_journal_row
