@@ -275,9 +275,7 @@ def bundle_delete(*, bundle_id: int, actor: Actor) -> Bundle:
     bundle = Bundle.objects.filter(pk=bundle_id).exclude(status=Bundle.Status.DELETED).first()
     if bundle is None:
         raise BundleNotFound(f"bundle {bundle_id} does not exist")
-    in_use = [
-        m.name for m in kept_manifests() if bundle.directory and _inside(m.source_path, bundle.directory)
-    ]
+    in_use = [m.name for m in kept_manifests() if any(d.bundle_id == bundle.pk for d in m.deployments.all())]
     if in_use:
         raise BundleInUse(
             f"bundle {bundle_id} holds manifest {in_use[0]!r}, which is active, previous or deploying"
@@ -294,10 +292,6 @@ def bundle_delete(*, bundle_id: int, actor: Actor) -> Bundle:
     if bundle.directory:
         shutil.rmtree(bundle.directory, ignore_errors=True)
     return bundle
-
-
-def _inside(path: str, directory: str) -> bool:
-    return Path(path).is_relative_to(Path(directory))
 
 
 def bundle_add_file(*, path: Path, created_by: str = "cli", actor: Actor | None = None) -> Bundle:

@@ -185,12 +185,13 @@ def _needed(store: ArtifactStore) -> set[str]:
     }
     needed: set[str] = set()
     for manifest in kept_manifests():
-        needed |= set(
-            StoredArtifact.objects.filter(
-                bundles__bundle__directory=str(Path(manifest.source_path).parent)
-            ).values_list("sha256", flat=True)
-        )
         for deployment in manifest.deployments.all():
+            if deployment.bundle_id is not None:  # all its bundle carries, whatever the plan skipped
+                needed |= set(
+                    StoredArtifact.objects.filter(bundles__bundle_id=deployment.bundle_id).values_list(
+                        "sha256", flat=True
+                    )
+                )
             plan = deployment.planned()
             paths = [c["artifact"] for c in plan["components"]] if plan else []
             needed |= {sha for p in paths if p and (sha := _sha_of(Path(p), inodes))}
