@@ -102,6 +102,13 @@ class Deployment(models.Model):
     requests = models.JSONField(default=list)
     started_at = models.DateTimeField(null=True)
     finished_at = models.DateTimeField(null=True)
+    # The accepted bundle the manifest came from (install by bundle id, bundle file or webhook);
+    # NULL for a manifest installed from a file outside any bundle. PROTECT, not SET_NULL: a
+    # bundle's row is never deleted (deleting a bundle marks it `deleted` and keeps it for the
+    # audit), so a hard delete that would strip deployments of their provenance must fail.
+    bundle = models.ForeignKey(
+        "Bundle", null=True, blank=True, on_delete=models.PROTECT, related_name="deployments"
+    )
 
     class Meta:
         ordering = ["-id"]

@@ -281,7 +281,7 @@ def test_it_answers_409_while_a_deployment_is_in_progress(
         assert post(client, mender_event("deployment-requested", {"bundle_id": bundle.pk})).status_code == 202
         busy = post(client, mender_event("deployment-requested", {"bundle_id": bundle.pk}))
     assert busy.status_code == 409
-    assert busy.json()["error"]["code"] == "deployment_in_progress"
+    assert busy.json()["error"]["code"] == "busy"
     assert Deployment.objects.count() == 1
 
 

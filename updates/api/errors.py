@@ -19,7 +19,7 @@ from django.http.multipartparser import MultiPartParserError
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, AuthorizationError, HttpError, Throttled, ValidationError
 
-from updates.engine.errors import OrchestratorError
+from updates.engine.errors import OrchestratorError, Refused, error_envelope
 
 log = logging.getLogger("orchestrator.api")
 
@@ -33,6 +33,10 @@ class ApiError(Exception):
 
 
 def _problems(exc: Exception) -> Any:
+    """The envelope's `details`: a refusal's own (which field, which problems), else the
+    error's problems as text."""
+    if isinstance(exc, Refused):
+        return exc.details
     problems = getattr(exc, "problems", None)
     return [str(p) for p in problems] if problems is not None else None
 
@@ -54,7 +58,13 @@ def status_of(exc: Exception) -> tuple[int, str] | None:
 
 
 def error_response(status: int, code: str, message: str, details: Any = None) -> JsonResponse:
-    return JsonResponse({"error": {"code": code, "message": message, "details": details}}, status=status)
+    return JsonResponse(error_envelope(code, message, details), status=status)
+
+
+def domain_response(exc: OrchestratorError) -> JsonResponse:
+    """A domain error's answer: its own status and code, its message and details. For routers
+    that must answer in the envelope wherever they are mounted (the hooks router)."""
+    return error_response(exc.http_status, exc.code, str(exc), _problems(exc))
 
 
 def _domain(request: HttpRequest, exc: Exception) -> HttpResponse:

@@ -15,6 +15,8 @@ from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from ninja import Field, Router, Schema
 
+from updates.api.errors import domain_response
+from updates.engine.errors import BodyTooLarge, OrchestratorError
 from updates.services import hooks
 
 router = Router(tags=["hooks"])
@@ -91,8 +93,7 @@ _SIGNATURE = {
 def mender(request: HttpRequest) -> JsonResponse:
     length = str(request.META.get("CONTENT_LENGTH") or "0")
     if not length.isdigit() or int(length) > settings.HOOKS_MAX_BODY_BYTES:
-        limit = f"the body is larger than {settings.HOOKS_MAX_BODY_BYTES} bytes"
-        return JsonResponse(hooks.error_body("body_too_large", limit), status=413)
+        return domain_response(BodyTooLarge(f"the body is larger than {settings.HOOKS_MAX_BODY_BYTES} bytes"))
     try:
         answer = hooks.hook_event_receive(
             body=request.body,
@@ -100,10 +101,13 @@ def mender(request: HttpRequest) -> JsonResponse:
             remote_addr=request.META.get("REMOTE_ADDR", ""),
         )
     except hooks.HookUnauthorized:
-        message = "missing or invalid X-Men-Signature"
-        response = JsonResponse(hooks.error_body("unauthorized", message), status=401)
+        response = domain_response(hooks.HookUnauthorized("missing or invalid X-Men-Signature"))
         # The service wrote its rate-limited line; Django's own line per 4xx would let a flood
         # of unsigned calls fill the log anyway (django.utils.log.log_response skips these).
         response._has_been_logged = True  # type: ignore[attr-defined]
         return response
+    except OrchestratorError as exc:
+        # Answered here, not left to the API's handlers: this router answers in the envelope
+        # wherever it is mounted, and a refusal's status is the one recorded for its replays.
+        return domain_response(exc)
     return JsonResponse(answer.body, status=answer.status)

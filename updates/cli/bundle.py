@@ -14,7 +14,7 @@ from typing import Any
 
 from updates import selectors
 from updates.engine.errors import ExitCode, OrchestratorError
-from updates.services import bundles
+from updates.services import bundles, retention
 
 JSON_HELP = "print one JSON document (stable fields)"
 
@@ -99,7 +99,7 @@ def cmd_bundle_show(args: argparse.Namespace) -> int:
 
 def cmd_gc(args: argparse.Namespace) -> int:
     try:
-        removed = bundles.store_gc(dry_run=args.dry_run)
+        removed = retention.store_gc(dry_run=args.dry_run)
     except OrchestratorError as exc:  # e.g. the configuration itself is invalid
         _err(str(exc))
         return exc.exit_code

@@ -123,41 +123,6 @@ def read_device_type(path: Path) -> tuple[str | None, str]:
     return None, f"{path}: no device_type= line"
 
 
-def manifest_artifact_fit(
-    name: str, device_types: Sequence[str], *, system_type: str | None, device_type_file: Path
-) -> tuple[str | None, str]:
-    """(problem or None, what matched) for a manifest artifact on this system.
-
-    A Mender client matches a manifest artifact's compatible types against its device type
-    (standard tier) or the system type (system tier); `mender-orchestrator-manifest-gen -t
-    gateway` builds it for the system device's own type. Either is accepted; the YAML's
-    `system_types_compatible` is checked against the topology by the manifest checks.
-    """
-    types = list(device_types)
-    if system_type is not None and system_type in types:
-        return None, f"{name}: its compatible types {types} contain the system type {system_type!r}"
-    device_type, source = read_device_type(device_type_file)
-    if device_type is not None and device_type in types:
-        return (
-            None,
-            f"{name}: its compatible types {types} contain this device's type {device_type!r} ({source})",
-        )
-    if system_type is None:
-        return None, f"{name} for {types} (a seed-form system has no system type to match)"
-    device = (
-        f"this device's type {device_type!r} ({source})"
-        if device_type
-        else f"this device's type (unknown: {source})"
-    )
-    return (
-        f"manifest artifact {name!r} is for {types}: that is neither the system type {system_type!r} nor {device}",
-        f"{name} for {types}",
-    )
-
-
-# -- byte streams ----------------------------------------------------------------------------------
-
-
 class _Counting:
     """The upload: every byte read is counted and hashed (the bundle's sha256)."""
 

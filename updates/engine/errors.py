@@ -9,7 +9,7 @@ Pure Python: the engine raises most of these, and the engine never imports Djang
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import ClassVar
+from typing import Any, ClassVar
 
 
 class ExitCode(IntEnum):
@@ -44,12 +44,42 @@ def outcome_exit_code(outcome: str, *, failed: bool = False, rolling_back: bool 
     return OUTCOME_EXIT.get(outcome, ExitCode.FAILED)
 
 
+def error_envelope(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    """The API's one error envelope (docs/api.md); the webhook answers it records use it too."""
+    return {"error": {"code": code, "message": message, "details": details}}
+
+
 class OrchestratorError(Exception):
     """Base of every domain error; `str()` is the message a user reads."""
 
     code: ClassVar[str] = "error"
     exit_code: ClassVar[ExitCode] = ExitCode.FAILED
     http_status: ClassVar[int] = 500
+
+
+class Refused(OrchestratorError):
+    """A request refused with machine-readable `details` (which field, which problems) for the
+    envelope's `details`; the subclasses say which refusal."""
+
+    def __init__(self, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.details = details
+
+
+class Unauthorized(Refused):
+    """The caller could not be authenticated (a webhook's signature is missing or wrong)."""
+
+    code = "unauthorized"
+    exit_code = ExitCode.INVALID
+    http_status = 401
+
+
+class BodyTooLarge(Refused):
+    """A request body over its limit, refused before it is read."""
+
+    code = "body_too_large"
+    exit_code = ExitCode.INVALID
+    http_status = 413
 
 
 class InvalidInput(OrchestratorError):

@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from updates.engine.errors import BusyError, ExitCode, OrchestratorError, Refused
 from updates.engine.fsutil import fsync_dir, private_file_mode
 
 DEVICE_EVENTS = (
@@ -57,12 +58,96 @@ class FieldProblem:
         return f"{self.field}: {self.message}"
 
 
-class EventError(Exception):
+# ----- refusals: what a webhook is answered when nothing (more) is done ---------------------------
+
+
+class HookRefused(Refused):
+    """A webhook refused after its signature was checked; recorded as the event's answer."""
+
+    code = "hook_refused"
+    exit_code = ExitCode.INVALID
+    http_status = 422
+
+
+class EventError(HookRefused):
     """The body is not a usable event; every problem, each naming its field."""
+
+    code = "invalid_event"
 
     def __init__(self, problems: Sequence[FieldProblem]) -> None:
         self.problems = list(problems)
-        super().__init__("; ".join(str(p) for p in self.problems))
+        details = [{"field": p.field, "message": p.message} for p in self.problems]
+        super().__init__("; ".join(str(p) for p in self.problems), details)
+
+
+class OutsideReplayWindow(HookRefused):
+    code = "replay_window"
+
+
+class EventInProgress(HookRefused):
+    """The same event id again while its first delivery is still being handled."""
+
+    code = "event_in_progress"
+    http_status = 409
+
+
+class BundleNotUsable(HookRefused):
+    code = "bundle_not_usable"
+
+
+class BundleRejected(HookRefused):
+    code = "bundle_rejected"
+
+
+class PlanRefused(HookRefused):
+    code = "plan_refused"
+
+
+class UrlRefused(HookRefused):
+    code = "url_refused"
+
+
+class DownloadTooLarge(HookRefused):
+    code = "download_too_large"
+
+
+class DownloadFailed(HookRefused):
+    """The bundle's URL could not be fetched (unreachable, an HTTP error)."""
+
+    code = "download_failed"
+    exit_code = ExitCode.FAILED
+    http_status = 502
+
+
+_RECORDED: dict[str, type[HookRefused]] = {
+    c.code: c
+    for c in (
+        EventError,
+        OutsideReplayWindow,
+        EventInProgress,
+        BundleNotUsable,
+        BundleRejected,
+        PlanRefused,
+        UrlRefused,
+        DownloadTooLarge,
+        DownloadFailed,
+    )
+}
+
+
+def refusal_again(status: int, code: str, message: str, details: Any = None) -> OrchestratorError:
+    """A recorded refusal as the error to raise again for a replay of its event: the same code,
+    status, message and details as the first answer."""
+    # "deployment_in_progress" was this answer's code before the API's one `busy` (docs/api.md).
+    if code in (BusyError.code, "deployment_in_progress"):
+        return BusyError(message)
+    known = _RECORDED.get(code)
+    if known is not None and known.http_status == status and known is not EventError:
+        return known(message, details)
+    # An answer recorded under a code this version does not raise: kept exactly as it was.
+    recorded = type("RecordedRefusal", (HookRefused,), {"code": code, "http_status": status})
+    error: OrchestratorError = recorded(message, details)
+    return error
 
 
 class SecretError(Exception):

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
+from updates.engine.calls import CallResult, InterfaceError, RunningCall
 from updates.engine.fsutil import fsync_dir, sync_tree
-from updates.engine.interface import CallResult, InterfaceError, InterfaceRunner, RunningCall
 
 CHUNK = 1024 * 1024
 FILE_API_VERSION = "3"
@@ -138,6 +138,12 @@ def _rmtree(path: Path) -> None:
 # Download
 
 
+class CallStarter(Protocol):
+    """What Download needs of a runner (`interface.InterfaceRunner`): to start one call."""
+
+    def start(self, argv: Sequence[str], *, cwd: Path, threaded: bool = True) -> RunningCall: ...
+
+
 class PayloadSource(Protocol):
     """One payload file, readable once. ``read`` may raise (e.g. a checksum mismatch at EOF)."""
 
@@ -170,7 +176,7 @@ class _Failed(Exception):
 
 
 def run_download(
-    runner: InterfaceRunner,
+    runner: CallStarter,
     argv: Sequence[str],
     *,
     tree: Path,

@@ -527,11 +527,14 @@ def audit_rows(*, since: datetime | None = None, until: datetime | None = None) 
     "From" is the manifest active when the deployment was created: the last one that succeeded
     before it. "After" is what each component runs by the run's records (the target once
     committed, the version before after a rollback or a refusal, "unknown" when a rollback
-    failed). Four queries, whatever the number of rows.
+    failed). Three queries, whatever the number of rows.
     """
     rows = (
-        Deployment.objects.select_related("manifest")
-        .defer("manifest__raw", "manifest__topology")
+        Deployment.objects.select_related("manifest", "bundle")
+        .defer("manifest__raw", "manifest__topology", "bundle__manifest_raw", "bundle__topology_raw")
+        .prefetch_related(
+            Prefetch("bundle__artifacts", queryset=BundleArtifact.objects.select_related("artifact"))
+        )
         .order_by("id")
     )
     if since:
@@ -540,10 +543,9 @@ def audit_rows(*, since: datetime | None = None, until: datetime | None = None) 
         rows = rows.filter(created_at__lt=until)
     deployments = list(rows)
     active = _active_before(deployments[0].pk) if deployments else None
-    bundles = _bundles_by_directory()
     result = []
     for d in deployments:
-        result.append(_audit_row(d, active, bundles))
+        result.append(_audit_row(d, active))
         if d.status == Deployment.Status.SUCCEEDED:
             active = d.manifest.name
     return result
@@ -558,20 +560,7 @@ def _active_before(deployment_id: int) -> str | None:
     )
 
 
-def _bundles_by_directory() -> dict[str, dict[str, Any]]:
-    found: dict[str, dict[str, Any]] = {}
-    bundles = Bundle.objects.exclude(directory="").prefetch_related(
-        Prefetch("artifacts", queryset=BundleArtifact.objects.select_related("artifact"))
-    )
-    for b in bundles:
-        signers = sorted(
-            {a.artifact.signer_fingerprint for a in b.artifacts.all() if a.artifact.signer_fingerprint}
-        )
-        found[b.directory] = {"id": b.pk, "sha256": b.sha256, "signers": signers}
-    return found
-
-
-def _audit_row(d: Deployment, active: str | None, bundles: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _audit_row(d: Deployment, active: str | None) -> dict[str, Any]:
     start = d.started_at or d.created_at
     plan = d.planned()
     targets = plan["components"] if plan else []
@@ -590,15 +579,18 @@ def _audit_row(d: Deployment, active: str | None, bundles: dict[str, dict[str, A
         "versions_before": {t["key"]: t["current"] for t in targets},
         # From the run position alone (no step query per row), by the rules `deployment_components` uses.
         "versions_after": {t["key"]: _outcome(t, progress.get(t["key"]), d.status, None)[1] for t in targets},
-        "bundle": _bundle_of(d.manifest.source_path, bundles),
+        "bundle": _bundle_of(d.bundle),
     }
 
 
-def _bundle_of(source_path: str, bundles: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
-    for directory, bundle in bundles.items():
-        if source_path.startswith(directory.rstrip("/") + "/"):
-            return bundle
-    return None
+def _bundle_of(bundle: Bundle | None) -> dict[str, Any] | None:
+    """The deployment's bundle (its `bundle` key), with the artifacts' signers."""
+    if bundle is None:
+        return None
+    signers = sorted(
+        {a.artifact.signer_fingerprint for a in bundle.artifacts.all() if a.artifact.signer_fingerprint}
+    )
+    return {"id": bundle.pk, "sha256": bundle.sha256, "signers": signers}
 
 
 AUDIT_CSV_COLUMNS = (

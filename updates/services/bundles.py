@@ -1,6 +1,7 @@
 """Bundles: one ingest path for every way a deployment's inputs arrive (a file on the command
 line, a REST or browser upload, a Mender manifest artifact) into one artifact store, and every
-check run before a bundle is accepted.
+check run before a bundle is accepted (the rules themselves: `updates.engine.acceptance`; what
+the store keeps and evicts: `updates.services.retention`).
 
 How a bundle becomes a deployment: an accepted bundle gets ``<datastore>/bundles/<id>/`` holding
 its manifest (the raw bytes, read-only) at its path inside the bundle and, at their paths inside
@@ -12,43 +13,37 @@ is rewritten, so the manifest a deployment records is byte for byte the one that
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import logging
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from django.db import transaction
 from django.utils import timezone
 
 from audit.services import journal_append
-from updates import selectors
 from updates.actors import Actor, actor_of_command_line
-from updates.engine.artifact import ArtifactError, ArtifactReader, PublicKey
-from updates.engine.bundle import Intake, ingest, manifest_artifact_fit
-from updates.engine.bundle import StoredArtifact as Carried
+from updates.engine.acceptance import Findings, Verdict, accept
+from updates.engine.artifact import ArtifactError, ArtifactInfo, ArtifactReader, PublicKey
+from updates.engine.bundle import Intake, ingest, read_device_type
 from updates.engine.errors import ExitCode, NotFound, OrchestratorError
-from updates.engine.manifest import DesiredState, InputError, TypeTarget, parse_topology
-from updates.engine.planner import (  # the planner's own §3.1 rules
-    ArtifactSource,
-    Candidate,
-    SelectionError,
-    choose_artifact,
-    find_in_sources,
-)
-from updates.engine.provides import device_type_ok
-from updates.engine.store import ArtifactStore, NoSpaceError, plan_eviction
-from updates.liveness import owner_alive, owner_beats, owner_token
+from updates.engine.manifest import Component, DesiredState, InputError
+from updates.engine.planner import Inspected, find_in_sources
+from updates.engine.store import ArtifactStore, NoSpaceError
+from updates.liveness import owner_beats, owner_token
 from updates.models import Bundle, BundleArtifact, StoredArtifact
 from updates.services.environment import Environment, desired_state_load, environment_load, live_inspector
+from updates.services.retention import (
+    bundle_outcome_journal,
+    bundles_root,
+    ingest_marker,
+    interrupted_clean,
+    kept_manifests,
+    mark_rejected,
+)
 from updates.services.sources import artifact_sources, artifact_store, stored_artifact_record
-
-log = logging.getLogger("orchestrator")
-INTERRUPTED = "interrupted during ingest (its process is gone)"
 
 
 class BundleNotFound(NotFound):
@@ -63,21 +58,7 @@ class BundleInUse(OrchestratorError):
     http_status = 409
 
 
-def bundles_root(env: Environment) -> Path:
-    return env.datastore / "bundles"
-
-
 # ----- add ------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Checks:
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-
-    def add(self, check: str, problems: Sequence[str], detail: str = "") -> None:
-        self.rows.append({"check": check, "ok": not problems, "detail": "; ".join(problems) or detail})
-        self.problems.extend(f"{check}: {p}" for p in problems)
 
 
 def bundle_add(
@@ -94,7 +75,7 @@ def bundle_add(
     """
     env = environment_load()
     store = artifact_store(env)
-    _clean_interrupted(env, store)
+    interrupted_clean(env, store)
     bundle = _bundle_begin(
         env, filename=filename, created_by=created_by, actor=actor or actor_of_command_line()
     )
@@ -102,10 +83,10 @@ def bundle_add(
         with owner_beats():  # the marker's owner on a web-only machine: alive for the others too
             return _bundle_check(env, store, bundle, source, size_hint)
     except Exception as exc:
-        _mark_rejected(bundle.pk, f"ingest failed: {exc}")  # not left "ingesting" for the sweep
+        mark_rejected(bundle.pk, f"ingest failed: {exc}")  # not left "ingesting" for the sweep
         raise
     finally:
-        _ingest_marker(env, bundle.pk).unlink(missing_ok=True)
+        ingest_marker(env, bundle.pk).unlink(missing_ok=True)
 
 
 def _bundle_begin(env: Environment, *, filename: str, created_by: str, actor: Actor) -> Bundle:
@@ -116,7 +97,7 @@ def _bundle_begin(env: Environment, *, filename: str, created_by: str, actor: Ac
             filename=filename, created_by=created_by, actor_kind=actor.kind, actor_name=actor.name
         )
         # Written before the row commits: no one ever sees an `ingesting` row without its marker.
-        marker = _ingest_marker(env, bundle.pk)
+        marker = ingest_marker(env, bundle.pk)
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(owner_token())
         # Who uploaded it; the outcome (digest, signers, problems) follows as bundle.accepted/rejected.
@@ -126,41 +107,37 @@ def _bundle_begin(env: Environment, *, filename: str, created_by: str, actor: Ac
     return bundle
 
 
-def _ingest_marker(env: Environment, bundle_id: int) -> Path:
-    return bundles_root(env) / ".ingesting" / str(bundle_id)
-
-
 def _bundle_check(
     env: Environment, store: ArtifactStore, bundle: Bundle, source: IO[bytes], size_hint: int | None
 ) -> Bundle:
+    """Gather what the rules need (`engine.acceptance`), apply them, record the verdict."""
     filename = bundle.filename
     directory = bundles_root(env) / str(bundle.pk)
-    checks = _Checks()
-    keys = _keys(env, checks)
+    keys, keys_problem = _keys(env)
     try:
         # Known sizes (files, Content-Length) are checked up front; members are checked again
         # before each is written, which also covers compressed uploads.
         if size_hint is not None:
             store.ensure_space(size_hint, filename or "upload")
     except NoSpaceError as exc:
-        checks.add("disk space", [str(exc)])
-        return _bundle_reject(bundle, Intake(form=""), store, checks)
+        intake = Intake(form="")
+        found = Findings(intake, directory, bool(keys), keys_problem, space_problem=str(exc))
+        return _bundle_reject(bundle, intake, store, accept(found, _Lookups(env, keys)))
     intake = ingest(source, store, keys=keys, name=filename)
     _record_intake(bundle, intake)
-    checks.add("archive and artifacts", intake.problems, _verified(intake))
-    checks.add("signatures", [], _signatures(intake, keys))
-    resolved = _check_manifest(env, intake, directory, checks)
-    if checks.problems:
-        return _bundle_reject(bundle, intake, store, checks)
-    return _bundle_accept(bundle, intake, directory, checks, resolved)
+    desired, manifest_problems = _desired(env, intake, directory)
+    found = Findings(intake, directory, bool(keys), keys_problem, None, desired, manifest_problems)
+    verdict = accept(found, _Lookups(env, keys))
+    if not verdict.accepted:
+        return _bundle_reject(bundle, intake, store, verdict)
+    return _bundle_accept(bundle, intake, directory, verdict)
 
 
-def _keys(env: Environment, checks: _Checks) -> list[PublicKey]:
+def _keys(env: Environment) -> tuple[list[PublicKey], str | None]:
     try:
-        return env.keys()
+        return env.keys(), None
     except ArtifactError as exc:
-        checks.add("verification keys", [str(exc)])
-        return []
+        return [], str(exc)
 
 
 def _record_intake(bundle: Bundle, intake: Intake) -> None:
@@ -170,42 +147,10 @@ def _record_intake(bundle: Bundle, intake: Intake) -> None:
     bundle.topology_raw = (intake.topology or b"").decode("utf-8", "replace")
 
 
-def _verified(intake: Intake) -> str:
-    names = [f"{a.member} ({a.info.name})" for a in intake.artifacts]
-    return (
-        f"{len(names)} artifact(s) verified and stored: {', '.join(names)}"
-        if names
-        else "no artifacts carried"
-    )
-
-
-def _signatures(intake: Intake, keys: Sequence[PublicKey]) -> str:
-    if not keys:
-        return "no ArtifactVerifyKey(s) configured: signatures not required"
-    every = list(intake.artifacts) + ([intake.manifest_artifact] if intake.manifest_artifact else [])
-    return "; ".join(
-        f"{a.member or 'manifest artifact'}: signed by {a.info.signer_fingerprint}" for a in every
-    )
-
-
-def _check_manifest(
-    env: Environment, intake: Intake, directory: Path, checks: _Checks
-) -> dict[str, list[str]]:
+def _desired(env: Environment, intake: Intake, directory: Path) -> tuple[DesiredState | None, list[str]]:
+    """The bundle's manifest loaded against this system's topology, or why it cannot be."""
     if intake.manifest is None:
-        return {}
-    desired = _desired(env, intake, directory, checks)
-    if desired is None:
-        return {}
-    _check_bundle_topology(intake, desired, checks)
-    _check_manifest_artifact(env, intake, desired, checks)
-    candidates = _resolve(env, intake, desired, directory, checks)
-    if not checks.problems:
-        _check_compatibility(env, desired, candidates, checks)
-    return {ctype: [c.label for c in found] for ctype, found in candidates.items()}
-
-
-def _desired(env: Environment, intake: Intake, directory: Path, checks: _Checks) -> DesiredState | None:
-    assert intake.manifest is not None
+        return None, []
     try:
         desired = desired_state_load(
             env,
@@ -214,176 +159,53 @@ def _desired(env: Environment, intake: Intake, directory: Path, checks: _Checks)
             manifest_data=intake.manifest,
         )
     except InputError as exc:
-        # Name the file as it is in the bundle, not by the bundle directory it would have had.
-        checks.add("manifest", [str(p).replace(f"{directory}/", "") for p in exc.problems])
-        return None
-    checks.add("manifest", [], f"{desired.manifest.name} ({desired.manifest.form} form)")
-    return desired
+        return None, [str(p) for p in exc.problems]
+    return desired, []
 
 
-def _check_bundle_topology(intake: Intake, desired: DesiredState, checks: _Checks) -> None:
-    if intake.topology is None or intake.topology_member is None:
-        return
-    try:
-        theirs = parse_topology(intake.topology, path=Path(intake.topology_member))
-    except InputError as exc:
-        checks.add("bundle topology", [str(p) for p in exc.problems])
-        return
-    ours = desired.topology.system_type
-    problems = (
-        []
-        if ours in (None, theirs.system_type)
-        else [
-            f"{intake.topology_member}: made for system type {theirs.system_type!r}, this system is {ours!r}"
-        ]
-    )
-    checks.add("bundle topology", problems, f"system type {theirs.system_type}")
+class _Lookups:
+    """What the acceptance rules may ask this system, each only when a rule needs it."""
 
+    def __init__(self, env: Environment, keys: Sequence[PublicKey]) -> None:
+        self.env, self.keys = env, keys
 
-def _check_manifest_artifact(
-    env: Environment, intake: Intake, desired: DesiredState, checks: _Checks
-) -> None:
-    if intake.manifest_artifact is None:
-        return
-    info = intake.manifest_artifact.info
-    problem, detail = manifest_artifact_fit(
-        info.name,
-        info.device_types,
-        system_type=desired.topology.system_type,
-        device_type_file=env.config.device_type_file,
-    )
-    checks.add("manifest artifact", [problem] if problem else [], detail)
+    def device_type(self) -> tuple[str | None, str]:
+        return read_device_type(self.env.config.device_type_file)
 
+    def file_here(self, path: Path) -> bool:
+        return path.exists()
 
-# ----- artifacts: present or resolvable ---------------------------------------------------------------
+    def in_sources(self, *, artifact_name: str, component_type: str) -> tuple[list[Path], list[str]]:
+        sources = artifact_sources(self.env)
+        return find_in_sources(sources, artifact_name=artifact_name, component_type=component_type)
 
+    def read_header(self, path: Path) -> tuple[ArtifactInfo, int]:
+        with open(path, "rb") as fileobj:
+            info = ArtifactReader(fileobj, keys=self.keys).read_header()
+        return info, path.stat().st_size
 
-def _resolve(
-    env: Environment, intake: Intake, desired: DesiredState, directory: Path, checks: _Checks
-) -> dict[str, list[Candidate]]:
-    sources = artifact_sources(env)
-    keys = env.keys()
-    found: dict[str, list[Candidate]] = {}
-    problems: list[str] = []
-    for ctype, spec in desired.manifest.targets.items():
-        candidates, problem = _candidates(intake, spec, directory, sources, keys)
-        if problem:
-            problems.append(f"component_types.{ctype}: {problem}")
-        found[ctype] = candidates
-    detail = "; ".join(f"{t}: {', '.join(c.label for c in cs)}" for t, cs in found.items())
-    checks.add("artifacts present or resolvable", problems, detail)
-    return found
-
-
-def _candidates(
-    intake: Intake,
-    spec: TypeTarget,
-    directory: Path,
-    sources: Sequence[ArtifactSource],
-    keys: Sequence[PublicKey],
-) -> tuple[list[Candidate], str | None]:
-    if spec.artifact_path is not None:
-        member, problem = _by_path(intake, spec, directory)
-        if member is not None or problem is not None:
-            return ([_carried(member)] if member else []), problem
-    name = spec.artifact_name
-    assert name is not None  # the manifest parser requires a path or a name
-    own = [
-        a
-        for a in intake.artifacts
-        if a.info.name == name and device_type_ok(spec.component_type, a.info.device_types)
-    ]
-    if own:
-        return [_carried(a) for a in own], None
-    paths, failures = find_in_sources(sources, artifact_name=name, component_type=spec.component_type)
-    if paths:
-        return _read_headers(paths, keys)
-    if failures:
-        return [], f"artifact {name!r} is neither in the bundle nor in the store; " + "; ".join(failures)
-    return [], f"artifact {name!r} is neither in the bundle nor in the store, nor on an artifact server"
-
-
-def _carried(item: Carried) -> Candidate:
-    return Candidate(label=item.member, info=item.info, size=item.stored.size, path=item.stored.path)
-
-
-def _by_path(intake: Intake, spec: TypeTarget, directory: Path) -> tuple[Carried | None, str | None]:
-    """The bundle member an artifact_path names; a problem, or (None, None) to go by name."""
-    assert spec.artifact_path is not None
-    inside = spec.artifact_path.is_relative_to(directory)
-    relative = str(spec.artifact_path.relative_to(directory)) if inside else None
-    member = next((a for a in intake.artifacts if a.member == relative), None)
-    if member is not None:
-        return member, None
-    if not inside and spec.artifact_path.exists():
-        return None, (
-            f"artifact_path {spec.artifact_path} is a file on this appliance, outside the bundle: a deployment "
-            "would install from it rather than from the store; put it in the bundle or use artifact_name"
-        )
-    if spec.artifact_name is None:
-        return (
-            None,
-            f"artifact_path {relative or spec.artifact_path} is not in the bundle (and no artifact_name)",
-        )
-    return None, None
-
-
-def _read_headers(paths: Sequence[Path], keys: Sequence[PublicKey]) -> tuple[list[Candidate], str | None]:
-    # Store files were verified completely when they came in; the header (and signature) is enough.
-    found, problems = [], []
-    for path in paths:
-        try:
-            with open(path, "rb") as fileobj:
-                info = ArtifactReader(fileobj, keys=keys).read_header()
-            found.append(Candidate(f"store {path.name[:12]}", info, path.stat().st_size, path))
-        except ArtifactError as exc:
-            problems.append(f"{path}: {exc}")
-    return found, "; ".join(problems) or None
-
-
-# ----- compatibility with this system -------------------------------------------------------------------
-
-
-def _check_compatibility(
-    env: Environment, desired: DesiredState, found: dict[str, list[Candidate]], checks: _Checks
-) -> None:
-    """docs/protocol.md §3.1 against what the components run now: device type, interface, depends."""
-    try:
-        with live_inspector(env) as inspector:
-            inspected = inspector.inspect(desired.topology.components)
-    except SelectionError as exc:
-        checks.add("compatibility", [f"cannot ask the components what they run: {p}" for p in exc.problems])
-        return
-    problems: list[str] = []
-    notes: list[str] = []
-    for item in inspected:
-        choice = choose_artifact(item, found.get(item.component.component_type, []))
-        if choice.candidate is None:
-            problems.extend(choice.problems)
-        else:
-            skip = " (installed already: skipped)" if choice.installed else ""
-            notes.append(f"{item.key}: {choice.candidate.info.name}{skip}")
-    checks.add("compatibility", problems, "; ".join(notes))
+    def inspect(self, components: Sequence[Component]) -> list[Inspected]:
+        with live_inspector(self.env) as inspector:
+            return inspector.inspect(components)
 
 
 # ----- outcome ---------------------------------------------------------------------------------------
 
 
-def _bundle_reject(bundle: Bundle, intake: Intake, store: ArtifactStore, checks: _Checks) -> Bundle:
+def _bundle_reject(bundle: Bundle, intake: Intake, store: ArtifactStore, verdict: Verdict) -> Bundle:
     """Keep the record and its reasons; take back every store file only this bundle brought."""
     with transaction.atomic():
         for stored in intake.new_objects():
             if not StoredArtifact.objects.filter(sha256=stored.sha256).exists():
                 store.remove(stored.sha256)
+        checks = verdict.checks
         bundle.status, bundle.checks, bundle.problems = Bundle.Status.REJECTED, checks.rows, checks.problems
         bundle.save()
-        _journal_outcome(bundle)
+        bundle_outcome_journal(bundle)
     return bundle
 
 
-def _bundle_accept(
-    bundle: Bundle, intake: Intake, directory: Path, checks: _Checks, resolved: dict[str, list[str]]
-) -> Bundle:
+def _bundle_accept(bundle: Bundle, intake: Intake, directory: Path, verdict: Verdict) -> Bundle:
     _materialise(intake, directory)
     with transaction.atomic():
         carried = list(intake.artifacts) + ([intake.manifest_artifact] if intake.manifest_artifact else [])
@@ -391,44 +213,16 @@ def _bundle_accept(
             row = stored_artifact_record(
                 item.info, sha256=item.stored.sha256, size=item.stored.size, origin="bundle"
             )
-            types = [t for t, labels in resolved.items() if item.member in labels]
+            types = [t for t, labels in verdict.resolved.items() if item.member in labels]
             BundleArtifact.objects.create(
                 bundle=bundle, artifact=row, member=item.member, component_types=types
             )
-        bundle.status, bundle.checks, bundle.problems = Bundle.Status.ACCEPTED, checks.rows, []
+        bundle.status, bundle.checks, bundle.problems = Bundle.Status.ACCEPTED, verdict.checks.rows, []
         bundle.directory = str(directory)
-        bundle.manifest_name = _manifest_name(checks)
+        bundle.manifest_name = verdict.manifest_name
         bundle.save()
-        _journal_outcome(bundle)
+        bundle_outcome_journal(bundle)
     return bundle
-
-
-def _journal_outcome(bundle: Bundle) -> None:
-    journal_append(
-        kind=f"bundle.{bundle.status}",
-        actor=None,
-        subject=f"bundle:{bundle.pk}",
-        data={
-            "sha256": bundle.sha256,
-            "size": bundle.size,
-            "form": bundle.form,
-            "manifest": bundle.manifest_name,
-            "problems": list(bundle.problems),
-            "artifacts": [
-                {
-                    "name": a.artifact.name,
-                    "sha256": a.artifact.sha256,
-                    "signer": a.artifact.signer_fingerprint,
-                }
-                for a in bundle.artifacts.select_related("artifact")
-            ],
-        },
-    )
-
-
-def _manifest_name(checks: _Checks) -> str:
-    row = next((r for r in checks.rows if r["check"] == "manifest"), None)
-    return row["detail"].split(" (")[0] if row else ""
 
 
 def _materialise(intake: Intake, directory: Path) -> None:
@@ -481,9 +275,7 @@ def bundle_delete(*, bundle_id: int, actor: Actor) -> Bundle:
     bundle = Bundle.objects.filter(pk=bundle_id).exclude(status=Bundle.Status.DELETED).first()
     if bundle is None:
         raise BundleNotFound(f"bundle {bundle_id} does not exist")
-    in_use = [
-        m.name for m in _kept_manifests() if bundle.directory and _inside(m.source_path, bundle.directory)
-    ]
+    in_use = [m.name for m in kept_manifests() if any(d.bundle_id == bundle.pk for d in m.deployments.all())]
     if in_use:
         raise BundleInUse(
             f"bundle {bundle_id} holds manifest {in_use[0]!r}, which is active, previous or deploying"
@@ -502,10 +294,6 @@ def bundle_delete(*, bundle_id: int, actor: Actor) -> Bundle:
     return bundle
 
 
-def _inside(path: str, directory: str) -> bool:
-    return Path(path).is_relative_to(Path(directory))
-
-
 def bundle_add_file(*, path: Path, created_by: str = "cli", actor: Actor | None = None) -> Bundle:
     with open(path, "rb") as fileobj:
         return bundle_add(
@@ -515,170 +303,3 @@ def bundle_add_file(*, path: Path, created_by: str = "cli", actor: Actor | None 
             created_by=created_by,
             actor=actor,
         )
-
-
-# ----- retention ---------------------------------------------------------------------------------------
-
-
-def store_gc(*, dry_run: bool = False) -> list[dict[str, Any]]:
-    """Evict what the active, previous and in-progress manifests do not need, beyond the budget
-    (ArtifactsCache.MaxSizeBytes; 0 = unlimited), oldest unused first. Ingests that died are
-    marked rejected; their temp files and store files no row records always go (unless another
-    ingest is running: its files are not recorded yet). Returns what was (would be) removed."""
-    return _store_retention(environment_load(), dry_run=dry_run)
-
-
-def store_retention_after_deployment(env: Environment) -> None:
-    """What `gc` does, run when a deployment has ended (docs/protocol.md §5.2: the store is trimmed
-    after each deployment). Never raises: retention must not change a deployment's outcome."""
-    try:
-        removed = _store_retention(env, dry_run=False)
-    except Exception:
-        log.exception("artifact store retention after the deployment failed")
-        return
-    if removed:
-        log.info("artifact store retention: removed %d file(s)", len(removed))
-
-
-def _store_retention(env: Environment, *, dry_run: bool) -> list[dict[str, Any]]:
-    store = artifact_store(env)
-    if not dry_run:
-        _reject_interrupted(env)
-    rows = {r.sha256: r for r in StoredArtifact.objects.all()}
-    gone = _debris(env, store) + _over_budget(env, store, rows)
-    if not dry_run:
-        _evict(store, gone, rows)
-    return gone
-
-
-def _clean_interrupted(env: Environment, store: ArtifactStore) -> None:
-    """Before an ingest: what earlier ingests left when they died (records, temp and store files)."""
-    _reject_interrupted(env)
-    _evict(store, _debris(env, store), {})
-
-
-def _reject_interrupted(env: Environment) -> list[int]:
-    """Mark `ingesting` bundles whose process is gone as rejected; returns their ids."""
-    stale = [
-        b.pk
-        for b in Bundle.objects.filter(status=Bundle.Status.INGESTING)
-        if not owner_alive(_ingest_owner(env, b.pk))
-    ]
-    for bundle_id in stale:
-        if _mark_rejected(bundle_id, INTERRUPTED):
-            # A directory half made when it died; the store files it linked are unrecorded debris.
-            shutil.rmtree(bundles_root(env) / str(bundle_id), ignore_errors=True)
-        _ingest_marker(env, bundle_id).unlink(missing_ok=True)
-    return stale
-
-
-def _ingest_owner(env: Environment, bundle_id: int) -> str:
-    try:
-        return _ingest_marker(env, bundle_id).read_text().strip()
-    except OSError:
-        return ""  # no marker: its process removed it on the way out, or never got to write it
-
-
-def _mark_rejected(bundle_id: int, reason: str) -> bool:
-    """Conditional on `ingesting`: a bundle that just finished (or another sweeper) wins."""
-    with transaction.atomic():
-        marked = Bundle.objects.filter(pk=bundle_id, status=Bundle.Status.INGESTING).update(
-            status=Bundle.Status.REJECTED,
-            checks=[{"check": "ingest", "ok": False, "detail": reason}],
-            problems=[f"ingest: {reason}"],
-        )
-        if marked:
-            _journal_outcome(Bundle.objects.get(pk=bundle_id))
-    return bool(marked)
-
-
-def _ingest_running(env: Environment) -> bool:
-    return any(
-        owner_alive(_ingest_owner(env, b.pk)) for b in Bundle.objects.filter(status=Bundle.Status.INGESTING)
-    )
-
-
-def _debris(env: Environment, store: ArtifactStore) -> list[dict[str, Any]]:
-    """Temp files no live writer holds, and store files no row records (a crash between naming
-    and recording), unless an ingest is running: it records its files only when it is done."""
-    gone = [
-        _gone("", p.name, p.stat().st_size, "temp file of an interrupted write") for p in store.leftovers()
-    ]
-    # In this order: files listed before the check were either written by an ingest still
-    # running (then nothing goes) or by one that has ended, so their rows are there by now.
-    entries = store.entries()
-    if _ingest_running(env):
-        return gone
-    recorded = set(StoredArtifact.objects.values_list("sha256", flat=True))
-    return gone + [
-        _gone(e.sha256, "", e.size, "not recorded (interrupted ingest)")
-        for e in entries
-        if e.sha256 not in recorded
-    ]
-
-
-def _over_budget(
-    env: Environment, store: ArtifactStore, rows: dict[str, StoredArtifact]
-) -> list[dict[str, Any]]:
-    recorded = [e for e in store.entries() if e.sha256 in rows]
-    last_used = {s: (r.last_used_at or r.created_at).timestamp() for s, r in rows.items()}
-    budget = env.config.artifacts_cache_max_size_bytes
-    plan = plan_eviction(recorded, needed=_needed(store), last_used=last_used, budget=budget)
-    return [
-        _gone(e.sha256, rows[e.sha256].name, e.size, f"over the {budget}-byte budget, unused longest")
-        for e in plan.evict
-    ]
-
-
-def _gone(sha256: str, name: str, size: int, reason: str) -> dict[str, Any]:
-    return {"sha256": sha256, "name": name, "size": size, "reason": reason}
-
-
-def _needed(store: ArtifactStore) -> set[str]:
-    inodes = {
-        (p.stat().st_dev, p.stat().st_ino): e.sha256 for e in store.entries() for p in [store.path(e.sha256)]
-    }
-    needed: set[str] = set()
-    for manifest in _kept_manifests():
-        needed |= set(
-            StoredArtifact.objects.filter(
-                bundles__bundle__directory=str(Path(manifest.source_path).parent)
-            ).values_list("sha256", flat=True)
-        )
-        for deployment in manifest.deployments.all():
-            plan = deployment.planned()
-            paths = [c["artifact"] for c in plan["components"]] if plan else []
-            needed |= {sha for p in paths if p and (sha := _sha_of(Path(p), inodes))}
-    return needed
-
-
-def _kept_manifests() -> list[Any]:
-    pointers = selectors.active_manifests()
-    running = selectors.deployment_in_progress()
-    kept = [pointers.active, pointers.previous] if pointers else []
-    return [m for m in [*kept, running.manifest if running else None] if m is not None]
-
-
-def _sha_of(path: Path, inodes: dict[tuple[int, int], str]) -> str | None:
-    try:
-        stat = path.stat()  # a store file, a bundle's hard link to one, or a symlink to one
-    except OSError:
-        return None
-    return inodes.get((stat.st_dev, stat.st_ino))
-
-
-def _evict(store: ArtifactStore, gone: list[dict[str, Any]], rows: dict[str, StoredArtifact]) -> None:
-    for item in gone:
-        sha = item["sha256"]
-        if not sha:
-            with contextlib.suppress(FileNotFoundError):
-                (store.tmp_dir / item["name"]).unlink()
-            continue
-        row = rows.get(sha)
-        if row is not None:
-            for link in BundleArtifact.objects.filter(artifact=row).select_related("bundle"):
-                if link.member and link.bundle.directory:
-                    with contextlib.suppress(FileNotFoundError):
-                        (Path(link.bundle.directory) / link.member).unlink()
-            row.delete()
-        store.remove(sha)

@@ -29,7 +29,6 @@ from updates.engine.planner import Plan, SelectionError, select, target_versions
 from updates.engine.transitions import ConstraintViolation
 from updates.liveness import owner_alive, owner_pid, owner_token, stop_leftover_calls
 from updates.models import ActiveManifests, Bundle, Deployment, DeploymentStatus, Manifest, Step, StepEvent
-from updates.services.bundles import store_retention_after_deployment
 from updates.services.components import components_refresh_after_deployment
 from updates.services.constraints import (
     Forced,
@@ -45,6 +44,7 @@ from updates.services.environment import (
     environment_load,
     live_inspector,
 )
+from updates.services.retention import store_retention_after_deployment
 from updates.services.runlog import deployment_logged
 from updates.services.sources import artifact_sources
 from updates.step_journal import DbJournal, step_journal_row
@@ -75,7 +75,14 @@ def deployment_create(
     desired = desired_state_load(env, manifest_path=manifest_path, topology_components=topology_components)
     options = _RunOptions(stop_before=list(stop_before), exit_on_reboot=exit_on_reboot)
     return _deployment_queue(
-        env, desired, kind="install", options=options, created_by=created_by, actor=actor, forced=forced
+        env,
+        desired,
+        kind="install",
+        options=options,
+        created_by=created_by,
+        actor=actor,
+        forced=forced,
+        bundle=_bundle_holding(desired.manifest.path),
     )
 
 
@@ -100,8 +107,17 @@ def deployment_create_previous(
         manifest_data=previous.raw.encode(),
     )
     options = _RunOptions(stop_before=list(stop_before), exit_on_reboot=exit_on_reboot)
+    # The same manifest from the same bundle: its deployment's key, not its path, says which.
+    installed = previous.deployments.select_related("bundle").order_by("id").first()
     return _deployment_queue(
-        env, desired, kind="previous", options=options, created_by=created_by, actor=actor, forced=forced
+        env,
+        desired,
+        kind="previous",
+        options=options,
+        created_by=created_by,
+        actor=actor,
+        forced=forced,
+        bundle=installed.bundle if installed else None,
     )
 
 
@@ -184,6 +200,7 @@ def _deployment_queue(
     created_by: str,
     actor: Actor | None,
     forced: Forced | None = None,
+    bundle: Bundle | None = None,
 ) -> Deployment:
     actor = actor or actor_of_command_line()  # the same actor on the row and in the journal
     # The constraints file is validated (InputError) and kept with the run before anything is recorded.
@@ -203,6 +220,7 @@ def _deployment_queue(
                 forced_by=forced.by if forced else "",
                 forced_reason=forced.reason if forced else "",
                 constraints_file=constraints_file,
+                bundle=bundle,
             )
             deployment.work_dir = str(env.work_root / str(deployment.pk))
             deployment.save(update_fields=["work_dir"])
@@ -210,14 +228,14 @@ def _deployment_queue(
                 kind="deployment.created",
                 actor=actor,
                 subject=f"deployment:{deployment.pk}",
-                data=_created_record(deployment, desired),
+                data=_created_record(deployment),
             )
     except IntegrityError:
         raise _busy() from None
     return deployment
 
 
-def _created_record(deployment: Deployment, desired: DesiredState) -> dict[str, object]:
+def _created_record(deployment: Deployment) -> dict[str, object]:
     """What the journal keeps of a new deployment: the manifest from → to and the bundle."""
     pointers = selectors.active_manifests()
     active = pointers.active if pointers else None
@@ -226,7 +244,7 @@ def _created_record(deployment: Deployment, desired: DesiredState) -> dict[str, 
         "options": {"stop_before": deployment.stop_before, "exit_on_reboot": deployment.exit_on_reboot},
         "manifest": _manifest_record(deployment.manifest),
         "from": _manifest_record(active) if active else None,
-        "bundle": _bundle_record(desired.manifest.path),
+        "bundle": _bundle_record(deployment.bundle) if deployment.bundle else None,
         "forced": {"by": deployment.forced_by, "reason": deployment.forced_reason}
         if deployment.forced_by
         else None,
@@ -237,13 +255,16 @@ def _manifest_record(manifest: Manifest) -> dict[str, object]:
     return {"id": manifest.pk, "name": manifest.name, "sha256": manifest.sha256, "form": manifest.form}
 
 
-def _bundle_record(manifest_path: Path) -> dict[str, object] | None:
-    """The accepted bundle whose store directory holds the manifest (installs by bundle id or
-    bundle file read it from there), with each artifact's digest and signer."""
+def _bundle_holding(manifest_path: Path) -> Bundle | None:
+    """The accepted bundle a manifest is installed from: installs by bundle id, bundle file or
+    webhook all read it from the bundle's own directory (`bundle_manifest_path`). Asked once,
+    when the deployment is created; from then on its `bundle` key says it."""
     folders = [str(p) for p in Path(manifest_path).resolve().parents]
-    bundle = Bundle.objects.filter(status=Bundle.Status.ACCEPTED, directory__in=folders).first()
-    if bundle is None:
-        return None
+    return Bundle.objects.filter(status=Bundle.Status.ACCEPTED, directory__in=folders).first()
+
+
+def _bundle_record(bundle: Bundle) -> dict[str, object]:
+    """The journal's record of the bundle: each artifact's digest and signer."""
     return {
         "id": bundle.pk,
         "sha256": bundle.sha256,

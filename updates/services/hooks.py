@@ -33,8 +33,22 @@ from audit.services import journal_append
 from updates import selectors
 from updates.actors import Actor
 from updates.engine import hooks as engine
-from updates.engine.errors import BusyError
-from updates.engine.hooks import EventError, HookEvent, OwnDevice, SecretError
+from updates.engine.errors import BusyError, OrchestratorError, Unauthorized, error_envelope
+from updates.engine.hooks import (
+    BundleNotUsable,
+    BundleRejected,
+    DownloadFailed,
+    DownloadTooLarge,
+    EventInProgress,
+    HookEvent,
+    HookRefused,
+    OutsideReplayWindow,
+    OwnDevice,
+    PlanRefused,
+    SecretError,
+    UrlRefused,
+    refusal_again,
+)
 from updates.engine.manifest import InputError
 from updates.engine.planner import SelectionError
 from updates.engine.server import ServerError, ServerSettings, TooLarge, download, url_check
@@ -49,17 +63,14 @@ ACTOR_PREFIX = selectors.WEBHOOK_ACTOR_PREFIX  # `created_by` of what an event s
 
 @dataclass(frozen=True)
 class HookAnswer:
+    """What a webhook did (200 recorded, 202 refresh or deployment queued); a refusal is raised."""
+
     status: int
     body: dict[str, Any]
 
 
-class HookUnauthorized(Exception):
+class HookUnauthorized(Unauthorized):
     """No secret is set, or the signature is missing or wrong: 401, nothing recorded."""
-
-
-def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
-    """The API's one error envelope."""
-    return {"error": {"code": code, "message": message, "details": details}}
 
 
 def actor(event_id: str) -> str:
@@ -70,18 +81,17 @@ def actor(event_id: str) -> str:
 
 
 def hook_event_receive(*, body: bytes, signature: str | None, remote_addr: str) -> HookAnswer:
+    """Handle one webhook. Raises HookUnauthorized (nothing recorded), EventError (a body that is
+    no event: nothing recorded), and every other refusal (a domain error: `HookRefused`,
+    `BusyError`) after recording it as the event's answer, which a replay gets again."""
     _authenticate(body, signature, remote_addr)
-    try:
-        event = engine.parse_event(body)
-    except EventError as exc:
-        problems = [{"field": p.field, "message": p.message} for p in exc.problems]
-        return HookAnswer(422, error_body("invalid_event", str(exc), problems))
+    event = engine.parse_event(body)
     claimed = _claim(event, body, remote_addr)
     if isinstance(claimed, HookAnswer):
         return claimed
     problem = engine.time_problem(event, timezone.now())
     if problem is not None:
-        return _finish(claimed, 422, error_body("replay_window", problem), WebhookEvent.Action.REFUSED)
+        raise _refused(claimed, OutsideReplayWindow(problem))
     if event.type == engine.DEPLOYMENT_REQUESTED:
         return _deployment_requested(claimed, event)
     return _device_event(claimed, event)
@@ -135,9 +145,13 @@ def _replayed(event_id: str) -> HookAnswer:
     WebhookEvent.objects.filter(pk=first.pk).update(replays=F("replays") + 1)
     log.info("webhook event %s replayed: answering as the first time, starting nothing", event_id)
     if first.answer_status is None:
-        message = f"event {event_id} is still being handled; its answer is not known yet"
-        return HookAnswer(409, error_body("event_in_progress", message))
-    return HookAnswer(first.answer_status, json.loads(first.answer_body))
+        raise EventInProgress(f"event {event_id} is still being handled; its answer is not known yet")
+    answer: dict[str, Any] = json.loads(first.answer_body)
+    if first.answer_status >= 400:
+        error = answer.get("error", {})
+        code, message = str(error.get("code", "")), str(error.get("message", ""))
+        raise refusal_again(first.answer_status, code, message, error.get("details"))
+    return HookAnswer(first.answer_status, answer)
 
 
 def _finish(row: WebhookEvent, status: int, body: dict[str, Any], action: str) -> HookAnswer:
@@ -186,17 +200,11 @@ def own_device() -> OwnDevice:
 
 def _deployment_requested(row: WebhookEvent, event: HookEvent) -> HookAnswer:
     key, value = event.deployment_source()
-    if isinstance(value, int):
-        bundle_id = value
-    else:
-        fetched = _fetch_bundle(row, key, value)
-        if isinstance(fetched, HookAnswer):
-            return fetched
-        bundle_id = fetched
+    bundle_id = value if isinstance(value, int) else _fetch_bundle(row, key, value)
     try:
         manifest = bundles.bundle_manifest_path(bundle_id=bundle_id)
     except bundles.BundleNotFound as exc:
-        return _refuse(row, 422, "bundle_not_usable", str(exc), {"bundle_id": bundle_id})
+        raise _refused(row, BundleNotUsable(str(exc), {"bundle_id": bundle_id})) from None
     return _deploy(row, manifest)
 
 
@@ -213,23 +221,29 @@ def _deploy(row: WebhookEvent, manifest: Path) -> HookAnswer:
             }
             return _finish(row, 202, body, WebhookEvent.Action.DEPLOYMENT)
     except BusyError as exc:
-        return _refuse(row, 409, "deployment_in_progress", str(exc))
+        raise _refused(row, exc) from None
     except (InputError, SelectionError) as exc:
         problems = [str(p) for p in exc.problems]
-        return _refuse(row, 422, "plan_refused", "the deployment was refused before anything ran", problems)
+        message = "the deployment was refused before anything ran"
+        raise _refused(row, PlanRefused(message, problems)) from None
 
 
-def _refuse(row: WebhookEvent, status: int, code: str, message: str, details: Any = None) -> HookAnswer:
-    log.warning("webhook event %s refused: %s", row.event_id, message)
-    return _finish(row, status, error_body(code, message, details), WebhookEvent.Action.REFUSED)
+def _refused(row: WebhookEvent, error: HookRefused | BusyError) -> OrchestratorError:
+    """Record the refusal as the event's answer (in the API's envelope, as answered), and return
+    it for the caller to raise: the API edge maps it (updates/api/errors.py)."""
+    log.warning("webhook event %s refused: %s", row.event_id, error)
+    details = error.details if isinstance(error, HookRefused) else None
+    body = error_envelope(error.code, str(error), details)
+    _finish(row, error.http_status, body, WebhookEvent.Action.REFUSED)
+    return error
 
 
-def _fetch_bundle(row: WebhookEvent, key: str, url: str) -> int | HookAnswer:
+def _fetch_bundle(row: WebhookEvent, key: str, url: str) -> int:
     """Download the bundle (artifact server TLS rules, size limit) and ingest it; its id."""
     try:
         url_check(url)
     except ServerError as exc:
-        return _refuse(row, 422, "url_refused", str(exc), {"field": f"data.{key}"})
+        raise _refused(row, UrlRefused(str(exc), {"field": f"data.{key}"})) from None
     env = environment_load()
     folder = env.datastore / "downloads"
     folder.mkdir(parents=True, exist_ok=True)
@@ -237,9 +251,9 @@ def _fetch_bundle(row: WebhookEvent, key: str, url: str) -> int | HookAnswer:
         try:
             size = download(url, tmp, settings=_download_settings(url, env.config), max_bytes=_limit())
         except TooLarge as exc:
-            return _refuse(row, 422, "download_too_large", str(exc), {"field": f"data.{key}"})
+            raise _refused(row, DownloadTooLarge(str(exc), {"field": f"data.{key}"})) from None
         except ServerError as exc:
-            return _refuse(row, 502, "download_failed", str(exc), {"field": f"data.{key}"})
+            raise _refused(row, DownloadFailed(str(exc), {"field": f"data.{key}"})) from None
         tmp.seek(0)
         bundle = bundles.bundle_add(
             source=tmp,
@@ -251,7 +265,7 @@ def _fetch_bundle(row: WebhookEvent, key: str, url: str) -> int | HookAnswer:
     row.bundle = bundle
     if bundle.status != Bundle.Status.ACCEPTED:
         details = {"bundle_id": bundle.pk, "problems": bundle.problems}
-        return _refuse(row, 422, "bundle_rejected", f"bundle {bundle.pk} was rejected", details)
+        raise _refused(row, BundleRejected(f"bundle {bundle.pk} was rejected", details))
     bundle_id: int = bundle.pk
     return bundle_id
 
