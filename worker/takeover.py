@@ -2,7 +2,7 @@
 
 Without it, a deployment whose worker died (SIGKILL, OOM of the whole worker, its machine lost)
 waits until some worker starts and runs the start recovery. Every TAKEOVER_SECONDS each worker
-asks the one recovery decision (`selectors.deployment_interrupted`); when a deployment was left
+asks the one recovery decision (`updates.recovery.deployment_interrupted`); when a deployment was left
 running by a dead owner it sends `deployments_recover`, which a pool process runs like any task,
 and whose takeover is a conditional UPDATE: of several workers sending it, one continues.
 

@@ -4,6 +4,7 @@ broker: the same records as a CLI run, progress visible while it runs, one execu
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -24,7 +25,7 @@ def _start(appliance: Appliance, manifest: str = "manifest-v2.yaml") -> Deployme
     return dispatch.deployment_start(manifest_path=appliance.system.system / manifest, created_by="api:test")
 
 
-def _records(history: dict[str, Any]) -> dict[str, Any]:
+def _records(history: Mapping[str, Any]) -> dict[str, Any]:
     """What a run recorded, without ids, times and paths (argv holds the work dir)."""
     steps: dict[str, list[tuple[object, ...]]] = {}
     for s in history["steps"]:

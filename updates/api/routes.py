@@ -11,7 +11,7 @@ import csv
 import io
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, Literal, cast
+from typing import IO, Any, Generic, Literal, TypedDict, TypeVar, cast
 
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja import File, Query, Router, Schema, Status
@@ -38,6 +38,8 @@ from updates.api.schemas import (
     StepLogOut,
     SystemOut,
 )
+from updates.models import Step
+from updates.selectors import BundleSummary, DeploymentDetail, DeploymentSummary, SystemReport
 from updates.services import bundles, dispatch, plan_preview
 
 router = Router(tags=["updates"], auth=VIEWER)
@@ -50,7 +52,19 @@ def _principal(request: HttpRequest) -> Principal:
     return principal
 
 
-def _found(value: Any, what: str) -> Any:
+T = TypeVar("T")
+
+
+class PageAnswer(TypedDict, Generic[T]):
+    """A page of items (the `Page` schemas)."""
+
+    page: int
+    page_size: int
+    total: int
+    items: list[T]
+
+
+def _found(value: T | None, what: str) -> T:
     if value is None:
         raise Http404(f"{what} does not exist")
     return value
@@ -60,7 +74,7 @@ class PageIn(Schema):
     page: int = Field(default=1, ge=1, le=10**9)
     page_size: int = Field(default=50, ge=1, le=200)
 
-    def answer(self, total: int, items: list[dict[str, Any]]) -> dict[str, Any]:
+    def answer(self, total: int, items: list[T]) -> PageAnswer[T]:
         return {"page": self.page, "page_size": self.page_size, "total": total, "items": items}
 
 
@@ -68,7 +82,7 @@ class PageIn(Schema):
 
 
 @router.get("/system", response=SystemOut)
-def system_get(request: HttpRequest) -> dict[str, Any]:
+def system_get(request: HttpRequest) -> SystemReport:
     return selectors.system_report()
 
 
@@ -82,7 +96,7 @@ def system_refresh(request: HttpRequest) -> Status[dict[str, str]]:
 
 
 @router.post("/bundles", response={201: BundleOut, 422: BundleOut}, auth=OPERATOR)
-def bundle_upload(request: HttpRequest, file: File[UploadedFile]) -> Status[dict[str, Any]]:
+def bundle_upload(request: HttpRequest, file: File[UploadedFile]) -> Status[BundleSummary]:
     """Multipart field `file`; written to disk in chunks while it arrives, then ingested."""
     bundle = bundles.bundle_add(
         source=cast(IO[bytes], file.file),  # the upload handler's temporary file, binary
@@ -95,18 +109,18 @@ def bundle_upload(request: HttpRequest, file: File[UploadedFile]) -> Status[dict
 
 
 @router.get("/bundles", response=BundlePageOut)
-def bundle_list(request: HttpRequest, paging: Query[PageIn]) -> dict[str, Any]:
+def bundle_list(request: HttpRequest, paging: Query[PageIn]) -> PageAnswer[BundleSummary]:
     rows, total = selectors.bundle_page(page=paging.page, page_size=paging.page_size)
     return paging.answer(total, [selectors.bundle_summary(b) for b in rows])
 
 
 @router.get("/bundles/{bundle_id}", response=BundleOut)
-def bundle_get(request: HttpRequest, bundle_id: Id) -> dict[str, Any]:
+def bundle_get(request: HttpRequest, bundle_id: Id) -> BundleSummary:
     return selectors.bundle_summary(_found(selectors.bundle_get(bundle_id=bundle_id), f"bundle {bundle_id}"))
 
 
 @router.delete("/bundles/{bundle_id}", response=BundleOut, auth=OPERATOR)
-def bundle_delete(request: HttpRequest, bundle_id: Id) -> dict[str, Any]:
+def bundle_delete(request: HttpRequest, bundle_id: Id) -> BundleSummary:
     try:
         bundle = bundles.bundle_delete(bundle_id=bundle_id, actor=_principal(request).actor)
     except bundles.BundleNotFound as exc:
@@ -126,7 +140,7 @@ def plan(request: HttpRequest, body: PlanIn) -> dict[str, Any]:
 
 
 @router.post("/deployments", response={202: DeploymentOut}, auth=OPERATOR)
-def deployment_create(request: HttpRequest, body: DeploymentIn) -> Status[dict[str, Any]]:
+def deployment_create(request: HttpRequest, body: DeploymentIn) -> Status[DeploymentDetail]:
     actor = _principal(request).actor
     if body.previous:
         deployment = dispatch.deployment_start_previous(actor=actor, stop_before=body.stop_before)
@@ -149,7 +163,7 @@ class DeploymentFilterIn(PageIn):
 
 
 @router.get("/deployments", response=DeploymentPageOut)
-def deployment_list(request: HttpRequest, query: Query[DeploymentFilterIn]) -> dict[str, Any]:
+def deployment_list(request: HttpRequest, query: Query[DeploymentFilterIn]) -> PageAnswer[DeploymentSummary]:
     filters = selectors.DeploymentFilter(
         status=query.status, since=query.since, until=query.until, manifest=query.manifest
     )
@@ -158,18 +172,18 @@ def deployment_list(request: HttpRequest, query: Query[DeploymentFilterIn]) -> d
 
 
 @router.get("/deployments/{deployment_id}", response=DeploymentOut)
-def deployment_get(request: HttpRequest, deployment_id: Id) -> dict[str, Any]:
+def deployment_get(request: HttpRequest, deployment_id: Id) -> DeploymentDetail:
     deployment = _found(selectors.deployment_find(deployment_id=deployment_id), f"deployment {deployment_id}")
     return selectors.deployment_detail(deployment)
 
 
 @router.get("/deployments/{deployment_id}/steps/{step_id}/log", response=StepLogOut)
-def step_log(request: HttpRequest, deployment_id: Id, step_id: Id) -> Any:
+def step_log(request: HttpRequest, deployment_id: Id, step_id: Id) -> Step:
     return _found(selectors.step_get(deployment_id=deployment_id, step_id=step_id), f"step {step_id}")
 
 
 @router.post("/deployments/{deployment_id}/resume", response={202: DeploymentOut}, auth=OPERATOR)
-def deployment_resume(request: HttpRequest, deployment_id: Id, body: ResumeIn) -> Status[dict[str, Any]]:
+def deployment_resume(request: HttpRequest, deployment_id: Id, body: ResumeIn) -> Status[DeploymentDetail]:
     deployment = dispatch.deployment_resume_start(
         deployment_id=deployment_id, stop_before=body.stop_before, actor=_principal(request).actor
     )
@@ -177,7 +191,7 @@ def deployment_resume(request: HttpRequest, deployment_id: Id, body: ResumeIn) -
 
 
 @router.post("/deployments/{deployment_id}/rollback", response={202: DeploymentOut}, auth=OPERATOR)
-def deployment_rollback(request: HttpRequest, deployment_id: Id) -> Status[dict[str, Any]]:
+def deployment_rollback(request: HttpRequest, deployment_id: Id) -> Status[DeploymentDetail]:
     deployment = dispatch.deployment_rollback_start(
         deployment_id=deployment_id, actor=_principal(request).actor
     )

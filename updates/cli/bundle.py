@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,7 @@ def cmd_bundle_add(args: argparse.Namespace) -> int:
     return ExitCode.DONE if bundle.status == "accepted" else ExitCode.INVALID
 
 
-def print_bundle(report: dict[str, Any]) -> None:
+def print_bundle(report: Mapping[str, Any]) -> None:
     print(
         f"bundle {report['id']}: {report['status']} ({report['form'] or '-'}, {report['size']} bytes, sha256 {report['sha256']})"
     )

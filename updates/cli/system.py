@@ -12,13 +12,13 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 from django.utils import timezone
 
-from updates import selectors, services
+from updates import recovery, selectors, services
 from updates.engine.errors import ExitCode, InvalidInput, NotFound, OrchestratorError, outcome_exit_code
 from updates.engine.machine import STOPPABLE
 from updates.engine.transitions import ConstraintViolation
@@ -248,7 +248,7 @@ def _resume_interrupted(args: argparse.Namespace) -> int:
             "resume --interrupted continues with the deployment's own options: drop --stop-before/--exit-on-reboot"
         )
         return ExitCode.INVALID
-    interrupted = selectors.deployment_interrupted()
+    interrupted = recovery.deployment_interrupted()
     deployment = interrupted.deployment
     if deployment is None or interrupted.action == "none":
         print(f"nothing interrupted: {interrupted.why}", flush=True)
@@ -401,14 +401,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_system(system: dict[str, Any]) -> None:
+def _print_system(system: Mapping[str, Any]) -> None:
     if system["state"] == "working":
         print(f"{system['message']} ({system['row']}, {system['constraints_file']}:{system['line']})")
     elif system["state"] != "undeclared":
         print(f"system: {system['message']}")
 
 
-def _in_progress_line(running: dict[str, Any] | None) -> str:
+def _in_progress_line(running: Mapping[str, Any] | None) -> str:
     if running is None:
         return "in progress: none"
     what = f"in progress: deployment {running['id']} ({running['manifest']})"
@@ -465,7 +465,7 @@ def _history_of(deployment_id: int, *, as_json: bool) -> int:
     return 0
 
 
-def _history_line(d: dict[str, Any]) -> str:
+def _history_line(d: Mapping[str, Any]) -> str:
     """`#7 2026-11-29 20:41:03 cli sys-v1 -> sys-v2 rolled_back in 12s: <reason>`."""
     sources = sorted({o["from"] for o in d["outcomes"] if o["from"] != o["to"]})
     targets = sorted({o["to"] for o in d["outcomes"] if o["from"] != o["to"]})

@@ -68,6 +68,61 @@ class Progress:
     cleaned: bool = False
     error: str | None = None
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> Progress:
+        """From a persisted run position; keys a newer or older version wrote are left out, so a
+        read of an old deployment never fails on them."""
+        known = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in (data or {}).items() if k in known})
+
+    def milestones_reached(self) -> int:
+        """How many of `MILESTONES` this component reached (a progress bar's share)."""
+        return sum(bool(getattr(self, m)) for m in MILESTONES)
+
+    def outcome(
+        self, *, current: str, target: str, run: RunPhase, failed_in: str | None = None
+    ) -> ComponentOutcome:
+        """What happened to this installing component, in the words `history`, the API and the
+        pages show, and the version it runs by these records. `run`: whether the deployment is
+        still in progress, has succeeded, or ended otherwise; `failed_in`: the first update
+        state that failed for it (from the step journal), if any."""
+        failure = f"failed in {failed_in}, " if failed_in else ""
+        in_progress = run == "in_progress"
+        if not self.install_started:
+            if in_progress:
+                return ComponentOutcome(
+                    "downloaded, not installed yet" if self.downloaded else "not started yet", current
+                )
+            return ComponentOutcome(f"{failure}not installed", current)
+        if self.rollback_ran or self.rollback_ok:
+            if self.rollback_ok:
+                return ComponentOutcome(f"{failure}rolled back", current)
+            return ComponentOutcome(f"{failure}rollback FAILED", UNKNOWN_VERSION)
+        if run == "succeeded" or (self.committed and not in_progress):
+            return ComponentOutcome("installed", target)
+        if in_progress:
+            if self.committed:
+                return ComponentOutcome("committed", target)
+            return ComponentOutcome(f"{failure}installed, not committed", target, uncommitted=True)
+        return ComponentOutcome(f"{failure}NOT rolled back", UNKNOWN_VERSION)
+
+
+# What the run position records per installing component, in the order it happens.
+MILESTONES = ("entered", "downloaded", "install_started", "committed", "cleaned")
+# How far a deployment got, as `Progress.outcome` needs it (the database's statuses map onto it).
+RunPhase = Literal["in_progress", "succeeded", "ended"]
+UNKNOWN_VERSION = "unknown"  # a failed or missing rollback: nobody knows what the component runs
+
+
+@dataclass(frozen=True)
+class ComponentOutcome:
+    """One component's outcome: `what` happened, the `version` it runs, and whether that
+    version is installed but not committed yet."""
+
+    what: str
+    version: str
+    uncommitted: bool = False
+
 
 @dataclass
 class RunState:

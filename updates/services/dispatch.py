@@ -21,7 +21,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.services import journal_append
-from updates import selectors
+from updates import recovery, selectors
 from updates.actors import SYSTEM, Actor
 from updates.engine.errors import BusyError, CleanupStarted, InvalidInput, NothingInProgress
 from updates.engine.manifest import InputError
@@ -237,10 +237,10 @@ def deployment_continue(
 
 def deployments_recover(*, dead_owner: str = "") -> str:
     """After a worker start, and on a worker's takeover timer: run what a dead worker left
-    queued, continue what a dead owner left running (`selectors.deployment_interrupted`).
+    queued, continue what a dead owner left running (`recovery.deployment_interrupted`).
     `dead_owner`: the token the sending worker found dead (it may run on the owner's host, where
     the process can be looked at; this worker may run on another)."""
-    interrupted = selectors.deployment_interrupted(dead_owner=dead_owner)
+    interrupted = recovery.deployment_interrupted(dead_owner=dead_owner)
     if interrupted.deployment is None:
         return "nothing to recover"
     if interrupted.action == "run":
@@ -255,7 +255,7 @@ def deployment_takeover_start() -> Deployment | None:
     """Called every few seconds by every worker (worker/takeover.py): when the deployment in
     progress was left running by a dead owner, send the recovery to a pool process. Returns that
     deployment, or None. Queued deployments are not taken: their message is on its way."""
-    interrupted = selectors.deployment_interrupted()
+    interrupted = recovery.deployment_interrupted()
     if interrupted.action != "resume":
         return None
     log.warning("%s: sending the recovery", interrupted.why)

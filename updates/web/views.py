@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
@@ -247,7 +247,7 @@ def _query_without_page(request: HttpRequest) -> str:
 CHART = {"width": 960, "height": 220, "left": 36, "bottom": 40, "top": 12}
 
 
-def chart_geometry(weeks: list[dict[str, Any]]) -> dict[str, Any]:
+def chart_geometry(weeks: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Stacked bars per week for the history's SVG chart (the template draws them)."""
     top = max([w["total"] for w in weeks] + [1])
     inner = CHART["height"] - CHART["bottom"] - CHART["top"]

@@ -1,0 +1,390 @@
+"""Reads of deployments: the list, a page, one row, and their shapes (API, CLI, pages).
+
+One shape per use, each built on `DeploymentSummary` (the API's `DeploymentSummaryOut`):
+`DeploymentDetail` adds the plan's groups with their steps (`DeploymentOut`, the deployment
+page), `DeploymentRecord` what `history --json` and `status --json` print, `DeploymentRow` a
+history page's row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypedDict
+
+from django.db.models import QuerySet
+
+from devices.selectors import component_list
+from updates.engine.interface import QUERY_STATES
+from updates.engine.machine import MILESTONES, Progress, RunPhase
+from updates.engine.planner import TargetJson
+from updates.liveness import owner_alive
+from updates.models import Deployment
+from updates.selectors.actors import _actor
+from updates.selectors.steps import (
+    StepRecord,
+    StepReport,
+    deployment_steps,
+    step_record,
+    step_report,
+    step_status,
+)
+
+
+class DeploymentSummary(TypedDict):
+    """One deployment in a line's worth of fields (the API's `DeploymentSummaryOut`)."""
+
+    id: int
+    kind: str
+    status: str
+    reason: str
+    manifest: str
+    actor: dict[str, str]  # kind, name (`_actor`)
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+# Per planned component: what happened, from -> to, and what it runs now. The functional form:
+# "from" is a Python keyword, and the JSON's field name.
+OutcomeReport = TypedDict(
+    "OutcomeReport",
+    {
+        "key": str,
+        "outcome": str,
+        "from": str,
+        "to": str,
+        "version": str,
+        "uncommitted": bool,
+        "failed_in": str | None,
+    },
+)
+
+
+class DeploymentRecord(DeploymentSummary):
+    """What `status --json` (`last`) and `history --json` print of a deployment."""
+
+    components: list[str]
+    created_by: str
+    forced_by: str
+    forced_reason: str
+    outcomes: list[OutcomeReport]
+
+
+class DeploymentHistory(DeploymentRecord):
+    steps: list[StepRecord]
+
+
+class DeploymentComponent(TypedDict):
+    """A component of the detail's groups (`DeploymentComponentOut`), with its steps."""
+
+    key: str
+    component_type: str
+    component_id: str
+    action: str
+    current: str
+    target: str
+    steps: list[StepReport]
+
+
+class DeploymentGroup(TypedDict):
+    order: int | None  # None: steps under names the plan does not know
+    components: list[DeploymentComponent]
+
+
+class DeploymentOptions(TypedDict):
+    stop_before: list[str]
+    exit_on_reboot: bool
+
+
+class DeploymentDetail(DeploymentSummary):
+    """Order groups -> components -> steps (the API's `DeploymentOut`, the deployment page)."""
+
+    components_concerned: list[str]
+    position: dict[str, Any]
+    options: DeploymentOptions
+    requests: list[dict[str, Any]]
+    groups: list[DeploymentGroup]
+
+
+class DeploymentTimeline(DeploymentDetail):
+    running: bool  # a step still runs
+
+
+class DeploymentRow(DeploymentSummary):
+    """A history page's row: the manifest it started from and how long it took."""
+
+    manifest_from: str | None
+    duration_seconds: float | None
+
+
+@dataclass(frozen=True)
+class DeploymentFilter:
+    status: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    manifest: str | None = None
+
+
+# ----- finding deployments -----------------------------------------------------------------------
+
+
+def deployment_in_progress() -> Deployment | None:
+    # The slot is 1 exactly while in progress (a check constraint holds it): a unique-index lookup,
+    # where filtering on the status scans every finished deployment first.
+    return Deployment.objects.select_related("manifest").filter(slot=1).first()
+
+
+def deployment_list(*, limit: int = 50) -> QuerySet[Deployment]:
+    return Deployment.objects.select_related("manifest").order_by("-id")[:limit]
+
+
+def deployment_get(deployment_id: int) -> QuerySet[Deployment]:
+    return Deployment.objects.select_related("manifest").filter(pk=deployment_id)
+
+
+def deployment_find(*, deployment_id: int) -> Deployment | None:
+    return Deployment.objects.select_related("manifest").filter(pk=deployment_id).first()
+
+
+def deployment_status(*, deployment_id: int) -> str | None:
+    return Deployment.objects.filter(pk=deployment_id).values_list("status", flat=True).first()
+
+
+def deployment_last_finished() -> Deployment | None:
+    return Deployment.objects.select_related("manifest").filter(status__in=Deployment.TERMINAL).first()
+
+
+def deployment_page(*, filters: DeploymentFilter, page: int, page_size: int) -> tuple[list[Deployment], int]:
+    """One page of deployments, newest first, and how many match (two queries whatever the size)."""
+    rows = Deployment.objects.select_related("manifest").order_by("-id")
+    if filters.status:
+        rows = rows.filter(status=filters.status)
+    if filters.since:
+        rows = rows.filter(created_at__gte=filters.since)
+    if filters.until:
+        rows = rows.filter(created_at__lt=filters.until)
+    if filters.manifest:
+        rows = rows.filter(manifest__name=filters.manifest)
+    start = (page - 1) * page_size
+    # The heavy JSON columns (plan, position) stay in the database: a list shows none of them.
+    page_rows = list(
+        rows.defer("plan", "position", "manifest__raw", "manifest__topology")[start : start + page_size]
+    )
+    return page_rows, rows.count()
+
+
+def deployment_waits(deployment: Deployment) -> bool:
+    """In progress with nobody running it: stopped, waiting for a reboot, or left running by a
+    dead runner. Only then can it be resumed or rolled back (a queued one waits for its worker)."""
+    if deployment.status not in Deployment.IN_PROGRESS or deployment.status == Deployment.Status.QUEUED:
+        return False
+    return deployment.status != Deployment.Status.RUNNING or not owner_alive(deployment.owner)
+
+
+# ----- the shapes --------------------------------------------------------------------------------
+
+
+def deployment_summary(d: Deployment) -> DeploymentSummary:
+    """One list row (needs `manifest` joined)."""
+    return {
+        "id": d.pk,
+        "kind": d.kind,
+        "status": d.status,
+        "reason": d.reason,
+        "manifest": d.manifest.name,
+        "actor": _actor(d),
+        "created_at": d.created_at,
+        "started_at": d.started_at,
+        "finished_at": d.finished_at,
+    }
+
+
+def deployment_record(d: Deployment) -> DeploymentRecord:
+    """The summary with who and why, and what happened to each component (`history --json`)."""
+    return {
+        **deployment_summary(d),
+        "components": d.components,
+        "created_by": d.created_by,
+        "forced_by": d.forced_by,
+        "forced_reason": d.forced_reason,
+        "outcomes": deployment_components(d),
+    }
+
+
+def history_report(*, limit: int = 50, deployment_id: int | None = None) -> list[DeploymentHistory]:
+    """Past deployments, newest first, each with every interface call (`history --json`)."""
+    deployments = deployment_list(limit=limit) if deployment_id is None else deployment_get(deployment_id)
+    return [
+        {**deployment_record(d), "steps": [step_record(s) for s in deployment_steps(d)]} for d in deployments
+    ]
+
+
+def deployment_detail(d: Deployment) -> DeploymentDetail:
+    """Order groups -> components (from the plan) -> their steps. Steps under names the plan does
+    not know (Identity queries, before a component's ID is known; a run refused while inspecting)
+    come first, in a group of their own (order None)."""
+    steps: dict[str, list[StepReport]] = {}
+    for s in deployment_steps(d):
+        steps.setdefault(s.component, []).append(step_report(s))
+    plan = d.planned()
+    planned = {c["key"]: c for c in plan["components"]} if plan else {}
+    groups: list[DeploymentGroup] = [
+        {"order": order, "components": [_planned(planned[k], steps.pop(k, [])) for k in keys if k in planned]}
+        for order, keys in (plan["groups"] if plan else [])
+    ]
+    if steps:  # Identity queries come first, naming a component by its interface args
+        groups.insert(0, {"order": None, "components": [_unplanned(k, v) for k, v in steps.items()]})
+    return {
+        **deployment_summary(d),
+        "components_concerned": d.components,
+        "position": d.position,
+        "options": {"stop_before": d.stop_before, "exit_on_reboot": d.exit_on_reboot},
+        "requests": d.requests,
+        "groups": groups,
+    }
+
+
+def _planned(c: TargetJson, steps: list[StepReport]) -> DeploymentComponent:
+    return {
+        "key": c["key"],
+        "component_type": c["component_type"],
+        "component_id": c["component_id"],
+        "action": c["action"],
+        "current": c["current"],
+        "target": c["target"],
+        "steps": steps,
+    }
+
+
+def _unplanned(key: str, steps: list[StepReport]) -> DeploymentComponent:
+    ctype, _, cid = key.partition(".")
+    return {
+        "key": key,
+        "component_type": ctype,
+        "component_id": cid,
+        "action": "",
+        "current": "",
+        "target": "",
+        "steps": steps,
+    }
+
+
+def deployment_timeline(deployment: Deployment) -> DeploymentTimeline:
+    """`deployment_detail` with a status per step, and whether a step still runs (the queries
+    that refresh the components after a run are journaled under it after its status is final)."""
+    detail = deployment_detail(deployment)
+    running = False
+    for group in detail["groups"]:
+        for component in group["components"]:
+            for step in component["steps"]:
+                step["status"] = step_status(step)
+                running = running or step["status"] == "running"
+    return {**detail, "running": running}
+
+
+def deployment_rows(deployments: Sequence[Deployment]) -> list[DeploymentRow]:
+    """History rows (`deployment_summary` + the manifest it started from + duration) for one page
+    of deployments: "from" is the last success before each, found with two queries per page."""
+    if not deployments:
+        return []
+    succeeded = Deployment.objects.filter(status=Deployment.Status.SUCCEEDED).order_by("-id")
+    floor = succeeded.filter(pk__lt=min(d.pk for d in deployments)).values_list("pk", flat=True).first()
+    successes = list(
+        succeeded.filter(pk__gte=floor or 0, pk__lt=max(d.pk for d in deployments)).values_list(
+            "pk", "manifest__name"
+        )
+    )
+    rows: list[DeploymentRow] = []
+    for d in deployments:
+        start = d.started_at or d.created_at
+        rows.append(
+            {
+                **deployment_summary(d),
+                "manifest_from": next((name for pk, name in successes if pk < d.pk), None),
+                "duration_seconds": (d.finished_at - start).total_seconds() if d.finished_at else None,
+            }
+        )
+    return rows
+
+
+# ----- what happened to each component -----------------------------------------------------------
+
+
+def deployment_components(deployment: Deployment) -> list[OutcomeReport]:
+    """Per planned component: what happened (installed, rolled back, failed in STATE, skipped, …)
+    and the version it runs now as far as the records tell."""
+    plan = deployment.planned()
+    if plan is None:
+        return []
+    progress: dict[str, dict[str, Any]] = deployment.position.get("progress", {})
+    failed = _failed_states(deployment)
+    answers = {c.key: c for c in component_list()} if _is_latest_finished(deployment) else {}
+    outcomes: list[OutcomeReport] = []
+    for target in plan["components"]:
+        key = target["key"]
+        what, version, uncommitted = _outcome(target, progress.get(key), deployment.status, failed.get(key))
+        refreshed = answers[key].refreshed_at if key in answers else None
+        if refreshed and deployment.finished_at and refreshed >= deployment.finished_at:
+            version = answers[key].version  # its own answer after the end beats our deduction
+        outcomes.append(
+            {
+                "key": key,
+                "outcome": what,
+                "from": target["current"],
+                "to": target["target"],
+                "version": version,
+                "uncommitted": uncommitted,
+                "failed_in": failed.get(key),
+            }
+        )
+    return outcomes
+
+
+def _is_latest_finished(deployment: Deployment) -> bool:
+    """Only the last deployment's components still run what it left (later ones changed them)."""
+    if deployment.status not in Deployment.TERMINAL:
+        return False
+    return Deployment.objects.order_by("-id").values_list("pk", flat=True).first() == deployment.pk
+
+
+def _failed_states(deployment: Deployment) -> dict[str, str]:
+    """The first update state (not a query) that failed, per component."""
+    failed: dict[str, str] = {}
+    for step in deployment_steps(deployment).exclude(state__in=QUERY_STATES):
+        if not step.ok and step.ended_at is not None:
+            failed.setdefault(step.component, step.state)
+    return failed
+
+
+def run_phase(status: str) -> RunPhase:
+    """A deployment status as the engine's `Progress.outcome` needs it."""
+    if status in Deployment.IN_PROGRESS:
+        return "in_progress"
+    return "succeeded" if status == Deployment.Status.SUCCEEDED else "ended"
+
+
+def _outcome(
+    target: TargetJson, progress: dict[str, Any] | None, status: str, failed_in: str | None
+) -> tuple[str, str, bool]:
+    """(what happened, the version it runs, whether that version is uncommitted): the engine's
+    words (`Progress.outcome`), or "skipped" for a component the plan leaves alone."""
+    if target["action"] == "skip":
+        return f"skipped (already {target['current']})", target["current"], False
+    outcome = Progress.from_json(progress).outcome(
+        current=target["current"], target=target["target"], run=run_phase(status), failed_in=failed_in
+    )
+    return outcome.what, outcome.version, outcome.uncommitted
+
+
+def deployment_progress(deployment: Deployment) -> int:
+    """Percent of the installing components' milestones reached (100 once the run has ended)."""
+    if deployment.status not in Deployment.IN_PROGRESS:
+        return 100
+    installing = [c["key"] for c in deployment.plan.get("components", []) if c.get("action") == "install"]
+    if not installing:
+        return 0
+    progress = (deployment.position or {}).get("progress", {})
+    reached = sum(Progress.from_json(progress.get(key)).milestones_reached() for key in installing)
+    return round(100 * reached / (len(installing) * len(MILESTONES)))
