@@ -155,7 +155,7 @@ def _journal(deployment: Deployment) -> None:
     actor = Actor("cli" if deployment.actor_kind == "cli" else "user", deployment.actor_name)
     manifest = {"id": deployment.manifest_id, "name": deployment.manifest.name, "sha256": "0" * 64}
     previous = Deployment.objects.filter(pk__lt=deployment.pk, status="succeeded").order_by("-pk").first()
-    created = {
+    created: dict[str, object] = {
         "status": "queued",
         "kind": deployment.kind,
         "manifest": manifest,
@@ -187,7 +187,7 @@ def _journal(deployment: Deployment) -> None:
         Step.objects.filter(pk=step.pk).update(seal=entry.hash)
     deployment.refresh_from_db()
     kind = "deployment.started" if deployment.status in Deployment.IN_PROGRESS else "deployment.finished"
-    outcome = {
+    outcome: dict[str, object] = {
         "status": deployment.status,
         "reason": deployment.reason,
         "components": list(deployment.components),
