@@ -167,10 +167,10 @@ def test_it_uploads_deploys_streams_and_audits_then_rolls_back_a_failing_update(
     rows = audit(web, viewer)
     assert [r["outcome"] for r in rows] == ["succeeded"] * 3 + ["rolled_back"] * 3
     assert (rows[3]["manifest_from"], rows[3]["manifest_to"]) == ("system-core-v2", "system-core-v3")
-    first, second = rows[:3], rows[3:]
-    assert [r["version_before"] for r in second] == [r["version_after"] for r in first]
-    assert [r["version_after"] for r in second] == [r["version_after"] for r in first]
-    assert second[0]["reason"].startswith("rtos.R456: ArtifactCommit")
+    before, after = rows[:3], rows[3:]
+    assert [r["version_before"] for r in after] == [r["version_after"] for r in before]
+    assert [r["version_after"] for r in after] == [r["version_after"] for r in before]
+    assert after[0]["reason"].startswith("rtos.R456: ArtifactCommit")
 
 
 def test_it_refuses_a_second_deployment_while_one_runs_and_a_rejected_bundle_with_every_reason(
