@@ -16,7 +16,7 @@ import hashlib
 import io
 import json
 import tarfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +30,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey a
 GENESIS = "0" * 64
 VERSION = 1
 ANCHOR_TYPE = "update-orchestrator/journal-anchor/v1"
+# The head row's signature, renewed at every append: its own type, so no anchor signature (kept
+# in the database for good) can be copied onto a head rewound to that anchor's entry.
+HEAD_TYPE = "update-orchestrator/journal-head/v1"
 ARCHIVE_SIG = "archive.sig"
 # The archive ends with the `archive.sig` member (512-byte header, 64-byte signature padded to
 # 512) and the two zero blocks of a tar's end: its last TAIL bytes. Everything before is signed.
@@ -88,8 +91,11 @@ class Break:
     at: str
     what: str
     problem: str
+    row: str = ""  # a row that differs from entry `seq`: "step 42 (deployment 7, rtos.R456 ArtifactCommit)"
 
     def __str__(self) -> str:
+        if self.row:
+            return f"{self.row}: {self.problem}"
         where = f" ({self.at}, {self.what})" if self.at else ""
         return f"entry {self.seq}{where}: {self.problem}"
 
@@ -118,6 +124,25 @@ class Anchor:
 def anchor_message(*, seq: int, hash: str, at: str, key_fingerprint: str) -> bytes:
     """The exact bytes an anchor signs (also the `anchors/<seq>.json` file of an export)."""
     return canonical({"type": ANCHOR_TYPE, "seq": seq, "hash": hash, "at": at, "key": key_fingerprint})
+
+
+def head_message(*, seq: int, hash: str, at: str, key_fingerprint: str) -> bytes:
+    """The exact bytes the head row's signature signs (`at`: the last entry's time)."""
+    return canonical({"type": HEAD_TYPE, "seq": seq, "hash": hash, "at": at, "key": key_fingerprint})
+
+
+@dataclass(frozen=True)
+class SignedHead:
+    """The journal's head row: the last entry's number and hash, signed at every append."""
+
+    seq: int
+    hash: str
+    at: str = ""
+    key_fingerprint: str = ""
+    signature: str = ""
+
+    def message(self) -> bytes:
+        return head_message(seq=self.seq, hash=self.hash, at=self.at, key_fingerprint=self.key_fingerprint)
 
 
 @dataclass
@@ -217,11 +242,21 @@ class ChainChecker:
         )
         return False
 
-    def finish(self, *, head_seq: int | None = None, head_hash: str | None = None) -> Verdict:
-        """The tail and the anchors: a chain cut short is internally consistent, only these see it."""
+    def finish(
+        self, *, head_seq: int | None = None, head_hash: str | None = None, head: SignedHead | None = None
+    ) -> Verdict:
+        """The tail and the anchors: a chain cut short is internally consistent, only these see it.
+
+        `head`: the signed head row. Without the key nobody can make its signature name another
+        entry, so a tail cut off (and the head rewound) or rewritten shows here.
+        """
         v = self.verdict
+        if head is not None:
+            head_seq, head_hash = head.seq, head.hash
         if v.broken is None and head_seq is not None and (head_seq, head_hash) != (v.head_seq, v.head_hash):
             v.broken = _tail_break(v, head_seq, "the journal's head row records entry", head_hash or "")
+        if v.broken is None and head is not None and head.seq > 0:
+            v.broken = self._head_signature_break(head)
         for anchor in sorted(self.anchors.values(), key=lambda a: a.seq):
             if v.broken is not None:
                 break
@@ -237,6 +272,23 @@ class ChainChecker:
                 v.anchors += 1
                 v.last_anchor = anchor.seq
         return v
+
+    def _head_signature_break(self, head: SignedHead) -> Break | None:
+        v = self.verdict
+        if not head.signature:
+            problem = "the journal's head is not signed (its signature was removed)"
+        elif self.public_key is not None and not verify_signature(
+            self.public_key, head.message(), head.signature
+        ):
+            problem = (
+                "the head's signature does not cover this entry: the entries after it were removed "
+                "and the head rewound, or the chain was rewritten, by someone without the signing key"
+            )
+        elif head.at != v.head_at:
+            problem = f"the head was signed for an entry at {head.at}, not this one"
+        else:
+            return None
+        return Break(seq=v.head_seq, at=v.head_at, what="the journal's head", problem=problem)
 
 
 def _gap(expected: int, seq: int, last: int) -> str:
@@ -255,6 +307,104 @@ def _tail_break(v: Verdict, seq: int, source: str, digest: str) -> Break:
         problem=f"missing: the chain ends at entry {v.head_seq} but {source} {seq} "
         f"(hash {digest[:16]}…): {missing} removed from the end",
     )
+
+
+# ----- rows tied to the chain ----------------------------------------------------------------------
+
+# Entry kinds that record a deployment row's status, and the status a kind implies when its data
+# does not name one (entries written before the data carried it).
+DEPLOYMENT_STATUS_KINDS = {
+    "deployment.created": "queued",
+    "deployment.started": "running",
+    "deployment.resumed": "running",
+    "deployment.rollback": "running",
+    "deployment.paused": "",
+    "deployment.finished": "",
+}
+STEP_FIELDS = (
+    "component",
+    "state",
+    "argv",
+    "started_at",
+    "ended_at",
+    "exit_code",
+    "timed_out",
+    "answer",
+    "error",
+)
+EMPTY_SHA256 = sha256_hex(b"")
+
+
+def step_row_problem(row: Mapping[str, Any], body: Mapping[str, Any], *, pruned: bool) -> str | None:
+    """What differs between a step row (times as `iso` strings) and the `step.finished` entry that
+    sealed it, or None. `pruned`: an `audit.pruned` entry names the step, so empty output is expected."""
+    data = body.get("data") if isinstance(body.get("data"), dict) else {}
+    assert isinstance(data, dict)
+    entry = f"journal entry {body.get('seq')}"
+    if body.get("kind") != "step.finished" or data.get("step") != row["id"]:
+        return f"its seal names {entry}, which records {describe(body)}, not this step"
+    if body.get("subject") != f"deployment:{row['deployment_id']}":
+        return f"deployment differs from {entry}"
+    for name in STEP_FIELDS:
+        if row.get(name) != data.get(name):
+            return f"{name} differs from {entry}"
+    for stream in ("stdout", "stderr"):
+        text = str(row.get(stream) or "")
+        if pruned and text == "":
+            continue  # cleared by retention (the `audit.pruned` entry says so)
+        if sha256_hex(text.encode()) != data.get(f"{stream}_sha256"):
+            return f"{stream} differs from {entry} (its SHA-256 is not the recorded one)"
+    return None
+
+
+def step_unsealed_problem(row: Mapping[str, Any]) -> str | None:
+    """A step without a seal is a call still running: anything it says about an end is unproven."""
+    if row.get("ended_at") or row.get("exit_code") is not None or row.get("error") or row.get("answer"):
+        return "it records an end but no journal entry seals it"
+    if row.get("stdout") or row.get("stderr") or row.get("timed_out"):
+        return "it records output but no journal entry seals it"
+    return None
+
+
+def deployment_row_problem(
+    row: Mapping[str, Any], body: Mapping[str, Any], created: Mapping[str, Any] | None
+) -> str | None:
+    """What differs between a deployment row and the entry that sealed its status (and its
+    `deployment.created` entry: manifest, kind, a forced run's reason), or None."""
+    data = body.get("data") if isinstance(body.get("data"), dict) else {}
+    assert isinstance(data, dict)
+    entry = f"journal entry {body.get('seq')}"
+    kind = str(body.get("kind"))
+    if kind not in DEPLOYMENT_STATUS_KINDS or body.get("subject") != f"deployment:{row['id']}":
+        return f"its seal names {entry}, which records {describe(body)}, not this deployment's status"
+    if row["status"] != (data.get("status") or DEPLOYMENT_STATUS_KINDS[kind]):
+        return f"status differs from {entry}"
+    if kind in ("deployment.paused", "deployment.finished"):
+        for name in ("reason", "components"):
+            if row[name] != data.get(name):
+                return f"{name} differs from {entry}"
+    if created is None:
+        return "its deployment.created entry is missing from the journal"
+    recorded = created.get("data") if isinstance(created.get("data"), dict) else {}
+    assert isinstance(recorded, dict)
+    manifest = recorded.get("manifest") if isinstance(recorded.get("manifest"), dict) else {}
+    assert isinstance(manifest, dict)
+    forced = recorded.get("forced") if isinstance(recorded.get("forced"), dict) else {}
+    assert isinstance(forced, dict)
+    expected = {
+        "manifest_id": manifest.get("id"),
+        "kind": recorded.get("kind"),
+        "forced_by": forced.get("by", ""),
+        "forced_reason": forced.get("reason", ""),
+    }
+    for name, value in expected.items():
+        if row[name] != value:
+            return f"{name} differs from journal entry {created.get('seq')}"
+    return None
+
+
+def in_ranges(pk: int, ranges: Iterable[Sequence[int]]) -> bool:
+    return any(first <= pk <= last for first, last in ranges)
 
 
 # ----- keys and signatures ----------------------------------------------------------------------
@@ -377,10 +527,17 @@ def archive_verify(archive: Archive, *, published: Iterable[Anchor] = ()) -> Ver
     return checker.finish()
 
 
+ANCHOR_LOG_PREFIX = "journal anchor "  # audit.services logs every anchor as this and its JSON
+
+
 def anchors_from_jsonl(data: bytes) -> Iterator[Anchor]:
-    """anchors.jsonl of an export: what an auditor keeps ("publishes") to check later exports."""
-    for line in data.splitlines():
-        item = json.loads(line)
+    """anchors.jsonl of an export (what an auditor keeps, "publishes", to check later exports), or
+    the appliance's log lines (text or JSON format, from journald or a syslog server): every line
+    holding an anchor counts, every other line is skipped."""
+    for raw in data.splitlines():
+        item = _anchor_item(raw.decode("utf-8", "replace").strip())
+        if item is None:
+            continue
         yield Anchor(
             seq=int(item["seq"]),
             hash=str(item["hash"]),
@@ -388,6 +545,21 @@ def anchors_from_jsonl(data: bytes) -> Iterator[Anchor]:
             key_fingerprint=str(item["key"]),
             signature=str(item["signature"]),
         )
+
+
+def _anchor_item(text: str) -> dict[str, Any] | None:
+    if text.startswith("{"):
+        item = json.loads(text)
+        if not isinstance(item, dict):
+            return None
+        if "signature" in item:
+            return item  # a line of anchors.jsonl
+        text = str(item.get("message", ""))  # a JSON log line
+    start = text.find(ANCHOR_LOG_PREFIX)
+    if start < 0:
+        return None
+    found = json.loads(text[start + len(ANCHOR_LOG_PREFIX) :])
+    return found if isinstance(found, dict) else None
 
 
 def _bodies(lines: Iterable[bytes]) -> Iterator[dict[str, Any]]:

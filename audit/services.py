@@ -7,6 +7,8 @@ transaction of the change it records, so the change and its entry commit (or van
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -16,12 +18,15 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit import chain as auditchain
-from audit.keys import signing_key
+from audit.keys import key_path, signing_key
 from updates.actors import Actor
 from updates.models import JournalAnchor, JournalEntry, JournalHead, Step
 
 # Entries that close a deployment: the head is signed right after each (issue 11, "anchors").
 DEPLOYMENT_ENDS = ("deployment.finished",)
+# Every anchor is also a log line (journald, a remote syslog): a copy of the signed head outside
+# the database, which `audit verify --anchors FILE` takes back (docs/audit.md).
+log = logging.getLogger("orchestrator.audit")
 
 
 def journal_append(
@@ -38,8 +43,29 @@ def journal_append(
     with transaction.atomic():
         entry = _append(kind, actor, subject, data or {})
         entry.save(force_insert=True)
-        JournalHead.objects.filter(pk=1).update(seq=entry.seq, hash=entry.hash)
+        _head_write(entry)
     return entry
+
+
+def _head_write(entry: JournalEntry) -> None:
+    """Move the head to `entry` and sign it (Ed25519, tens of microseconds: docs/audit.md)."""
+    private, fingerprint = _signer(key_path())
+    at = auditchain.iso(entry.at)
+    message = auditchain.head_message(seq=entry.seq, hash=entry.hash, at=at, key_fingerprint=fingerprint)
+    JournalHead.objects.filter(pk=1).update(
+        seq=entry.seq,
+        hash=entry.hash,
+        at=at,
+        key_fingerprint=fingerprint,
+        signature=auditchain.sign(private, message),
+    )
+
+
+@functools.cache
+def _signer(path: object) -> tuple[auditchain.Ed25519PrivateKey, str]:
+    """The key and its fingerprint, once per key file (the path keys the cache: tests move it)."""
+    private = signing_key()
+    return private, auditchain.key_fingerprint(private.public_key())
 
 
 def _append(kind: str, actor: Actor | None, subject: str, data: dict[str, object]) -> JournalEntry:
@@ -103,8 +129,7 @@ def journal_batch() -> Iterator[None]:
         yield
         if _batch.entries:
             JournalEntry.objects.bulk_create(_batch.entries)
-            seq, digest = _batch.head or (0, "")
-            JournalHead.objects.filter(pk=1).update(seq=seq, hash=digest)
+            _head_write(_batch.entries[-1])  # one signature per batch
     finally:
         _batch.entries, _batch.head = None, None
 
@@ -125,7 +150,30 @@ def anchor_create(*, seq: int, digest: str) -> JournalAnchor:
             "signature": auditchain.sign(private, message),
         },
     )
+    # Logged once committed: a rolled-back anchor must not reach the log copy.
+    transaction.on_commit(
+        functools.partial(
+            _anchor_log,
+            auditchain.Anchor(
+                seq=anchor.seq,
+                hash=anchor.hash,
+                at=auditchain.iso(anchor.at),
+                key_fingerprint=anchor.key_fingerprint,
+                signature=anchor.signature,
+            ),
+        )
+    )
     return anchor
+
+
+def _anchor_log(anchor: auditchain.Anchor) -> None:
+    """One INFO line per anchor, the anchor's JSON at its end (what `--anchors FILE` reads back)."""
+    line = auditchain.canonical(anchor.as_json()).decode()
+    log.info(
+        "journal anchor %s",
+        line,
+        extra={"seq": anchor.seq, "hash": anchor.hash, "signature": anchor.signature},
+    )
 
 
 def anchor_head() -> JournalAnchor | None:

@@ -18,6 +18,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -33,9 +34,13 @@ def main() -> None:
         import django
 
         django.setup()
+        from types import SimpleNamespace
+
         from updates import step_journal as journal
 
-        real, off = journal.step_journal, lambda *args, **kwargs: None
+        # Without the journal: the row gets an empty seal, nothing is appended or signed.
+        real = journal.step_journal
+        off: Any = lambda *args, **kwargs: SimpleNamespace(hash="")  # noqa: E731
         runs: dict[bool, list[float]] = {True: [], False: []}
         for _ in range(3):  # alternated, so a busy moment of the machine hits both alike
             for on in (True, False):

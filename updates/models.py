@@ -109,6 +109,9 @@ class Deployment(models.Model):
     bundle = models.ForeignKey(
         "Bundle", null=True, blank=True, on_delete=models.PROTECT, related_name="deployments"
     )
+    # The hash of the journal entry that recorded the row's current status (docs/audit.md,
+    # "Rows tied to the chain"): `audit verify` checks the row against that entry.
+    seal = models.CharField(max_length=64, blank=True)
 
     class Meta:
         ordering = ["-id"]
@@ -150,6 +153,7 @@ class Step(models.Model):
     error = models.TextField(blank=True)
     stdout = models.TextField(blank=True)
     stderr = models.TextField(blank=True)
+    seal = models.CharField(max_length=64, blank=True)  # hash of its `step.finished` entry
 
     class Meta:
         ordering = ["id"]
@@ -302,7 +306,7 @@ class JournalEntry(models.Model):
     seq = models.BigIntegerField(primary_key=True)  # 1, 2, 3, … without gaps: the entry's number
     # Unique: two writers that read the same head cannot both append after it (no fork).
     prev_hash = models.CharField(max_length=64, unique=True)
-    hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64, db_index=True)  # rows' `seal` name their entry by it
     at = models.DateTimeField()
     kind = models.CharField(max_length=60)
     actor = models.JSONField(null=True)  # {"kind": user|token|webhook|cli|system, "name", …}
@@ -327,6 +331,11 @@ class JournalHead(models.Model):
 
     seq = models.BigIntegerField(default=0)
     hash = models.CharField(max_length=64)
+    # Signed at every append (audit.chain.head_message): a head rewound or a tail rewritten by
+    # someone without the key no longer matches its signature.
+    at = models.CharField(max_length=40, blank=True)  # the last entry's time, as signed
+    key_fingerprint = models.CharField(max_length=64, blank=True)
+    signature = models.CharField(max_length=128, blank=True)
 
     class Meta:
         db_table = "journal_head"

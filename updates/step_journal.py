@@ -29,7 +29,7 @@ from audit.services import journal_append, journal_batch
 from updates.engine.interface import QUERY_STATES, CallResult
 from updates.engine.machine import RunState
 from updates.logcontext import current_call
-from updates.models import Deployment, Step, StepEvent
+from updates.models import Deployment, JournalEntry, Step, StepEvent
 
 T = TypeVar("T")
 EXCERPT = 16 * 1024
@@ -162,9 +162,10 @@ class DbJournal:
         call = self._calls.pop(step)
 
         def update() -> None:
-            # The step row and its journal entry commit together (issue 11), in the same batch.
-            _step_finish(self.deployment_id, step, fields)
-            step_journal(self.deployment_id, step, call, fields)
+            # The step row and its journal entry commit together (issue 11), in the same batch;
+            # the row keeps the entry's hash (its seal), which `audit verify` checks it against.
+            entry = step_journal(self.deployment_id, step, call, fields)
+            _step_finish(self.deployment_id, step, {**fields, "seal": entry.hash})
 
         self._write(update)
         _log_finished(call, fields)
@@ -181,12 +182,12 @@ class _Call:
     started: float  # monotonic, for the echoed duration
 
 
-def step_journal(deployment_id: int, step: int, call: _Call, fields: dict[str, object]) -> None:
+def step_journal(deployment_id: int, step: int, call: _Call, fields: dict[str, object]) -> JournalEntry:
     """The journal entry of a finished step: what ran, how it ended, and digests of its output
     (the output itself stays in the step row, which retention may clear; the digests stay)."""
     ended = fields["ended_at"]
     assert isinstance(ended, datetime)
-    journal_append(
+    return journal_append(
         kind="step.finished",
         actor=None,
         subject=f"deployment:{deployment_id}",
@@ -220,7 +221,8 @@ def step_journal_row(step: Step) -> None:
         "stdout": step.stdout,
         "stderr": step.stderr,
     }
-    step_journal(step.deployment_id, step.pk, call, fields)
+    entry = step_journal(step.deployment_id, step.pk, call, fields)
+    Step.objects.filter(pk=step.pk).update(seal=entry.hash)
 
 
 def _succeeded(fields: dict[str, object]) -> bool:

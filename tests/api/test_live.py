@@ -139,16 +139,16 @@ def test_it_uploads_deploys_streams_and_audits_then_rolls_back_a_failing_update(
     log = web.request("GET", f"/deployments/{first}/steps/{step['id']}/log", token=viewer)
     assert log.status == 200 and log.json()["state"] == step["state"]
 
-    (row,) = audit(web, viewer)
-    assert (row["actor_kind"], row["actor"], row["manifest_to"], row["outcome"]) == (
-        "token",
-        "operator/ci",
-        "system-core-v2",
-        "succeeded",
-    )
-    assert row["versions_before"] == "gateway.G13=gateway-v1 rtos.R998=rtos-v1 rtos.R456=rtos-v1"
-    assert row["versions_after"] == "gateway.G13=gateway-v2 rtos.R998=rtos-v2 rtos.R456=rtos-v2"
-    assert len(row["bundle_sha256"]) == 64
+    rows = audit(web, viewer)  # one row per deployment and component, from the journal
+    assert {(r["actor"], r["manifest_to"], r["outcome"]) for r in rows} == {
+        ("token operator/ci", "system-core-v2", "succeeded")
+    }
+    assert {r["component"]: (r["version_before"], r["version_after"]) for r in rows} == {
+        "gateway.G13": ("gateway-v1", "gateway-v2"),
+        "rtos.R998": ("rtos-v1", "rtos-v2"),
+        "rtos.R456": ("rtos-v1", "rtos-v2"),
+    }
+    assert all(len(r["bundle_sha256"]) == 64 for r in rows)
 
     system.fail("R456", "ArtifactCommit")
     second = deploy(web, system, 3, operator)
@@ -165,10 +165,12 @@ def test_it_uploads_deploys_streams_and_audits_then_rolls_back_a_failing_update(
     assert system.versions() == V2
 
     rows = audit(web, viewer)
-    assert [r["outcome"] for r in rows] == ["succeeded", "rolled_back"]
-    assert (rows[1]["manifest_from"], rows[1]["manifest_to"]) == ("system-core-v2", "system-core-v3")
-    assert rows[1]["versions_before"] == rows[0]["versions_after"] == rows[1]["versions_after"]
-    assert rows[1]["reason"].startswith("rtos.R456: ArtifactCommit")
+    assert [r["outcome"] for r in rows] == ["succeeded"] * 3 + ["rolled_back"] * 3
+    assert (rows[3]["manifest_from"], rows[3]["manifest_to"]) == ("system-core-v2", "system-core-v3")
+    before, after = rows[:3], rows[3:]
+    assert [r["version_before"] for r in after] == [r["version_after"] for r in before]
+    assert [r["version_after"] for r in after] == [r["version_after"] for r in before]
+    assert after[0]["reason"].startswith("rtos.R456: ArtifactCommit")
 
 
 def test_it_refuses_a_second_deployment_while_one_runs_and_a_rejected_bundle_with_every_reason(

@@ -6,6 +6,8 @@ PostgreSQL pass of .ci/run), as an attacker with database access would.
 
 from __future__ import annotations
 
+import csv
+import io
 import itertools
 import json
 import os
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from audit import chain as auditchain
 from tests.integration.conftest import ROOT, DemoSystem
@@ -138,9 +141,12 @@ def test_a_rewritten_chain_fails_against_the_signed_anchors(demo: DemoSystem, tm
     assert re.match(
         rf"^journal BROKEN at entry {first_anchor} .*does not match the anchor signed at", result.stdout
     )
-    # Even with every anchor removed from the appliance, the published ones still catch it.
+    # Every anchor removed from the appliance: the head's signature (which needs the key) still
+    # catches it, and so do the published anchors.
     sql(demo, "DELETE FROM journal_anchor")
-    assert verify(demo).returncode == 0  # (what the database alone can still prove)
+    result = verify(demo)
+    assert result.returncode == 1
+    assert "the head's signature does not cover this entry" in result.stdout
     result = verify(demo, "--anchors", str(published))
     assert result.returncode == 1
     assert f"BROKEN at entry {first_anchor} " in result.stdout
@@ -220,6 +226,130 @@ def test_two_processes_appending_at_once_never_fork_the_chain(demo: DemoSystem, 
     assert {n for n in range(before + 1, before + 301) if n % 50 == 0} <= anchored  # every 50 entries
 
 
+# ----- the rows people read, and the head, sealed to the chain (issue 24) ---------------------------
+
+
+def _failed_step(demo: DemoSystem) -> tuple[int, int, int]:
+    """(step id, deployment id, seq of its entry) of R456's failed ArtifactCommit."""
+    step, deployment, seal = sql(
+        demo,
+        "SELECT id, deployment_id, seal FROM updates_step WHERE component = 'rtos.R456' "
+        "AND state = 'ArtifactCommit' AND exit_code = 1",
+    )[0]
+    (seq,) = sql(demo, "SELECT seq FROM journal WHERE hash = ?", seal)[0]
+    return int(step), int(deployment), int(seq)
+
+
+def test_an_untampered_journal_and_its_rows_verify(demo: DemoSystem) -> None:
+    walk(demo)
+    unsealed = sql(demo, "SELECT COUNT(*) FROM updates_step WHERE seal = ''")[0][0]
+    assert unsealed == 0
+    assert sql(demo, "SELECT COUNT(*) FROM updates_deployment WHERE seal = ''")[0][0] == 0
+    (signature,) = sql(demo, "SELECT signature FROM journal_head WHERE id = 1")[0]
+    assert len(signature) == 128
+    result = verify(demo)
+    assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("exit_code", "0"), ("stdout", "'all good'")],
+    ids=["exit-code", "output"],
+)
+def test_an_edited_step_row_fails_verify_naming_the_row_and_its_entry(
+    demo: DemoSystem, column: str, value: str
+) -> None:
+    walk(demo)
+    step, deployment, seq = _failed_step(demo)
+    sql(demo, f"UPDATE updates_step SET {column} = {value} WHERE id = ?", step)
+    result = verify(demo)
+    assert result.returncode == 1
+    expected = (
+        f"journal BROKEN at step {step} (deployment {deployment}, rtos.R456 ArtifactCommit): "
+        f"{column} differs from journal entry {seq}"
+    )
+    assert result.stdout.startswith(expected), result.stdout
+
+
+def test_an_edited_deployment_status_fails_verify_naming_the_row(demo: DemoSystem) -> None:
+    walk(demo)
+    (seal,) = sql(demo, "SELECT seal FROM updates_deployment WHERE id = 2")[0]
+    (seq,) = sql(demo, "SELECT seq FROM journal WHERE hash = ?", seal)[0]
+    sql(demo, "UPDATE updates_deployment SET status = 'succeeded' WHERE id = 2")
+    result = verify(demo)
+    assert result.returncode == 1
+    assert result.stdout.startswith(
+        f"journal BROKEN at deployment 2: status differs from journal entry {seq}"
+    )
+
+
+def test_a_cut_tail_with_the_head_rewound_fails_verify(demo: DemoSystem) -> None:
+    walk(demo)
+    last = head(demo)
+    cut = last - 3
+    sql(demo, "DELETE FROM journal WHERE seq > ?", cut)
+    (digest,) = sql(demo, "SELECT hash FROM journal WHERE seq = ?", cut)[0]
+    sql(demo, "UPDATE journal_head SET seq = ?, hash = ? WHERE id = 1", cut, digest)
+    result = verify(demo)
+    assert result.returncode == 1
+    assert result.stdout.startswith(f"journal BROKEN at entry {cut} ("), result.stdout
+    assert "the head's signature does not cover this entry" in result.stdout
+
+
+def test_entries_rewritten_after_the_last_anchor_fail_verify(demo: DemoSystem) -> None:
+    walk(demo)
+    anchored = int(sql(demo, "SELECT MAX(seq) FROM journal_anchor")[0][0])
+    # After the last anchor (deployment 2's end): a housekeeping run appends a few more entries.
+    assert demo.run("audit", "prune", "--before", "2000-01-01").returncode == 0
+    assert head(demo) > anchored
+    _rewrite_from(demo, head(demo))  # every hash and the head's hash recomputed
+    result = verify(demo)
+    assert result.returncode == 1
+    assert result.stdout.startswith(f"journal BROKEN at entry {head(demo)} ("), result.stdout
+    assert "the head's signature does not cover this entry" in result.stdout
+
+
+def test_the_anchor_log_lines_are_taken_back_by_verify(demo: DemoSystem, tmp_path: Path) -> None:
+    """Each anchor is an INFO line of `orchestrator.audit` on stderr (journald): with those lines
+    kept elsewhere, a cut back to before an anchor is caught even with the key in hand."""
+    demo.env["LOG_LEVEL"] = "INFO"
+    result = demo.install("manifest-v2.yaml")
+    assert result.returncode == 0
+    lines = [line for line in result.stderr.splitlines() if " orchestrator.audit " in line]
+    assert lines and all("journal anchor {" in line for line in lines), result.stderr
+    kept = tmp_path / "journal.log"
+    kept.write_text(result.stderr)
+    anchor = json.loads(lines[-1].split("journal anchor ", 1)[1])
+    assert anchor["seq"] <= head(demo) and len(anchor["signature"]) == 128
+    assert verify(demo, "--anchors", str(kept)).returncode == 0
+    # Root on the appliance: cut the entries from before the anchor on, drop every anchor row and
+    # re-sign the rewound head with the appliance's own key.
+    cut = anchor["seq"] - 2
+    sql(demo, "DELETE FROM journal WHERE seq > ?", cut)
+    sql(demo, "DELETE FROM journal_anchor")
+    digest, at = sql(demo, "SELECT hash, at FROM journal WHERE seq = ?", cut)[0]
+    key = serialization.load_pem_private_key(
+        (demo.datastore / "audit" / "journal-signing-key.pem").read_bytes(), password=None
+    )
+    assert isinstance(key, auditchain.Ed25519PrivateKey)
+    fingerprint, at = auditchain.key_fingerprint(key.public_key()), auditchain.iso(_dt(at))
+    message = auditchain.head_message(seq=cut, hash=digest, at=at, key_fingerprint=fingerprint)
+    sql(
+        demo,
+        "UPDATE journal_head SET seq = ?, hash = ?, at = ?, key_fingerprint = ?, signature = ? WHERE id = 1",
+        cut,
+        digest,
+        at,
+        fingerprint,
+        auditchain.sign(key, message),
+    )
+    # (The database alone still notices here only because deployment 1's seal names a removed
+    # entry: a careful attacker re-points it too.) The log copy catches the cut whatever the rows say.
+    result = verify(demo, "--anchors", str(kept))
+    assert result.returncode == 1
+    assert f"an anchor signed at {anchor['at']} covers entry {anchor['seq']}" in result.stdout
+
+
 # ----- reports ------------------------------------------------------------------------------------
 
 
@@ -257,11 +387,25 @@ def _iso(text: str) -> str:
 
 def test_the_report_as_csv_and_printable_html(demo: DemoSystem) -> None:
     walk(demo)
-    csv_text = demo.run("audit", "report", "--format", "csv").stdout
-    lines = csv_text.splitlines()
+    rows = list(csv.DictReader(io.StringIO(demo.run("audit", "report", "--format", "csv").stdout)))
+    # One row per deployment and component: versions before and after, from the journal.
+    assert [(r["deployment"], r["component"], r["version_before"], r["version_after"]) for r in rows] == [
+        ("1", "gateway.G13", "gateway-v1", "gateway-v2"),
+        ("1", "rtos.R998", "rtos-v1", "rtos-v2"),
+        ("1", "rtos.R456", "rtos-v1", "rtos-v2"),
+        ("2", "gateway.G13", "gateway-v2", "gateway-v2"),
+        ("2", "rtos.R998", "rtos-v2", "rtos-v2"),
+        ("2", "rtos.R456", "rtos-v2", "rtos-v2"),
+    ]
+    assert {(r["manifest_from"], r["manifest_to"], r["outcome"]) for r in rows} == {
+        ("", "system-core-v2", "succeeded"),
+        ("system-core-v2", "system-core-v3", "rolled_back"),
+    }
+    assert all(r["actor"].endswith(" (command line)") and r["bundle_sha256"] == "" for r in rows)
+    assert rows[3]["reason"].startswith("rtos.R456: ArtifactCommit")
     steps = sum(len(d["steps"]) for d in json.loads(demo.run("history", "--json").stdout))
-    assert len(lines) == 1 + steps
-    assert lines[0].startswith("deployment,created_at,actor,manifest_from,manifest_to,bundle_sha256,outcome,")
+    step_rows = demo.run("audit", "report", "--format", "steps-csv").stdout.splitlines()
+    assert len(step_rows) == 1 + steps and step_rows[0].startswith("deployment,entry,step,component,state,")
     html = demo.run("audit", "report", "--format", "html").stdout
     assert "@media print" in html and html.count('<section class="deployment">') == 2
     assert "rtos.R456" in html and "rolled_back" in html
@@ -342,7 +486,11 @@ def test_the_retention_policy_prunes_only_what_is_older(demo: DemoSystem) -> Non
     kept = sql(demo, "SELECT COUNT(*) FROM updates_step WHERE id >= ? AND stdout <> ''", first)[0][0]
     cleared = sql(demo, "SELECT COUNT(*) FROM updates_step WHERE deployment_id = 1 AND stdout <> ''")[0][0]
     assert (cleared, kept > 0) == (0, True)
-    assert verify(demo).returncode == 0
+    # The backdating above is itself an edit of sealed rows, and verify names it; the cleared
+    # output (recorded by `audit.pruned`) is not what it complains about.
+    result = verify(demo)
+    assert result.returncode == 1
+    assert re.match(r"^journal BROKEN at step \d+ \(deployment 1, .*\): ended_at differs", result.stdout)
     assert demo.run("audit", "prune", "--policy").stdout.startswith("cleared the output of 0 steps")
 
 

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from accounts import services
 from accounts.models import Role
+from audit.chain import iso, sha256_hex
 from tests.integration.conftest import DemoSystem, build_demo, migrated_db
 from tests.worker.conftest import (
     _configure_producer,
@@ -139,7 +140,61 @@ def deployment_record(
                 ended_at=start,
                 exit_code=0,
             )
+    _journal(deployment)
     return deployment
+
+
+def _journal(deployment: Deployment) -> None:
+    """The journal entries a run leaves for these rows (the audit reads the journal), each row
+    sealed with its entry as the services do."""
+    from audit.services import journal_append
+    from updates.actors import Actor
+    from updates.selectors import component_versions
+
+    subject = f"deployment:{deployment.pk}"
+    actor = Actor("cli" if deployment.actor_kind == "cli" else "user", deployment.actor_name)
+    manifest = {"id": deployment.manifest_id, "name": deployment.manifest.name, "sha256": "0" * 64}
+    previous = Deployment.objects.filter(pk__lt=deployment.pk, status="succeeded").order_by("-pk").first()
+    created: dict[str, object] = {
+        "status": "queued",
+        "kind": deployment.kind,
+        "manifest": manifest,
+        "from": {"id": previous.manifest_id, "name": previous.manifest.name} if previous else None,
+        "bundle": None,
+        "forced": None,
+    }
+    journal_append(kind="deployment.created", actor=actor, subject=subject, data=created)
+    journal_append(
+        kind="deployment.planned", actor=None, subject=subject, data={"components": PLAN["components"]}
+    )
+    for step in deployment.steps.order_by("id"):
+        data = {
+            "step": step.pk,
+            "component": step.component,
+            "state": step.state,
+            "argv": step.argv,
+            "started_at": iso(step.started_at),
+            "ended_at": iso(step.ended_at) if step.ended_at else None,
+            "duration_ms": 0,
+            "exit_code": step.exit_code,
+            "timed_out": False,
+            "answer": "",
+            "error": step.error,
+            "stdout_sha256": sha256_hex(step.stdout.encode()),
+            "stderr_sha256": sha256_hex(b""),
+        }
+        entry = journal_append(kind="step.finished", actor=None, subject=subject, data=data)
+        Step.objects.filter(pk=step.pk).update(seal=entry.hash)
+    deployment.refresh_from_db()
+    kind = "deployment.started" if deployment.status in Deployment.IN_PROGRESS else "deployment.finished"
+    outcome: dict[str, object] = {
+        "status": deployment.status,
+        "reason": deployment.reason,
+        "components": list(deployment.components),
+        "versions": component_versions(deployment),
+    }
+    entry = journal_append(kind=kind, actor=None, subject=subject, data=outcome)
+    Deployment.objects.filter(pk=deployment.pk).update(seal=entry.hash)
 
 
 def _position(status: str) -> dict[str, Any]:

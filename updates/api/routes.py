@@ -7,8 +7,6 @@ calls one service or selector. Domain errors become HTTP answers in one table
 
 from __future__ import annotations
 
-import csv
-import io
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Generic, Literal, TypedDict, TypeVar, cast
@@ -25,7 +23,7 @@ from updates import selectors
 from updates.api.events import event_stream
 from updates.api.schemas import (
     AcceptedOut,
-    AuditRowOut,
+    AuditDeploymentOut,
     BundleOut,
     BundlePageOut,
     DeploymentIn,
@@ -227,7 +225,7 @@ def _last_event_id(request: HttpRequest) -> int:
 class AuditIn(Schema):
     since: datetime | None = None
     until: datetime | None = None
-    format: Literal["json", "csv"] = "json"
+    format: Literal["json", "csv", "steps-csv"] = "json"
 
 
 class AuditVerifyOut(Schema):
@@ -248,15 +246,16 @@ def audit_verify(request: HttpRequest) -> Any:
     return journal.audit_verify().as_json()
 
 
-@router.get("/audit", response=list[AuditRowOut])
+@router.get("/audit", response=list[AuditDeploymentOut])
 def audit(request: HttpRequest, query: Query[AuditIn]) -> Any:
-    rows = selectors.audit_rows(since=query.since, until=query.until)
+    """The journal's record of each deployment (docs/audit.md): JSON, or the audit CSV (one row
+    per deployment and component; `steps-csv`: one row per step)."""
+    report = journal.audit_report(since=query.since, until=query.until, verify=False)
     if query.format == "json":
-        return rows
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(selectors.AUDIT_CSV_COLUMNS)
-    writer.writerows(selectors.audit_csv_record(r) for r in rows)
-    response = HttpResponse(out.getvalue(), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = 'attachment; filename="audit.csv"'
+        return report["deployments"]
+    response = HttpResponse(
+        journal.report_csv(report, steps=query.format == "steps-csv"), content_type="text/csv; charset=utf-8"
+    )
+    name = "audit-steps.csv" if query.format == "steps-csv" else "audit.csv"
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
     return response

@@ -237,23 +237,29 @@ class StepLogOut(Out):
     stderr: str
 
 
-class AuditBundleOut(Out):
+class AuditComponentOut(Out):
+    key: str
+    action: str
+    before: str
+    target: str
+    after: str
+
+
+class AuditDeploymentOut(Out):
+    """One deployment as the audit journal records it (`audit.reports.audit_report`)."""
+
     id: int
-    sha256: str
-    signers: list[str]
-
-
-class AuditRowOut(Out):
-    deployment: int
-    actor_kind: str
-    actor: str
+    created_at: str
+    ended_at: str | None
+    actor: dict[str, Any] | None
+    actor_text: str
+    kind: str | None
+    manifest_from: dict[str, Any] | None
+    manifest_to: dict[str, Any]
+    bundle: dict[str, Any] | None  # id, sha256, filename, artifacts (sha256, signer), signers
+    forced: dict[str, Any] | None  # by, reason
+    components: list[AuditComponentOut]
     requests: list[dict[str, Any]]
-    manifest_from: str | None
-    manifest_to: str
-    outcome: str
-    reason: str
-    started_at: datetime
-    duration_seconds: float | None
-    versions_before: dict[str, str]
-    versions_after: dict[str, str]
-    bundle: AuditBundleOut | None
+    steps: list[dict[str, Any]]
+    outcome: dict[str, Any]  # status, reason
+    entries: list[int]  # the first and last journal entry

@@ -20,7 +20,7 @@ from audit.export import audit_export
 from audit.keys import signing_key
 from updates.actors import actor_of_command_line
 
-FORMATS = ("json", "csv", "html")
+FORMATS = ("json", "csv", "steps-csv", "html")
 
 
 def register(sub: Any) -> None:
@@ -30,7 +30,11 @@ def register(sub: Any) -> None:
     verify = commands.add_parser("verify", help="check the journal's hash chain and signed anchors")
     verify.add_argument("--export", type=Path, dest="export_file", help="check an exported archive offline")
     verify.add_argument("--public-key", type=Path, help="the published public key (PEM) to check against")
-    verify.add_argument("--anchors", type=Path, help="published anchors (anchors.jsonl of an earlier export)")
+    verify.add_argument(
+        "--anchors",
+        type=Path,
+        help="anchors kept elsewhere: anchors.jsonl of an earlier export, or the orchestrator.audit log lines",
+    )
     verify.add_argument("--json", action="store_true")
     verify.set_defaults(handler=cmd_verify)
 
@@ -107,8 +111,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     report = audit.audit_report(since=args.since, until=args.until)
     if args.format == "json":
         text = json.dumps(report, indent=2)
-    elif args.format == "csv":
-        text = audit.report_csv(report)
+    elif args.format in ("csv", "steps-csv"):
+        text = audit.report_csv(report, steps=args.format == "steps-csv")
     else:
         text = audit.report_html(report)
     if args.output:

@@ -163,7 +163,13 @@ def deployment_execute(*, deployment_id: int, echo: Echo | None = None) -> Deplo
             status=Deployment.Status.RUNNING, owner=owner_token(), started_at=timezone.now()
         )
         if claimed == 1:
-            journal_append(kind="deployment.started", actor=None, subject=f"deployment:{deployment_id}")
+            entry = journal_append(
+                kind="deployment.started",
+                actor=None,
+                subject=f"deployment:{deployment_id}",
+                data={"status": Deployment.Status.RUNNING},
+            )
+            Deployment.objects.filter(pk=deployment_id).update(seal=entry.hash)
     deployment = Deployment.objects.select_related("manifest").get(pk=deployment_id)
     if claimed != 1:
         return deployment
@@ -223,13 +229,14 @@ def _deployment_queue(
                 bundle=bundle,
             )
             deployment.work_dir = str(env.work_root / str(deployment.pk))
-            deployment.save(update_fields=["work_dir"])
-            journal_append(
+            entry = journal_append(
                 kind="deployment.created",
                 actor=actor,
                 subject=f"deployment:{deployment.pk}",
                 data=_created_record(deployment),
             )
+            deployment.seal = entry.hash  # the row names the entry that recorded it (docs/audit.md)
+            deployment.save(update_fields=["work_dir", "seal"])
     except IntegrityError:
         raise _busy() from None
     return deployment
@@ -240,6 +247,7 @@ def _created_record(deployment: Deployment) -> dict[str, object]:
     pointers = selectors.active_manifests()
     active = pointers.active if pointers else None
     return {
+        "status": deployment.status,
         "kind": deployment.kind,
         "options": {"stop_before": deployment.stop_before, "exit_on_reboot": deployment.exit_on_reboot},
         "manifest": _manifest_record(deployment.manifest),
@@ -396,7 +404,7 @@ def _journal_outcome(deployment: Deployment) -> None:
     """`deployment.finished` when it ended (the head gets signed), `deployment.paused` when it
     stopped or waits for a reboot."""
     ended = deployment.finished_at is not None
-    journal_append(
+    entry = journal_append(
         kind="deployment.finished" if ended else "deployment.paused",
         actor=None,
         subject=f"deployment:{deployment.pk}",
@@ -405,8 +413,12 @@ def _journal_outcome(deployment: Deployment) -> None:
             "reason": deployment.reason,
             "components": list(deployment.components),
             "phase": deployment.position.get("phase", ""),
+            # What each component runs now, by the run's records: the report's "after".
+            "versions": selectors.component_versions(deployment),
         },
     )
+    deployment.seal = entry.hash
+    Deployment.objects.filter(pk=deployment.pk).update(seal=entry.hash)
 
 
 def _machine_options(
@@ -621,12 +633,18 @@ def _deployment_takeover(
         ).update(owner=owner_token(), status=Deployment.Status.RUNNING)
         if claimed != 1:
             raise BusyError(f"deployment {deployment.pk} was just claimed by another process")
-        journal_append(
+        entry = journal_append(
             kind=kind,
             actor=actor,
             subject=f"deployment:{deployment.pk}",
-            data={**request, "status_before": deployment.status, "after_crash": crashed},
+            data={
+                **request,
+                "status": Deployment.Status.RUNNING,
+                "status_before": deployment.status,
+                "after_crash": crashed,
+            },
         )
+        Deployment.objects.filter(pk=deployment.pk).update(seal=entry.hash)
     deployment.refresh_from_db()
     return crashed
 

@@ -3,7 +3,6 @@ the REST API calls (issue #9). Nothing is computed here but what a page needs to
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime, time, timedelta
@@ -22,7 +21,7 @@ from django.views.decorators.http import require_GET, require_POST
 from accounts import selectors as accounts_selectors
 from accounts import services as accounts_services
 from accounts.models import Role
-from audit.reports import audit_verify
+from audit.reports import audit_report, audit_verify, report_csv
 from updates import selectors
 from updates.api.uploads import UploadIncomplete, UploadTooLarge
 from updates.engine.errors import OrchestratorError
@@ -284,32 +283,27 @@ def chart_geometry(weeks: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 @require_GET
 @role_required(Role.VIEWER)
 def audit(request: HttpRequest) -> HttpResponse:
-    """The printable report, or the same rows as the API's CSV / JSON download."""
+    """The printable report, or the same journal record as the API's CSV / JSON download."""
     form = PeriodForm(request.GET)
     if not form.is_valid():
         return render(request, "updates/audit.html", {"form": form, "rows": []}, status=400)
     period = _period(form.cleaned_data)
     fmt = request.GET.get("format", "")
-    if fmt == "csv":
-        return audit_csv(selectors.audit_rows(**period))
+    report = audit_report(**period, verify=False)
+    if fmt in ("csv", "steps-csv"):
+        steps = fmt == "steps-csv"
+        body = report_csv(report, steps=steps)
+        response = HttpResponse(body, content_type="text/csv; charset=utf-8")
+        return _attachment(response, "audit-steps.csv" if steps else "audit.csv")
     if fmt == "json":
-        body = json.dumps(selectors.audit_rows(**period), cls=DjangoJSONEncoder, indent=1)
+        body = json.dumps(report["deployments"], cls=DjangoJSONEncoder, indent=1)
         return _attachment(HttpResponse(body, content_type="application/json"), "audit.json")
-    rows = selectors.audit_report(**period)
     # Checking the chain reads every journal entry: on request, not on every visit.
     journal = audit_verify() if request.GET.get("verify") else None
     query = request.GET.copy()
     query.pop("verify", None)
-    context = {"form": form, "rows": rows, "query": query.urlencode(), "journal": journal}
+    context = {"form": form, "rows": report["deployments"], "query": query.urlencode(), "journal": journal}
     return render(request, "updates/audit.html", context)
-
-
-def audit_csv(rows: list[dict[str, Any]]) -> HttpResponse:
-    response = _attachment(HttpResponse(content_type="text/csv; charset=utf-8"), "audit.csv")
-    writer = csv.writer(response)
-    writer.writerow(selectors.AUDIT_CSV_COLUMNS)
-    writer.writerows(selectors.audit_csv_record(r) for r in rows)
-    return response
 
 
 def _attachment(response: HttpResponse, name: str) -> HttpResponse:
