@@ -21,6 +21,7 @@ from tests.worker.conftest import (
     _configure_producer,
     _forget_broker_connections,
 )
+from updates.actors import SYSTEM, Actor
 from updates.models import Deployment, Manifest, Step
 from worker.celery import app
 
@@ -48,7 +49,7 @@ def clients(db: None) -> dict[str, Client]:
     """A signed-in client per role, and "anonymous"."""
     out = {"anonymous": Client()}
     for role in Role:
-        services.user_create(username=role.value, password=PASSWORD, role=role)
+        services.user_create(username=role.value, password=PASSWORD, role=role, actor=SYSTEM)
         client = Client()
         assert client.login(username=role.value, password=PASSWORD)
         out[role.value] = client
@@ -107,10 +108,8 @@ def deployment_record(
         manifest=manifest,
         status=status,
         plan=PLAN,
-        created_by=by,
         started_at=start,
-        actor_kind="cli" if by == "cli" else "user",
-        actor_name=by,
+        actor=(Actor("cli", "root") if by == "cli" else Actor("user", by)).as_json(),
         finished_at=None if running else start + timedelta(seconds=3),
         slot=1 if status in Deployment.IN_PROGRESS else None,
     )

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from devices.models import System
 from devices.selectors import component_list
+from updates.actors import Actor
 from updates.engine.artifact import ArtifactError, key_fingerprint, load_public_key
 from updates.engine.constraints import Constraints, constraints_file, constraints_from_manifest
 from updates.engine.interface import QUERY_STATES
@@ -175,8 +176,8 @@ def _summary(d: Deployment) -> dict[str, Any]:
         "status": d.status,
         "reason": d.reason,
         "components": d.components,
-        "created_by": d.created_by,
-        "forced_by": d.forced_by,
+        "actor": d.who.as_json(),
+        "actor_label": d.who.label,
         "forced_reason": d.forced_reason,
         "created_at": d.created_at,
         "started_at": d.started_at,
@@ -304,7 +305,8 @@ def bundle_report(bundle: Bundle) -> dict[str, Any]:
         "manifest": bundle.manifest_name,
         "manifest_member": bundle.manifest_member,
         "directory": bundle.directory,
-        "created_by": bundle.created_by,
+        "actor": bundle.who.as_json(),
+        "actor_label": bundle.who.label,
         "created_at": bundle.created_at,
         "checks": bundle.checks,
         "problems": bundle.problems,
@@ -339,7 +341,9 @@ def _manifest_ref(manifest: Manifest | None) -> dict[str, Any] | None:
 
 
 def _actor(row: Deployment | Bundle) -> dict[str, str]:
-    return {"kind": row.actor_kind, "name": row.actor_name}
+    """The API's actor shape: {"kind", "name"} and how pages name it (`Actor.label`)."""
+    who = row.who
+    return {"kind": who.kind, "name": who.name, "label": who.label}
 
 
 def system_report() -> dict[str, Any]:
@@ -513,7 +517,7 @@ def bundle_summary(bundle: Bundle) -> dict[str, Any]:
     return bundle_report(bundle) | {
         "actor": _actor(bundle),
         "deleted_at": bundle.deleted_at,
-        "deleted_by": bundle.deleted_by,
+        "deleted_by": bundle.deleted_by_actor.label if bundle.deleted_by_actor else "",
     }
 
 
@@ -578,8 +582,9 @@ def _audit_row(d: Deployment, active: str | None, bundles: dict[str, dict[str, A
     progress: dict[str, dict[str, Any]] = d.position.get("progress", {})
     return {
         "deployment": d.pk,
-        "actor_kind": d.actor_kind,
-        "actor": d.actor_name,
+        "actor_kind": d.who.kind,
+        "actor": d.who.name,
+        "actor_label": d.who.label,
         "requests": d.requests,
         "manifest_from": active,
         "manifest_to": d.manifest.name,
@@ -635,8 +640,6 @@ def audit_csv_record(row: dict[str, Any]) -> list[str]:
 
 # ----- webhooks (issue #9): events as actors, for the audit ---------------------------------------------
 
-WEBHOOK_ACTOR_PREFIX = "webhook:"  # `created_by` of a deployment or bundle a webhook event started
-
 
 def webhook_events(*, since: datetime | None = None, until: datetime | None = None) -> QuerySet[WebhookEvent]:
     """Signed events received, newest first (unsigned calls are never recorded)."""
@@ -648,13 +651,11 @@ def webhook_events(*, since: datetime | None = None, until: datetime | None = No
     return rows
 
 
-def webhook_event_for_actor(created_by: str) -> WebhookEvent | None:
-    """The event behind a `created_by` of "webhook:<event id>", else None."""
-    if not created_by.startswith(WEBHOOK_ACTOR_PREFIX):
+def webhook_event_for_actor(actor: Actor) -> WebhookEvent | None:
+    """The event behind a webhook actor (what it started names it), else None."""
+    if actor.kind != "webhook":
         return None
-    event: WebhookEvent | None = WebhookEvent.objects.filter(
-        event_id=created_by.removeprefix(WEBHOOK_ACTOR_PREFIX)
-    ).first()
+    event: WebhookEvent | None = WebhookEvent.objects.filter(event_id=actor.name).first()
     return event
 
 
@@ -743,7 +744,7 @@ def deployment_interrupted(*, dead_owner: str = "") -> Interrupted:
     if deployment is None:
         return Interrupted("none", None, "no deployment in progress")
     status, pk = deployment.status, deployment.pk
-    if status == Deployment.Status.QUEUED and deployment.created_by != "cli":
+    if status == Deployment.Status.QUEUED and not deployment.started_from_command_line:
         return Interrupted("run", deployment, f"deployment {pk} is queued and its message may be lost")
     dead = bool(dead_owner) and deployment.owner == dead_owner
     if status == Deployment.Status.RUNNING and (dead or not owner_alive(deployment.owner)):

@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from audit.services import journal_append
 from updates import selectors
-from updates.actors import Actor, actor_of_command_line
+from updates.actors import SYSTEM, Actor
 from updates.engine.artifact import ArtifactError, ArtifactReader, PublicKey
 from updates.engine.bundle import Intake, ingest, manifest_artifact_fit
 from updates.engine.bundle import StoredArtifact as Carried
@@ -85,8 +85,7 @@ def bundle_add(
     source: IO[bytes],
     filename: str = "",
     size_hint: int | None = None,
-    created_by: str = "cli",
-    actor: Actor | None = None,
+    actor: Actor,
 ) -> Bundle:
     """Ingest one upload (streamed, hashed and verified while written) and check it completely.
 
@@ -95,26 +94,22 @@ def bundle_add(
     env = environment_load()
     store = artifact_store(env)
     _clean_interrupted(env, store)
-    bundle = _bundle_begin(
-        env, filename=filename, created_by=created_by, actor=actor or actor_of_command_line()
-    )
+    bundle = _bundle_begin(env, filename=filename, actor=actor)
     try:
         with owner_beats():  # the marker's owner on a web-only machine: alive for the others too
             return _bundle_check(env, store, bundle, source, size_hint)
     except Exception as exc:
-        _mark_rejected(bundle.pk, f"ingest failed: {exc}")  # not left "ingesting" for the sweep
+        _mark_rejected(bundle.pk, f"ingest failed: {exc}", actor=actor)  # not left "ingesting" for the sweep
         raise
     finally:
         _ingest_marker(env, bundle.pk).unlink(missing_ok=True)
 
 
-def _bundle_begin(env: Environment, *, filename: str, created_by: str, actor: Actor) -> Bundle:
+def _bundle_begin(env: Environment, *, filename: str, actor: Actor) -> Bundle:
     """The `ingesting` row, with a marker naming this process: a later ingest or gc can then
     tell an ingest that died (SIGKILL, power cut) from one still running elsewhere."""
     with transaction.atomic():
-        bundle = Bundle.objects.create(
-            filename=filename, created_by=created_by, actor_kind=actor.kind, actor_name=actor.name
-        )
+        bundle = Bundle.objects.create(filename=filename, actor=actor.as_json())
         # Written before the row commits: no one ever sees an `ingesting` row without its marker.
         marker = _ingest_marker(env, bundle.pk)
         marker.parent.mkdir(parents=True, exist_ok=True)
@@ -377,7 +372,7 @@ def _bundle_reject(bundle: Bundle, intake: Intake, store: ArtifactStore, checks:
                 store.remove(stored.sha256)
         bundle.status, bundle.checks, bundle.problems = Bundle.Status.REJECTED, checks.rows, checks.problems
         bundle.save()
-        _journal_outcome(bundle)
+        _journal_outcome(bundle, bundle.who)
     return bundle
 
 
@@ -399,14 +394,16 @@ def _bundle_accept(
         bundle.directory = str(directory)
         bundle.manifest_name = _manifest_name(checks)
         bundle.save()
-        _journal_outcome(bundle)
+        _journal_outcome(bundle, bundle.who)
     return bundle
 
 
-def _journal_outcome(bundle: Bundle) -> None:
+def _journal_outcome(bundle: Bundle, actor: Actor) -> None:
+    """The checks' verdict, as its uploader's (the ingest runs for them), or the appliance's
+    when a sweep rejects an ingest that died."""
     journal_append(
         kind=f"bundle.{bundle.status}",
-        actor=None,
+        actor=actor,
         subject=f"bundle:{bundle.pk}",
         data={
             "sha256": bundle.sha256,
@@ -493,7 +490,7 @@ def bundle_delete(*, bundle_id: int, actor: Actor) -> Bundle:
         bundle.status, bundle.deleted_at, bundle.deleted_by = (
             Bundle.Status.DELETED,
             timezone.now(),
-            actor.label,
+            actor.as_json(),
         )
         bundle.save(update_fields=["status", "deleted_at", "deleted_by"])
         journal_append(kind="bundle.deleted", actor=actor, subject=f"bundle:{bundle.pk}", data={})
@@ -506,33 +503,28 @@ def _inside(path: str, directory: str) -> bool:
     return Path(path).is_relative_to(Path(directory))
 
 
-def bundle_add_file(*, path: Path, created_by: str = "cli", actor: Actor | None = None) -> Bundle:
+def bundle_add_file(*, path: Path, actor: Actor) -> Bundle:
     with open(path, "rb") as fileobj:
-        return bundle_add(
-            source=fileobj,
-            filename=path.name,
-            size_hint=path.stat().st_size,
-            created_by=created_by,
-            actor=actor,
-        )
+        return bundle_add(source=fileobj, filename=path.name, size_hint=path.stat().st_size, actor=actor)
 
 
 # ----- retention ---------------------------------------------------------------------------------------
 
 
-def store_gc(*, dry_run: bool = False) -> list[dict[str, Any]]:
+def store_gc(*, actor: Actor, dry_run: bool = False) -> list[dict[str, Any]]:
     """Evict what the active, previous and in-progress manifests do not need, beyond the budget
     (ArtifactsCache.MaxSizeBytes; 0 = unlimited), oldest unused first. Ingests that died are
-    marked rejected; their temp files and store files no row records always go (unless another
-    ingest is running: its files are not recorded yet). Returns what was (would be) removed."""
-    return _store_retention(environment_load(), dry_run=dry_run)
+    marked rejected (journaled as `actor`'s); their temp files and store files no row records
+    always go (unless another ingest is running: its files are not recorded yet). Returns what
+    was (would be) removed."""
+    return _store_retention(environment_load(), dry_run=dry_run, actor=actor)
 
 
 def store_retention_after_deployment(env: Environment) -> None:
     """What `gc` does, run when a deployment has ended (reference §5.3: the cache is trimmed
     after each deployment). Never raises: retention must not change a deployment's outcome."""
     try:
-        removed = _store_retention(env, dry_run=False)
+        removed = _store_retention(env, dry_run=False, actor=SYSTEM)  # the appliance's own decision
     except Exception:
         log.exception("artifact store retention after the deployment failed")
         return
@@ -540,10 +532,10 @@ def store_retention_after_deployment(env: Environment) -> None:
         log.info("artifact store retention: removed %d file(s)", len(removed))
 
 
-def _store_retention(env: Environment, *, dry_run: bool) -> list[dict[str, Any]]:
+def _store_retention(env: Environment, *, dry_run: bool, actor: Actor) -> list[dict[str, Any]]:
     store = artifact_store(env)
     if not dry_run:
-        _reject_interrupted(env)
+        _reject_interrupted(env, actor=actor)
     rows = {r.sha256: r for r in StoredArtifact.objects.all()}
     gone = _debris(env, store) + _over_budget(env, store, rows)
     if not dry_run:
@@ -553,11 +545,11 @@ def _store_retention(env: Environment, *, dry_run: bool) -> list[dict[str, Any]]
 
 def _clean_interrupted(env: Environment, store: ArtifactStore) -> None:
     """Before an ingest: what earlier ingests left when they died (records, temp and store files)."""
-    _reject_interrupted(env)
+    _reject_interrupted(env, actor=SYSTEM)  # a sweep the appliance decides, whoever uploads
     _evict(store, _debris(env, store), {})
 
 
-def _reject_interrupted(env: Environment) -> list[int]:
+def _reject_interrupted(env: Environment, *, actor: Actor) -> list[int]:
     """Mark `ingesting` bundles whose process is gone as rejected; returns their ids."""
     stale = [
         b.pk
@@ -565,7 +557,7 @@ def _reject_interrupted(env: Environment) -> list[int]:
         if not owner_alive(_ingest_owner(env, b.pk))
     ]
     for bundle_id in stale:
-        if _mark_rejected(bundle_id, INTERRUPTED):
+        if _mark_rejected(bundle_id, INTERRUPTED, actor=actor):
             # A directory half made when it died; the store files it linked are unrecorded debris.
             shutil.rmtree(bundles_root(env) / str(bundle_id), ignore_errors=True)
         _ingest_marker(env, bundle_id).unlink(missing_ok=True)
@@ -579,7 +571,7 @@ def _ingest_owner(env: Environment, bundle_id: int) -> str:
         return ""  # no marker: its process removed it on the way out, or never got to write it
 
 
-def _mark_rejected(bundle_id: int, reason: str) -> bool:
+def _mark_rejected(bundle_id: int, reason: str, *, actor: Actor) -> bool:
     """Conditional on `ingesting`: a bundle that just finished (or another sweeper) wins."""
     with transaction.atomic():
         marked = Bundle.objects.filter(pk=bundle_id, status=Bundle.Status.INGESTING).update(
@@ -588,7 +580,7 @@ def _mark_rejected(bundle_id: int, reason: str) -> bool:
             problems=[f"ingest: {reason}"],
         )
         if marked:
-            _journal_outcome(Bundle.objects.get(pk=bundle_id))
+            _journal_outcome(Bundle.objects.get(pk=bundle_id), actor)
     return bool(marked)
 
 
