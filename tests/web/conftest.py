@@ -109,7 +109,7 @@ def deployment_record(
         status=status,
         plan=PLAN,
         started_at=start,
-        actor=(Actor("cli", "root") if by == "cli" else Actor("user", by)).as_json(),
+        actor=Actor("cli" if by == "cli" else "user", by).as_json(),
         finished_at=None if running else start + timedelta(seconds=3),
         slot=1 if status in Deployment.IN_PROGRESS else None,
     )
