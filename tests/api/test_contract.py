@@ -73,11 +73,15 @@ def test_it_reads_lists_in_a_number_of_queries_that_does_not_grow_with_the_rows(
 ) -> None:
     client = Client()
     _deployments(2)
-    Bundle.objects.bulk_create(Bundle(status="rejected", filename=f"b{i}", actor=SETUP.as_json()) for i in range(2))
+    Bundle.objects.bulk_create(
+        Bundle(status="rejected", filename=f"b{i}", actor=SETUP.as_json()) for i in range(2)
+    )
     _queries(client, path, token)  # the token's first use of the minute also records it
     few = _queries(client, path, token)
     _deployments(40)
-    Bundle.objects.bulk_create(Bundle(status="rejected", filename=f"b{i}", actor=SETUP.as_json()) for i in range(40))
+    Bundle.objects.bulk_create(
+        Bundle(status="rejected", filename=f"b{i}", actor=SETUP.as_json()) for i in range(40)
+    )
     assert _queries(client, path, token) == few
     assert few <= 8
 

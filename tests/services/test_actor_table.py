@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -243,8 +243,9 @@ def hook_secret_rotate_web(e: Edges) -> None:
 
 
 def _hook(e: Edges, body: bytes) -> Any:
-    headers = {f"HTTP_{k.upper().replace('-', '_')}": v for k, v in signed(body).items()}
-    return Client().post("/api/v1/hooks/mender", body, content_type="application/json", **headers)
+    return Client().post(
+        "/api/v1/hooks/mender", data=body, content_type="application/json", headers=signed(body)
+    )
 
 
 def webhook_event(e: Edges) -> None:
@@ -284,8 +285,8 @@ CASES: list[Case] = [
     (
         deployment_install_update_module,
         "deployment.created",
-        lambda: Actor(**{**cli_actor().as_json(), "via": "update-module"}),
-    ),  # type: ignore[arg-type]
+        lambda: replace(cli_actor(), via="update-module"),
+    ),
     (deployment_resume_api, "deployment.resume_requested", lambda: TOKEN),
     (deployment_rollback_api, "deployment.rollback_requested", lambda: TOKEN),
     (deployment_resume_web, "deployment.resume_requested", lambda: OPERATOR),
