@@ -18,5 +18,6 @@ class AccountsConfig(AppConfig):
 
 def _login_journal(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
     from accounts.services import login_record
+    from updates.actors import Actor
 
-    login_record(username=user.get_username(), request=request)
+    login_record(actor=Actor("user", user.get_username()), request=request)

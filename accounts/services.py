@@ -15,7 +15,7 @@ from django.utils import timezone
 from accounts.addresses import client_address
 from accounts.models import ApiToken, AuthFailure, Profile, Role, token_digest
 from audit.services import journal_append
-from updates.actors import Actor, actor_of_command_line
+from updates.actors import Actor
 from updates.engine.errors import InvalidInput
 
 TOKEN_PREFIX = "orch_"
@@ -34,7 +34,7 @@ class NewToken:
 
 
 @transaction.atomic
-def user_create(*, username: str, role: Role, password: str, actor: Actor | None = None) -> User:
+def user_create(*, username: str, role: Role, password: str, actor: Actor) -> User:
     if User.objects.filter(username=username).exists():
         raise AccessError(f"user {username!r} already exists")
     user = User.objects.create_user(username=username, password=password)
@@ -44,7 +44,7 @@ def user_create(*, username: str, role: Role, password: str, actor: Actor | None
 
 
 @transaction.atomic
-def user_set_role(*, username: str, role: Role, actor: Actor | None = None) -> User:
+def user_set_role(*, username: str, role: Role, actor: Actor) -> User:
     """Lowering a role lowers the user's tokens with it: a token never outranks its user."""
     user = _user(username)
     Profile.objects.update_or_create(user=user, defaults={"role": role})
@@ -56,13 +56,13 @@ def user_set_role(*, username: str, role: Role, actor: Actor | None = None) -> U
     return user
 
 
-def _journal(kind: str, actor: Actor | None, subject: str, data: dict[str, object]) -> None:
+def _journal(kind: str, actor: Actor, subject: str, data: dict[str, object]) -> None:
     """Access changes go into the audit journal with the change (issue 11); never a secret."""
-    journal_append(kind=kind, actor=actor or actor_of_command_line(), subject=subject, data=data)
+    journal_append(kind=kind, actor=actor, subject=subject, data=data)
 
 
 def token_create(
-    *, username: str, role: Role, name: str = "", expires_days: int | None = None, actor: Actor | None = None
+    *, username: str, role: Role, actor: Actor, name: str = "", expires_days: int | None = None
 ) -> NewToken:
     user = _user(username)
     if role.rank > _role_of(user).rank:
@@ -93,7 +93,7 @@ def token_create(
     return NewToken(row=row, secret=secret)
 
 
-def token_revoke(*, token_id: int, actor: Actor | None = None) -> ApiToken:
+def token_revoke(*, token_id: int, actor: Actor) -> ApiToken:
     token: ApiToken | None = ApiToken.objects.filter(pk=token_id).first()
     if token is None:
         raise AccessError(f"token {token_id} does not exist")
@@ -120,7 +120,7 @@ def auth_failure_record(*, address: str, kind: str) -> None:
     AuthFailure.objects.filter(at__lt=timezone.now() - 2 * window).delete()
 
 
-def admin_ensure(*, username: str = "admin") -> str | None:
+def admin_ensure(*, actor: Actor, username: str = "admin") -> str | None:
     """The first admin of a fresh appliance; returns its generated password (shown once), or
     None when an admin exists already."""
     if Profile.objects.filter(role=Role.ADMIN).exists():
@@ -128,11 +128,11 @@ def admin_ensure(*, username: str = "admin") -> str | None:
     password = secrets.token_urlsafe(12)
     user = User.objects.filter(username=username).first()
     if user is None:
-        user_create(username=username, role=Role.ADMIN, password=password)
+        user_create(username=username, role=Role.ADMIN, password=password, actor=actor)
         return password
     user.set_password(password)
     user.save(update_fields=["password"])
-    user_set_role(username=username, role=Role.ADMIN)
+    user_set_role(username=username, role=Role.ADMIN, actor=actor)
     return password
 
 
@@ -148,12 +148,13 @@ def _role_of(user: User) -> Role:
     return Role(profile.role) if profile else Role.VIEWER
 
 
-def login_record(*, username: str, request: Any) -> None:
-    """A browser login, into the audit journal (failed ones are counted by the rate limiter)."""
+def login_record(*, actor: Actor, request: Any) -> None:
+    """A browser login (`actor`: the user), into the audit journal (failed ones are counted by
+    the rate limiter)."""
     address = client_address(request) if request is not None else ""
     journal_append(
         kind="user.login",
-        actor=Actor("user", username),
-        subject=f"user:{username}",
+        actor=actor,
+        subject=f"user:{actor.name}",
         data={"address": address},
     )

@@ -17,6 +17,7 @@ from django.template.loader import render_to_string
 
 from audit import chain as auditchain
 from audit.keys import signing_key
+from updates.actors import Actor
 from updates.models import Deployment, JournalAnchor, JournalEntry, JournalHead, Step
 
 # Who asked for what after the start: a takeover by the CLI or a worker, and requests over the API.
@@ -400,16 +401,9 @@ def _step_rows(report: dict[str, Any]) -> Iterator[dict[str, object]]:
             yield {**s, "deployment": d["id"], "entry": s["seq"]}
 
 
-CALLERS = {"cli": "command line", "update-module": "Mender update module"}
-
-
 def actor_text(actor: dict[str, Any] | None) -> str:
-    """ "root (command line)", "user alice", "token ci/deploy", "webhook event 3f2…"."""
-    if not actor or actor.get("kind") == "system":
-        return "the appliance"
-    if actor["kind"] == "cli":
-        return f"{actor['name']} ({CALLERS.get(actor.get('via', 'cli'), actor.get('via'))})"
-    return f"{'webhook event' if actor['kind'] == 'webhook' else actor['kind']} {actor['name']}"
+    """A journal entry's actor as pages name it (`Actor.label`: one formatting of an actor)."""
+    return Actor.from_json(actor).label
 
 
 def report_html(report: dict[str, Any]) -> str:

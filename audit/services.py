@@ -30,9 +30,10 @@ log = logging.getLogger("orchestrator.audit")
 
 
 def journal_append(
-    *, kind: str, actor: Actor | None, subject: str = "", data: dict[str, object] | None = None
+    *, kind: str, actor: Actor, subject: str = "", data: dict[str, object] | None = None
 ) -> JournalEntry:
     """Append one entry after the current head (and sign the head when an anchor is due).
+    `actor`: who did it; what the engine does within a deployment is its asker's (docs/audit.md).
 
     Appends are serialised by the head row: PostgreSQL locks it (SELECT … FOR UPDATE) until the
     caller's transaction ends; on SQLite the IMMEDIATE transaction already holds the database's
@@ -68,11 +69,11 @@ def _signer(path: object) -> tuple[auditchain.Ed25519PrivateKey, str]:
     return private, auditchain.key_fingerprint(private.public_key())
 
 
-def _append(kind: str, actor: Actor | None, subject: str, data: dict[str, object]) -> JournalEntry:
+def _append(kind: str, actor: Actor, subject: str, data: dict[str, object]) -> JournalEntry:
     """The next entry (unsaved), after the locked head; signs the head when an anchor is due."""
     seq, prev = _batch.head or _head_locked()
     at = timezone.now()
-    actor_json = actor.as_json() if actor else None
+    actor_json = actor.as_json()
     body = auditchain.entry_body(
         seq=seq + 1, prev=prev, at=at, kind=kind, actor=actor_json, subject=subject, data=data
     )

@@ -45,6 +45,7 @@ def populate(deployments: int, steps: int) -> str:
     from accounts import services
     from accounts.models import Role
     from devices.models import Component, System
+    from updates.actors import SYSTEM, Actor
     from updates.models import Deployment, Manifest, Step, StepEvent
 
     call_command("migrate", verbosity=0)
@@ -85,9 +86,7 @@ def populate(deployments: int, steps: int) -> str:
                 status="succeeded",
                 slot=None,
                 plan=plan,
-                created_by="user:bench",
-                actor_kind="user",
-                actor_name="bench",
+                actor=Actor("user", "bench").as_json(),
                 started_at=now,
                 finished_at=now + timedelta(seconds=9),
             )
@@ -110,8 +109,8 @@ def populate(deployments: int, steps: int) -> str:
         StepEvent.objects.bulk_create(
             StepEvent(deployment_id=s.deployment_id, step=s, kind="finished") for s in made
         )
-    services.user_create(username="bench", role=Role.VIEWER, password="bench-password-1")
-    return services.token_create(username="bench", role=Role.VIEWER, name="load").secret
+    services.user_create(username="bench", role=Role.VIEWER, password="bench-password-1", actor=SYSTEM)
+    return services.token_create(username="bench", role=Role.VIEWER, name="load", actor=SYSTEM).secret
 
 
 def free_port() -> int:

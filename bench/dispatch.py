@@ -197,12 +197,13 @@ def run_noops(path: Path, count: int, watch: Watch) -> list[float]:
 
 def run_deployment(manifest: Path, watch: Watch) -> tuple[int, float]:
     """Start one deployment and wait for its end; returns its id and wall time (pause excluded)."""
+    from updates.actors import Actor
     from updates.models import Deployment
     from updates.services import dispatch
 
     _out_of_phase()
     started = time.perf_counter()
-    deployment = dispatch.deployment_start(manifest_path=manifest, created_by="bench")
+    deployment = dispatch.deployment_start(manifest_path=manifest, actor=Actor("user", "bench"))
     done = ("succeeded", "rolled_back", "inconsistent", "rejected")
 
     def ended() -> bool:

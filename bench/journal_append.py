@@ -54,12 +54,15 @@ def main() -> None:
 
 
 def _run() -> float:
+    from updates.actors import SYSTEM
     from updates.engine.interface import CallResult
     from updates.models import Deployment, Manifest
     from updates.step_journal import DbJournal
 
     manifest = Manifest.objects.create(name="bench", form="current", sha256="0" * 64, raw="", source_path="")
-    deployment = Deployment.objects.create(manifest=manifest, slot=None, status="succeeded")
+    deployment = Deployment.objects.create(
+        manifest=manifest, slot=None, status="succeeded", actor=SYSTEM.as_json()
+    )
     db = DbJournal(deployment)
     result = CallResult(
         argv=("noop", "Download"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.db import IntegrityError, transaction
 
+from updates.actors import SYSTEM
 from updates.engine.errors import BusyError
 from updates.models import Deployment, DeploymentStatus, Manifest
 from updates.services import deployment_close
@@ -17,7 +18,7 @@ def _deployment(**fields: object) -> Deployment:
     manifest = Manifest.objects.create(
         name="sys-v2", form="current", sha256="0" * 64, raw="", source_path="m"
     )
-    return Deployment.objects.create(manifest=manifest, **fields)
+    return Deployment.objects.create(manifest=manifest, **{"actor": SYSTEM.as_json(), **fields})
 
 
 def test_it_refuses_a_finished_deployment_that_keeps_the_slot() -> None:
@@ -41,7 +42,7 @@ def test_it_refuses_a_second_deployment_in_progress() -> None:
 @pytest.mark.parametrize("status", Deployment.TERMINAL)
 def test_close_gives_up_slot_and_owner_and_frees_the_next_deployment(status: DeploymentStatus) -> None:
     deployment = _deployment(status=Deployment.Status.RUNNING, owner="boot:1:2")
-    deployment_close(deployment, status=status, reason="why", components=["rtos.R1"])
+    deployment_close(deployment, status=status, reason="why", components=["rtos.R1"], actor=SYSTEM)
     deployment.refresh_from_db()
     assert (deployment.status, deployment.reason, deployment.components) == (status, "why", ["rtos.R1"])
     assert deployment.slot is None and deployment.owner == "" and deployment.finished_at is not None
@@ -51,7 +52,7 @@ def test_close_gives_up_slot_and_owner_and_frees_the_next_deployment(status: Dep
 def test_close_refuses_a_status_in_progress() -> None:
     deployment = _deployment()
     with pytest.raises(ValueError, match="not a final status"):
-        deployment_close(deployment, status=Deployment.Status.STOPPED, reason="")
+        deployment_close(deployment, status=Deployment.Status.STOPPED, reason="", actor=SYSTEM)
     deployment.refresh_from_db()
     assert deployment.status == Deployment.Status.QUEUED and deployment.slot == 1
 

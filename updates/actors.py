@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 ActorKind = Literal["user", "token", "webhook", "cli", "system"]
+ACTOR_KINDS: tuple[ActorKind, ...] = ("user", "token", "webhook", "cli", "system")
 # Mender's update module for manifests (docs/protocol.md §6.1) runs us from
 # /usr/share/mender/modules/v3/mender-orchestrator-manifest; this is its file name.
 UPDATE_MODULE = "mender-orchestrator-manifest"
@@ -34,8 +35,17 @@ class Actor:
 
     @property
     def label(self) -> str:
-        """The `created_by` string of the older rows: "<kind>:<name>", or "cli"."""
-        return "cli" if self.kind == "cli" else f"{self.kind}:{self.name}"
+        """How pages, the CLI and logs name it: "user alice", "token alice/ci", "webhook evt-1",
+        "cli root", "cli root (update-module)", "system". The one formatting of an actor."""
+        if self.kind == "system":
+            return "system"
+        via = f" ({self.via})" if self.via and self.via != self.kind else ""
+        return f"{self.kind} {self.name}{via}"
+
+    @property
+    def from_command_line(self) -> bool:
+        """The command line runs what it starts in its own process (no worker message)."""
+        return self.kind == "cli"
 
     def as_json(self) -> dict[str, str]:
         data = {"kind": self.kind, "name": self.name}
@@ -43,8 +53,15 @@ class Actor:
             data["via"] = self.via
         return data
 
+    @classmethod
+    def from_json(cls, data: object) -> Actor:
+        """The actor stored by `as_json` (rows, journal entries); SYSTEM for an entry that
+        predates actors on every entry (the journal kept `null` for the appliance's own)."""
+        if not isinstance(data, dict) or data.get("kind") not in ACTOR_KINDS:
+            return SYSTEM
+        return cls(kind=data["kind"], name=str(data.get("name", "")), via=str(data.get("via", "")))
 
-CLI_ACTOR = Actor("cli", "cli")
+
 SYSTEM = Actor("system", "orchestrator")
 
 

@@ -5,6 +5,7 @@ from typing import ClassVar, cast
 from django.db import models
 from django.db.models import Q
 
+from updates.actors import Actor
 from updates.engine.planner import PlanJson
 
 
@@ -86,19 +87,17 @@ class Deployment(models.Model):
     # second deployment in progress, on SQLite and PostgreSQL alike.
     slot = models.PositiveSmallIntegerField(null=True, unique=True, default=1)
     owner = models.CharField(max_length=200, blank=True)  # claims.owner_token() of the runner
-    created_by = models.CharField(max_length=150, default="cli")
-    # Run past the declared constraints (`install --force --reason`): who asked and why; both
-    # empty for a deployment that was not forced.
-    forced_by = models.CharField(max_length=150, blank=True)
+    # Run past the declared constraints (`install --force --reason`): why; empty for a deployment
+    # that was not forced. Force is an option of the request that creates the deployment, so who
+    # forced it is `actor`.
     forced_reason = models.TextField(blank=True)
     # The constraints.yaml the run was started with ({"path", "raw"}); None when none applied or
     # they came from the manifest's own `constraints:` section (kept with the manifest snapshot).
     constraints_file = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
-    # Who asked for it (updates.actors.Actor): user | token | webhook | cli, and its name.
-    actor_kind = models.CharField(max_length=10, default="cli")
-    actor_name = models.CharField(max_length=200, default="cli")
-    # Later requests on it (resume, rollback): [{"action", "actor_kind", "actor_name", "at"}].
+    # Who asked for it: `Actor.as_json()` (read it through `who`); the only record of "who".
+    actor = models.JSONField()
+    # Later requests on it (resume, rollback): [{"action", "actor": Actor.as_json(), "at"}].
     requests = models.JSONField(default=list)
     started_at = models.DateTimeField(null=True)
     finished_at = models.DateTimeField(null=True)
@@ -136,6 +135,15 @@ class Deployment(models.Model):
     @property
     def forced(self) -> bool:
         return bool(self.forced_reason)
+
+    @property
+    def who(self) -> Actor:
+        return Actor.from_json(self.actor)
+
+    @property
+    def started_from_command_line(self) -> bool:
+        """The CLI runs what it creates in its own process: no worker message will come for it."""
+        return self.who.from_command_line
 
 
 class Step(models.Model):
@@ -216,13 +224,18 @@ class Bundle(models.Model):
     checks = models.JSONField(default=list)  # [{"check", "ok", "detail"}] in the order they ran
     problems = models.JSONField(default=list)
     directory = models.CharField(max_length=1000, blank=True)  # <datastore>/bundles/<id>, if accepted
-    created_by = models.CharField(max_length=150, default="cli")
     created_at = models.DateTimeField(auto_now_add=True)
-    # Who asked for it (updates.actors.Actor): user | token | webhook | cli, and its name.
-    actor_kind = models.CharField(max_length=10, default="cli")
-    actor_name = models.CharField(max_length=200, default="cli")
+    actor = models.JSONField()  # who uploaded it: `Actor.as_json()` (read it through `who`)
     deleted_at = models.DateTimeField(null=True)  # DELETE /bundles/{id}: files gone, record kept
-    deleted_by = models.CharField(max_length=220, blank=True)
+    deleted_by = models.JSONField(null=True)  # who deleted it: `Actor.as_json()`
+
+    @property
+    def who(self) -> Actor:
+        return Actor.from_json(self.actor)
+
+    @property
+    def deleted_by_actor(self) -> Actor | None:
+        return Actor.from_json(self.deleted_by) if self.deleted_by else None
 
     class Meta:
         ordering = ["-id"]
@@ -260,8 +273,8 @@ class WebhookEvent(models.Model):
     """One signed event received on /api/v1/hooks/mender, and the answer it got.
 
     `event_id` is unique: a replay finds this row and gets `answer_status`/`answer_body` again,
-    starting nothing. What the event started (a deployment, a bundle) names it as
-    `created_by = "webhook:<event_id>"`, which is how the audit shows a webhook as the actor.
+    starting nothing. What the event started (a deployment, a bundle) names it as its actor,
+    `Actor("webhook", event_id)`, which is how the audit shows a webhook as the actor.
     """
 
     class Action(models.TextChoices):

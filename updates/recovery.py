@@ -40,7 +40,7 @@ def deployment_interrupted(*, dead_owner: str = "") -> Interrupted:
     if deployment is None:
         return Interrupted("none", None, "no deployment in progress")
     status, pk = deployment.status, deployment.pk
-    if status == Deployment.Status.QUEUED and deployment.created_by != "cli":
+    if status == Deployment.Status.QUEUED and not deployment.started_from_command_line:
         return Interrupted("run", deployment, f"deployment {pk} is queued and its message may be lost")
     dead = bool(dead_owner) and deployment.owner == dead_owner
     if status == Deployment.Status.RUNNING and (dead or not owner_alive(deployment.owner)):

@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from audit.chain import iso, sha256_hex
 from audit.services import journal_append, journal_batch
+from updates.actors import Actor
 from updates.engine.interface import QUERY_STATES, CallResult
 from updates.engine.machine import RunState
 from updates.logcontext import current_call
@@ -105,6 +106,7 @@ class _GroupWriter:
 class DbJournal:
     def __init__(self, deployment: Deployment, *, echo: Callable[[str], None] | None = None) -> None:
         self.deployment_id = deployment.pk
+        self.actor = deployment.who  # the journal's entries for its steps name who asked for the run
         self.echo = echo or (lambda line: None)
         self._writer = _GroupWriter()
         self._calls: dict[int, _Call] = {}
@@ -164,7 +166,7 @@ class DbJournal:
         def update() -> None:
             # The step row and its journal entry commit together (issue 11), in the same batch;
             # the row keeps the entry's hash (its seal), which `audit verify` checks it against.
-            entry = step_journal(self.deployment_id, step, call, fields)
+            entry = step_journal(self.deployment_id, step, call, fields, actor=self.actor)
             _step_finish(self.deployment_id, step, {**fields, "seal": entry.hash})
 
         self._write(update)
@@ -182,14 +184,17 @@ class _Call:
     started: float  # monotonic, for the echoed duration
 
 
-def step_journal(deployment_id: int, step: int, call: _Call, fields: dict[str, object]) -> JournalEntry:
+def step_journal(
+    deployment_id: int, step: int, call: _Call, fields: dict[str, object], *, actor: Actor
+) -> JournalEntry:
     """The journal entry of a finished step: what ran, how it ended, and digests of its output
-    (the output itself stays in the step row, which retention may clear; the digests stay)."""
+    (the output itself stays in the step row, which retention may clear; the digests stay).
+    `actor`: who asked for the deployment (the engine runs its steps for them)."""
     ended = fields["ended_at"]
     assert isinstance(ended, datetime)
     return journal_append(
         kind="step.finished",
-        actor=None,
+        actor=actor,
         subject=f"deployment:{deployment_id}",
         data={
             "step": step,
@@ -221,7 +226,7 @@ def step_journal_row(step: Step) -> None:
         "stdout": step.stdout,
         "stderr": step.stderr,
     }
-    entry = step_journal(step.deployment_id, step.pk, call, fields)
+    entry = step_journal(step.deployment_id, step.pk, call, fields, actor=step.deployment.who)
     Step.objects.filter(pk=step.pk).update(seal=entry.hash)
 
 

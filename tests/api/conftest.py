@@ -31,6 +31,7 @@ from tests.worker.conftest import (
     migrated_db,
     wait_for,
 )
+from updates.actors import Actor
 
 __all__ = ["appliance", "broker", "demo", "migrated_db"]
 
@@ -172,15 +173,22 @@ class Personas:
         return token
 
 
+SETUP = Actor("cli", "test-setup")  # the fixtures write as the command line would
+
+
 @pytest.fixture
 def personas(transactional_db: None) -> Personas:
     tokens: dict[str, str | None] = {"anonymous": None}
     for role in Role:
-        services.user_create(username=role.value, role=role, password=uuid.uuid4().hex)
-        tokens[role.value] = services.token_create(username=role.value, role=role, name="ci").secret
-    expired = services.token_create(username="admin", role=Role.ADMIN, name="expired", expires_days=1)
+        services.user_create(username=role.value, role=role, password=uuid.uuid4().hex, actor=SETUP)
+        tokens[role.value] = services.token_create(
+            username=role.value, role=role, name="ci", actor=SETUP
+        ).secret
+    expired = services.token_create(
+        username="admin", role=Role.ADMIN, name="expired", expires_days=1, actor=SETUP
+    )
     ApiToken.objects.filter(pk=expired.row.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
-    revoked = services.token_create(username="admin", role=Role.ADMIN, name="revoked")
-    services.token_revoke(token_id=revoked.row.pk)
+    revoked = services.token_create(username="admin", role=Role.ADMIN, name="revoked", actor=SETUP)
+    services.token_revoke(token_id=revoked.row.pk, actor=SETUP)
     tokens |= {"expired": expired.secret, "revoked": revoked.secret}
     return Personas(tokens=tokens)

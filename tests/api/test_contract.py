@@ -17,6 +17,7 @@ from django.utils import timezone
 from accounts import services
 from accounts.models import Role
 from orchestrator_site.api import openapi_document
+from tests.api.conftest import SETUP
 from updates.models import Bundle, Deployment, Manifest, Step, StepEvent
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,8 +33,8 @@ def test_it_matches_the_checked_in_openapi_document(db: None) -> None:
 
 @pytest.fixture
 def token(db: None) -> str:
-    services.user_create(username="op", role=Role.OPERATOR, password="op-password-1")
-    return services.token_create(username="op", role=Role.OPERATOR, name="t").secret
+    services.user_create(username="op", role=Role.OPERATOR, password="op-password-1", actor=SETUP)
+    return services.token_create(username="op", role=Role.OPERATOR, name="t", actor=SETUP).secret
 
 
 def _deployments(count: int, steps: int = 6) -> None:
@@ -46,6 +47,7 @@ def _deployments(count: int, steps: int = 6) -> None:
             manifest=manifest,
             status="succeeded",
             slot=None,
+            actor=SETUP.as_json(),
             started_at=now,
             finished_at=now + timedelta(seconds=3),
         )
@@ -71,17 +73,21 @@ def test_it_reads_lists_in_a_number_of_queries_that_does_not_grow_with_the_rows(
 ) -> None:
     client = Client()
     _deployments(2)
-    Bundle.objects.bulk_create(Bundle(status="rejected", filename=f"b{i}") for i in range(2))
+    Bundle.objects.bulk_create(
+        Bundle(status="rejected", filename=f"b{i}", actor=SETUP.as_json()) for i in range(2)
+    )
     _queries(client, path, token)  # the token's first use of the minute also records it
     few = _queries(client, path, token)
     _deployments(40)
-    Bundle.objects.bulk_create(Bundle(status="rejected", filename=f"b{i}") for i in range(40))
+    Bundle.objects.bulk_create(
+        Bundle(status="rejected", filename=f"b{i}", actor=SETUP.as_json()) for i in range(40)
+    )
     assert _queries(client, path, token) == few
     assert few <= 8
 
 
 def test_it_takes_the_session_with_csrf_on_unsafe_methods(db: None) -> None:
-    services.user_create(username="browser", role=Role.OPERATOR, password="browser-password-1")
+    services.user_create(username="browser", role=Role.OPERATOR, password="browser-password-1", actor=SETUP)
     client = Client(enforce_csrf_checks=True)
     page = client.get("/accounts/login/")
     csrf = page.cookies["csrftoken"].value
@@ -99,8 +105,8 @@ def test_it_takes_the_session_with_csrf_on_unsafe_methods(db: None) -> None:
 
 def test_it_rate_limits_bad_tokens_and_failed_logins_per_address(db: None, settings: Any) -> None:
     settings.AUTH_FAILURE_LIMIT = 3
-    services.user_create(username="u", role=Role.VIEWER, password="right-password-1")
-    good = services.token_create(username="u", role=Role.VIEWER).secret
+    services.user_create(username="u", role=Role.VIEWER, password="right-password-1", actor=SETUP)
+    good = services.token_create(username="u", role=Role.VIEWER, actor=SETUP).secret
     client = Client(REMOTE_ADDR="10.0.0.7")
     statuses = [client.get("/api/v1/system", HTTP_AUTHORIZATION="Bearer wrong").status_code for _ in range(4)]
     assert statuses == [401, 401, 401, 429]

@@ -16,6 +16,7 @@ from accounts import services
 from accounts.models import Role
 from tests.api.conftest import Web, appliance, broker, demo, migrated_db, web
 from tests.worker.conftest import Appliance
+from updates.actors import SYSTEM
 
 __all__ = ["appliance", "broker", "demo", "migrated_db", "web"]
 
@@ -41,7 +42,7 @@ def chromium(monkeypatch: pytest.MonkeyPatch) -> Iterator[Browser]:
 def live(appliance: Appliance, web: Web, transactional_db: None) -> Web:
     """The appliance with a worker, served by gunicorn, with a user per role."""
     for role in Role:
-        services.user_create(username=role.value, role=role, password=PASSWORD)
+        services.user_create(username=role.value, role=role, password=PASSWORD, actor=SYSTEM)
     appliance.start_worker()
     return web
 

@@ -24,6 +24,7 @@ from tests.worker.conftest import (  # fixtures: the demo, its database file, re
     demo,
     migrated_db,
 )
+from updates.actors import SYSTEM
 from updates.engine.hooks import signature
 from updates.services.hook_secret import hook_secret_set
 
@@ -75,7 +76,7 @@ def secret(settings: Any, tmp_path: Path) -> str:
     settings.DATASTORE_DIR = tmp_path / "datastore"
     settings.CONF_DIR = tmp_path / "conf"
     settings.MENDER_DEVICE_ID = ""
-    hook_secret_set(secret=SECRET)
+    hook_secret_set(secret=SECRET, actor=SYSTEM)
     return SECRET
 
 
@@ -88,7 +89,7 @@ def system(demo: DemoSystem, settings: Any) -> DemoSystem:
     settings.CONF_DIR = demo.root / "conf"
     settings.REBOOT_COMMAND = demo.env["ORCH_REBOOT_COMMAND"]
     settings.MENDER_DEVICE_ID = ""
-    hook_secret_set(secret=SECRET)
+    hook_secret_set(secret=SECRET, actor=SYSTEM)
     return demo
 
 

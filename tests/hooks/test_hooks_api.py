@@ -27,6 +27,7 @@ from tests.hooks.conftest import (
 )
 from tests.integration.conftest import DemoSystem
 from updates import selectors
+from updates.actors import SYSTEM, Actor
 from updates.models import Bundle, Deployment, WebhookEvent
 from updates.services import bundles, hooks
 from updates.services.hook_secret import hook_secret_path
@@ -255,18 +256,18 @@ def test_it_accepts_a_time_just_inside_the_window(client: Client, secret: str) -
 def test_it_starts_a_deployment_of_a_bundle_by_id_once(
     client: Client, system: DemoSystem, django_capture_on_commit_callbacks: Capture
 ) -> None:
-    bundle = bundles.bundle_add_file(path=v2_bundle(system, system.root / "v2.tar.gz"))
+    bundle = bundles.bundle_add_file(path=v2_bundle(system, system.root / "v2.tar.gz"), actor=SYSTEM)
     assert bundle.status == "accepted", bundle.problems
     body = mender_event("deployment-requested", {"bundle_id": bundle.pk}, event_id="ci-build-42")
     with django_capture_on_commit_callbacks() as callbacks:
         first, replay = post(client, body), post(client, body)
     assert first.status_code == 202, first.content
     deployment = Deployment.objects.get()
-    assert (deployment.status, deployment.created_by) == ("queued", "webhook:ci-build-42")
+    assert (deployment.status, deployment.who) == ("queued", Actor("webhook", "ci-build-42"))
     assert first.json()["deployment"] == {"id": deployment.pk, "status": "queued"}
     assert (replay.status_code, replay.content) == (202, first.content)
     assert sent(callbacks) == [(TASK_RUN, deployment.pk)]
-    event = selectors.webhook_event_for_actor(deployment.created_by)
+    event = selectors.webhook_event_for_actor(deployment.who)
     assert event is not None and event.deployment_id == deployment.pk
     report = selectors.webhook_event_report(event)
     assert report["actor"] == {"kind": "webhook", "id": "ci-build-42", "remote_addr": "127.0.0.1"}
@@ -276,7 +277,7 @@ def test_it_starts_a_deployment_of_a_bundle_by_id_once(
 def test_it_answers_409_while_a_deployment_is_in_progress(
     client: Client, system: DemoSystem, django_capture_on_commit_callbacks: Capture
 ) -> None:
-    bundle = bundles.bundle_add_file(path=v2_bundle(system, system.root / "v2.tar.gz"))
+    bundle = bundles.bundle_add_file(path=v2_bundle(system, system.root / "v2.tar.gz"), actor=SYSTEM)
     with django_capture_on_commit_callbacks():
         assert post(client, mender_event("deployment-requested", {"bundle_id": bundle.pk})).status_code == 202
         busy = post(client, mender_event("deployment-requested", {"bundle_id": bundle.pk}))
@@ -306,7 +307,7 @@ def test_it_fetches_a_bundle_url_from_a_loopback_server_then_deploys_it(
         response = post(client, body)
     assert response.status_code == 202, response.content
     bundle = Bundle.objects.get()
-    assert (bundle.status, bundle.created_by, bundle.filename) == ("accepted", "webhook:ci-7", "v2.tar.gz")
+    assert (bundle.status, bundle.who, bundle.filename) == ("accepted", Actor("webhook", "ci-7"), "v2.tar.gz")
     assert response.json()["bundle"] == bundle.pk
     deployment = Deployment.objects.get()
     assert sent(callbacks) == [(TASK_RUN, deployment.pk)]

@@ -23,6 +23,7 @@ from tests.hooks.conftest import (
 )
 from tests.worker.conftest import Appliance
 from updates import selectors
+from updates.actors import SYSTEM, Actor
 from updates.models import Deployment, WebhookEvent
 from updates.services.hook_secret import hook_secret_set
 
@@ -74,7 +75,7 @@ def test_a_requested_deployment_runs_on_a_worker(
 ) -> None:
     demo = appliance.system
     v2_bundle(demo, file_server.root / "v2.tar.gz")
-    hook_secret_set(secret=SECRET)
+    hook_secret_set(secret=SECRET, actor=SYSTEM)
     appliance.start_worker()
 
     body = mender_event(
@@ -85,9 +86,9 @@ def test_a_requested_deployment_runs_on_a_worker(
     deployment = appliance.wait_finished(json.loads(answer)["deployment"]["id"])
     assert deployment.status == "succeeded", deployment.reason
     assert demo.versions() == V2
-    assert deployment.created_by == "webhook:ci-99"
-    event = selectors.webhook_event_for_actor(deployment.created_by)
-    assert event is not None and event.bundle is not None and event.bundle.created_by == "webhook:ci-99"
+    assert deployment.who == Actor("webhook", "ci-99")
+    event = selectors.webhook_event_for_actor(deployment.who)
+    assert event is not None and event.bundle is not None and event.bundle.who == Actor("webhook", "ci-99")
 
     assert send(live_server.url, body, signed(body)) == (202, answer)  # the replay starts nothing
     assert Deployment.objects.count() == 1

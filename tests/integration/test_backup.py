@@ -196,24 +196,24 @@ def test_it_backs_up_before_migrating_only_when_pending_and_keeps_the_newest_n(d
 
     taken = []
     for _ in range(3):
-        _manage(demo, "migrate", "updates", "0006_forced", "-v", "0")  # Django's: no backup
+        _manage(demo, "migrate", "updates", "0009_seal", "-v", "0")  # Django's: no backup
         out = ok(demo.run("migrate"))
-        assert "applied 1 migration: updates.0007_journal" in out
+        assert "applied 1 migration: updates.0010_actor" in out
         taken.append(out.split("backup before migrating: ", 1)[1].split()[0])
 
     assert _backups(demo, "pre-migrate-") == sorted(Path(p).name for p in taken[1:])
     assert len(_backups(demo, "backup-")) == 1  # the manual one is never pruned
     with tarfile.open(taken[-1]) as tar:
         saved = json.loads(tar.extractfile("backup.json").read())  # type: ignore[union-attr]
-    assert "0007_journal" not in saved["migrations"]["updates"]  # the schema before migrating
+    assert "0010_actor" not in saved["migrations"]["updates"]  # the schema before migrating
 
     restored = ok(demo.run("restore", taken[-1], "--yes"))  # an older schema: brought forward
-    assert "migrated forward: updates.0007_journal" in restored
+    assert "migrated forward: updates.0010_actor" in restored
     assert "1 deployments; active manifest: system-core-v2" in restored
 
 
 def test_it_names_the_backup_and_the_restore_command_when_a_migration_fails(demo: DemoSystem) -> None:
-    _manage(demo, "migrate", "updates", "0006_forced", "-v", "0")
+    _manage(demo, "migrate", "updates", "0009_seal", "-v", "0")
     # A table in the way of 0007_journal: its CREATE TABLE fails.
     sql = "from django.db import connection; connection.cursor().execute('CREATE TABLE journal (x integer)')"
     _manage(demo, "shell", "-c", sql)

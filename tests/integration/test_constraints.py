@@ -116,11 +116,11 @@ def test_a_forced_run_is_recorded_with_its_actor_and_reason(seeded: DemoSystem) 
     assert seeded.versions() == V2
     latest = json.loads(seeded.run("history", "--json").stdout)[0]
     assert latest["status"] == "succeeded"
-    assert (latest["forced_by"], latest["forced_reason"]) == (
-        getpass.getuser(),
+    assert (latest["actor"], latest["forced_reason"]) == (
+        {"kind": "cli", "name": getpass.getuser(), "via": "cli"},
         "bench rig: RTOS boards are spares",
     )
-    assert f"forced past the declared constraints by {getpass.getuser()}" in seeded.run("history").stdout
+    assert f"forced past the declared constraints by cli {getpass.getuser()}:" in seeded.run("history").stdout
 
 
 def test_status_says_when_the_system_is_outside_every_working_state(seeded: DemoSystem) -> None:

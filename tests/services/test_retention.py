@@ -19,6 +19,8 @@ from updates.services.sources import artifact_store
 pytestmark = pytest.mark.django_db
 TESTER = Actor("cli", "test")
 
+OPERATOR = Actor("cli", "operator")
+
 
 def _bundle(demo: DemoSystem, version: str) -> Bundle:
     out = demo.root / f"{version}.tar"
@@ -26,7 +28,7 @@ def _bundle(demo: DemoSystem, version: str) -> Bundle:
         tar.add(demo.system / f"manifest-{version}.yaml", f"manifest-{version}.yaml")
         for name in (f"gateway-{version}.mender", f"rtos-{version}.mender"):
             tar.add(demo.system / "artifacts" / name, f"artifacts/{name}")
-    bundle = bundles.bundle_add_file(path=out)
+    bundle = bundles.bundle_add_file(path=out, actor=OPERATOR)
     assert bundle.status == Bundle.Status.ACCEPTED, bundle.problems
     return bundle
 
@@ -53,12 +55,12 @@ def test_the_budget_evicts_the_bundle_used_longest_ago(system: DemoSystem) -> No
     v1, v2 = _bundle(system, "v1"), _bundle(system, "v2")
     first, second = _shas(v1), _shas(v2)
     _budget(system, max(_size(v1), _size(v2)))  # room for one of them
-    assert _gone(retention.store_gc(dry_run=True)) == first  # added first, never used
+    assert _gone(retention.store_gc(dry_run=True, actor=OPERATOR)) == first  # added first, never used
     bundles.bundle_manifest_path(bundle_id=v1.pk)  # a deployment read it: used just now
-    assert _gone(retention.store_gc(dry_run=True)) == second
+    assert _gone(retention.store_gc(dry_run=True, actor=OPERATOR)) == second
     store = artifact_store(environment_load())
     assert {e.sha256 for e in store.entries()} == first | second  # a dry run removes nothing
-    assert _gone(retention.store_gc()) == second
+    assert _gone(retention.store_gc(actor=OPERATOR)) == second
     assert {e.sha256 for e in store.entries()} == first
     assert not StoredArtifact.objects.filter(sha256__in=second).exists()
 
@@ -69,7 +71,7 @@ def test_a_deployment_in_progress_keeps_the_bundle_it_came_from(system: DemoSyst
     _budget(system, 1)  # nothing fits: only what is kept stays
     deployment = deployment_create(manifest_path=bundles.bundle_manifest_path(bundle_id=v2.pk), actor=TESTER)
     assert deployment.bundle_id == v2.pk  # the key is set from the bundle, once
-    assert _gone(retention.store_gc()) == unneeded
+    assert _gone(retention.store_gc(actor=OPERATOR)) == unneeded
     with pytest.raises(bundles.BundleInUse):
         bundles.bundle_delete(bundle_id=v2.pk, actor=TESTER)
     assert bundles.bundle_delete(bundle_id=v1.pk, actor=TESTER).status == Bundle.Status.DELETED
@@ -92,7 +94,7 @@ def test_it_cleans_up_after_an_ingest_whose_process_is_gone(system: DemoSystem) 
     stray.write_bytes(b"half an artifact")
     part = store.tmp_dir / "in-x.part"
     part.write_bytes(b"half")
-    removed = retention.store_gc()
+    removed = retention.store_gc(actor=OPERATOR)
     assert {r["reason"] for r in removed} == {
         "temp file of an interrupted write",
         "not recorded (interrupted ingest)",
@@ -114,7 +116,7 @@ def test_it_leaves_an_ingest_that_is_still_running(system: DemoSystem) -> None:
     marker.write_text(owner_token())  # this process: alive
     unrecorded = store.root / ("cd" * 32)
     unrecorded.write_bytes(b"being written")
-    assert _gone(retention.store_gc()) == set()
+    assert _gone(retention.store_gc(actor=OPERATOR)) == set()
     running.refresh_from_db()
     assert running.status == Bundle.Status.INGESTING and unrecorded.exists()
 

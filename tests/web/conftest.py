@@ -22,6 +22,7 @@ from tests.worker.conftest import (
     _configure_producer,
     _forget_broker_connections,
 )
+from updates.actors import SYSTEM, Actor
 from updates.models import Deployment, Manifest, Step
 from worker.celery import app
 
@@ -49,7 +50,7 @@ def clients(db: None) -> dict[str, Client]:
     """A signed-in client per role, and "anonymous"."""
     out = {"anonymous": Client()}
     for role in Role:
-        services.user_create(username=role.value, password=PASSWORD, role=role)
+        services.user_create(username=role.value, password=PASSWORD, role=role, actor=SYSTEM)
         client = Client()
         assert client.login(username=role.value, password=PASSWORD)
         out[role.value] = client
@@ -108,10 +109,8 @@ def deployment_record(
         manifest=manifest,
         status=status,
         plan=PLAN,
-        created_by=by,
         started_at=start,
-        actor_kind="cli" if by == "cli" else "user",
-        actor_name=by,
+        actor=Actor("cli" if by == "cli" else "user", by).as_json(),
         finished_at=None if running else start + timedelta(seconds=3),
         slot=1 if status in Deployment.IN_PROGRESS else None,
     )
@@ -148,11 +147,10 @@ def _journal(deployment: Deployment) -> None:
     """The journal entries a run leaves for these rows (the audit reads the journal), each row
     sealed with its entry as the services do."""
     from audit.services import journal_append
-    from updates.actors import Actor
     from updates.selectors import component_versions
 
     subject = f"deployment:{deployment.pk}"
-    actor = Actor("cli" if deployment.actor_kind == "cli" else "user", deployment.actor_name)
+    actor = deployment.who
     manifest = {"id": deployment.manifest_id, "name": deployment.manifest.name, "sha256": "0" * 64}
     previous = Deployment.objects.filter(pk__lt=deployment.pk, status="succeeded").order_by("-pk").first()
     created: dict[str, object] = {
@@ -165,7 +163,7 @@ def _journal(deployment: Deployment) -> None:
     }
     journal_append(kind="deployment.created", actor=actor, subject=subject, data=created)
     journal_append(
-        kind="deployment.planned", actor=None, subject=subject, data={"components": PLAN["components"]}
+        kind="deployment.planned", actor=actor, subject=subject, data={"components": PLAN["components"]}
     )
     for step in deployment.steps.order_by("id"):
         data = {
@@ -183,7 +181,7 @@ def _journal(deployment: Deployment) -> None:
             "stdout_sha256": sha256_hex(step.stdout.encode()),
             "stderr_sha256": sha256_hex(b""),
         }
-        entry = journal_append(kind="step.finished", actor=None, subject=subject, data=data)
+        entry = journal_append(kind="step.finished", actor=actor, subject=subject, data=data)
         Step.objects.filter(pk=step.pk).update(seal=entry.hash)
     deployment.refresh_from_db()
     kind = "deployment.started" if deployment.status in Deployment.IN_PROGRESS else "deployment.finished"
@@ -193,7 +191,7 @@ def _journal(deployment: Deployment) -> None:
         "components": list(deployment.components),
         "versions": component_versions(deployment),
     }
-    entry = journal_append(kind=kind, actor=None, subject=subject, data=outcome)
+    entry = journal_append(kind=kind, actor=actor, subject=subject, data=outcome)
     Deployment.objects.filter(pk=deployment.pk).update(seal=entry.hash)
 
 

@@ -21,6 +21,7 @@ from accounts.models import ApiToken
 from devices.models import Component, System
 from tests.integration.conftest import DemoSystem
 from tests.web.conftest import PASSWORD, demo_bundle, deployment_record
+from updates.actors import Actor
 from updates.liveness import owner_token
 from updates.models import ActiveManifests, Bundle, Deployment, JournalEntry
 from updates.tasknames import TASK_REFRESH
@@ -146,7 +147,7 @@ def test_it_uploads_a_bundle_and_shows_its_plan(clients: dict[str, Client], web_
         response = clients["operator"].post("/bundles/upload", {"file": fh})
     bundle = Bundle.objects.get()
     assert bundle.status == "accepted", bundle.problems
-    assert (bundle.actor_kind, bundle.actor_name) == ("user", "operator")
+    assert bundle.who == Actor("user", "operator")
     assert response["Location"] == f"/bundles/{bundle.pk}/"
     page = _text(clients["viewer"].get(response["Location"]))
     assert re.search(r"Order 10.*G13.*gateway-v1.*gateway-v2.*Order 20.*rtos-v1.*rtos-v2", page)
@@ -253,7 +254,7 @@ def test_it_deploys_a_bundle_only_once_confirmed(clients: dict[str, Client], web
     response = clients["operator"].post(f"/bundles/{bundle.pk}/deploy", {"confirm": "on"})
     deployment = Deployment.objects.get()
     assert response["Location"] == f"/deployments/{deployment.pk}/"
-    assert (deployment.status, deployment.actor_kind, deployment.actor_name) == ("queued", "user", "operator")
+    assert (deployment.status, deployment.who) == ("queued", Actor("user", "operator"))
     busy = clients["operator"].post(f"/bundles/{bundle.pk}/deploy", {"confirm": "on"}, follow=True)
     assert "Not started:" in _text(busy) and Deployment.objects.count() == 1
 

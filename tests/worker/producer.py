@@ -32,6 +32,7 @@ GIVE_UP_SECONDS = 120
 
 def deployments(manifest: Path, count: int, duplicates: int, name: str) -> None:
     from updates import selectors
+    from updates.actors import Actor
     from updates.services import BusyError, dispatch
     from updates.tasknames import TASK_RUN
     from worker.celery import app
@@ -44,7 +45,9 @@ def deployments(manifest: Path, count: int, duplicates: int, name: str) -> None:
         busy = selectors.deployment_in_progress()
         if busy is None:
             try:
-                started.append(dispatch.deployment_start(manifest_path=manifest, created_by=name).pk)
+                started.append(
+                    dispatch.deployment_start(manifest_path=manifest, actor=Actor("user", name)).pk
+                )
             except BusyError:
                 pass  # another producer was quicker
             continue

@@ -21,6 +21,7 @@ from tests.worker.conftest import (
     wait_for,
 )
 from updates import selectors
+from updates.actors import Actor
 from updates.models import Deployment
 from updates.services import dispatch
 from worker.celery import app
@@ -103,7 +104,7 @@ def test_it_sets_bad_files_aside_and_runs_the_next_message(appliance: Appliance)
         (messages / name).write_bytes(content)
 
     deployment = dispatch.deployment_start(
-        manifest_path=appliance.system.system / "manifest-v2.yaml", created_by="api:test"
+        manifest_path=appliance.system.system / "manifest-v2.yaml", actor=Actor("user", "test")
     )
     assert appliance.wait_finished(deployment.pk).status == "succeeded"
     assert sorted(p.name for p in (messages / "rejected").iterdir()) == sorted(bad)

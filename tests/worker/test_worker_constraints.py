@@ -9,6 +9,7 @@ import pytest
 
 from tests.integration.conftest import ROOT
 from tests.worker.conftest import Appliance
+from updates.actors import Actor
 from updates.engine.transitions import ConstraintViolation
 from updates.models import Deployment
 from updates.services import dispatch
@@ -28,9 +29,9 @@ def _swapped(appliance: Appliance) -> Path:
 def test_a_violating_plan_is_refused_before_anything_is_queued(appliance: Appliance) -> None:
     (appliance.system.datastore / "constraints.yaml").write_text(SEED_TABLES)
     with pytest.raises(ConstraintViolation, match=r"step 'order 10' .* gateway-v1 \+ rtos-v2"):
-        dispatch.deployment_start(manifest_path=_swapped(appliance), created_by="api:alice")
+        dispatch.deployment_start(manifest_path=_swapped(appliance), actor=Actor("user", "alice"))
     with pytest.raises(ForceWithoutReason):
-        dispatch.deployment_start(manifest_path=_swapped(appliance), created_by="api:alice", force=True)
+        dispatch.deployment_start(manifest_path=_swapped(appliance), actor=Actor("user", "alice"), force=True)
     assert not Deployment.objects.exists()
     assert appliance.system.timeline() == []
 
@@ -40,11 +41,11 @@ def test_a_forced_deployment_runs_on_a_worker_and_records_who_and_why(appliance:
     appliance.start_worker()
     started = dispatch.deployment_start(
         manifest_path=_swapped(appliance),
-        created_by="api:alice",
+        actor=Actor("user", "alice"),
         force=True,
         force_reason="bench rig",
     )
     deployment = appliance.wait_finished(started.pk)
     assert deployment.status == "succeeded", deployment.reason
-    assert (deployment.forced_by, deployment.forced_reason) == ("api:alice", "bench rig")
+    assert (deployment.who, deployment.forced_reason) == (Actor("user", "alice"), "bench rig")
     assert deployment.plan["constraints"]["first_violation"]["combination"] == "gateway-v1 + rtos-v2"

@@ -14,10 +14,12 @@ import redis
 
 from tests.integration.conftest import CLI
 from tests.worker.conftest import Appliance, wait_for
+from updates.actors import Actor
 from updates.models import Deployment
 from updates.services import dispatch
 from worker.celery import TASK_RESUME, TASK_ROLLBACK, app
 
+OPERATOR = Actor("user", "operator")  # who asks the worker to resume or roll back
 V1 = {"G13": "gateway-v1", "R456": "rtos-v1", "R998": "rtos-v1"}
 V2 = {"G13": "gateway-v2", "R456": "rtos-v2", "R998": "rtos-v2"}
 ENDED = ("succeeded", "rolled_back", "inconsistent", "rejected")
@@ -83,7 +85,7 @@ def test_it_resumes_a_stopped_deployment_on_a_worker(appliance: Appliance) -> No
     # The worker's start recovery leaves a stopped deployment to its operator.
     wait_for(lambda: f"deployment {stopped.pk} (stopped) left alone" in worker.text(), 30, worker.text)
 
-    dispatch.deployment_resume_start(deployment_id=stopped.pk)
+    dispatch.deployment_resume_start(deployment_id=stopped.pk, actor=OPERATOR)
     deployment = _wait_status(appliance, stopped.pk, ENDED)
 
     assert deployment.status == "succeeded", deployment.reason
@@ -99,7 +101,7 @@ def test_it_rolls_back_a_stopped_deployment_on_a_worker(appliance: Appliance) ->
     stopped = _install_stopped(appliance)
     appliance.start_worker()
 
-    dispatch.deployment_rollback_start(deployment_id=stopped.pk)
+    dispatch.deployment_rollback_start(deployment_id=stopped.pk, actor=OPERATOR)
     deployment = _wait_status(appliance, stopped.pk, ENDED)
 
     assert deployment.status == "rolled_back", deployment.reason
@@ -117,7 +119,7 @@ def test_it_ignores_a_resume_message_delivered_again_after_the_deployment_moved_
 ) -> None:
     stopped = _install_stopped(appliance)
     # The service's own message, read back from Redis, so the duplicate is byte-for-byte its args.
-    dispatch.deployment_resume_start(deployment_id=stopped.pk, stop_before=["Cleanup"])
+    dispatch.deployment_resume_start(deployment_id=stopped.pk, stop_before=["Cleanup"], actor=OPERATOR)
     message = _queued_args(TASK_RESUME)
     assert message == [stopped.pk, dispatch.deployment_fingerprint(stopped), ["Cleanup"]]
     worker = appliance.start_worker()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.worker.conftest import Appliance, wait_for
+from updates.actors import Actor
 from updates.models import Deployment
 from updates.services import dispatch
 
@@ -19,7 +20,7 @@ def _start_and_wait_in_install(appliance: Appliance) -> Deployment:
     board = appliance.system.device("R456")
     (board / "ArtifactInstall.SLEEP").write_text("30")
     deployment = dispatch.deployment_start(
-        manifest_path=appliance.system.system / "manifest-v2.yaml", created_by="api:test"
+        manifest_path=appliance.system.system / "manifest-v2.yaml", actor=Actor("user", "test")
     )
     wait_for((board / "ArtifactInstall.STARTED").exists, 30, appliance.workers[0].text)
     (board / "ArtifactInstall.SLEEP").unlink()

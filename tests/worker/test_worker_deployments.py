@@ -14,6 +14,7 @@ from django.db import transaction
 from tests.integration.conftest import DemoSystem
 from tests.worker.conftest import Appliance, wait_for
 from updates import selectors
+from updates.actors import Actor
 from updates.models import Deployment
 from updates.services import BusyError, dispatch
 from worker.celery import TASK_RUN, app
@@ -22,7 +23,9 @@ V2 = {"G13": "gateway-v2", "R456": "rtos-v2", "R998": "rtos-v2"}
 
 
 def _start(appliance: Appliance, manifest: str = "manifest-v2.yaml") -> Deployment:
-    return dispatch.deployment_start(manifest_path=appliance.system.system / manifest, created_by="api:test")
+    return dispatch.deployment_start(
+        manifest_path=appliance.system.system / manifest, actor=Actor("user", "test")
+    )
 
 
 def _records(history: Mapping[str, Any]) -> dict[str, Any]:
@@ -42,7 +45,7 @@ def test_it_runs_a_deployment_on_a_worker_with_the_same_records_as_the_cli(
     appliance.start_worker()
     deployment = appliance.wait_finished(_start(appliance).pk)
     assert deployment.status == "succeeded", deployment.reason
-    assert deployment.created_by == "api:test"
+    assert deployment.who == Actor("user", "test")
 
     cli = demo.install("manifest-v2.yaml")
     assert cli.returncode == 0, cli.stderr
@@ -103,7 +106,7 @@ def test_it_runs_a_queued_deployment_whose_message_was_lost_when_a_worker_starts
     from updates.services import deployment_create
 
     deployment = deployment_create(
-        manifest_path=appliance.system.system / "manifest-v2.yaml", created_by="api"
+        manifest_path=appliance.system.system / "manifest-v2.yaml", actor=Actor("user", "api")
     )
     appliance.start_worker()
     assert appliance.wait_finished(deployment.pk).status == "succeeded"

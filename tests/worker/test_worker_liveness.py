@@ -16,6 +16,7 @@ import redis
 
 from tests.worker.conftest import ROOT, Appliance, producer_broker, wait_for
 from updates import selectors
+from updates.actors import Actor
 from updates.liveness import HEARTBEAT_SECONDS, heartbeats_dir
 from updates.services import dispatch
 
@@ -97,7 +98,7 @@ def test_a_worker_waits_out_a_lost_redis_and_takes_work_when_it_is_back(
         server = _redis_server(port, tmp_path)  # back, and empty
         wait_for(lambda: worker.count("Connected to") == 2, 60, worker.text)
         deployment = dispatch.deployment_start(
-            manifest_path=appliance.system.system / "manifest-v2.yaml", created_by="api:test"
+            manifest_path=appliance.system.system / "manifest-v2.yaml", actor=Actor("user", "test")
         )
         assert appliance.wait_finished(deployment.pk).status == "succeeded"
         assert worker.proc.poll() is None

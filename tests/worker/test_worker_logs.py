@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from tests.worker.conftest import Appliance, wait_for
+from updates.actors import Actor
 from updates.services import dispatch
 from worker.celery import TASK_RUN
 
@@ -20,7 +21,7 @@ def test_it_logs_a_deployment_on_a_worker_as_json_lines_that_carry_its_id(applia
     worker = appliance.spawn_worker(env={"ORCH_LOG_FORMAT": "json"}, quiet=True)
     worker.wait_ready()
     manifest = appliance.system.system / "manifest-v2.yaml"
-    pk = dispatch.deployment_start(manifest_path=manifest, created_by="api:test").pk
+    pk = dispatch.deployment_start(manifest_path=manifest, actor=Actor("user", "test")).pk
     deployment = appliance.wait_finished(pk)
     assert deployment.status == "succeeded"
     # The end line follows the final status (after the post-run refresh).
@@ -31,7 +32,7 @@ def test_it_logs_a_deployment_on_a_worker_as_json_lines_that_carry_its_id(applia
     assert any(f"Task {TASK_RUN}" in line["message"] and "received" in line["message"] for line in celery)
     ours = [line for line in lines if line["logger"] == "orchestrator.deployment"]
     assert ours and all(line["deployment_id"] == pk for line in ours)
-    assert ours[0]["actor"] == f"{deployment.actor_kind}:{deployment.actor_name}"
+    assert ours[0]["actor"] == deployment.who.label == "user test"
     assert ours[-1]["outcome"] == "succeeded"
     states = {(line["component"], line["state"]) for line in ours if "exit_code" in line}
     assert ("rtos.R456", "ArtifactCommit") in states and ("gateway.G13", "Download") in states

@@ -24,6 +24,7 @@ from django.db import connection
 from tests.api.conftest import Personas, Web, personas, web
 from tests.integration.conftest import CLI
 from tests.worker.conftest import Appliance, NoopSystem, Worker, noop_system, wait_for
+from updates.actors import Actor
 from updates.engine.interface import QUERY_STATES
 from updates.models import Deployment, Step
 from updates.services import dispatch
@@ -231,7 +232,7 @@ def test_it_leaves_another_hosts_deployment_alone_until_that_host_stops_beating(
     noop = noop_system(appliance, install_sleep=60)
     far = appliance.spawn_worker(env={"ORCH_TEST_HOST_ID": FAR_HOST})
     far.wait_ready()
-    deployment = dispatch.deployment_start(manifest_path=noop.manifest, created_by="api:test")
+    deployment = dispatch.deployment_start(manifest_path=noop.manifest, actor=Actor("user", "test"))
     deployment = _wait_in_install(appliance, noop, deployment.pk)
     assert deployment.owner.startswith(f"{FAR_HOST}/")
 

@@ -101,7 +101,6 @@ def bundle_upload(request: HttpRequest, file: File[UploadedFile]) -> Status[Bund
         filename=Path(file.name or "upload").name,
         size_hint=file.size,
         actor=_principal(request).actor,
-        created_by=_principal(request).actor.label,
     )
     return Status(201 if bundle.status == "accepted" else 422, selectors.bundle_summary(bundle))
 
@@ -141,7 +140,9 @@ def plan(request: HttpRequest, body: PlanIn) -> dict[str, Any]:
 def deployment_create(request: HttpRequest, body: DeploymentIn) -> Status[DeploymentDetail]:
     actor = _principal(request).actor
     if body.previous:
-        deployment = dispatch.deployment_start_previous(actor=actor, stop_before=body.stop_before)
+        deployment = dispatch.deployment_start_previous(
+            actor=actor, stop_before=body.stop_before, force=body.force, force_reason=body.reason
+        )
     else:
         deployment = dispatch.deployment_start_bundle(
             bundle_id=body.bundle_id or 0,

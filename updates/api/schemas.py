@@ -20,8 +20,9 @@ class Out(BaseModel):
 
 
 class ActorOut(Out):
-    kind: str
+    kind: str  # user | token | webhook | cli | system
     name: str
+    label: str  # "user alice", "token alice/ci", "webhook evt-1", "cli root (update-module)", "system"
 
 
 class ManifestRefOut(Out):
@@ -109,7 +110,7 @@ class BundleOut(Out):
     actor: ActorOut
     created_at: datetime
     deleted_at: datetime | None
-    deleted_by: str
+    deleted_by: str  # the label of who deleted it ("" while not deleted)
     checks: list[CheckOut]
     problems: list[str]
     artifacts: list[BundleArtifactOut]

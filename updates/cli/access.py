@@ -12,6 +12,7 @@ from typing import Any
 
 from accounts import selectors, services
 from accounts.models import Role
+from updates.actors import actor_of_command_line
 
 ROLES = [r.value for r in Role]
 
@@ -58,7 +59,9 @@ def cmd_user_create(args: argparse.Namespace) -> int:
     if not password:
         return _err("no password on stdin")
     try:
-        services.user_create(username=args.name, role=Role(args.role), password=password)
+        services.user_create(
+            username=args.name, role=Role(args.role), password=password, actor=actor_of_command_line()
+        )
     except services.AccessError as exc:
         return _err(str(exc))
     print(f"user {args.name} created ({args.role})")
@@ -74,7 +77,7 @@ def cmd_user_list(args: argparse.Namespace) -> int:
 
 def cmd_user_set_role(args: argparse.Namespace) -> int:
     try:
-        services.user_set_role(username=args.name, role=Role(args.role))
+        services.user_set_role(username=args.name, role=Role(args.role), actor=actor_of_command_line())
     except services.AccessError as exc:
         return _err(str(exc))
     print(f"user {args.name} is now {args.role}")
@@ -82,7 +85,7 @@ def cmd_user_set_role(args: argparse.Namespace) -> int:
 
 
 def cmd_user_ensure_admin(args: argparse.Namespace) -> int:
-    password = services.admin_ensure()
+    password = services.admin_ensure(actor=actor_of_command_line())
     if password is not None:
         print(f"created user admin (role admin) with password: {password}")
         print(
@@ -95,7 +98,11 @@ def cmd_user_ensure_admin(args: argparse.Namespace) -> int:
 def cmd_token_create(args: argparse.Namespace) -> int:
     try:
         token = services.token_create(
-            username=args.user, role=Role(args.role), name=args.name, expires_days=args.expires
+            username=args.user,
+            role=Role(args.role),
+            name=args.name,
+            expires_days=args.expires,
+            actor=actor_of_command_line(),
         )
     except services.AccessError as exc:
         return _err(str(exc))
@@ -117,7 +124,7 @@ def cmd_token_list(args: argparse.Namespace) -> int:
 
 def cmd_token_revoke(args: argparse.Namespace) -> int:
     try:
-        token = services.token_revoke(token_id=args.id)
+        token = services.token_revoke(token_id=args.id, actor=actor_of_command_line())
     except services.AccessError as exc:
         return _err(str(exc))
     print(f"token {token.pk} ({token.user.username}/{token.name}) revoked")

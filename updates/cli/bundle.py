@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from updates import selectors
+from updates.actors import actor_of_command_line
 from updates.engine.errors import ExitCode, OrchestratorError
 from updates.services import bundles, retention
 
@@ -48,7 +49,7 @@ def cmd_bundle_add(args: argparse.Namespace) -> int:
         _err(f"{args.file}: no such file")
         return ExitCode.INVALID
     try:
-        bundle = bundles.bundle_add_file(path=args.file)
+        bundle = bundles.bundle_add_file(path=args.file, actor=actor_of_command_line())
     except OrchestratorError as exc:  # e.g. the configuration itself is invalid
         _err(str(exc))
         return exc.exit_code
@@ -61,6 +62,7 @@ def print_bundle(report: Mapping[str, Any]) -> None:
     print(
         f"bundle {report['id']}: {report['status']} ({report['form'] or '-'}, {report['size']} bytes, sha256 {report['sha256']})"
     )
+    print(f"added by {report['actor_label']}")
     if report["manifest"]:
         print(f"manifest: {report['manifest']} ({report['manifest_member']})")
     for check in report["checks"]:
@@ -100,7 +102,7 @@ def cmd_bundle_show(args: argparse.Namespace) -> int:
 
 def cmd_gc(args: argparse.Namespace) -> int:
     try:
-        removed = retention.store_gc(dry_run=args.dry_run)
+        removed = retention.store_gc(dry_run=args.dry_run, actor=actor_of_command_line())
     except OrchestratorError as exc:  # e.g. the configuration itself is invalid
         _err(str(exc))
         return exc.exit_code

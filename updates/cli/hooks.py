@@ -12,6 +12,7 @@ import argparse
 import sys
 from typing import Any
 
+from updates.actors import actor_of_command_line
 from updates.engine.hooks import SecretError
 from updates.services import hook_secret as hooks
 
@@ -27,7 +28,7 @@ def register(sub: Any) -> None:
 
 def cmd_hook_secret_set(args: argparse.Namespace) -> int:
     try:
-        hooks.hook_secret_set(secret=sys.stdin.read())
+        hooks.hook_secret_set(secret=sys.stdin.read(), actor=actor_of_command_line())
     except (SecretError, OSError) as exc:
         print(f"mender-orchestrator: hook-secret set: {exc}", file=sys.stderr)
         return 2
@@ -37,7 +38,7 @@ def cmd_hook_secret_set(args: argparse.Namespace) -> int:
 
 def cmd_hook_secret_rotate(args: argparse.Namespace) -> int:
     try:
-        secret = hooks.hook_secret_rotate()
+        secret = hooks.hook_secret_rotate(actor=actor_of_command_line())
     except OSError as exc:
         print(f"mender-orchestrator: hook-secret rotate: {exc}", file=sys.stderr)
         return 1

@@ -7,9 +7,7 @@ codes of docs/cli.md §8.
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
-import os
 import sys
 import threading
 from collections.abc import Callable, Mapping
@@ -19,13 +17,14 @@ from typing import Any, TypeVar
 from django.utils import timezone
 
 from updates import recovery, selectors, services
+from updates.actors import actor_of_command_line
 from updates.engine.errors import ExitCode, InvalidInput, NotFound, OrchestratorError, outcome_exit_code
 from updates.engine.machine import STOPPABLE
 from updates.engine.transitions import ConstraintViolation
 from updates.liveness import owner_beats
 from updates.models import Deployment
 from updates.services import bundles
-from updates.services.constraints import ForceWithoutReason, forced_by
+from updates.services.constraints import ForceWithoutReason, forced_override
 
 from .bundle import print_bundle
 
@@ -184,10 +183,11 @@ def cmd_install(args: argparse.Namespace) -> int:
         _err("--reason goes with --force (it records why the constraints were overridden)")
         return ExitCode.INVALID
     try:
-        forced = forced_by(force=args.force, reason=args.reason, actor=_os_user())
+        forced = forced_override(force=args.force, reason=args.reason)
     except ForceWithoutReason as exc:
         return _refused(exc)
     opts = {
+        "actor": actor_of_command_line(),
         "stop_before": args.stop_before,
         "exit_on_reboot": args.exit_on_reboot,
         "echo": _echo,
@@ -204,14 +204,6 @@ def cmd_install(args: argparse.Namespace) -> int:
     )
 
 
-def _os_user() -> str:
-    """The CLI's actor: the operating-system user running it."""
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry (containers): the uid still names someone
-        return f"uid {os.getuid()}"
-
-
 BUNDLE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".mender")
 
 
@@ -220,7 +212,7 @@ def _bundle_manifest(target: Path, *, quiet: bool = False) -> Path:
     Bundles install from their store directory, never from the file given (it can still change).
     Raises NotFound / InvalidInput."""
     if target.name.endswith(BUNDLE_SUFFIXES) and target.is_file():
-        bundle = bundles.bundle_add_file(path=target)
+        bundle = bundles.bundle_add_file(path=target, actor=actor_of_command_line())
         if not quiet:
             print_bundle(selectors.bundle_report(bundle))
         return bundles.bundle_manifest_path(bundle_id=bundle.pk)
@@ -234,7 +226,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
         return _resume_interrupted(args)
     return _guarded(
         lambda: services.deployment_resume(
-            stop_before=args.stop_before, exit_on_reboot=args.exit_on_reboot, echo=_echo
+            stop_before=args.stop_before,
+            exit_on_reboot=args.exit_on_reboot,
+            echo=_echo,
+            actor=actor_of_command_line(),
         )
     )
 
@@ -254,11 +249,18 @@ def _resume_interrupted(args: argparse.Namespace) -> int:
         print(f"nothing interrupted: {interrupted.why}", flush=True)
         return ExitCode.INVALID
     _echo(f"{interrupted.why}: {'running' if interrupted.action == 'run' else 'resuming'} it")
+    # The recovery a worker would make: it continues the run for whoever asked for it.
+    actor = deployment.who
     if interrupted.action == "run":
-        return _guarded(lambda: services.deployment_execute(deployment_id=deployment.pk, echo=_echo))
+        return _guarded(
+            lambda: services.deployment_execute(deployment_id=deployment.pk, echo=_echo, actor=actor)
+        )
     return _guarded(
         lambda: services.deployment_resume(
-            stop_before=deployment.stop_before, exit_on_reboot=deployment.exit_on_reboot, echo=_echo
+            stop_before=deployment.stop_before,
+            exit_on_reboot=deployment.exit_on_reboot,
+            echo=_echo,
+            actor=actor,
         )
     )
 
@@ -266,7 +268,10 @@ def _resume_interrupted(args: argparse.Namespace) -> int:
 def cmd_rollback(args: argparse.Namespace) -> int:
     return _guarded(
         lambda: services.deployment_rollback(
-            stop_before=args.stop_before, exit_on_reboot=args.exit_on_reboot, echo=_echo
+            stop_before=args.stop_before,
+            exit_on_reboot=args.exit_on_reboot,
+            echo=_echo,
+            actor=actor_of_command_line(),
         ),
         rolling_back=True,
     )
@@ -466,7 +471,7 @@ def _history_of(deployment_id: int, *, as_json: bool) -> int:
 
 
 def _history_line(d: Mapping[str, Any]) -> str:
-    """`#7 2026-11-29 20:41:03 cli sys-v1 -> sys-v2 rolled_back in 12s: <reason>`."""
+    """`#7 2026-11-29 20:41:03 cli root: sys-v2 (sys-v1 -> sys-v2) rolled_back in 12s: <reason>`."""
     sources = sorted({o["from"] for o in d["outcomes"] if o["from"] != o["to"]})
     targets = sorted({o["to"] for o in d["outcomes"] if o["from"] != o["to"]})
     change = f"{', '.join(sources) or '-'} -> {', '.join(targets) or '-'}"
@@ -474,10 +479,10 @@ def _history_line(d: Mapping[str, Any]) -> str:
     if d["started_at"] and d["finished_at"]:
         took = f" in {(d['finished_at'] - d['started_at']).total_seconds():.0f}s"
     reason = f": {d['reason']}" if d["reason"] and d["status"] != Deployment.Status.SUCCEEDED else ""
-    forced = f"\n  forced past the declared constraints by {d['forced_by']}: {d['forced_reason']}"
+    forced = f"\n  forced past the declared constraints by {d['actor_label']}: {d['forced_reason']}"
     return (
-        f"#{d['id']} {_when(d['created_at'])} {d['created_by']} {d['manifest']} ({change}) "
-        f"{d['status']}{took}{reason}{forced if d['forced_by'] else ''}"
+        f"#{d['id']} {_when(d['created_at'])} {d['actor_label']}: {d['manifest']} ({change}) "
+        f"{d['status']}{took}{reason}{forced if d['forced_reason'] else ''}"
     )
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 
+from updates.actors import Actor
 from updates.liveness import WorkerBeat, live_workers
 from updates.models import Deployment, WebhookEvent
 from updates.selectors.actors import _actor
@@ -175,8 +176,6 @@ def component_versions(deployment: Deployment) -> list[dict[str, str]]:
 
 # ----- webhooks (issue #9): events as actors, for the audit ---------------------------------------------
 
-WEBHOOK_ACTOR_PREFIX = "webhook:"  # `created_by` of a deployment or bundle a webhook event started
-
 
 def webhook_events(*, since: datetime | None = None, until: datetime | None = None) -> QuerySet[WebhookEvent]:
     """Signed events received, newest first (unsigned calls are never recorded)."""
@@ -188,13 +187,11 @@ def webhook_events(*, since: datetime | None = None, until: datetime | None = No
     return rows
 
 
-def webhook_event_for_actor(created_by: str) -> WebhookEvent | None:
-    """The event behind a `created_by` of "webhook:<event id>", else None."""
-    if not created_by.startswith(WEBHOOK_ACTOR_PREFIX):
+def webhook_event_for_actor(actor: Actor) -> WebhookEvent | None:
+    """The event behind a webhook actor (what it started names it), else None."""
+    if actor.kind != "webhook":
         return None
-    event: WebhookEvent | None = WebhookEvent.objects.filter(
-        event_id=created_by.removeprefix(WEBHOOK_ACTOR_PREFIX)
-    ).first()
+    event: WebhookEvent | None = WebhookEvent.objects.filter(event_id=actor.name).first()
     return event
 
 

@@ -6,4 +6,6 @@ from updates.models import Bundle, Deployment
 
 
 def _actor(row: Deployment | Bundle) -> dict[str, str]:
-    return {"kind": row.actor_kind, "name": row.actor_name}
+    """The API's actor shape: {"kind", "name"} and how pages name it (`Actor.label`)."""
+    who = row.who
+    return {"kind": who.kind, "name": who.name, "label": who.label}

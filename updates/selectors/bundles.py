@@ -34,7 +34,7 @@ class BundleReport(TypedDict):
     manifest: str
     manifest_member: str
     directory: str
-    created_by: str
+    actor_label: str
     created_at: datetime
     checks: list[dict[str, Any]]
     problems: list[str]
@@ -44,7 +44,7 @@ class BundleReport(TypedDict):
 class BundleSummary(BundleReport):
     """The report with who added or deleted it (the API's `BundleOut`, the bundle page)."""
 
-    actor: dict[str, str]  # kind, name (`_actor`)
+    actor: dict[str, str]  # kind, name, label (`_actor`)
     deleted_at: datetime | None
     deleted_by: str
 
@@ -90,7 +90,7 @@ def bundle_report(bundle: Bundle) -> BundleReport:
         "manifest": bundle.manifest_name,
         "manifest_member": bundle.manifest_member,
         "directory": bundle.directory,
-        "created_by": bundle.created_by,
+        "actor_label": bundle.who.label,
         "created_at": bundle.created_at,
         "checks": bundle.checks,
         "problems": bundle.problems,
@@ -116,7 +116,7 @@ def bundle_summary(bundle: Bundle) -> BundleSummary:
         **bundle_report(bundle),
         "actor": _actor(bundle),
         "deleted_at": bundle.deleted_at,
-        "deleted_by": bundle.deleted_by,
+        "deleted_by": bundle.deleted_by_actor.label if bundle.deleted_by_actor else "",
     }
 
 

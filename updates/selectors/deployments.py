@@ -40,7 +40,7 @@ class DeploymentSummary(TypedDict):
     status: str
     reason: str
     manifest: str
-    actor: dict[str, str]  # kind, name (`_actor`)
+    actor: dict[str, str]  # kind, name, label (`_actor`)
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -66,8 +66,7 @@ class DeploymentRecord(DeploymentSummary):
     """What `status --json` (`last`) and `history --json` print of a deployment."""
 
     components: list[str]
-    created_by: str
-    forced_by: str
+    actor_label: str
     forced_reason: str
     outcomes: list[OutcomeReport]
 
@@ -206,8 +205,7 @@ def deployment_record(d: Deployment) -> DeploymentRecord:
     return {
         **deployment_summary(d),
         "components": d.components,
-        "created_by": d.created_by,
-        "forced_by": d.forced_by,
+        "actor_label": d.who.label,
         "forced_reason": d.forced_reason,
         "outcomes": deployment_components(d),
     }

@@ -24,7 +24,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.services import journal_append
-from updates.actors import Actor, actor_of_command_line
+from updates.actors import Actor
 from updates.engine.acceptance import Findings, Verdict, accept
 from updates.engine.artifact import ArtifactError, ArtifactInfo, ArtifactReader, PublicKey
 from updates.engine.bundle import Intake, ingest, read_device_type
@@ -66,8 +66,7 @@ def bundle_add(
     source: IO[bytes],
     filename: str = "",
     size_hint: int | None = None,
-    created_by: str = "cli",
-    actor: Actor | None = None,
+    actor: Actor,
 ) -> Bundle:
     """Ingest one upload (streamed, hashed and verified while written) and check it completely.
 
@@ -76,26 +75,22 @@ def bundle_add(
     env = environment_load()
     store = artifact_store(env)
     interrupted_clean(env, store)
-    bundle = _bundle_begin(
-        env, filename=filename, created_by=created_by, actor=actor or actor_of_command_line()
-    )
+    bundle = _bundle_begin(env, filename=filename, actor=actor)
     try:
         with owner_beats():  # the marker's owner on a web-only machine: alive for the others too
             return _bundle_check(env, store, bundle, source, size_hint)
     except Exception as exc:
-        mark_rejected(bundle.pk, f"ingest failed: {exc}")  # not left "ingesting" for the sweep
+        mark_rejected(bundle.pk, f"ingest failed: {exc}", actor=actor)  # not left "ingesting" for the sweep
         raise
     finally:
         ingest_marker(env, bundle.pk).unlink(missing_ok=True)
 
 
-def _bundle_begin(env: Environment, *, filename: str, created_by: str, actor: Actor) -> Bundle:
+def _bundle_begin(env: Environment, *, filename: str, actor: Actor) -> Bundle:
     """The `ingesting` row, with a marker naming this process: a later ingest or gc can then
     tell an ingest that died (SIGKILL, power cut) from one still running elsewhere."""
     with transaction.atomic():
-        bundle = Bundle.objects.create(
-            filename=filename, created_by=created_by, actor_kind=actor.kind, actor_name=actor.name
-        )
+        bundle = Bundle.objects.create(filename=filename, actor=actor.as_json())
         # Written before the row commits: no one ever sees an `ingesting` row without its marker.
         marker = ingest_marker(env, bundle.pk)
         marker.parent.mkdir(parents=True, exist_ok=True)
@@ -201,7 +196,7 @@ def _bundle_reject(bundle: Bundle, intake: Intake, store: ArtifactStore, verdict
         checks = verdict.checks
         bundle.status, bundle.checks, bundle.problems = Bundle.Status.REJECTED, checks.rows, checks.problems
         bundle.save()
-        bundle_outcome_journal(bundle)
+        bundle_outcome_journal(bundle, bundle.who)
     return bundle
 
 
@@ -221,7 +216,7 @@ def _bundle_accept(bundle: Bundle, intake: Intake, directory: Path, verdict: Ver
         bundle.directory = str(directory)
         bundle.manifest_name = verdict.manifest_name
         bundle.save()
-        bundle_outcome_journal(bundle)
+        bundle_outcome_journal(bundle, bundle.who)
     return bundle
 
 
@@ -285,7 +280,7 @@ def bundle_delete(*, bundle_id: int, actor: Actor) -> Bundle:
         bundle.status, bundle.deleted_at, bundle.deleted_by = (
             Bundle.Status.DELETED,
             timezone.now(),
-            actor.label,
+            actor.as_json(),
         )
         bundle.save(update_fields=["status", "deleted_at", "deleted_by"])
         journal_append(kind="bundle.deleted", actor=actor, subject=f"bundle:{bundle.pk}", data={})
@@ -294,12 +289,6 @@ def bundle_delete(*, bundle_id: int, actor: Actor) -> Bundle:
     return bundle
 
 
-def bundle_add_file(*, path: Path, created_by: str = "cli", actor: Actor | None = None) -> Bundle:
+def bundle_add_file(*, path: Path, actor: Actor) -> Bundle:
     with open(path, "rb") as fileobj:
-        return bundle_add(
-            source=fileobj,
-            filename=path.name,
-            size_hint=path.stat().st_size,
-            created_by=created_by,
-            actor=actor,
-        )
+        return bundle_add(source=fileobj, filename=path.name, size_hint=path.stat().st_size, actor=actor)

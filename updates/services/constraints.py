@@ -29,19 +29,19 @@ class ForceWithoutReason(InvalidInput):
 
 @dataclass(frozen=True)
 class Forced:
-    """Run past the declared constraints: who asked (recorded as `forced_by`) and why."""
+    """Run past the declared constraints, and why. Force is an option of the request that
+    creates the deployment, so who forced it is the deployment's actor."""
 
-    by: str
     reason: str
 
 
-def forced_by(*, force: bool, reason: str, actor: str) -> Forced | None:
+def forced_override(*, force: bool, reason: str) -> Forced | None:
     """The override to record, None without `force`; raises ForceWithoutReason."""
     if not force:
         return None
     if not reason.strip():
         raise ForceWithoutReason("forcing past the declared constraints needs a reason (--reason TEXT)")
-    return Forced(by=actor, reason=reason.strip())
+    return Forced(reason=reason.strip())
 
 
 def constraints_for(env: Environment, desired: DesiredState) -> Constraints | None:

@@ -21,7 +21,7 @@ from django.utils import timezone
 from audit.services import audit_prune_by_policy, journal_append
 from devices.services import components_record
 from updates import selectors
-from updates.actors import SYSTEM, Actor, actor_of_command_line
+from updates.actors import SYSTEM, Actor
 from updates.engine.errors import BusyError, CleanupStarted, NothingInProgress, OrchestratorError
 from updates.engine.machine import Machine, Options, Result, RunState
 from updates.engine.manifest import DesiredState, Topology, TopologyJson, parse_manifest
@@ -61,14 +61,14 @@ def deployment_create(
     topology_components: Path | None = None,
     stop_before: Sequence[str] = (),
     exit_on_reboot: bool = False,
-    created_by: str = "cli",
-    actor: Actor | None = None,
+    actor: Actor,
     forced: Forced | None = None,
 ) -> Deployment:
-    """Validate the inputs and queue a deployment (it holds the single in-progress slot).
+    """Validate the inputs and queue a deployment (it holds the single in-progress slot) for
+    `actor`, who asked for it (recorded on the row and in the journal).
 
     Raises InputError (nothing recorded) and BusyError. `deployment_execute` runs it: at once
-    from the CLI, on a worker from the web. `forced` (see `forced_by`) runs it even when it
+    from the CLI, on a worker from the web. `forced` (see `forced_override`) runs it even when it
     violates the declared constraints, and is recorded on the row.
     """
     env = environment_load()
@@ -79,7 +79,6 @@ def deployment_create(
         desired,
         kind="install",
         options=options,
-        created_by=created_by,
         actor=actor,
         forced=forced,
         bundle=_bundle_holding(desired.manifest.path),
@@ -90,8 +89,7 @@ def deployment_create_previous(
     *,
     stop_before: Sequence[str] = (),
     exit_on_reboot: bool = False,
-    created_by: str = "cli",
-    actor: Actor | None = None,
+    actor: Actor,
     forced: Forced | None = None,
 ) -> Deployment:
     """Queue the previous manifest again: "go back to the last known good system"."""
@@ -114,20 +112,21 @@ def deployment_create_previous(
         desired,
         kind="previous",
         options=options,
-        created_by=created_by,
         actor=actor,
         forced=forced,
         bundle=installed.bundle if installed else None,
     )
 
 
-def deployment_install(*, echo: Echo | None = None, **kwargs: Any) -> Deployment:
+def deployment_install(*, actor: Actor, echo: Echo | None = None, **kwargs: Any) -> Deployment:
     """The CLI's `install`: create, then execute in this process."""
-    return deployment_execute(deployment_id=deployment_create(**kwargs).pk, echo=echo)
+    deployment = deployment_create(actor=actor, **kwargs)
+    return deployment_execute(deployment_id=deployment.pk, actor=actor, echo=echo)
 
 
-def deployment_install_previous(*, echo: Echo | None = None, **kwargs: Any) -> Deployment:
-    return deployment_execute(deployment_id=deployment_create_previous(**kwargs).pk, echo=echo)
+def deployment_install_previous(*, actor: Actor, echo: Echo | None = None, **kwargs: Any) -> Deployment:
+    deployment = deployment_create_previous(actor=actor, **kwargs)
+    return deployment_execute(deployment_id=deployment.pk, actor=actor, echo=echo)
 
 
 def _released_on_crash(fn: Callable[P, R]) -> Callable[P, R]:
@@ -152,8 +151,9 @@ def _released_on_crash(fn: Callable[P, R]) -> Callable[P, R]:
 
 
 @_released_on_crash
-def deployment_execute(*, deployment_id: int, echo: Echo | None = None) -> Deployment:
-    """Inspect, select and run a queued deployment.
+def deployment_execute(*, deployment_id: int, actor: Actor, echo: Echo | None = None) -> Deployment:
+    """Inspect, select and run a queued deployment; `actor` starts it (the CLI that created it,
+    a `resume` of a queued one, or the row's own actor when a worker picks it up).
 
     Claiming is a conditional UPDATE (queued -> running): a redelivered or duplicated task
     message finds nothing to claim and returns the row as it is.
@@ -165,7 +165,7 @@ def deployment_execute(*, deployment_id: int, echo: Echo | None = None) -> Deplo
         if claimed == 1:
             entry = journal_append(
                 kind="deployment.started",
-                actor=None,
+                actor=actor,
                 subject=f"deployment:{deployment_id}",
                 data={"status": Deployment.Status.RUNNING},
             )
@@ -173,8 +173,7 @@ def deployment_execute(*, deployment_id: int, echo: Echo | None = None) -> Deplo
     deployment = Deployment.objects.select_related("manifest").get(pk=deployment_id)
     if claimed != 1:
         return deployment
-    actor = f"{deployment.actor_kind}:{deployment.actor_name}"
-    with deployment_logged(deployment, action=f"started ({deployment.kind})", actor=actor):
+    with deployment_logged(deployment, action=f"started ({deployment.kind})", actor=actor.label):
         return _execute_claimed(deployment, echo=echo)
 
 
@@ -203,12 +202,10 @@ def _deployment_queue(
     *,
     kind: str,
     options: _RunOptions,
-    created_by: str,
-    actor: Actor | None,
+    actor: Actor,
     forced: Forced | None = None,
     bundle: Bundle | None = None,
 ) -> Deployment:
-    actor = actor or actor_of_command_line()  # the same actor on the row and in the journal
     # The constraints file is validated (InputError) and kept with the run before anything is recorded.
     constraints_file = constraints_snapshot(env, desired)
     try:
@@ -220,10 +217,7 @@ def _deployment_queue(
                 kind=kind,
                 **options,
                 status=Deployment.Status.QUEUED,
-                created_by=created_by,
-                actor_kind=actor.kind,
-                actor_name=actor.name,
-                forced_by=forced.by if forced else "",
+                actor=actor.as_json(),  # the same actor on the row and in the journal
                 forced_reason=forced.reason if forced else "",
                 constraints_file=constraints_file,
                 bundle=bundle,
@@ -253,8 +247,8 @@ def _created_record(deployment: Deployment) -> dict[str, object]:
         "manifest": _manifest_record(deployment.manifest),
         "from": _manifest_record(active) if active else None,
         "bundle": _bundle_record(deployment.bundle) if deployment.bundle else None,
-        "forced": {"by": deployment.forced_by, "reason": deployment.forced_reason}
-        if deployment.forced_by
+        "forced": {"by": deployment.who.as_json(), "reason": deployment.forced_reason}
+        if deployment.forced
         else None,
     }
 
@@ -337,7 +331,7 @@ def _plan(env: Environment, deployment: Deployment, desired: DesiredState, journ
             inspected = inspector.inspect(desired.topology.components)
         plan = select(desired, inspected, keys=env.keys(), sources=artifact_sources(env))
     except SelectionError as exc:
-        deployment_close(deployment, status=Deployment.Status.REJECTED, reason=str(exc))
+        deployment_close(deployment, status=Deployment.Status.REJECTED, reason=str(exc), actor=deployment.who)
         raise
     components_record(inspected=inspected, topology=desired.topology)
     deployment.plan = plan.to_json()
@@ -346,7 +340,7 @@ def _plan(env: Environment, deployment: Deployment, desired: DesiredState, journ
         deployment.save(update_fields=["plan"])
         journal_append(
             kind="deployment.planned",
-            actor=None,
+            actor=deployment.who,
             subject=f"deployment:{deployment.pk}",
             data={"components": [target_versions(c) for c in plan.to_json()["components"]]},
         )
@@ -366,10 +360,12 @@ def _check_constraints(
         return
     if not deployment.forced:
         violation = ConstraintViolation(verdict)
-        deployment_close(deployment, status=Deployment.Status.REJECTED, reason=str(violation))
+        deployment_close(
+            deployment, status=Deployment.Status.REJECTED, reason=str(violation), actor=deployment.who
+        )
         raise violation
     journal.echo(
-        f"constraints violated, run anyway: forced by {deployment.forced_by} ({deployment.forced_reason}): "
+        f"constraints violated, run anyway: forced by {deployment.who.label} ({deployment.forced_reason}): "
         + "; ".join(verdict.reasons())
     )
 
@@ -379,11 +375,13 @@ def deployment_close(
     *,
     status: DeploymentStatus,
     reason: str,
+    actor: Actor,
     components: Sequence[str] | None = None,
     position: dict[str, Any] | None = None,
 ) -> Deployment:
     """End a deployment: its final status and reason, when, and it gives up the in-progress
-    slot and its owner (the database refuses a terminal row that keeps the slot)."""
+    slot and its owner (the database refuses a terminal row that keeps the slot). `actor`:
+    whose run ends (the engine ends a run on behalf of who asked for it: `deployment.who`)."""
     if status not in Deployment.TERMINAL:
         raise ValueError(f"{status} is not a final status")  # a bug in the caller, not an input
     deployment.status, deployment.reason = status, reason
@@ -396,17 +394,17 @@ def deployment_close(
     deployment.owner = ""
     with transaction.atomic():
         deployment.save()
-        _journal_outcome(deployment)  # the end, in the journal (and its head signed) with the row
+        _journal_outcome(deployment, actor)  # the end, in the journal (and its head signed) with the row
     return deployment
 
 
-def _journal_outcome(deployment: Deployment) -> None:
+def _journal_outcome(deployment: Deployment, actor: Actor) -> None:
     """`deployment.finished` when it ended (the head gets signed), `deployment.paused` when it
     stopped or waits for a reboot."""
     ended = deployment.finished_at is not None
     entry = journal_append(
         kind="deployment.finished" if ended else "deployment.paused",
-        actor=None,
+        actor=actor,
         subject=f"deployment:{deployment.pk}",
         data={
             "status": deployment.status,
@@ -444,6 +442,7 @@ def _deployment_finish(
                 deployment,
                 status=status,
                 reason=result.reason,
+                actor=deployment.who,
                 components=result.components,
                 position=state.to_json(),
             )
@@ -452,7 +451,7 @@ def _deployment_finish(
             deployment.components, deployment.position = list(result.components), state.to_json()
             deployment.owner = ""
             deployment.save()
-            _journal_outcome(deployment)
+            _journal_outcome(deployment, deployment.who)
         if status == Deployment.Status.SUCCEEDED:
             _activate(env, deployment.manifest)
     if status in Deployment.TERMINAL:
@@ -504,7 +503,7 @@ def deployment_resume(
     stop_before: Sequence[str] = (),
     exit_on_reboot: bool = False,
     echo: Echo | None = None,
-    actor: Actor | None = None,
+    actor: Actor,
     dead_owner: str = "",
 ) -> Deployment:
     """Continue the deployment in progress from its persisted position. `dead_owner`: the owner
@@ -526,7 +525,7 @@ def deployment_rollback(
     stop_before: Sequence[str] = (),
     exit_on_reboot: bool = False,
     echo: Echo | None = None,
-    actor: Actor | None = None,
+    actor: Actor,
 ) -> Deployment:
     """Roll back the deployment in progress (committed components included)."""
     deployment = _in_progress_or_raise("roll back")
@@ -560,17 +559,16 @@ def _continue(
     exit_on_reboot: bool,
     echo: Echo | None,
     rollback: bool,
-    actor: Actor | None,
+    actor: Actor,
     dead_owner: str = "",
 ) -> Deployment:
     if deployment.status == Deployment.Status.QUEUED:
-        return deployment_execute(deployment_id=deployment.pk, echo=echo)
+        return deployment_execute(deployment_id=deployment.pk, actor=actor, echo=echo)
     request = {"stop_before": list(stop_before), "exit_on_reboot": exit_on_reboot}
     kind = "deployment.rollback" if rollback else "deployment.resumed"
-    actor = actor or actor_of_command_line()
     crashed = _deployment_takeover(deployment, journal=(kind, actor, request), dead_owner=dead_owner)
     action = ("rolling back" if rollback else "resumed") + (" after a crash" if crashed else "")
-    with deployment_logged(deployment, action=action, actor=f"{actor.kind}:{actor.name}"):
+    with deployment_logged(deployment, action=action, actor=actor.label):
         return _continue_claimed(
             deployment,
             stop_before=stop_before,
@@ -667,6 +665,7 @@ def _deployment_close_untouched(deployment: Deployment) -> Deployment:
     _close_interrupted_steps(deployment)
     return deployment_close(
         deployment,
+        actor=deployment.who,
         status=Deployment.Status.ROLLED_BACK,
         reason="interrupted before any component was touched; nothing to roll back",
     )

@@ -30,7 +30,7 @@ from updates.liveness import owner_alive
 from updates.models import Deployment
 from updates.services.bundles import bundle_manifest_path
 from updates.services.components import components_refresh as refresh_components
-from updates.services.constraints import forced_by
+from updates.services.constraints import forced_override
 from updates.services.deployments import (
     deployment_create,
     deployment_create_previous,
@@ -43,7 +43,6 @@ from updates.services.system import current_topology, plan_constraints_check
 from updates.tasknames import TASK_RECOVER, TASK_REFRESH, TASK_RESUME, TASK_ROLLBACK, TASK_RUN
 
 log = logging.getLogger("orchestrator.dispatch")
-CLI = "cli"  # `created_by` of the deployments the command line runs itself
 
 # ----- callers (web, API, hooks): write or check, then enqueue after commit ---------------------
 
@@ -51,8 +50,7 @@ CLI = "cli"  # `created_by` of the deployments the command line runs itself
 def deployment_start(
     *,
     manifest_path: Path,
-    created_by: str = "",
-    actor: Actor | None = None,
+    actor: Actor,
     topology_components: Path | None = None,
     stop_before: Sequence[str] = (),
     force: bool = False,
@@ -64,17 +62,16 @@ def deployment_start(
     the API answers 409). Inside the caller's transaction the message waits for its commit.
     A plan that violates the declared constraints raises ConstraintViolation (a SelectionError:
     the API's 422) unless `force` (operator role; `force_reason` required, else
-    ForceWithoutReason); `created_by` is then recorded as who forced it.
+    ForceWithoutReason); `actor` is then recorded as who forced it.
     """
-    actor = _not_cli(actor, created_by)
-    forced = forced_by(force=force, reason=force_reason, actor=created_by or actor.label)
+    _not_cli(actor)
+    forced = forced_override(force=force, reason=force_reason)
     if forced is None:
         plan_constraints_check(manifest_path=manifest_path, topology_components=topology_components)
     deployment = deployment_create(
         manifest_path=manifest_path,
         topology_components=topology_components,
         stop_before=stop_before,
-        created_by=created_by or actor.label,
         forced=forced,
         actor=actor,
     )
@@ -102,26 +99,30 @@ def deployment_start_bundle(
     )
 
 
-def deployment_start_previous(*, actor: Actor, stop_before: Sequence[str] = ()) -> Deployment:
+def deployment_start_previous(
+    *, actor: Actor, stop_before: Sequence[str] = (), force: bool = False, force_reason: str = ""
+) -> Deployment:
     """Queue the previous manifest again on a worker. Raises NothingInProgress (there is no
-    previous manifest), InputError, BusyError."""
-    actor = _not_cli(actor, "")
-    deployment = deployment_create_previous(stop_before=stop_before, created_by=actor.label, actor=actor)
+    previous manifest), InputError, BusyError; and, like `deployment_start`, ConstraintViolation
+    unless `force` (with its `force_reason`)."""
+    _not_cli(actor)
+    forced = forced_override(force=force, reason=force_reason)
+    pointers = selectors.active_manifests()
+    previous = pointers.previous if pointers else None
+    if forced is None and previous is not None:  # none: deployment_create_previous says so
+        plan_constraints_check(manifest_path=Path(previous.source_path), manifest_data=previous.raw.encode())
+    deployment = deployment_create_previous(stop_before=stop_before, actor=actor, forced=forced)
     _enqueue_on_commit(TASK_RUN, deployment.pk)
     return deployment
 
 
-def _not_cli(actor: Actor | None, created_by: str) -> Actor:
-    if created_by == CLI or (actor is not None and actor.kind == "cli") or (actor is None and not created_by):
+def _not_cli(actor: Actor) -> None:
+    if actor.from_command_line:
         raise InvalidInput("the command line runs its deployments itself; name the web user or hook")
-    if actor is not None:
-        return actor
-    kind, _, name = created_by.partition(":")
-    return Actor(kind if kind in ("user", "token", "webhook") else "user", name or created_by)  # type: ignore[arg-type]
 
 
 def deployment_resume_start(
-    *, deployment_id: int, stop_before: Sequence[str] = (), actor: Actor | None = None
+    *, deployment_id: int, actor: Actor, stop_before: Sequence[str] = ()
 ) -> Deployment:
     """Ask a worker to continue a stopped (or crashed) deployment. Raises NothingInProgress, BusyError."""
     deployment = _continuable(deployment_id)
@@ -130,7 +131,7 @@ def deployment_resume_start(
     return deployment
 
 
-def deployment_rollback_start(*, deployment_id: int, actor: Actor | None = None) -> Deployment:
+def deployment_rollback_start(*, deployment_id: int, actor: Actor) -> Deployment:
     """Ask a worker to roll back the deployment in progress. Raises NothingInProgress, BusyError."""
     deployment = _continuable(deployment_id)
     _request_record(deployment, "rollback", actor)
@@ -138,16 +139,10 @@ def deployment_rollback_start(*, deployment_id: int, actor: Actor | None = None)
     return deployment
 
 
-def _request_record(deployment: Deployment, action: str, actor: Actor | None) -> None:
-    """Who asked for a resume or rollback, on the deployment row (appended: never rewritten)."""
-    if actor is None:
-        return
-    entry = {
-        "action": action,
-        "actor_kind": actor.kind,
-        "actor_name": actor.name,
-        "at": timezone.now().isoformat(),
-    }
+def _request_record(deployment: Deployment, action: str, actor: Actor) -> None:
+    """Who asked for a resume or rollback, on the deployment row (appended: never rewritten);
+    the worker that carries it out acts as that actor (`_requester`)."""
+    entry = {"action": action, "actor": actor.as_json(), "at": timezone.now().isoformat()}
     with transaction.atomic():
         row = Deployment.objects.select_for_update().get(pk=deployment.pk)
         Deployment.objects.filter(pk=deployment.pk).update(requests=[*row.requests, entry])
@@ -157,6 +152,20 @@ def _request_record(deployment: Deployment, action: str, actor: Actor | None) ->
             subject=f"deployment:{deployment.pk}",
             data={"via": "worker"},
         )
+
+
+def _asked_by(deployment_id: int) -> Actor:
+    """Who a worker acts for when it runs a queued deployment: whoever asked for it."""
+    row = Deployment.objects.filter(pk=deployment_id).only("actor").first()
+    return row.who if row is not None else SYSTEM
+
+
+def _requester(deployment: Deployment, action: str) -> Actor:
+    """The actor of the latest `action` request on the row (`_request_record`), else the row's."""
+    for entry in reversed(deployment.requests):
+        if entry.get("action") == action:
+            return Actor.from_json(entry.get("actor"))
+    return deployment.who
 
 
 def components_refresh_start() -> None:
@@ -211,7 +220,7 @@ def deployment_run(*, deployment_id: int) -> str:
     """Run a queued deployment. A redelivery after the pool process running it died finds it
     running with a dead owner and continues it by the crash rules instead."""
     try:
-        deployment = deployment_execute(deployment_id=deployment_id)
+        deployment = deployment_execute(deployment_id=deployment_id, actor=_asked_by(deployment_id))
     except (InputError, SelectionError) as exc:
         return f"deployment {deployment_id} rejected: {exc}"
     if deployment.status == Deployment.Status.RUNNING and not owner_alive(deployment.owner):
@@ -228,9 +237,10 @@ def deployment_continue(
     if deployment_fingerprint(deployment) != fingerprint:
         return f"deployment {deployment_id} moved on since the request: nothing to do"
     action = deployment_rollback if rollback else deployment_resume
+    # The worker carries out the request as whoever made it (the row's latest request of that kind).
+    actor = _requester(deployment, "rollback" if rollback else "resume")
     try:
-        # Who asked is journaled with the request; the worker carries it out as the appliance.
-        return f"deployment {deployment_id}: {action(stop_before=stop_before, actor=SYSTEM).status}"
+        return f"deployment {deployment_id}: {action(stop_before=stop_before, actor=actor).status}"
     except (BusyError, NothingInProgress, CleanupStarted) as exc:
         return str(exc)
 
@@ -272,10 +282,11 @@ def _resume_crashed(deployment: Deployment, *, dead_owner: str = "") -> str:
         extra={"deployment_id": deployment.pk},
     )
     try:
+        # Continuing a run is done for whoever asked for it: the row's actor, not the appliance.
         resumed = deployment_resume(
             stop_before=deployment.stop_before,
             exit_on_reboot=deployment.exit_on_reboot,
-            actor=SYSTEM,
+            actor=deployment.who,
             dead_owner=dead_owner,
         )
     except (BusyError, NothingInProgress) as exc:

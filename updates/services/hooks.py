@@ -30,7 +30,6 @@ from django.db.models import F
 from django.utils import timezone
 
 from audit.services import journal_append
-from updates import selectors
 from updates.actors import Actor
 from updates.engine import hooks as engine
 from updates.engine.errors import BusyError, OrchestratorError, Unauthorized, error_envelope
@@ -58,7 +57,6 @@ from updates.services.environment import environment_load
 from updates.services.hook_secret import hook_secret_path
 
 log = logging.getLogger("orchestrator.hooks")
-ACTOR_PREFIX = selectors.WEBHOOK_ACTOR_PREFIX  # `created_by` of what an event started
 
 
 @dataclass(frozen=True)
@@ -73,8 +71,9 @@ class HookUnauthorized(Unauthorized):
     """No secret is set, or the signature is missing or wrong: 401, nothing recorded."""
 
 
-def actor(event_id: str) -> str:
-    return f"{ACTOR_PREFIX}{event_id}"
+def event_actor(event_id: str) -> Actor:
+    """A webhook event as the actor of what it records and starts (`selectors.webhook_event_for_actor`)."""
+    return Actor("webhook", event_id)
 
 
 # ----- receiving ------------------------------------------------------------------------------------
@@ -131,7 +130,7 @@ def _claim(event: HookEvent, body: bytes, remote_addr: str) -> WebhookEvent | Ho
             )
             journal_append(
                 kind="webhook.received",
-                actor=Actor("webhook", event.id),
+                actor=event_actor(event.id),
                 subject=f"webhook:{event.id}",
                 data={"type": event.type, "body_sha256": row.body_sha256, "remote_addr": row.remote_addr},
             )
@@ -211,9 +210,7 @@ def _deployment_requested(row: WebhookEvent, event: HookEvent) -> HookAnswer:
 def _deploy(row: WebhookEvent, manifest: Path) -> HookAnswer:
     try:
         with transaction.atomic():
-            deployment = dispatch.deployment_start(
-                manifest_path=manifest, created_by=actor(row.event_id), actor=Actor("webhook", row.event_id)
-            )
+            deployment = dispatch.deployment_start(manifest_path=manifest, actor=event_actor(row.event_id))
             row.deployment = deployment
             body = _summary(row, "deployment") | {
                 "deployment": {"id": deployment.pk, "status": deployment.status},
@@ -259,8 +256,7 @@ def _fetch_bundle(row: WebhookEvent, key: str, url: str) -> int:
             source=tmp,
             filename=_filename(url),
             size_hint=size,
-            created_by=actor(row.event_id),
-            actor=Actor("webhook", row.event_id),
+            actor=event_actor(row.event_id),
         )
     row.bundle = bundle
     if bundle.status != Bundle.Status.ACCEPTED:

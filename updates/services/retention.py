@@ -21,6 +21,7 @@ from django.db import transaction
 
 from audit.services import journal_append
 from updates import selectors
+from updates.actors import SYSTEM, Actor
 from updates.engine.store import ArtifactStore, plan_eviction
 from updates.liveness import owner_alive
 from updates.models import Bundle, BundleArtifact, StoredArtifact
@@ -39,10 +40,12 @@ def ingest_marker(env: Environment, bundle_id: int) -> Path:
     return bundles_root(env) / ".ingesting" / str(bundle_id)
 
 
-def bundle_outcome_journal(bundle: Bundle) -> None:
+def bundle_outcome_journal(bundle: Bundle, actor: Actor) -> None:
+    """The checks' verdict, as its uploader's (the ingest runs for them), or the appliance's
+    when a sweep rejects an ingest that died."""
     journal_append(
         kind=f"bundle.{bundle.status}",
-        actor=None,
+        actor=actor,
         subject=f"bundle:{bundle.pk}",
         data={
             "sha256": bundle.sha256,
@@ -65,19 +68,20 @@ def bundle_outcome_journal(bundle: Bundle) -> None:
 # ----- retention ---------------------------------------------------------------------------------------
 
 
-def store_gc(*, dry_run: bool = False) -> list[dict[str, Any]]:
+def store_gc(*, actor: Actor, dry_run: bool = False) -> list[dict[str, Any]]:
     """Evict what the active, previous and in-progress manifests do not need, beyond the budget
     (ArtifactsCache.MaxSizeBytes; 0 = unlimited), oldest unused first. Ingests that died are
-    marked rejected; their temp files and store files no row records always go (unless another
-    ingest is running: its files are not recorded yet). Returns what was (would be) removed."""
-    return _store_retention(environment_load(), dry_run=dry_run)
+    marked rejected (journaled as `actor`'s); their temp files and store files no row records
+    always go (unless another ingest is running: its files are not recorded yet). Returns what
+    was (would be) removed."""
+    return _store_retention(environment_load(), dry_run=dry_run, actor=actor)
 
 
 def store_retention_after_deployment(env: Environment) -> None:
     """What `gc` does, run when a deployment has ended (docs/protocol.md §5.2: the cache is trimmed
     after each deployment). Never raises: retention must not change a deployment's outcome."""
     try:
-        removed = _store_retention(env, dry_run=False)
+        removed = _store_retention(env, dry_run=False, actor=SYSTEM)  # the appliance's own decision
     except Exception:
         log.exception("artifact store retention after the deployment failed")
         return
@@ -85,10 +89,10 @@ def store_retention_after_deployment(env: Environment) -> None:
         log.info("artifact store retention: removed %d file(s)", len(removed))
 
 
-def _store_retention(env: Environment, *, dry_run: bool) -> list[dict[str, Any]]:
+def _store_retention(env: Environment, *, dry_run: bool, actor: Actor) -> list[dict[str, Any]]:
     store = artifact_store(env)
     if not dry_run:
-        _reject_interrupted(env)
+        _reject_interrupted(env, actor=actor)
     rows = {r.sha256: r for r in StoredArtifact.objects.all()}
     gone = _debris(env, store) + _over_budget(env, store, rows)
     if not dry_run:
@@ -98,11 +102,11 @@ def _store_retention(env: Environment, *, dry_run: bool) -> list[dict[str, Any]]
 
 def interrupted_clean(env: Environment, store: ArtifactStore) -> None:
     """Before an ingest: what earlier ingests left when they died (records, temp and store files)."""
-    _reject_interrupted(env)
+    _reject_interrupted(env, actor=SYSTEM)  # a sweep the appliance decides, whoever uploads
     _evict(store, _debris(env, store), {})
 
 
-def _reject_interrupted(env: Environment) -> list[int]:
+def _reject_interrupted(env: Environment, *, actor: Actor) -> list[int]:
     """Mark `ingesting` bundles whose process is gone as rejected; returns their ids."""
     stale = [
         b.pk
@@ -110,7 +114,7 @@ def _reject_interrupted(env: Environment) -> list[int]:
         if not owner_alive(_ingest_owner(env, b.pk))
     ]
     for bundle_id in stale:
-        if mark_rejected(bundle_id, INTERRUPTED):
+        if mark_rejected(bundle_id, INTERRUPTED, actor=actor):
             # A directory half made when it died; the store files it linked are unrecorded debris.
             shutil.rmtree(bundles_root(env) / str(bundle_id), ignore_errors=True)
         ingest_marker(env, bundle_id).unlink(missing_ok=True)
@@ -124,7 +128,7 @@ def _ingest_owner(env: Environment, bundle_id: int) -> str:
         return ""  # no marker: its process removed it on the way out, or never got to write it
 
 
-def mark_rejected(bundle_id: int, reason: str) -> bool:
+def mark_rejected(bundle_id: int, reason: str, *, actor: Actor) -> bool:
     """Conditional on `ingesting`: a bundle that just finished (or another sweeper) wins."""
     with transaction.atomic():
         marked = Bundle.objects.filter(pk=bundle_id, status=Bundle.Status.INGESTING).update(
@@ -133,7 +137,7 @@ def mark_rejected(bundle_id: int, reason: str) -> bool:
             problems=[f"ingest: {reason}"],
         )
         if marked:
-            bundle_outcome_journal(Bundle.objects.get(pk=bundle_id))
+            bundle_outcome_journal(Bundle.objects.get(pk=bundle_id), actor)
     return bool(marked)
 
 

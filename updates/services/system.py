@@ -63,12 +63,17 @@ def plan_preview(
     }
 
 
-def plan_constraints_check(*, manifest_path: Path, topology_components: Path | None = None) -> None:
+def plan_constraints_check(
+    *, manifest_path: Path, topology_components: Path | None = None, manifest_data: bytes | None = None
+) -> None:
     """Raise ConstraintViolation when the live plan violates the declared constraints (queries
     only; nothing when none are declared). For callers that must answer at once (the API's 422)
-    although the deployment itself runs later on a worker, which checks again."""
+    although the deployment itself runs later on a worker, which checks again. `manifest_data`:
+    the manifest's bytes when they come from the database (the previous manifest's snapshot)."""
     env = environment_load()
-    desired = desired_state_load(env, manifest_path=manifest_path, topology_components=topology_components)
+    desired = desired_state_load(
+        env, manifest_path=manifest_path, topology_components=topology_components, manifest_data=manifest_data
+    )
     constraints = constraints_for(env, desired)
     if constraints is None:
         return

@@ -89,10 +89,7 @@ def bundle_upload(request: HttpRequest) -> HttpResponse:
     if status != 200:
         return _bundles_page(request, form, status=status)
     upload = form.cleaned_data["file"]
-    who = actor(request)
-    bundle = bundle_add(
-        source=upload, filename=upload.name, size_hint=upload.size, actor=who, created_by=who.label
-    )
+    bundle = bundle_add(source=upload, filename=upload.name, size_hint=upload.size, actor=actor(request))
     return redirect("bundle", bundle_id=bundle.pk)
 
 
@@ -336,7 +333,9 @@ def token_create(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         return _tokens_page(request, form, status=400)
     try:
-        new = accounts_services.token_create(username=request.user.get_username(), **form.token_args())
+        new = accounts_services.token_create(
+            username=request.user.get_username(), actor=actor(request), **form.token_args()
+        )
     except accounts_services.AccessError as exc:
         form.add_error("name", str(exc))
         return _tokens_page(request, form, status=400)
@@ -352,7 +351,7 @@ def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
     mine = accounts_selectors.token_list(username=request.user.get_username()).filter(pk=token_id).exists()
     if not mine and not accounts_selectors.role_of(request.user) == Role.ADMIN:
         raise PermissionDenied("not your token")
-    token = accounts_services.token_revoke(token_id=token_id)
+    token = accounts_services.token_revoke(token_id=token_id, actor=actor(request))
     messages.info(request, f"Token {token.name} revoked.")
     return redirect(request.POST.get("next") or "tokens")
 
@@ -397,7 +396,7 @@ def admin_user_create(request: HttpRequest) -> HttpResponse:
     form = UserCreateForm(request.POST)
     if not form.is_valid():
         return _admin_page(request, form, status=400)
-    user = accounts_services.user_create(**form.cleaned_data)
+    user = accounts_services.user_create(actor=actor(request), **form.cleaned_data)
     messages.info(request, f"User {user.username} created.")
     return redirect("admin-home")
 
@@ -414,6 +413,8 @@ def admin_user_role(request: HttpRequest, user_id: int) -> HttpResponse:
     elif user.pk == request.user.pk:
         messages.error(request, "You cannot change your own role (ask another admin).")
     else:
-        accounts_services.user_set_role(username=user.username, role=form.cleaned_data["role"])
+        accounts_services.user_set_role(
+            username=user.username, role=form.cleaned_data["role"], actor=actor(request)
+        )
         messages.info(request, f"{user.username} is now {form.cleaned_data['role']}.")
     return redirect("admin-home")
