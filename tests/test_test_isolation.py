@@ -57,6 +57,7 @@ def test_a_shell_that_sourced_the_demo_env_keeps_its_data_store_untouched(tmp_pa
         text=True,
         timeout=120,
     )
+    assert sorted(set(_files(demo)) - set(before)) == []  # no secret_key, hook-secret, test database
+    assert _files(demo) == before
     assert inner.returncode == 0, inner.stdout + inner.stderr
     assert "1 passed" in inner.stdout
-    assert _files(demo) == before  # no secret_key, hook-secret, test database, uploads
