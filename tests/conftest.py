@@ -1,13 +1,19 @@
 from __future__ import annotations
 
-import os
-import tempfile
+from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.db import connections
 
-# Every test run gets its own data store, so nothing from a developer's demo leaks in.
-os.environ.setdefault("MENDER_ORCHESTRATOR_DATASTORE_DIR", tempfile.mkdtemp(prefix="orch-test-store-"))
+from tests.isolated_env import TEST_STORE
+
+# The run's own data store (tests/isolated_env.py, loaded before Django read its settings).
+if Path(TEST_STORE).resolve() != settings.DATASTORE_DIR:
+    raise pytest.UsageError(
+        f"the settings use the data store {settings.DATASTORE_DIR}, not this run's own {TEST_STORE}: "
+        "run pytest with the project's configuration (pyproject.toml: -p tests.isolated_env)"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -13,9 +13,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.api.conftest import Personas, Web
+from tests.api.conftest import Personas, Web, start_web, stop_web
+from tests.hooks.conftest import DEVICE, SECRET, signed, status_changed
 from tests.integration.conftest import DemoSystem
 from tests.worker.conftest import Appliance
+from updates.models import JournalEntry, WebhookEvent
+from updates.services.hook_secret import hook_secret_set
 
 V2 = {"G13": "gateway-v2", "R456": "rtos-v2", "R998": "rtos-v2"}
 
@@ -256,3 +259,37 @@ def _disconnect_mid_upload(web: Web, token: str, body: bytes, content_type: str)
 
 def _left(uploads: Path) -> list[str]:
     return sorted(p.name for p in uploads.iterdir()) if uploads.exists() else []
+
+
+def test_a_signed_mender_event_through_the_production_route(appliance: Appliance) -> None:
+    """The hooks tests mount the router on a test URL conf; this one goes through the route the
+    appliance serves (orchestrator_site/urls.py: /api/v1/hooks/mender) under gunicorn."""
+    hook_secret_set(secret=SECRET)  # into the appliance's data store, which gunicorn reads
+    env = {**appliance.env, "ORCH_MENDER_DEVICE_ID": DEVICE}
+    web = start_web(env, appliance.system.root / "gunicorn-hooks.log")
+    try:
+        body = status_changed(event_id="5e1f0c2a-7d3b-4e8f-9a6c-1b2d3e4f5a6b")
+        unsigned = web.request(
+            "POST", "/hooks/mender", raw=body, headers={"Content-Type": "application/json"}
+        )
+        assert unsigned.status == 401, unsigned.body
+        assert not WebhookEvent.objects.exists()
+        answer = web.request(
+            "POST", "/hooks/mender", raw=body, headers={"Content-Type": "application/json", **signed(body)}
+        )
+    finally:
+        stop_web(web)
+    assert answer.status == 202, answer.body
+    assert answer.json()["action"] == "refresh"
+    event = WebhookEvent.objects.get()
+    assert (event.event_id, event.type, event.device_id) == (
+        "5e1f0c2a-7d3b-4e8f-9a6c-1b2d3e4f5a6b",
+        "device-status-changed",
+        DEVICE,
+    )
+    assert (event.own_device, event.action, event.answer_status) == (True, "refresh", 202)
+    assert event.remote_addr == "127.0.0.1"
+    journaled = JournalEntry.objects.get(kind="webhook.received")
+    assert journaled.actor is not None and journaled.actor["kind"] == "webhook"
+    assert journaled.subject == f"webhook:{event.event_id}"
+    assert journaled.data["body_sha256"] == event.body_sha256

@@ -88,7 +88,7 @@ def device_of(component: str) -> str | None:
     return None
 
 
-def _history_matches_calls(demo: DemoSystem, records: list[dict[str, Any]]) -> None:
+def history_matches_calls(demo: DemoSystem, records: list[dict[str, Any]]) -> None:
     """Every interface call that ran has a step row, per device in the same order.
 
     The row is written before the call starts, so a kill can land between the two: such a row
@@ -131,13 +131,57 @@ def _outcome(demo: DemoSystem, record: dict[str, Any], expected: Expected) -> No
     assert versions == {d: v for d, v in expected.versions.items() if d != expected.stuck}
 
 
+INSPECTION = ("Identity", "Provides", "Inventory")
+
+
+def calls_logged(demo: DemoSystem) -> list[tuple[str, str, str]]:
+    """(device, state, "start" | "end <exit code>") for every line of calls.log, in order."""
+    path = demo.root / "calls.log"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [(dev, state, " ".join(edge)) for _, dev, state, *edge in (line.split() for line in lines)]
+
+
+def started_since(demo: DemoSystem, mark: int) -> dict[str, list[str]]:
+    """Per device, the states and queries started after the first `mark` lines of calls.log
+    (a leftover call of the killed run may still log its end there, never a new start), less
+    the inspection queries (Identity, Provides, Inventory: the refresh after the run asks them)."""
+    started: dict[str, list[str]] = {d: [] for d in V1}
+    for device, state, edge in calls_logged(demo)[mark:]:
+        if edge == "start" and state not in INSPECTION:
+            started[device].append(state)
+    return started
+
+
+FLOW_STATES = ("NeedsUnpackedArtifact", "ProvidePayloadFileSizes", "Download", "DownloadWithFileSizes")
+
+
+def every_entered_component_cleaned_up(demo: DemoSystem) -> None:
+    """A component that entered the flow (its work tree was prepared: any call from
+    NeedsUnpackedArtifact on) ends with a Cleanup that succeeded, and nothing after it."""
+    calls = calls_logged(demo)
+    for device in V1:
+        # Identity, Provides and Inventory (the inspection before and the refresh after) aside.
+        mine = [(state, edge) for d, state, edge in calls if d == device and state not in INSPECTION]
+        entered = any(state in FLOW_STATES for state, _ in mine)
+        if not entered:
+            continue
+        starts = [i for i, (_, edge) in enumerate(mine) if edge == "start"]
+        last = starts[-1]
+        assert mine[last][0] == "Cleanup", f"{device}: the last call is {mine[last][0]}, not Cleanup"
+        assert ("Cleanup", "end 0") in mine[last:], (
+            f"{device}: the last Cleanup did not succeed: {mine[last:]}"
+        )
+
+
 def verify(demo: DemoSystem, expected: Expected, *, interrupted: tuple[str, str] | None = None) -> None:
-    """Final versions and outcome, nothing left in progress, the history complete and in order."""
+    """Final versions and outcome, nothing left in progress, the history complete and in order,
+    Cleanup for every component that entered the flow."""
     records = history(demo)
     _outcome(demo, records[0], expected)
     if interrupted:
         _interrupted_recorded(records[0], *interrupted)
-    _history_matches_calls(demo, records)
+    history_matches_calls(demo, records)
+    every_entered_component_cleaned_up(demo)
 
 
 def assert_nothing_in_progress(demo: DemoSystem) -> None:
@@ -226,6 +270,45 @@ def expected(case: Case) -> Expected:
     return Expected("rolled_back", V1)
 
 
+def rollback_path(device: str, answer: str, *, reboot_known: bool = True) -> list[str]:
+    """What the rollback path calls on one component whose ArtifactInstall started. G13 answers
+    NeedsArtifactReboot Yes: its rollback reboots too, if that answer was received (a kill in
+    ArtifactInstall or NeedsArtifactReboot loses it); R456 never reboots."""
+    reboots = (
+        ["ArtifactRollbackReboot", "ArtifactVerifyRollbackReboot"] if device == "G13" and reboot_known else []
+    )
+    rollback = ["ArtifactRollback", *reboots] if answer == "Yes" else []
+    return ["SupportsRollback", *rollback, "ArtifactFailure", "Cleanup"]
+
+
+def resumed_calls(case: Case) -> dict[str, list[str]]:
+    """What `resume` calls on G13 (group 1) and R456 (group 2), per docs/reliability.md's rows.
+
+    R998 runs beside R456: whether its own call had finished at the kill is a race, so it is
+    left to `every_entered_component_cleaned_up`."""
+    other = "R456" if case.device == "G13" else "G13"
+    mine, theirs = case.rollback, "Yes"
+    if case.state in BEFORE_PLAN:  # nothing was touched: not one call on resume
+        return {case.device: [], other: []}
+    if case.flow == "rollback":  # R456's commit failed, G13 had committed: the rollback path
+        path = rollback_path(case.device, mine)
+        if case.device == "G13":  # group 2 had finished its rollback: it only gets Cleanup
+            return {"G13": path[path.index(case.state) :], "R456": ["Cleanup"]}
+        g13 = [] if case.state == "Cleanup" else rollback_path("G13", theirs)  # G13 cleaned first
+        return {"R456": path[path.index(case.state) :], "G13": g13}
+    if case.state == "Cleanup":  # finish Cleanup: the lower group had finished its own
+        return {case.device: ["Cleanup"], other: ["Cleanup"] if case.device == "G13" else []}
+    if case.state in DOWNLOAD:  # never started installing: only Cleanup; G13 below rolls back
+        return {case.device: ["Cleanup"], other: [] if case.device == "G13" else rollback_path("G13", theirs)}
+    # INSTALLED: the rollback path, from SupportsRollback on, for every component that started
+    # installing (the lower group's, and R456's once G13 is killed in the commit loop).
+    known = case.state not in ("ArtifactInstall", "NeedsArtifactReboot")
+    killed = rollback_path(case.device, mine, reboot_known=known)
+    if case.device == "R456":
+        return {"R456": killed, "G13": rollback_path("G13", theirs)}
+    return {"G13": killed, "R456": rollback_path("R456", theirs) if case.state == "ArtifactCommit" else []}
+
+
 def prepare(demo: DemoSystem, case: Case) -> None:
     demo.answer(case.device, "SupportsRollback", case.rollback)
     if case.flow == "rollback":
@@ -237,9 +320,15 @@ def prepare(demo: DemoSystem, case: Case) -> None:
 def test_it_recovers_from_a_kill_in_every_state(demo: DemoSystem, case: Case) -> None:
     prepare(demo, case)
     kill_during(demo, start_install(demo), case.device, case.state)
+    mark = len(calls_logged(demo))
     resumed = demo.run("resume")
     assert resumed.returncode == (0 if expected(case).status == "succeeded" else 1), resumed.stdout
     verify(demo, expected(case), interrupted=(case.device, case.state))
+    # Which state `resume` re-ran, and what it called after it: the row of docs/reliability.md.
+    started = started_since(demo, mark)
+    assert {d: started[d] for d in resumed_calls(case)} == resumed_calls(case)
+    if case.state in BEFORE_PLAN:
+        assert started["R998"] == []
     if not _answer_matters(Case(case.flow, case.device, case.state, "No")):
         asked = [s for _, d, s, edge in demo.calls() if d == case.device and edge == "start"]
         assert "SupportsRollback" not in asked, asked  # so its "No" twin would prove nothing new
