@@ -12,6 +12,7 @@ from pathlib import Path
 from django.conf import settings
 
 from tests.isolated_env import TEST_STORE
+from updates.actors import Actor
 from updates.services.hook_secret import hook_secret_set
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +37,9 @@ def test_the_app_writes_into_this_runs_own_store(db: None) -> None:
     (the settings' secret key, the test database and the hook secret are its writes)."""
     assert Path(TEST_STORE).resolve() == settings.DATASTORE_DIR
     assert os.environ["MENDER_ORCHESTRATOR_DATASTORE_DIR"] == TEST_STORE  # what subprocesses get
-    hook_secret_set(secret="ab" * 32)  # a write into the data store, as the hooks tests do
+    hook_secret_set(
+        secret="ab" * 32, actor=Actor("cli", "test")
+    )  # a write into the data store, as the hooks tests do
     assert (settings.DATASTORE_DIR / "hook-secret").is_file()
     assert "DEMO_ROOT" not in os.environ
 

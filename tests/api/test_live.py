@@ -17,6 +17,7 @@ from tests.api.conftest import Personas, Web, start_web, stop_web
 from tests.hooks.conftest import DEVICE, SECRET, signed, status_changed
 from tests.integration.conftest import DemoSystem
 from tests.worker.conftest import Appliance
+from updates.actors import Actor
 from updates.models import JournalEntry, WebhookEvent
 from updates.services.hook_secret import hook_secret_set
 
@@ -264,7 +265,9 @@ def _left(uploads: Path) -> list[str]:
 def test_a_signed_mender_event_through_the_production_route(appliance: Appliance) -> None:
     """The hooks tests mount the router on a test URL conf; this one goes through the route the
     appliance serves (orchestrator_site/urls.py: /api/v1/hooks/mender) under gunicorn."""
-    hook_secret_set(secret=SECRET)  # into the appliance's data store, which gunicorn reads
+    hook_secret_set(
+        secret=SECRET, actor=Actor("cli", "test")
+    )  # into the appliance's data store, which gunicorn reads
     env = {**appliance.env, "ORCH_MENDER_DEVICE_ID": DEVICE}
     web = start_web(env, appliance.system.root / "gunicorn-hooks.log")
     try:
