@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from pathlib import Path
 
 import pytest
 from django.db import connections
@@ -18,3 +19,22 @@ def django_db_modify_db_settings(
     db = connections["default"].settings_dict
     if db["ENGINE"] == "django.db.backends.sqlite3":
         db["TEST"]["NAME"] = str(tmp_path_factory.mktemp("test-db") / "test.sqlite3")
+
+
+# These files are about the process itself (a kill, a crash, the update module calling us, a
+# leftover interface call outliving its caller): their demo systems run every command as a
+# process, never in-process (tests/integration/conftest.py).
+CLI_SUBPROCESS_FILES = {
+    "tests/integration/test_crash_matrix.py",
+    "tests/integration/test_crash_recovery.py",
+    "tests/integration/test_update_module.py",
+    "tests/integration/test_resume_interrupted.py",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = Path(str(config.rootpath))
+    for item in items:
+        rel = Path(str(item.path)).relative_to(root).as_posix()
+        if rel in CLI_SUBPROCESS_FILES:
+            item.add_marker(pytest.mark.cli_subprocess)
