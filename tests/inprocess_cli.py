@@ -123,7 +123,7 @@ def _settings(fresh: dict[str, Any]) -> Iterator[None]:
 @contextlib.contextmanager
 def _database(db: dict[str, Any]) -> Iterator[None]:
     """The `default` alias on `db` for the call; the test's own connection is left untouched."""
-    local = connections._connections
+    local = connections._connections  # type: ignore[attr-defined]  # its thread-local store
     saved_conn = getattr(local, "default", None)
     saved_settings = connections.settings["default"]
     if saved_conn is not None:
