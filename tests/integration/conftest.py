@@ -1,20 +1,29 @@
 """A simulated system (the demo's gateway and RTOS boards) in a temp dir, driven through the
-real command line as a subprocess, with its own data store and SQLite database."""
+real command line, with its own data store and SQLite database.
+
+`demo.run(...)` runs the command line inside the test process (tests/inprocess_cli.py: same
+environment, settings and database as the subprocess would have, without its start-up time);
+`demo.run(..., subprocess=True)` runs `bin/mender-orchestrator` for the tests of the process
+contract (exit codes of a real process, kills, crashes, the update module calling us)."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+import subprocess as _subprocess
 import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from subprocess import CompletedProcess
+from typing import Any
 
 import dj_database_url
 import pytest
 
+from tests.inprocess_cli import run_cli
 from updates.engine.artifact import write_artifact
 from updates.engine.interface import QUERY_STATES
 
@@ -69,6 +78,8 @@ def _pg_admin(sql: str) -> None:
 class DemoSystem:
     root: Path
     env: dict[str, str]
+    # pytest-django's blocker: set by the `demo` fixture, whose commands then run in-process.
+    db_blocker: Any = None
 
     @property
     def system(self) -> Path:
@@ -81,10 +92,14 @@ class DemoSystem:
     def device(self, device_id: str) -> Path:
         return self.root / "devices" / device_id
 
-    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([CLI, *args], env=self.env, capture_output=True, text=True, timeout=timeout)
+    def run(self, *args: str, timeout: float = 120, subprocess: bool = False) -> CompletedProcess[str]:
+        """The command line on this system: in this process unless `subprocess` (or the system
+        was built without the blocker, e.g. for a worker); `timeout` bounds a subprocess."""
+        if self.db_blocker is not None and not subprocess:
+            return run_cli(args, self.env, db_blocker=self.db_blocker)
+        return _subprocess.run([CLI, *args], env=self.env, capture_output=True, text=True, timeout=timeout)
 
-    def install(self, name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    def install(self, name: str, *args: str) -> CompletedProcess[str]:
         return self.run("install", str(self.system / name), *args)
 
     def versions(self) -> dict[str, str]:
@@ -163,8 +178,14 @@ def build_demo(root: Path, db_template: Path) -> DemoSystem:
 
 
 @pytest.fixture
-def demo(tmp_path: Path, migrated_db: Path) -> Iterator[DemoSystem]:
+def demo(
+    request: pytest.FixtureRequest, tmp_path: Path, migrated_db: Path, django_db_blocker: Any
+) -> Iterator[DemoSystem]:
     system = build_demo(tmp_path / "demo", migrated_db)
+    # Tests marked cli_subprocess (crashes, kills, the update module) and every test under
+    # ORCH_TEST_CLI=subprocess run each command as a process; the others in this one.
+    if not request.node.get_closest_marker("cli_subprocess") and os.getenv("ORCH_TEST_CLI") != "subprocess":
+        system.db_blocker = django_db_blocker
     if not POSTGRES_URL:
         yield system
         return
