@@ -370,7 +370,7 @@ def deployment_row_problem(
     row: Mapping[str, Any], body: Mapping[str, Any], created: Mapping[str, Any] | None
 ) -> str | None:
     """What differs between a deployment row and the entry that sealed its status (and its
-    `deployment.created` entry: manifest, kind, a forced run's reason), or None."""
+    `deployment.created` entry: manifest, kind, who asked, a forced run's reason), or None."""
     data = body.get("data") if isinstance(body.get("data"), dict) else {}
     assert isinstance(data, dict)
     entry = f"journal entry {body.get('seq')}"
@@ -394,9 +394,10 @@ def deployment_row_problem(
     expected = {
         "manifest_id": manifest.get("id"),
         "kind": recorded.get("kind"),
-        "forced_by": forced.get("by", ""),
         "forced_reason": forced.get("reason", ""),
     }
+    if created.get("actor") is not None:  # who asked: the row's actor is the one journaled
+        expected["actor"] = created.get("actor")
     for name, value in expected.items():
         if row[name] != value:
             return f"{name} differs from journal entry {created.get('seq')}"

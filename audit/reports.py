@@ -120,7 +120,7 @@ DEPLOYMENT_FIELDS = (
     "components",
     "manifest_id",
     "kind",
-    "forced_by",
+    "actor",
     "forced_reason",
     "seal",
 )

@@ -102,5 +102,10 @@ def logging_config(*, log_format: str, level: str) -> dict[str, Any]:
         "root": {"handlers": ["stderr"], "level": level},
         # Django's default config gives `django` its own console handler (DEBUG only) and level
         # INFO; both would bypass ours (a second, unformatted line; INFO under LOG_LEVEL=WARNING).
-        "loggers": {"django": {"handlers": [], "level": level, "propagate": True}},
+        "loggers": {
+            "django": {"handlers": [], "level": level, "propagate": True},
+            # The signed journal anchors are a copy of the audit outside the database
+            # (docs/audit.md): written whatever LOG_LEVEL is.
+            "orchestrator.audit": {"level": "INFO"},
+        },
     }

@@ -355,7 +355,7 @@ def test_it_downloads_the_audit_rows_as_csv_and_json(clients: dict[str, Client])
     assert [(r["manifest_from"], r["manifest_to"], r["outcome"], r["actor"]) for r in firsts] == [
         ("", "system-core-v2", "succeeded", "user operator"),
         ("system-core-v2", "system-core-v3", "rolled_back", "user operator"),
-        ("system-core-v2", "system-core-v4", "in progress", "cli (command line)"),
+        ("system-core-v2", "system-core-v4", "in progress", "cli cli"),
     ]
     assert [(r["version_before"], r["version_after"]) for r in firsts[:2]] == [
         ("gateway-v1", "gateway-v2"),
