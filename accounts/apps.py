@@ -4,6 +4,8 @@ from typing import Any
 
 from django.apps import AppConfig
 
+from updates.actors import Actor
+
 
 class AccountsConfig(AppConfig):
     name = "accounts"
@@ -17,7 +19,6 @@ class AccountsConfig(AppConfig):
 
 
 def _login_journal(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
-    from accounts.services import login_record
-    from updates.actors import Actor
+    from accounts.services import login_record  # models load after this module: Django's order
 
     login_record(actor=Actor("user", user.get_username()), request=request)

@@ -396,12 +396,17 @@ def deployment_row_problem(
         "kind": recorded.get("kind"),
         "forced_reason": forced.get("reason", ""),
     }
-    if created.get("actor") is not None:  # who asked: the row's actor is the one journaled
-        expected["actor"] = created.get("actor")
     for name, value in expected.items():
         if row[name] != value:
             return f"{name} differs from journal entry {created.get('seq')}"
+    if _who(created.get("actor")) not in (None, _who(row.get("actor"))):  # who asked
+        return f"actor differs from journal entry {created.get('seq')}"
     return None
+
+
+def _who(actor: object) -> tuple[object, object] | None:
+    """An actor's kind and name (how it was reached, `via`, is not who it is)."""
+    return (actor.get("kind"), actor.get("name")) if isinstance(actor, Mapping) else None
 
 
 def in_ranges(pk: int, ranges: Iterable[Sequence[int]]) -> bool:

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from audit import chain as auditchain
 from audit.keys import key_path, signing_key
-from updates.actors import Actor
+from updates.actors import SYSTEM, Actor
 from updates.models import JournalAnchor, JournalEntry, JournalHead, Step
 
 # Entries that close a deployment: the head is signed right after each (issue 11, "anchors").
@@ -226,3 +226,13 @@ def _ranges(ids: list[int]) -> list[list[int]]:
         else:
             runs.append([pk, pk])
     return runs
+
+
+def head_seal_after_upgrade(*, migrations: list[str]) -> JournalEntry | None:
+    """An appliance upgraded to a signed head (0009_seal) has a head nobody signed yet, which
+    `audit verify` rightly refuses: the migration itself is journaled (by the appliance), and
+    that append signs the head. Nothing happens on a fresh or an already signed journal."""
+    head = JournalHead.objects.filter(pk=1).first()
+    if head is None or head.seq == 0 or head.signature:
+        return None
+    return journal_append(kind="journal.migrated", actor=SYSTEM, data={"migrations": migrations})

@@ -283,6 +283,20 @@ def test_an_edited_deployment_status_fails_verify_naming_the_row(demo: DemoSyste
     )
 
 
+def test_an_edited_deployment_actor_fails_verify_naming_the_row(demo: DemoSystem) -> None:
+    """Who asked is tied to the chain too: the row's actor is the one its created entry names."""
+    walk(demo)
+    (created,) = sql(
+        demo, "SELECT seq FROM journal WHERE kind = 'deployment.created' AND subject = ?", "deployment:2"
+    )[0]
+    sql(demo, """UPDATE updates_deployment SET actor = '{"kind": "user", "name": "mallory"}' WHERE id = 2""")
+    result = verify(demo)
+    assert result.returncode == 1
+    assert result.stdout.startswith(
+        f"journal BROKEN at deployment 2: actor differs from journal entry {created}"
+    ), result.stdout
+
+
 def test_a_cut_tail_with_the_head_rewound_fails_verify(demo: DemoSystem) -> None:
     walk(demo)
     last = head(demo)

@@ -302,3 +302,13 @@ def test_it_takes_a_consistent_backup_while_the_journal_is_written(demo: DemoSys
     verdict = json.loads(ok(demo.run("audit", "verify", "--json")))
     assert verdict["ok"], verdict
     assert first + 3 <= verdict["entries"] <= first + written
+
+
+def test_an_appliance_upgraded_to_the_signed_head_verifies(demo: DemoSystem) -> None:
+    """A journal written before heads were signed (0009_seal): the upgrade journals itself, which
+    signs the head, so `audit verify` holds right after `migrate` (docs/audit.md)."""
+    ok(demo.install("manifest-v2.yaml"))
+    _manage(demo, "migrate", "updates", "0008_deployment_bundle", "-v", "0")  # before the seal
+    assert "applied 2 migrations" in ok(demo.run("migrate"))
+    verdict = demo.run("audit", "verify")
+    assert verdict.returncode == 0, verdict.stdout + verdict.stderr

@@ -29,6 +29,7 @@ from django.db import DatabaseError, connection, connections
 from django.db.migrations.executor import MigrationExecutor
 from django.db.migrations.recorder import MigrationRecorder
 
+from audit.services import head_seal_after_upgrade
 from updates import selectors
 from updates.engine import backuparchive as archive
 from updates.engine.errors import BusyError, InvalidInput, OrchestratorError
@@ -501,6 +502,8 @@ def migrate_run(*, app: str | None = None, target: str | None = None, echo: Echo
     except Exception as exc:
         hint = f"; go back with: orchestrator restore {backup.path} --yes" if backup else ""
         raise MigrationFailed(f"migration failed: {exc}{hint}") from exc
+    if not migrations_pending():  # the code's own schema: the journal can be written
+        head_seal_after_upgrade(migrations=pending)
     return MigrateResult(applied=pending, backup=backup, pruned=backups_prune())
 
 
