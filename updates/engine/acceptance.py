@@ -293,7 +293,7 @@ def _read_headers(paths: Sequence[Path], ask: Lookups) -> tuple[list[Candidate],
 def check_compatibility(
     desired: DesiredState, found: dict[str, list[Candidate]], ask: Lookups, checks: Checks
 ) -> None:
-    """Reference §3.1 against what the components run now: device type, interface, depends
+    """docs/protocol.md §3.1 against what the components run now: device type, interface, depends
     (`planner.choose_artifact`, so an accepted bundle plans exactly as it was checked)."""
     try:
         inspected = ask.inspect(desired.topology.components)

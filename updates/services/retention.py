@@ -1,6 +1,6 @@
 """Store retention: what the artifact store keeps, what it evicts, and what dead ingests leave.
 
-Reference §5.3: the store is trimmed after each deployment (and by `orchestrator gc`). Kept: every
+docs/protocol.md §5.2: the store is trimmed after each deployment (and by `orchestrator gc`). Kept: every
 artifact an active, previous or in-progress deployment needs (its bundle's artifacts and the
 files its plan installs from). The rest goes oldest-unused first once the store is over
 ArtifactsCache.MaxSizeBytes (0 = unlimited). An ingest that died (SIGKILL, power cut) leaves an
