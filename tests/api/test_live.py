@@ -70,7 +70,7 @@ def deploy(web: Web, system: DemoSystem, version: int, token: str) -> int:
     assert upload.status == 201, upload.body
     bundle = upload.json()
     assert bundle["status"] == "accepted" and all(c["ok"] for c in bundle["checks"])
-    assert bundle["actor"] == {"kind": "token", "name": "operator/ci"}
+    assert bundle["actor"] == {"kind": "token", "name": "operator/ci", "label": "token operator/ci"}
     started = web.request("POST", "/deployments", token=token, body={"bundle_id": bundle["id"]})
     assert started.status == 202, started.body
     return int(started.json()["id"])

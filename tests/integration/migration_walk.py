@@ -90,6 +90,11 @@ def walk_populated() -> dict[str, Any]:
             continue  # an initial migration: its table and rows go with it (the last part below)
         down = _migrate([_parent(key)])
         up = _migrate(_leaves())
+        # What `orchestrator migrate` does after applying: a head whose signature a reversed
+        # 0009_seal dropped is signed again by journaling the migration (docs/audit.md).
+        from audit.services import head_seal_after_upgrade
+
+        head_seal_after_upgrade(migrations=[f"{key[0]}.{key[1]}"])
         rounds.append({"migration": f"{key[0]}.{key[1]}", "down": down, "up": up, "data": data()})
     plan = _full_plan()
     to_zero = [_migrate([_parent(key)]) for key in reversed(plan)]

@@ -213,7 +213,7 @@ def test_it_backs_up_before_migrating_only_when_pending_and_keeps_the_newest_n(d
 
 
 def test_it_names_the_backup_and_the_restore_command_when_a_migration_fails(demo: DemoSystem) -> None:
-    _manage(demo, "migrate", "updates", "0009_seal", "-v", "0")
+    _manage(demo, "migrate", "updates", "0006_forced", "-v", "0")
     # A table in the way of 0007_journal: its CREATE TABLE fails.
     sql = "from django.db import connection; connection.cursor().execute('CREATE TABLE journal (x integer)')"
     _manage(demo, "shell", "-c", sql)
@@ -258,11 +258,12 @@ def test_it_backs_up_a_database_whose_tables_are_not_migrated_yet(demo: DemoSyst
 WRITER = """
 import sys, time
 from pathlib import Path
+from updates.actors import Actor
 from updates.services.hook_secret import hook_secret_rotate
 stop, started = Path(sys.argv[1]), Path(sys.argv[2])
 count = 0
 while not stop.exists():
-    hook_secret_rotate()  # one journal entry per call, each in its own transaction
+    hook_secret_rotate(actor=Actor("cli", "writer"))  # one journal entry per call, each in its own transaction
     count += 1
     if count == 3:
         started.touch()

@@ -117,7 +117,7 @@ def test_a_forced_run_is_recorded_with_its_actor_and_reason(seeded: DemoSystem) 
     latest = json.loads(seeded.run("history", "--json").stdout)[0]
     assert latest["status"] == "succeeded"
     assert (latest["actor"], latest["forced_reason"]) == (
-        {"kind": "cli", "name": getpass.getuser(), "via": "cli"},
+        {"kind": "cli", "name": getpass.getuser(), "via": "cli", "label": f"cli {getpass.getuser()}"},
         "bench rig: RTOS boards are spares",
     )
     assert f"forced past the declared constraints by cli {getpass.getuser()}:" in seeded.run("history").stdout

@@ -85,7 +85,7 @@ def test_it_logs_the_resumed_run_of_a_stopped_deployment_under_its_id(demo: Demo
     first, second = _json_lines(stopped.stderr), _json_lines(resumed.stderr)
     assert first[-1]["outcome"] == "stopped" and second[-1]["outcome"] == "succeeded"
     assert {line.get("deployment_id") for line in first + second} == {pk}
-    assert second[0]["actor"].startswith("cli:")
+    assert second[0]["actor"].startswith("cli ")
     commits = {line["component"] for line in second if line.get("state") == "ArtifactCommit"}
     assert commits == {"gateway.G13", "rtos.R456", "rtos.R998"}
     assert not any(line.get("state") == "ArtifactCommit" for line in first)

@@ -58,6 +58,9 @@ def test_it_keeps_the_data_when_each_migration_is_reversed_and_reapplied(demo: D
         for migration, counter in CREATES_TABLES.items():
             if f"-{migration}" in round_trip["down"]:
                 expected[counter] = 0
+        # Unapplying the signed head drops its signature: the re-signing `migrate` journals itself.
+        if "-updates.0009_seal" in round_trip["down"] and expected["journal"]:
+            expected["journal"] += 1
         assert round_trip["data"] == expected, round_trip["migration"]
     assert expected["deployments"] == 2 and expected["steps"] == before["steps"]
     assert all(len(step) == 1 for step in walk["zero"] + walk["up"])  # one migration per step

@@ -85,7 +85,7 @@ def test_a_deployment_outside_any_bundle_has_no_bundle(system: DemoSystem) -> No
 def test_it_cleans_up_after_an_ingest_whose_process_is_gone(system: DemoSystem) -> None:
     env = environment_load()
     store = artifact_store(env)
-    dead = Bundle.objects.create(filename="killed.tar")
+    dead = Bundle.objects.create(filename="killed.tar", actor=OPERATOR.as_json())
     marker = retention.ingest_marker(env, dead.pk)
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text("not-a-live-owner")
@@ -110,7 +110,7 @@ def test_it_leaves_an_ingest_that_is_still_running(system: DemoSystem) -> None:
 
     env = environment_load()
     store = artifact_store(env)
-    running = Bundle.objects.create(filename="running.tar")
+    running = Bundle.objects.create(filename="running.tar", actor=OPERATOR.as_json())
     marker = retention.ingest_marker(env, running.pk)
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(owner_token())  # this process: alive

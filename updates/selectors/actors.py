@@ -6,6 +6,6 @@ from updates.models import Bundle, Deployment
 
 
 def _actor(row: Deployment | Bundle) -> dict[str, str]:
-    """The API's actor shape: {"kind", "name"} and how pages name it (`Actor.label`)."""
+    """The API's actor shape: {"kind", "name"[, "via"]} and how pages name it (`Actor.label`)."""
     who = row.who
-    return {"kind": who.kind, "name": who.name, "label": who.label}
+    return {**who.as_json(), "label": who.label}  # `via` too, for the command line's JSON
