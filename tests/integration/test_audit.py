@@ -324,10 +324,9 @@ def test_entries_rewritten_after_the_last_anchor_fail_verify(demo: DemoSystem) -
 
 
 def test_the_anchor_log_lines_are_taken_back_by_verify(demo: DemoSystem, tmp_path: Path) -> None:
-    """Each anchor is an INFO line of `orchestrator.audit` on stderr (journald), whatever the log
-    level: with those lines kept elsewhere, a cut back to before an anchor is caught even with the
-    key in hand."""
-    demo.env["LOG_LEVEL"] = "WARNING"  # the default; the audit logger is pinned at INFO
+    """Each anchor is an INFO line of `orchestrator.audit` on stderr (journald): with those lines
+    kept elsewhere, a cut back to before an anchor is caught even with the key in hand."""
+    demo.env["LOG_LEVEL"] = "INFO"  # as the installed command reads it from the units' env file
     result = demo.install("manifest-v2.yaml")
     assert result.returncode == 0
     lines = [line for line in result.stderr.splitlines() if " orchestrator.audit " in line]

@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 
+from django.conf import settings
 from django.db import DatabaseError
 
 from updates.engine.errors import ExitCode, OrchestratorError
@@ -48,10 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _configure_logging(level: str | None) -> None:
-    if level is None:
-        return
-    mapped = {"trace": "DEBUG", "fatal": "CRITICAL"}.get(level, level.upper())
-    logging.getLogger("orchestrator").setLevel(mapped)
+    mapped = (
+        settings.LOG_LEVEL
+        if level is None
+        else {"trace": "DEBUG", "fatal": "CRITICAL"}.get(level, level.upper())
+    )
+    if level is not None:
+        logging.getLogger("orchestrator").setLevel(mapped)
+    # The services always write the signed anchors (the logger is pinned at INFO for journald);
+    # the command line follows its own level, so a quiet run stays quiet: installed, it reads
+    # LOG_LEVEL=INFO from the units' environment file (docs/audit.md).
+    logging.getLogger("orchestrator.audit").setLevel(mapped)
 
 
 def main(argv: list[str]) -> int:
