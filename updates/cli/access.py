@@ -149,6 +149,8 @@ def cmd_access_blocks(args: argparse.Namespace) -> int:
 
 
 def cmd_access_unblock(args: argparse.Namespace) -> int:
-    cleared = services.auth_block_clear(address=args.address, account=args.user, actor=actor_of_command_line())
+    cleared = services.auth_block_clear(
+        address=args.address, account=args.user, actor=actor_of_command_line()
+    )
     print(f"{cleared} failed attempt(s) from {args.address} forgotten")
     return 0
