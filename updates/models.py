@@ -232,10 +232,12 @@ class Bundle(models.Model):
     deleted_by = models.JSONField(null=True)  # who deleted it: `Actor.as_json()`
 
     @classmethod
-    def from_db(cls, db: str | None, field_names: Collection[str], values: Collection[Any]) -> Self:
+    def from_db(
+        cls, db: str | None, field_names: Collection[str], values: Collection[Any], **kwargs: Any
+    ) -> Self:
         # A row written before names were made safe where they enter (issue 22) may hold lone
         # surrogates, which no page can encode: every read gets them escaped (engine/text.py).
-        bundle = super().from_db(db, field_names, values)
+        bundle = super().from_db(db, field_names, values, **kwargs)
         loaded = bundle.__dict__
         if "filename" in loaded:
             bundle.filename = safe_text(bundle.filename)

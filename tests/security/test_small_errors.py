@@ -75,7 +75,8 @@ def test_deeply_nested_json_gets_a_4xx_on_the_hook_and_the_api(
     assert _envelope(hook, 422)["code"] == "invalid_event"
     operator = clients["operator"]
     operator.cookies["csrftoken"] = "x" * 32
-    csrf = {"HTTP_X_CSRFTOKEN": "x" * 32}
     for path in ("/api/v1/plan", "/api/v1/deployments"):
-        answer = operator.post(path, data=DEEP, content_type="application/json", **csrf)
+        answer = operator.post(
+            path, data=DEEP, content_type="application/json", headers={"X-CSRFToken": "x" * 32}
+        )
         assert 400 <= answer.status_code < 500 and answer.json()["error"]["code"], answer.content[:200]
