@@ -2,7 +2,8 @@
 CSRF on unsafe methods), each giving a `Principal` whose role must reach the route's minimum.
 
 No credentials -> 401; credentials that are fine but whose role is too low -> 403; a bad token
-is recorded against the client address, and an address with too many failures gets 429.
+is recorded against the client address, and an address with too many bad tokens gets 429 for
+its further bad ones — never for a valid token (docs/security.md).
 """
 
 from __future__ import annotations
@@ -38,11 +39,13 @@ class BearerToken(HttpBearer):
         self.role = role
 
     def authenticate(self, request: HttpRequest, token: str) -> Principal | None:
-        address = client_address(request)
-        principal, blocked = _principal_cached(token, address)
-        if blocked:  # even a good token: the address may have guessed it
-            raise HttpError(429, "too many failed attempts from this address; try again later")
+        principal = _principal_cached(token)
         if principal is None:
+            # Only bad tokens are slowed: someone else's guessing from the same address (every
+            # client is the proxy's address without ORCH_BEHIND_PROXY) never refuses a good one.
+            address = client_address(request)
+            if selectors.token_guessing_blocked(address=address):
+                raise HttpError(429, "too many failed attempts from this address; try again later")
             services.auth_failure_record(address=address, kind="token")
             return None
         if principal.token is not None:
@@ -50,28 +53,28 @@ class BearerToken(HttpBearer):
         return _allowed(principal, self.role)
 
 
-_recent: dict[tuple[str, str], tuple[float, Principal]] = {}
+_recent: dict[str, tuple[float, Principal]] = {}
 _recent_lock = threading.Lock()
 
 
-def _principal_cached(token: str, address: str) -> tuple[Principal | None, bool]:
+def _principal_cached(token: str) -> Principal | None:
     """A good token's principal is reused for TOKEN_CACHE_SECONDS (2 s by default) in this
     process: a script polling the API then costs no query for who it is. A revocation, expiry or
     role change takes effect within that time; bad tokens are never cached."""
-    key, now = (token_digest(token), address), time.monotonic()
+    key, now = token_digest(token), time.monotonic()
     with _recent_lock:
         hit = _recent.get(key)
     if hit is not None and now - hit[0] < settings.TOKEN_CACHE_SECONDS:
-        return hit[1], False
-    principal, blocked = selectors.token_principal(token, address=address)
+        return hit[1]
+    principal = selectors.token_principal(token)
     with _recent_lock:
         if len(_recent) > 1000:
             _recent.clear()
-        if principal is not None and not blocked:
+        if principal is not None:
             _recent[key] = (now, principal)
         else:
             _recent.pop(key, None)
-    return principal, blocked
+    return principal
 
 
 class Session(APIKeyCookie):

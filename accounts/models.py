@@ -55,11 +55,16 @@ class ApiToken(models.Model):
 
 
 class AuthFailure(models.Model):
-    """One failed login or bad token, counted per client address for the rate limit."""
+    """One failed login or bad token: bad tokens count per client address, failed logins per
+    (address, account) so nobody can lock someone else's account by failing it (docs/security.md)."""
 
     address = models.CharField(max_length=64)
     kind = models.CharField(max_length=10)  # login | token
+    account = models.CharField(max_length=150, blank=True, default="")  # the username tried (logins)
     at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        indexes = [models.Index(fields=["address", "at"])]
+        indexes = [
+            models.Index(fields=["address", "at"]),
+            models.Index(fields=["address", "account", "at"], name="authfailure_pair_at"),
+        ]

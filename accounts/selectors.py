@@ -1,14 +1,13 @@
-"""Reads for users, tokens and the failed-attempt rate limit."""
+"""Reads for users, tokens and the failed-attempt rate limits."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
-from django.db.models import Count, QuerySet, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import Count, Max, QuerySet
 from django.utils import timezone
 
 from accounts.models import ApiToken, AuthFailure, Profile, Role, token_digest
@@ -41,37 +40,63 @@ def session_principal(user: User) -> Principal | None:
     return Principal(user=user, role=role, actor=Actor("user", user.username)) if role else None
 
 
-def token_principal(secret: str, *, address: str) -> tuple[Principal | None, bool]:
-    """(the token's principal or None when it is unknown, revoked, expired or its user inactive;
-    whether `address` is over its failure limit). One query for a good token: this runs on
-    every API request."""
-    failures = _failures(address).values("address").annotate(n=Count("id")).values("n")
+def token_principal(secret: str) -> Principal | None:
+    """The token's principal, or None when it is unknown, revoked, expired or its user inactive.
+    No failure count is consulted: a valid token works whoever failed from the same address.
+    One query: this runs on every API request."""
     token = (
         ApiToken.objects.select_related("user__profile")
-        .annotate(failures=Coalesce(Subquery(failures[:1]), 0))
         .filter(digest=token_digest(secret), revoked_at__isnull=True, user__is_active=True)
         .first()
     )
-    if token is None:
-        return None, auth_blocked(address=address)
-    blocked = token.failures >= settings.AUTH_FAILURE_LIMIT
-    if token.expires_at is not None and token.expires_at <= timezone.now():
-        return None, blocked
+    if token is None or (token.expires_at is not None and token.expires_at <= timezone.now()):
+        return None
     profile = getattr(token.user, "profile", None)
     user_role = Role(profile.role) if profile else Role.VIEWER
     # The lower of the two: a user demoted after the token was made loses the token's rights too.
     role = min(Role(token.role), user_role, key=lambda r: r.rank)
     actor = Actor("token", f"{token.user.username}/{token.name}")
-    return Principal(user=token.user, role=role, actor=actor, token=token), blocked
+    return Principal(user=token.user, role=role, actor=actor, token=token)
 
 
-def _failures(address: str) -> QuerySet[AuthFailure]:
+def _failures(*, address: str, kind: str) -> QuerySet[AuthFailure]:
     since = timezone.now() - timedelta(seconds=settings.AUTH_FAILURE_WINDOW_SECONDS)
-    return AuthFailure.objects.filter(address=address, at__gte=since)
+    return AuthFailure.objects.filter(address=address, kind=kind, at__gte=since)
 
 
-def auth_blocked(*, address: str) -> bool:
-    return bool(_failures(address).count() >= settings.AUTH_FAILURE_LIMIT)
+def token_guessing_blocked(*, address: str) -> bool:
+    """Whether `address` sent too many bad tokens lately: its further bad tokens get 429."""
+    return bool(_failures(address=address, kind="token").count() >= settings.AUTH_FAILURE_LIMIT)
+
+
+def login_blocked(*, address: str, account: str) -> bool:
+    """Whether `account`'s password failed too often from `address` lately: logging in to that
+    account from there is refused for a while; other addresses and accounts are not concerned."""
+    failures = _failures(address=address, kind="login").filter(account=account)
+    return bool(failures.count() >= settings.AUTH_FAILURE_LIMIT)
+
+
+@dataclass(frozen=True)
+class Block:
+    """An address (and, for logins, account) over its failure limit: what `access blocks` shows."""
+
+    address: str
+    kind: str
+    account: str
+    failures: int
+    last: datetime
+
+
+def auth_blocks() -> list[Block]:
+    since = timezone.now() - timedelta(seconds=settings.AUTH_FAILURE_WINDOW_SECONDS)
+    groups = (
+        AuthFailure.objects.filter(at__gte=since)
+        .values("address", "kind", "account")
+        .annotate(n=Count("id"), last=Max("at"))
+        .filter(n__gte=settings.AUTH_FAILURE_LIMIT)
+        .order_by("address", "kind", "account")
+    )
+    return [Block(g["address"], g["kind"], g["account"], g["n"], g["last"]) for g in groups]
 
 
 def user_list() -> QuerySet[User]:

@@ -113,11 +113,26 @@ def token_touch(*, token: ApiToken) -> None:
         token.last_used_at = now  # the row may be reused (the web process's token cache)
 
 
-def auth_failure_record(*, address: str, kind: str) -> None:
-    AuthFailure.objects.create(address=address, kind=kind)
+def auth_failure_record(*, address: str, kind: str, account: str = "") -> None:
+    """A bad token (`kind="token"`, counted per address) or a failed login (`kind="login"`,
+    counted per address and `account`, the username tried)."""
+    AuthFailure.objects.create(address=address[:64], kind=kind, account=account[:150])
     # Old rows are worth nothing: trim them here rather than in a periodic job.
     window = timedelta(seconds=settings.AUTH_FAILURE_WINDOW_SECONDS)
     AuthFailure.objects.filter(at__lt=timezone.now() - 2 * window).delete()
+
+
+@transaction.atomic
+def auth_block_clear(*, address: str, actor: Actor, account: str | None = None) -> int:
+    """An admin lifts a block: the failures counted against `address` (only those for `account`
+    when given); returns how many were forgotten. Journaled: who lifted which block."""
+    failures = AuthFailure.objects.filter(address=address)
+    if account is not None:
+        failures = failures.filter(account=account)
+    cleared, _ = failures.delete()
+    data: dict[str, object] = {"address": address, "account": account or "", "failures": cleared}
+    _journal("access.unblocked", actor, f"address:{address}", data)
+    return int(cleared)
 
 
 def admin_ensure(*, actor: Actor, username: str = "admin") -> str | None:

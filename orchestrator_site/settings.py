@@ -233,6 +233,12 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("ORCH_HSTS_INCLUDE_SUBDOMAINS", "False"
 SECURE_PROXY_SSL_HEADER = (
     ("HTTP_X_FORWARDED_PROTO", "https") if envbool("ORCH_BEHIND_PROXY", "False") else None
 )
+# Behind the proxy the client address is the last X-Forwarded-For entry, but only on a request
+# that comes from one of these addresses (the proxy itself); anyone else could write any address.
+BEHIND_PROXY = envbool("ORCH_BEHIND_PROXY", "False")
+TRUSTED_PROXIES = [
+    a.strip() for a in os.getenv("ORCH_TRUSTED_PROXIES", "127.0.0.1,::1").split(",") if a.strip()
+]
 # nginx already sends plain http to https; this redirects whatever reaches gunicorn otherwise.
 # The health check stays answerable on the local port (monitoring asks it without TLS).
 SECURE_SSL_REDIRECT = envbool("ORCH_SSL_REDIRECT", "False")
@@ -248,7 +254,9 @@ FILE_UPLOAD_HANDLERS = ["updates.api.uploads.LimitedUploadHandler"]
 FILE_UPLOAD_TEMP_DIR = str(DATASTORE_DIR / "uploads")
 with contextlib.suppress(OSError):  # Django's system check wants it to exist
     Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)
-# Failed logins and bad API tokens per client address: more than LIMIT in WINDOW seconds -> 429.
+# Bad API tokens per client address, failed logins per (client address, account): LIMIT in
+# WINDOW seconds -> 429 for further bad tokens, and that account's login refused from that address.
+# A valid token is never refused (docs/security.md); `orchestrator access unblock` clears a block.
 AUTH_FAILURE_LIMIT = envint("ORCH_AUTH_FAILURE_LIMIT", "10")
 AUTH_FAILURE_WINDOW_SECONDS = envint("ORCH_AUTH_FAILURE_WINDOW_SECONDS", "300")
 # How long a web process reuses a good token's user and role (0: look it up on every request).

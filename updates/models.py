@@ -1,12 +1,14 @@
 from __future__ import annotations
 
-from typing import ClassVar, cast
+from collections.abc import Collection
+from typing import Any, ClassVar, Self, cast
 
 from django.db import models
 from django.db.models import Q
 
 from updates.actors import Actor
 from updates.engine.planner import PlanJson
+from updates.engine.text import safe_json, safe_text
 
 
 class Manifest(models.Model):
@@ -228,6 +230,22 @@ class Bundle(models.Model):
     actor = models.JSONField()  # who uploaded it: `Actor.as_json()` (read it through `who`)
     deleted_at = models.DateTimeField(null=True)  # DELETE /bundles/{id}: files gone, record kept
     deleted_by = models.JSONField(null=True)  # who deleted it: `Actor.as_json()`
+
+    @classmethod
+    def from_db(
+        cls, db: str | None, field_names: Collection[str], values: Collection[Any], **kwargs: Any
+    ) -> Self:
+        # A row written before names were made safe where they enter (issue 22) may hold lone
+        # surrogates, which no page can encode: every read gets them escaped (engine/text.py).
+        bundle = super().from_db(db, field_names, values, **kwargs)
+        loaded = bundle.__dict__
+        if "filename" in loaded:
+            bundle.filename = safe_text(bundle.filename)
+        if "problems" in loaded:
+            bundle.problems = safe_json(bundle.problems)
+        if "checks" in loaded:
+            bundle.checks = safe_json(bundle.checks)
+        return bundle
 
     @property
     def who(self) -> Actor:

@@ -1,4 +1,5 @@
-"""`user create|list|set-role` and `token create|list|revoke`: who may use the HTTP API.
+"""`user create|list|set-role`, `token create|list|revoke` and `access blocks|unblock`: who may
+use the HTTP API, and lifting a block that failed attempts put on an address.
 
 Thin edge: parse, call one service or selector, print. `token create` prints only the token on
 stdout (shown once; only its hash is kept), so `TOKEN=$(… token create …)` works in scripts.
@@ -47,6 +48,15 @@ def register(sub: Any) -> None:
     revoke = tokens.add_parser("revoke", help="revoke a token by its id")
     revoke.add_argument("id", type=int)
     revoke.set_defaults(handler=cmd_token_revoke)
+
+    access = sub.add_parser("access", help="blocks from failed logins and bad tokens")
+    accesses = access.add_subparsers(dest="access_command", required=True, metavar="SUBCOMMAND")
+    blocks = accesses.add_parser("blocks", help="addresses (and accounts) over their failure limit")
+    blocks.set_defaults(handler=cmd_access_blocks)
+    unblock = accesses.add_parser("unblock", help="forget the failures counted against an address")
+    unblock.add_argument("address")
+    unblock.add_argument("--user", help="only the failed logins for this account")
+    unblock.set_defaults(handler=cmd_access_unblock)
 
 
 def _err(message: str) -> int:
@@ -128,4 +138,19 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
     except services.AccessError as exc:
         return _err(str(exc))
     print(f"token {token.pk} ({token.user.username}/{token.name}) revoked")
+    return 0
+
+
+def cmd_access_blocks(args: argparse.Namespace) -> int:
+    for b in selectors.auth_blocks():
+        what = f"login as {b.account}" if b.kind == "login" else "bad tokens"
+        print(f"{b.address:<40} {what:<30} {b.failures:>4} failures, last {b.last:%Y-%m-%d %H:%M:%S}")
+    return 0
+
+
+def cmd_access_unblock(args: argparse.Namespace) -> int:
+    cleared = services.auth_block_clear(
+        address=args.address, account=args.user, actor=actor_of_command_line()
+    )
+    print(f"{cleared} failed attempt(s) from {args.address} forgotten")
     return 0

@@ -259,7 +259,10 @@ def secret_read(path: Path) -> str | None:
 
 def parse_event(body: bytes) -> HookEvent:
     try:
-        doc = json.loads(body)
+        # NaN and Infinity are not JSON (RFC 8259): refused here, not stored to fail later.
+        doc = json.loads(body, parse_constant=_no_constant)
+    except RecursionError:
+        raise EventError([FieldProblem("(body)", "JSON nested too deeply")])
     except (UnicodeDecodeError, ValueError) as exc:
         raise EventError([FieldProblem("(body)", f"not JSON: {exc}")])
     if not isinstance(doc, dict):
@@ -277,6 +280,10 @@ def parse_event(body: bytes) -> HookEvent:
         raise EventError(problems)
     assert when is not None
     return HookEvent(id=event_id, type=kind, time=when, data=data)
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def _event_id(value: object, problems: list[FieldProblem]) -> str:

@@ -14,6 +14,8 @@ from typing import TypeAlias
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from updates.engine.text import safe_text
+
 MAX_BYTES = 1 << 20
 MAX_NODES = 100_000
 MAX_DEPTH = 64
@@ -186,7 +188,7 @@ class _Builder:
             self.issues.append(YamlIssue(line, _join(path, "<<"), "merge keys ('<<') are not supported"))
             return None
         # Keys are names, never numbers or booleans: `yes:` means the text "yes" to a manifest author.
-        return str(node.value)
+        return safe_text(str(node.value))  # a `"\ud800"` escape must not reach a page or a row
 
     def _sequence(self, node: SequenceNode, path: str, depth: int) -> list[YNode]:
         self._check_tag(node, _TAG + "seq", path)
@@ -205,7 +207,7 @@ class _Builder:
             # e.g. `!!int abc` or an impossible date: PyYAML raises plain Python errors for those.
             self.issues.append(YamlIssue(line, path or DOCUMENT, f"invalid {node.tag} value {node.value!r}"))
             return None
-        return value
+        return safe_text(value) if isinstance(value, str) else value
 
     def _check_tag(self, node: Node, expected: str, path: str) -> None:
         if node.tag != expected:

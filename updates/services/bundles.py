@@ -32,6 +32,7 @@ from updates.engine.errors import ExitCode, NotFound, OrchestratorError
 from updates.engine.manifest import Component, DesiredState, InputError
 from updates.engine.planner import Inspected, find_in_sources
 from updates.engine.store import ArtifactStore, NoSpaceError
+from updates.engine.text import safe_json, safe_text
 from updates.liveness import owner_beats, owner_token
 from updates.models import Bundle, BundleArtifact, StoredArtifact
 from updates.services.environment import Environment, desired_state_load, environment_load, live_inspector
@@ -75,6 +76,7 @@ def bundle_add(
     env = environment_load()
     store = artifact_store(env)
     interrupted_clean(env, store)
+    filename = safe_text(filename)  # the client's name for it: made printable once, here
     bundle = _bundle_begin(env, filename=filename, actor=actor)
     try:
         with owner_beats():  # the marker's owner on a web-only machine: alive for the others too
@@ -194,7 +196,9 @@ def _bundle_reject(bundle: Bundle, intake: Intake, store: ArtifactStore, verdict
             if not StoredArtifact.objects.filter(sha256=stored.sha256).exists():
                 store.remove(stored.sha256)
         checks = verdict.checks
-        bundle.status, bundle.checks, bundle.problems = Bundle.Status.REJECTED, checks.rows, checks.problems
+        # Names in these came in as safe text (engine/text.py); this keeps any other text so too.
+        rows, problems = safe_json(checks.rows), [safe_text(p) for p in checks.problems]
+        bundle.status, bundle.checks, bundle.problems = Bundle.Status.REJECTED, rows, problems
         bundle.save()
         bundle_outcome_journal(bundle, bundle.who)
     return bundle

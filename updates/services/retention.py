@@ -23,6 +23,7 @@ from audit.services import journal_append
 from updates import selectors
 from updates.actors import SYSTEM, Actor
 from updates.engine.store import ArtifactStore, plan_eviction
+from updates.engine.text import safe_text
 from updates.liveness import owner_alive
 from updates.models import Bundle, BundleArtifact, StoredArtifact
 from updates.services.environment import Environment, environment_load
@@ -130,6 +131,7 @@ def _ingest_owner(env: Environment, bundle_id: int) -> str:
 
 def mark_rejected(bundle_id: int, reason: str, *, actor: Actor) -> bool:
     """Conditional on `ingesting`: a bundle that just finished (or another sweeper) wins."""
+    reason = safe_text(reason)
     with transaction.atomic():
         marked = Bundle.objects.filter(pk=bundle_id, status=Bundle.Status.INGESTING).update(
             status=Bundle.Status.REJECTED,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from django import forms
@@ -40,12 +41,21 @@ class DeployForm(forms.Form):
     )
 
 
+FIRST_DAY, LAST_DAY = date(1900, 1, 1), date(9998, 12, 31)
+
+
 class PeriodForm(forms.Form):
     since = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
     until = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
+        for key in ("since", "until"):
+            day = data.get(key)
+            if day is not None and not FIRST_DAY <= day <= LAST_DAY:
+                # A day's bounds are computed in the server's time zone: date.max + 1 overflows.
+                self.add_error(key, f"Choose a day between {FIRST_DAY} and {LAST_DAY}.")
+                data.pop(key, None)
         if data.get("since") and data.get("until") and data["since"] > data["until"]:
             self.add_error("until", "The end of the period is before its start.")
         return data

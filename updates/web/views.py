@@ -16,6 +16,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts import selectors as accounts_selectors
@@ -229,9 +230,13 @@ def history(request: HttpRequest) -> HttpResponse:
     return render(request, "updates/history.html", context)
 
 
+MAX_PAGE = 10**9  # the API's bound too: beyond it an OFFSET no longer fits the database's integer
+
+
 def _page_number(request: HttpRequest) -> int:
     value = request.GET.get("page", "1")
-    return max(1, int(value)) if value.isdigit() else 1
+    # ASCII digits only: `isdigit` also says yes to "²", which int() refuses.
+    return min(MAX_PAGE, max(1, int(value))) if value.isascii() and value.isdigit() else 1
 
 
 def _query_without_page(request: HttpRequest) -> str:
@@ -351,9 +356,20 @@ def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
     mine = accounts_selectors.token_list(username=request.user.get_username()).filter(pk=token_id).exists()
     if not mine and not accounts_selectors.role_of(request.user) == Role.ADMIN:
         raise PermissionDenied("not your token")
-    token = accounts_services.token_revoke(token_id=token_id, actor=actor(request))
+    try:
+        token = accounts_services.token_revoke(token_id=token_id, actor=actor(request))
+    except accounts_services.AccessError as exc:  # only an admin gets here for another's id
+        raise Http404(str(exc)) from None
     messages.info(request, f"Token {token.name} revoked.")
-    return redirect(request.POST.get("next") or "tokens")
+    return redirect(_on_site(request, request.POST.get("next", "")) or "tokens")
+
+
+def _on_site(request: HttpRequest, url: str) -> str | None:
+    """`url` when it leads to this site, else None: a form's `next` is the client's word."""
+    allowed = url_has_allowed_host_and_scheme(
+        url, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    )
+    return url if url and allowed else None
 
 
 # ----- administration (admin role) -----------------------------------------------------------------

@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from updates.engine.text import safe_json
+
 from .errors import HeaderError, LimitError, ManifestError, PayloadMismatchError, VersionError
 from .limits import Limits
 from .names import (
@@ -49,7 +51,7 @@ def load_json(raw: bytes, member: str, limits: Limits, error: type[HeaderError] 
         raise error(f"invalid JSON: {exc}", member)
     if _depth(value) > limits.max_json_depth:
         raise LimitError(f"JSON nested deeper than {limits.max_json_depth}", member)
-    return value
+    return safe_json(value)  # a `\ud800` escape must not reach a page or a row
 
 
 def parse_version(raw: bytes, limits: Limits) -> None:

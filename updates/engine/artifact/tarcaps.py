@@ -3,7 +3,7 @@
 A PAX extended header or a GNU long-name/long-link header is a member whose *data* tarfile reads
 into memory whole, before any member is handed to us: a hostile 1 GiB PAX header would be read
 into memory by `tar.next()`. `frombuf` sees each 512-byte header block first, so the announced size
-is refused there, before a byte of it is read.
+is refused there, before a byte of it is read. Member names leave as safe text (engine/text.py).
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 import functools
 import tarfile
 from typing import Self
+
+from updates.engine.text import safe_text
 
 from .errors import LimitError
 
@@ -34,6 +36,16 @@ class CappedTarInfo(tarfile.TarInfo):
             raise LimitError(
                 f"PAX extended header of {info.size} bytes exceeds the header cap of {cls.max_extended_bytes}"
             )
+        return info
+
+    @classmethod
+    def fromtarfile(cls, tarfile: tarfile.TarFile) -> Self:
+        # Every member (after its GNU long-name or PAX records are applied) leaves here with
+        # printable names: a name of undecodable bytes is never handed on (engine/text.py).
+        info = super().fromtarfile(tarfile)
+        info.name, info.linkname = safe_text(info.name), safe_text(info.linkname)
+        info.uname, info.gname = safe_text(info.uname), safe_text(info.gname)
+        info.pax_headers = {safe_text(k): safe_text(v) for k, v in info.pax_headers.items()}
         return info
 
 
