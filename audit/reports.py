@@ -124,22 +124,9 @@ DEPLOYMENT_FIELDS = (
     "forced_reason",
     "seal",
 )
-STEP_FIELDS = (
-    "id",
-    "deployment_id",
-    "component",
-    "state",
-    "argv",
-    "started_at",
-    "ended_at",
-    "exit_code",
-    "timed_out",
-    "answer",
-    "error",
-    "stdout",
-    "stderr",
-    "seal",
-)
+# What verify reads of a step: the fields its entry records (`chain.STEP_FIELDS`), the output
+# it records the digests of, and where the row belongs.
+STEP_FIELDS = ("id", "deployment_id", *auditchain.STEP_FIELDS, "stdout", "stderr", "seal")
 
 
 def _chunks(rows: QuerySet[Any, dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
