@@ -14,7 +14,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from orchestrator_site.logs import LOG_FORMATS, LOG_LEVELS, logging_config
-from updates.appliance import paths_from_env
+from updates.appliance import load_local_env, paths_from_env
 from updates.engine.fsutil import private_file_mode
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -65,6 +65,7 @@ def envjsonobject(name: str) -> dict[str, str]:
     return value
 
 
+LOCAL_ENV_FILE = load_local_env(BASE_DIR)  # before any variable is read
 PATHS = paths_from_env(BASE_DIR)
 DATASTORE_DIR = PATHS.datastore
 DATA_DIR = PATHS.data_dir

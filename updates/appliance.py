@@ -20,6 +20,33 @@ class Paths:
     topology_components_file: str  # "" when unset
 
 
+# Written by `bin/run`: the demo's environment, so commands run from the checkout find the demo's
+# data store without sourcing demo/env.sh (docs/environment.md §1.6).
+LOCAL_ENV = Path("var") / "local.env"
+LOCAL_ENV_KEY = "MENDER_ORCHESTRATOR_DATASTORE_DIR"
+
+
+def load_local_env(base_dir: Path) -> Path | None:
+    """Adds the checkout's `var/local.env` to this process's environment and returns its path.
+
+    Only when the environment names no data store: one named there brings its own settings, and
+    a half-applied demo file would mix two appliances. Even then a variable already set wins.
+    Lines are `NAME=value` (the value literal to the end of the line); `#` starts a comment line.
+    """
+    if LOCAL_ENV_KEY in os.environ:
+        return None
+    path = base_dir / LOCAL_ENV
+    try:
+        text = path.read_text()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    for line in text.splitlines():
+        name, sep, value = line.strip().partition("=")
+        if sep and name.isidentifier() and not name.startswith("#"):
+            os.environ.setdefault(name, value)
+    return path
+
+
 def paths_from_env(base_dir: Path) -> Paths:
     """`base_dir` is the checkout: a fresh clone keeps its data store under `var/`."""
     default_store = base_dir / "var" / "lib" / "mender-orchestrator"

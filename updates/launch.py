@@ -45,7 +45,7 @@ def _without_log_level(args: list[str]) -> list[str]:
 def _live_query(command: str) -> int | None:
     import tempfile
 
-    from updates.appliance import paths_from_env
+    from updates.appliance import load_local_env, paths_from_env
     from updates.engine.config import load_config
     from updates.engine.errors import OrchestratorError
     from updates.engine.inspection import (
@@ -57,6 +57,7 @@ def _live_query(command: str) -> int | None:
     )
     from updates.engine.interface import InterfaceRunner
 
+    load_local_env(BASE_DIR)
     paths = paths_from_env(BASE_DIR)
     try:
         config = load_config(paths.conf_dir, paths.datastore)

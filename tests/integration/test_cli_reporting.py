@@ -21,10 +21,18 @@ def test_after_a_rollback_every_line_says_what_happened_and_what_runs(demo: Demo
     demo.fail("R456", "ArtifactCommit")
     result = demo.install("manifest-v3.yaml")
     assert result.returncode == 1
+    # One line per event: the failure is one progress row and the summary, no log line between.
+    assert "WARNING" not in result.stderr and "orchestrator.deployment" not in result.stderr, result.stderr
+    assert [line for line in result.stdout.splitlines() if "FAILED" in line] == [
+        "rtos.R456                ArtifactCommit                 FAILED " + line.split("FAILED ", 1)[1]
+        for line in result.stdout.splitlines()
+        if "FAILED" in line
+    ]
+    assert sum("FAILED" in line for line in result.stdout.splitlines()) == 1
     assert _table(result.stdout) == {
-        "gateway.G13": "gateway-v2 rolled back (gateway-v2 -> gateway-v3)",
-        "rtos.R998": "rtos-v2 rolled back (rtos-v2 -> rtos-v3)",
-        "rtos.R456": "rtos-v2 failed in ArtifactCommit, rolled back (rtos-v2 -> rtos-v3)",
+        "gateway.G13": "gateway-v2 back on gateway-v2; gateway-v3 rolled back",
+        "rtos.R998": "rtos-v2 back on rtos-v2; rtos-v3 rolled back",
+        "rtos.R456": "rtos-v2 failed in ArtifactCommit, back on rtos-v2; rtos-v3 rolled back",
     }
     status = demo.run("status").stdout.splitlines()
     assert status[0] == "active manifest: system-core-v2"  # no previous: v1 was never installed by us
@@ -48,7 +56,7 @@ def test_after_a_rollback_every_line_says_what_happened_and_what_runs(demo: Demo
     assert demo.run("history", "--limit", "1").stdout.splitlines() == history[:1]
     steps = demo.run("history", "2").stdout.splitlines()
     assert steps[0] == history[0]
-    assert "  rtos.R456                rtos-v2 -> rtos-v3: failed in ArtifactCommit, rolled back" in steps
+    assert "  rtos.R456                failed in ArtifactCommit, back on rtos-v2; rtos-v3 rolled back" in steps
     assert any(re.search(r"rtos\.R456 +ArtifactCommit +FAILED exit code 1$", s) for s in steps)
     assert any(re.search(r"rtos\.R456 +ArtifactRollback +ok$", s) for s in steps)
     one = json.loads(demo.run("history", "2", "--json").stdout)

@@ -15,7 +15,7 @@ from django.db import DatabaseError
 
 from updates.engine.errors import ExitCode, OrchestratorError
 from updates.engine.version import VERSION
-from updates.services.backup import datastore_prepare
+from updates.services.backup import datastore_has_database, datastore_prepare
 
 from . import access, artifact, audit, bundle, interface_check, maintenance, system
 from . import hooks as hook_secret
@@ -62,12 +62,44 @@ def _configure_logging(level: str | None) -> None:
     logging.getLogger("orchestrator.audit").setLevel(mapped)
 
 
+# The commands that may start a data store: a fresh gateway's first `install` (from Mender's update
+# module), the first bundle, the first account. Every other command reads one, and on a data store
+# without a database it says so instead of creating an empty one and reporting an empty system.
+CREATES_STORE = {
+    "install",
+    "resume",
+    "rollback",
+    "bundle add",
+    "user create",
+    "user ensure-admin",
+    "hook-secret set",
+    "hook-secret rotate",
+}
+
+
+def _command_name(args: argparse.Namespace) -> str:
+    sub = getattr(args, f"{str(args.command).replace('-', '_')}_command", None)
+    return f"{args.command} {sub}" if sub else str(args.command)
+
+
+def _no_datastore_message() -> str:
+    return (
+        f"no data store at {settings.DATASTORE_DIR} (no database yet); this command reads one.\n"
+        "  The demo: run `bin/run` in the checkout; it writes var/local.env, which commands run from\n"
+        "  the checkout read. Another data store: set MENDER_ORCHESTRATOR_DATASTORE_DIR\n"
+        "  (docs/environment.md). A new appliance: `mender-orchestrator migrate` creates an empty one."
+    )
+
+
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(args.log_level)
     # `audit verify --export` checks a file, possibly on another machine: no data store needed.
     if getattr(args, "needs_database", False) and not getattr(args, "export_file", None):
         try:
+            if _command_name(args) not in CREATES_STORE and not datastore_has_database():
+                print(f"mender-orchestrator: {_no_datastore_message()}", file=sys.stderr)
+                return ExitCode.INVALID
             datastore_prepare()
         except (OSError, DatabaseError, OrchestratorError) as exc:
             print(f"mender-orchestrator: cannot open the data store: {exc}", file=sys.stderr)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -162,11 +164,28 @@ def _refused(exc: OrchestratorError) -> int:
     return exc.exit_code
 
 
+@contextmanager
+def _rows_not_warnings() -> Iterator[None]:
+    """At the default level the progress rows and the summary already say every failure and the
+    rollback: the deployment's WARNING log lines would print each one again between them. Asked
+    for (LOG_LEVEL=INFO as the installed units set it, `--log-level info`), the log keeps them."""
+    logger = logging.getLogger("orchestrator.deployment")
+    if logger.getEffectiveLevel() < logging.WARNING:
+        yield
+        return
+    before = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
+
+
 def _guarded(fn: Callable[[], Deployment], *, rolling_back: bool = False) -> int:
     """Run one deployment command; map its expected refusals to exit codes (nothing was
     touched in any of them) and its outcome to the exit code of the outcome."""
     try:
-        with owner_beats():
+        with owner_beats(), _rows_not_warnings():
             deployment = fn()
     except OrchestratorError as exc:
         return _refused(exc)
@@ -462,7 +481,7 @@ def _history_of(deployment_id: int, *, as_json: bool) -> int:
     if d["reason"]:
         print(f"  {d['reason']}")
     for o in d["outcomes"]:
-        print(f"  {o['key']:<24} {o['from']} -> {o['to']}: {o['outcome']}")
+        print(f"  {o['key']:<24} {_what_happened(o)}")
     for s in d["steps"]:
         failure = s["error"] or f"exit {s['exit_code']}"
         result = s["answer"] or ("ok" if s["ok"] else f"FAILED {failure}")
@@ -519,4 +538,19 @@ def _print_summary(deployment: Deployment) -> None:
     print(f"{'component':<24} {'runs now':<28} what happened")
     for o in outcomes:
         version = o["version"] + (" (uncommitted)" if o["uncommitted"] else "")
-        print(f"{o['key']:<24} {version:<28} {o['outcome']} ({o['from']} -> {o['to']})")
+        print(f"{o['key']:<24} {version:<28} {_what_happened(o)}")
+
+
+def _what_happened(o: selectors.OutcomeReport) -> str:
+    """A component's outcome with where it ended: a rollback reads "back on rtos-v2; rtos-v3
+    rolled back", never as a move from the old version to the new one."""
+    what, old, new = o["outcome"], o["from"], o["to"]
+    if what.endswith("rolled back") and not what.endswith("NOT rolled back"):
+        return f"{what.removesuffix('rolled back')}back on {old}; {new} rolled back"
+    if what.endswith("not installed"):
+        return f"{what}; still on {old}"
+    if what.endswith(("rollback FAILED", "NOT rolled back")):
+        return f"{what} (was {old}, tried {new}; what it runs is unknown)"
+    if what.startswith("skipped"):
+        return what
+    return f"{what} ({old} -> {new})"

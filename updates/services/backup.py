@@ -524,6 +524,15 @@ def backups_prune(*, keep: int | None = None) -> list[Path]:
     return old
 
 
+def datastore_has_database() -> bool:
+    """Whether the configured database exists and was ever migrated, checked without creating it
+    (opening a missing SQLite file would create one)."""
+    db = connection.settings_dict
+    if connection.vendor == "sqlite" and not Path(str(db["NAME"])).is_file():
+        return False
+    return "django_migrations" in connection.introspection.table_names()
+
+
 def datastore_prepare() -> None:
     """First use of a fresh appliance, or the first command after an upgrade: create the data
     store and bring the database schema up to date, so no operator has to run `migrate` before

@@ -185,7 +185,17 @@ do_verify() {
     [ "$_run" = "$_want" ] || die "running '$_run', expected '$_want'"
 }
 
+# A payload line `demo-fails: <State> <ID>` (the demo's v3 bundle carries one for R456) makes that
+# state fail on that device: the failure travels in the artifact, as a real defect would.
+payload_fault() {
+    [ -d "$dev/payload" ] || return 0
+    if grep -rqsx "demo-fails: $state $id" "$dev/payload"; then
+        die "the installed payload fails $state on $id (its line 'demo-fails: $state $id')"
+    fi
+}
+
 do_commit() {
+    payload_fault
     if [ -f "$dev/pending" ]; then
         _want=$(first_line "$dev/pending")
         _run=$(running)
