@@ -43,6 +43,8 @@ def _logging(loglevel: int | None = None, **kwargs: Any) -> None:
     from django.conf import settings
 
     logging.config.dictConfig(settings.LOGGING)
+    # "Connected to redis://…": the broker URL, which may carry credentials, has no place in a log.
+    logging.getLogger("celery.worker.consumer.connection").setLevel(logging.WARNING)
     root = logging.getLogger()
     if loglevel:
         root.setLevel(min(root.level, loglevel))

@@ -109,9 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("no command to run (after --)")
-    logging.basicConfig(
-        level=logging.INFO, format="[%(asctime)s: %(levelname)s/supervise] %(message)s", stream=sys.stderr
-    )
+    # The appliance's text line (orchestrator_site/logs.py; its worker child writes the same file):
+    # one time format, UTC with milliseconds. Own code: the supervisor loads neither Django nor the
+    # floors above it.
+    formatter = logging.Formatter("%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s %(message)s", "%Y-%m-%dT%H:%M:%S")
+    formatter.converter = time.gmtime
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     if args.pidfile:
         _write_pidfile(args.pidfile)
     try:

@@ -4,7 +4,10 @@ asked, and every line of a deployment carrying its id."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
+
+import pytest
 
 from tests.worker.conftest import Appliance, wait_for
 from updates.actors import Actor
@@ -38,3 +41,18 @@ def test_it_logs_a_deployment_on_a_worker_as_json_lines_that_carry_its_id(applia
     assert ("rtos.R456", "ArtifactCommit") in states and ("gateway.G13", "Download") in states
     received = next(line for line in celery if "received" in line["message"])
     assert "deployment_id" not in received  # outside the run: no id
+
+
+@pytest.mark.parametrize("broker", ["redis"], indirect=True)
+def test_a_supervised_worker_logs_one_time_format_and_no_broker_url(appliance: Appliance) -> None:
+    """As bin/run starts it: the supervisor's lines and the worker's share one time format, and
+    neither the banner nor "Connected to redis://…" puts the broker URL (a password) in the log."""
+    worker = appliance.spawn_worker(supervised=True, quiet=True)
+    worker.wait_ready()
+    text = worker.text()
+    assert "://" not in text, text
+    stamped = [line for line in text.splitlines() if line[:1].isdigit() or line.startswith("[")]
+    assert any(" orchestrator.supervise started pid " in line for line in stamped), text
+    assert any(" celery.apps.worker " in line and line.endswith(" ready.") for line in stamped), text
+    for line in stamped:
+        assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z [A-Z]+ \S+ ", line), line
