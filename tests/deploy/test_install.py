@@ -201,7 +201,7 @@ def test_it_writes_units_that_systemd_analyze_verifies(install: Install) -> None
 
 def test_it_writes_an_nginx_site_that_nginx_accepts(install: Install, tmp_path: Path) -> None:
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    assert Path(nginx).exists(), "nginx is missing (Debian: apt-get install nginx; .ci/run installs it)"
+    assert Path(nginx).exists(), "nginx is missing (Debian: apt-get install nginx; .ci/setup installs it)"
     site = install.path("/etc/nginx/sites-available/mender-orchestrator.conf")
     text = site.read_text()
     assert "client_max_body_size 2g;" in text
