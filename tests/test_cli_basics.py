@@ -61,7 +61,10 @@ def test_it_reports_an_unusable_data_store_in_one_line(tmp_path: Path) -> None:
     blocker.write_text("not a directory")
     env = {**os.environ, "MENDER_ORCHESTRATOR_DATASTORE_DIR": str(blocker / "store")}
     result = subprocess.run(  # a command that may create the data store (CREATES_STORE)
-        [str(ROOT / "bin" / "mender-orchestrator"), "user", "ensure-admin"], env=env, capture_output=True, text=True
+        [str(ROOT / "bin" / "mender-orchestrator"), "user", "ensure-admin"],
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 1
     assert result.stderr.startswith("mender-orchestrator: cannot open the data store")

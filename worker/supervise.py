@@ -112,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     # The appliance's text line (orchestrator_site/logs.py; its worker child writes the same file):
     # one time format, UTC with milliseconds. Own code: the supervisor loads neither Django nor the
     # floors above it.
-    formatter = logging.Formatter("%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s %(message)s", "%Y-%m-%dT%H:%M:%S")
+    formatter = logging.Formatter(
+        "%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s %(message)s", "%Y-%m-%dT%H:%M:%S"
+    )
     formatter.converter = time.gmtime
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)

@@ -56,7 +56,9 @@ def test_after_a_rollback_every_line_says_what_happened_and_what_runs(demo: Demo
     assert demo.run("history", "--limit", "1").stdout.splitlines() == history[:1]
     steps = demo.run("history", "2").stdout.splitlines()
     assert steps[0] == history[0]
-    assert "  rtos.R456                failed in ArtifactCommit, back on rtos-v2; rtos-v3 rolled back" in steps
+    assert (
+        "  rtos.R456                failed in ArtifactCommit, back on rtos-v2; rtos-v3 rolled back" in steps
+    )
     assert any(re.search(r"rtos\.R456 +ArtifactCommit +FAILED exit code 1$", s) for s in steps)
     assert any(re.search(r"rtos\.R456 +ArtifactRollback +ok$", s) for s in steps)
     one = json.loads(demo.run("history", "2", "--json").stdout)

@@ -49,7 +49,9 @@ def test_a_second_bin_run_keeps_the_admin_its_token_and_the_history(tmp_path: Pa
     checkout = _fresh_checkout(tmp_path / "clone")
     first = _run(checkout, "bin/run", "--no-web", "--no-worker")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    assert re.search(r"^created user admin \(role admin\) with password: \S+$", first.stdout, re.M), first.stdout
+    assert re.search(r"^created user admin \(role admin\) with password: \S+$", first.stdout, re.M), (
+        first.stdout
+    )
     for bundle in ("system-core-v2.tar.gz", "system-core-v3.tar.gz"):
         assert (checkout / "var" / "demo" / "bundles" / bundle).is_file()
         assert f"var/demo/bundles/{bundle}" in first.stdout
@@ -97,4 +99,6 @@ def test_bin_test_stops_at_once_naming_the_setup_command_when_something_is_missi
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stdout == ""  # nothing ran: no venv set-up, no pytest
     assert "  chromium (the browser tests)\n" in result.stderr
-    assert re.search(r"install and start them \(Debian\), then run bin/test again:  (sudo )?\.ci/setup\n$", result.stderr)
+    assert re.search(
+        r"install and start them \(Debian\), then run bin/test again:  (sudo )?\.ci/setup\n$", result.stderr
+    )

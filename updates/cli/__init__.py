@@ -17,7 +17,7 @@ from updates.engine.errors import ExitCode, OrchestratorError
 from updates.engine.version import VERSION
 from updates.services.backup import datastore_has_database, datastore_prepare
 
-from . import access, artifact, audit, bundle, interface_check, maintenance, system
+from . import access, artifact, audit, bundle, interface_check, maintenance, progress, system
 from . import hooks as hook_secret
 
 LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "fatal")
@@ -104,5 +104,6 @@ def main(argv: list[str]) -> int:
         except (OSError, DatabaseError, OrchestratorError) as exc:
             print(f"mender-orchestrator: cannot open the data store: {exc}", file=sys.stderr)
             return ExitCode.FAILED
-    code: int = args.handler(args)
+    with progress.terminal_progress():  # bytes and rate of long work, on a terminal only
+        code: int = args.handler(args)
     return code

@@ -17,6 +17,8 @@ from typing import Any
 from updates.engine.errors import ExitCode, OrchestratorError
 from updates.services import backup as service
 
+from . import progress
+
 
 def register(sub: Any) -> None:
     backup = sub.add_parser(
@@ -67,6 +69,7 @@ def print_backup(result: service.BackupResult) -> None:
 
 
 def _stderr(line: str) -> None:
+    progress.interrupt()
     print(line, file=sys.stderr, flush=True)
 
 

@@ -22,7 +22,9 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import IO, Any
+from typing import IO, Any, cast
+
+from updates.engine.transfer import CountingReader, transfer_report
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "backup.json"
@@ -45,12 +47,13 @@ class ArchiveError(Exception):
 class _Hashing:
     """A read-only file wrapper that hashes what tarfile copies out of it."""
 
-    def __init__(self, fh: IO[bytes]) -> None:
-        self.fh, self.digest = fh, hashlib.sha256()
+    def __init__(self, fh: IO[bytes], moved: Callable[[int], None]) -> None:
+        self.fh, self.digest, self.moved = fh, hashlib.sha256(), moved
 
     def read(self, size: int = -1) -> bytes:
         data = self.fh.read(size)
         self.digest.update(data)
+        self.moved(len(data))
         return data
 
 
@@ -62,6 +65,8 @@ class ArchiveWriter:
     echo: Echo
     members: dict[str, dict[str, Any]] = field(default_factory=dict)
     total_bytes: int = 0
+    expected_bytes: int | None = None  # what the progress on a terminal counts towards
+    read_bytes: int = 0
 
     def add_file(self, path: Path, arcname: str) -> None:
         info = self.tar.gettarinfo(str(path), arcname)
@@ -75,10 +80,14 @@ class ArchiveWriter:
         if info.size >= PROGRESS_BYTES:
             self.echo(f"backup: {arcname} ({info.size / 2**20:.1f} MiB)")
         with path.open("rb") as fh:
-            reader = _Hashing(fh)
+            reader = _Hashing(fh, self._moved)
             self.tar.addfile(info, reader)  # read() is all tarfile uses
         self.members[arcname] = {"sha256": reader.digest.hexdigest(), "size": info.size}
         self.total_bytes += info.size
+
+    def _moved(self, count: int) -> None:
+        self.read_bytes += count
+        transfer_report("backup", self.read_bytes, self.expected_bytes)
 
     def add_dir(self, path: Path, arcname: str) -> None:
         info = self.tar.gettarinfo(str(path), arcname)
@@ -146,7 +155,12 @@ def archive_extract(archive: Path, dest: Path, *, free_bytes: Callable[[], int])
     removes `dest`); nothing outside `dest` is written."""
     seen: dict[str, dict[str, Any]] = {}
     try:
-        with tarfile.open(archive, "r:gz") as tar:
+        with (
+            archive.open("rb") as raw,
+            tarfile.open(
+                fileobj=cast(IO[bytes], CountingReader(raw, "restore", archive.stat().st_size)), mode="r:gz"
+            ) as tar,
+        ):
             for count, member in enumerate(_members(tar)):
                 if count >= MAX_MEMBERS:
                     raise ArchiveError(member.name, f"more than {MAX_MEMBERS} members")

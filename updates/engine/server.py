@@ -27,6 +27,7 @@ from updates.engine.artifact import ArtifactInfo, Limits, PublicKey
 from updates.engine.bundle import CHUNK, store_artifact
 from updates.engine.errors import UnavailableError
 from updates.engine.store import ArtifactStore, StoredObject
+from updates.engine.transfer import transfer_report
 
 LIST_PATH = "/api/devices/v1/deployments/artifacts"
 MAX_JSON_BYTES = 8 << 20
@@ -183,6 +184,7 @@ class _ResumingBody:
                 continue
             self.pos += len(data)
             self.failures = 0 if data else self.failures
+            transfer_report(f"download {_path(self.uri)}", self.pos, self.size)
             return data
 
     def _lost(self, reason: str) -> None:

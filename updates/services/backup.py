@@ -12,12 +12,13 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import stat
 import subprocess
 import sys
 import tarfile
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -172,6 +173,7 @@ def _backup_write(partial: Path, *, echo: Echo) -> dict[str, Any]:
         with tarfile.open(fileobj=raw, mode="w:gz", compresslevel=1) as tar:
             writer = archive.ArchiveWriter(tar=tar, echo=echo)
             db_file = _database_copy(Path(tmp), manifest)
+            writer.expected_bytes = _bytes_under([db_file, *_datastore_paths()])
             writer.add_file(db_file, f"database/{db_file.name}")
             manifest["included"] = _datastore_add(writer)
             manifest["bytes"] = writer.total_bytes
@@ -240,6 +242,29 @@ def _run(args: list[str], *, env: dict[str, str] | None) -> None:
     )
     if done.returncode != 0:
         raise OrchestratorError(f"{args[0]} failed ({done.returncode}): {done.stderr.strip()}")
+
+
+def _datastore_paths() -> list[Path]:
+    root = datastore_dir()
+    return [root / name for name in _managed_entries(root)] + list(_work_dirs())
+
+
+def _bytes_under(paths: list[Path]) -> int:
+    """The regular files' bytes a backup will read (a hard-linked file once, as tar stores it)."""
+    total, seen = 0, set()
+    for top in paths:
+        walked: Iterable[tuple[str, list[str], list[str]]]
+        walked = [(str(top.parent), [], [top.name])] if top.is_file() else os.walk(top)
+        for dirpath, _dirs, files in walked:
+            for name in files:
+                try:
+                    info = (Path(dirpath) / name).lstat()
+                except OSError:
+                    continue
+                if stat.S_ISREG(info.st_mode) and (info.st_dev, info.st_ino) not in seen:
+                    seen.add((info.st_dev, info.st_ino))
+                    total += info.st_size
+    return total
 
 
 def _datastore_add(writer: archive.ArchiveWriter) -> list[str]:

@@ -18,7 +18,7 @@ import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 from django.db import transaction
 from django.utils import timezone
@@ -33,6 +33,7 @@ from updates.engine.manifest import Component, DesiredState, InputError
 from updates.engine.planner import Inspected, find_in_sources
 from updates.engine.store import ArtifactStore, NoSpaceError
 from updates.engine.text import safe_json, safe_text
+from updates.engine.transfer import CountingReader
 from updates.liveness import owner_beats, owner_token
 from updates.models import Bundle, BundleArtifact, StoredArtifact
 from updates.services.environment import Environment, desired_state_load, environment_load, live_inspector
@@ -294,5 +295,7 @@ def bundle_delete(*, bundle_id: int, actor: Actor) -> Bundle:
 
 
 def bundle_add_file(*, path: Path, actor: Actor) -> Bundle:
+    size = path.stat().st_size
     with open(path, "rb") as fileobj:
-        return bundle_add(source=fileobj, filename=path.name, size_hint=path.stat().st_size, actor=actor)
+        source = cast(IO[bytes], CountingReader(fileobj, f"reading {path.name}", size))  # a terminal shows it
+        return bundle_add(source=source, filename=path.name, size_hint=size, actor=actor)
