@@ -54,6 +54,7 @@ def test_it_prepares_a_fresh_data_store_on_first_use(tmp_path: Path) -> None:
     result = subprocess.run([cli, "status"], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "in progress: none" in result.stdout
+    assert f"(nothing deployed and no components known in the data store {store};" in result.stdout
 
 
 def test_it_reports_an_unusable_data_store_in_one_line(tmp_path: Path) -> None:

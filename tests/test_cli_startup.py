@@ -95,6 +95,10 @@ def test_a_broken_topology_is_reported_the_same_way(tmp_path: Path) -> None:
 def test_other_commands_and_a_system_without_topology_go_through_django(tmp_path: Path) -> None:
     env = a_system(tmp_path)
     result, loaded = probe(env, "status")
+    assert result.returncode == 2 and "no data store at" in result.stderr  # no database yet (docs/cli.md §1)
+    assert "django" in loaded
+    assert probe(env, "user", "ensure-admin")[0].returncode == 0  # creates the database
+    result, loaded = probe(env, "status")
     assert result.returncode == 0, result.stderr
     assert "django" in loaded
     (Path(env["MENDER_ORCHESTRATOR_TOPOLOGY_DIR"]) / "topology.yaml").unlink()

@@ -26,6 +26,7 @@ from cryptography.x509.oid import NameOID
 from updates.engine.artifact import Limits, read_artifact, write_artifact
 from updates.engine.server import ArtifactServer, ServerError, ServerSettings
 from updates.engine.store import ArtifactStore
+from updates.engine.transfer import transfer_watch
 
 TOKEN = "device-jwt"
 LIST = "/api/devices/v1/deployments/artifacts"
@@ -237,8 +238,14 @@ def test_it_resumes_a_download_dropped_in_the_middle(server: Running, tmp_path: 
     server.state.drop_after = 300_000
     client = server.client()
     [remote] = client.list_artifacts(release_name="rtos-v3", device_type="rtos")
-    stored, _ = client.fetch(remote, ArtifactStore(tmp_path / "store"), keys=(), limits=Limits())
+    seen: list[tuple[str, int, int | None]] = []
+    with transfer_watch(lambda *report: seen.append(report)):  # what a terminal's progress line gets
+        stored, _ = client.fetch(remote, ArtifactStore(tmp_path / "store"), keys=(), limits=Limits())
     assert stored.path.read_bytes() == path.read_bytes()
+    size = path.stat().st_size
+    assert seen[-1] == (seen[0][0], size, size)
+    assert seen[0][0].startswith("download https://") and seen[0][0].endswith("/files/a1")  # no query
+    assert [done for _, done, _ in seen] == sorted(done for _, done, _ in seen)  # on across the resume
     assert len(server.state.ranges) == 1 and server.state.ranges[0].startswith("bytes=")
     assert int(server.state.ranges[0][6:-1]) > 0
 

@@ -11,7 +11,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = str(ROOT / "bin" / "mender-orchestrator")
-PROGRESS = re.compile(r"\r(backup|restore|reading \S+): \d+\.\d MiB / \d+\.\d MiB \(\d+%\), \d+\.\d MiB/s\x1b\[K")
+PROGRESS = re.compile(
+    r"\r(backup|restore|reading \S+): \d+\.\d MiB / \d+\.\d MiB \(\d+%\), \d+\.\d MiB/s\x1b\[K"
+)
 
 
 def _on_a_terminal(argv: list[str], env: dict[str, str]) -> tuple[int, str, str]:
@@ -53,7 +55,9 @@ def test_backup_restore_and_bundle_add_show_progress_on_a_terminal_only(tmp_path
     assert drawn and set(drawn) == {"backup"}, repr(shown)
     assert shown.endswith("\r\x1b[K")  # cleared: the terminal keeps only the command's report
 
-    piped = subprocess.run([CLI, "backup", "-o", str(tmp_path / "c.tar.gz")], env=env, capture_output=True, text=True)
+    piped = subprocess.run(
+        [CLI, "backup", "-o", str(tmp_path / "c.tar.gz")], env=env, capture_output=True, text=True
+    )
     assert piped.returncode == 0 and piped.stderr == "", repr(piped.stderr)
 
     code, stdout, shown = _on_a_terminal([CLI, "restore", str(tmp_path / "b.tar.gz"), "--yes"], env)

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from django.conf import settings
 from django.utils import timezone
 
 from updates import recovery, selectors, services
@@ -422,6 +423,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     last = report["last"]
     if last:
         print(f"last deployment: {_history_line(last)}")
+    elif not manifests["active"] and not report["components"]:
+        # Nothing known at all: say where we looked, so a wrong data store is noticed.
+        print(
+            f"(nothing deployed and no components known in the data store {settings.DATASTORE_DIR};"
+            " for another, set MENDER_ORCHESTRATOR_DATASTORE_DIR: docs/environment.md)"
+        )
     return 0
 
 
