@@ -27,6 +27,20 @@ app.steps["consumer"].add(Heartbeat)  # what /api/v1/health calls a live worker
 app.steps["consumer"].add(Takeover)  # surviving workers continue a dead worker's deployment
 
 
+class _BrokerByScheme(logging.Filter):
+    """Celery's "Connected to redis://…" names the broker by its URL, which can carry a user and
+    (masked or not) credentials: the line keeps only the URL's scheme."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == "Connected to %s" and record.args:
+            url = str(record.args[0] if isinstance(record.args, tuple) else record.args)
+            record.msg, record.args = "Connected to the broker (%s)", (url.split("://", 1)[0],)
+        return True
+
+
+BROKER_BY_SCHEME = _BrokerByScheme()
+
+
 @celeryd_init.connect
 def _logging_early(**kwargs: Any) -> None:
     """Before Celery's own checks: its warnings (running as root, say) become log lines too."""
@@ -43,8 +57,7 @@ def _logging(loglevel: int | None = None, **kwargs: Any) -> None:
     from django.conf import settings
 
     logging.config.dictConfig(settings.LOGGING)
-    # "Connected to redis://…": the broker URL, which may carry credentials, has no place in a log.
-    logging.getLogger("celery.worker.consumer.connection").setLevel(logging.WARNING)
+    logging.getLogger("celery.worker.consumer.connection").addFilter(BROKER_BY_SCHEME)  # once
     root = logging.getLogger()
     if loglevel:
         root.setLevel(min(root.level, loglevel))

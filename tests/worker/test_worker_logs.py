@@ -54,5 +54,6 @@ def test_a_supervised_worker_logs_one_time_format_and_no_broker_url(appliance: A
     stamped = [line for line in text.splitlines() if line[:1].isdigit() or line.startswith("[")]
     assert any(" orchestrator.supervise started pid " in line for line in stamped), text
     assert any(" celery.apps.worker " in line and line.endswith(" ready.") for line in stamped), text
+    assert any(line.endswith(" Connected to the broker (redis)") for line in stamped), text
     for line in stamped:
         assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z [A-Z]+ \S+ ", line), line
