@@ -245,7 +245,9 @@ def test_it_says_a_cut_artifact_is_truncated(tmp_path: Path) -> None:
     for cut in (content - 10, 1600):
         intake, _ = _ingest(tmp_path, whole[:cut])
         assert len(intake.problems) == 1
-        assert intake.problems[0].startswith("manifest artifact: the file is truncated, upload it whole: "), cut
+        assert intake.problems[0].startswith("manifest artifact: the file is truncated, upload it whole: "), (
+            cut
+        )
 
 
 def test_it_requires_signatures_when_keys_are_given_and_records_the_signer(
