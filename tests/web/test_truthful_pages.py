@@ -15,9 +15,11 @@ from django.test import Client
 from devices.models import Component, System
 from tests.integration.conftest import DemoSystem
 from tests.web.conftest import PLAN, demo_bundle, deployment_record
+from updates.actors import Actor
 from updates.cli.system import _history_line
 from updates.models import Bundle, Deployment, JournalEntry
 from updates.selectors import history_report
+from updates.services import bundles
 from updates.statuses import STATUS_LABELS, component_ended, status_label
 
 pytestmark = pytest.mark.django_db
@@ -283,3 +285,17 @@ def test_the_api_cancels_a_queued_deployment_for_operators(clients: dict[str, Cl
     again = clients["operator"].post(f"/api/v1/deployments/{queued.pk}/cancel")
     assert (again.status_code, again.json()["error"]["code"]) == (409, "not_queued")
     assert clients["operator"].post("/api/v1/deployments/999/cancel").status_code == 404
+
+
+def test_a_reinstalled_file_names_its_bundle_and_a_rejected_one_is_checked_again(
+    web_demo: DemoSystem,
+) -> None:
+    cli = Actor("cli", "root")
+    path = demo_bundle(web_demo, 2)
+    first = bundles.bundle_add_file(path=path, actor=cli)
+    assert bundles.bundle_add_file(path=path, actor=cli).pk == first.pk  # `install FILE` again
+    broken = web_demo.root / "broken.yaml"
+    broken.write_text("kind: manifest\n")
+    rejected = bundles.bundle_add_file(path=broken, actor=cli)
+    assert bundles.bundle_add_file(path=broken, actor=cli).pk != rejected.pk
+    assert Bundle.objects.count() == 3

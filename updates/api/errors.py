@@ -105,10 +105,11 @@ def _validation(request: HttpRequest, exc: ValidationError) -> HttpResponse:
 
 
 def _field(loc: tuple[Any, ...]) -> str:
-    """A field's dotted name. A rule over the whole body (one of two keys) is reported by ninja
-    under its parameter's name ("body.body"): that is the body itself."""
-    if len(loc) == 2 and loc[0] == loc[1]:
-        loc = loc[:1]
+    """A field's dotted name ("body.bundle_id"). ninja puts the handler's parameter name after
+    the source ("body.body.bundle_id", "body.body" for a rule over the whole body): the client
+    never saw that name, so it goes."""
+    if len(loc) >= 2 and loc[0] == loc[1]:
+        loc = loc[:1] + loc[2:]
     return ".".join(str(p) for p in loc)
 
 
