@@ -305,7 +305,10 @@ def _busy_message(running: Deployment) -> str:
     if running.status == Deployment.Status.RUNNING and owner_alive(running.owner):
         return f"{what} is running (pid {owner_pid(running.owner)}, since {since}): wait for it to end"
     if running.status == Deployment.Status.QUEUED:
-        return f"{what} is queued since {since}: wait for it to start (if nothing runs it, `resume` does)"
+        return (
+            f"{what} is queued since {since}: wait for a worker to start it, or cancel it (the Cancel "
+            "button on its page; on the command line `resume` runs it here)"
+        )
     if running.status == Deployment.Status.RUNNING:
         return f"{what} was left running by a process that is gone: run `resume` or `rollback` first"
     return f"{what} is {running.status} since {since}: run `resume` or `rollback` first"
