@@ -45,16 +45,22 @@ def component_ended(outcome: Mapping[str, Any]) -> str:
     failed = f" (failed in {outcome['failed_in']})" if outcome.get("failed_in") else ""
     if what.startswith("skipped"):
         return f"unchanged on {old}"
-    if what.endswith("rollback FAILED"):
-        return f"version unknown: rolling {new} back failed{failed}"
-    if what.endswith("NOT rolled back"):
-        return f"version unknown: {new} was not rolled back{failed}"
-    if what.endswith("rolled back"):
-        return f"back on {old}; {new} rolled back{failed}"
-    if what.endswith("not installed"):
-        return f"still on {old}; {new} not installed{failed}"
+    for ending, said in _ENDED:
+        if what.endswith(ending):
+            return said.format(old=old, new=new) + failed
     if outcome.get("uncommitted"):
         return f"on {new} (new, not committed; {old} before)"
     if what in ("installed", "committed"):
         return f"now on {new} ({old} before)"
     return f"{old} → {new}: {what}"  # in progress: not started, downloaded
+
+
+# The engine's words for how a component's run ended (`Progress.outcome`, which may put
+# "failed in STATE, " before them), first match wins: "rollback FAILED" ends in neither of the
+# others, "NOT rolled back" must be matched before "rolled back".
+_ENDED = (
+    ("rollback FAILED", "version unknown: rolling {new} back failed"),
+    ("NOT rolled back", "version unknown: {new} was not rolled back"),
+    ("rolled back", "back on {old}; {new} rolled back"),
+    ("not installed", "still on {old}; {new} not installed"),
+)

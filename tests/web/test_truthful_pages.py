@@ -116,6 +116,7 @@ def test_it_says_where_a_component_ended_in_every_outcome() -> None:
     assert said("installed") == "now on v2 (v1 before)"
     assert said("installed, not committed", uncommitted=True) == "on v2 (new, not committed; v1 before)"
     assert said("rollback FAILED").startswith("version unknown")
+    assert said("NOT rolled back") == "version unknown: v2 was not rolled back"
     assert said("not installed") == "still on v1; v2 not installed"
     assert said("skipped (already v1)") == "unchanged on v1"
 
