@@ -300,3 +300,17 @@ def test_a_reinstalled_file_names_its_bundle_and_a_rejected_one_is_checked_again
     rejected = bundles.bundle_add_file(path=broken, actor=cli)
     assert bundles.bundle_add_file(path=broken, actor=cli).pk != rejected.pk
     assert Bundle.objects.count() == 3
+
+
+def test_the_api_refuses_a_busy_start_before_asking_any_component(
+    clients: dict[str, Client], web_demo: DemoSystem
+) -> None:
+    bundle_id = _upload_api(clients["operator"], demo_bundle(web_demo, 2)).json()["id"]
+    stopped = deployment_record("system-core-v1", "stopped")
+    calls = web_demo.calls()
+    answer = clients["operator"].post(
+        "/api/v1/deployments", {"bundle_id": bundle_id}, content_type="application/json"
+    )
+    assert (answer.status_code, answer.json()["error"]["code"]) == (409, "busy")
+    assert f"deployment {stopped.pk} (system-core-v1) is stopped" in answer.json()["error"]["message"]
+    assert web_demo.calls() == calls  # no interface was asked while one is in progress

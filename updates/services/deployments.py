@@ -290,6 +290,15 @@ def _bundle_record(bundle: Bundle) -> dict[str, object]:
     }
 
 
+def deployment_busy_check() -> None:
+    """Raise BusyError when a deployment is in progress: for callers that would otherwise ask
+    every component first (a live plan) only to be refused by the in-progress slot, and meanwhile
+    query interfaces that a running deployment is driving."""
+    running = selectors.deployment_in_progress()
+    if running is not None:
+        raise BusyError(_busy_message(running))
+
+
 def _busy() -> BusyError:
     """Why a new deployment cannot start, and what to do: wait while its runner works, take it
     over (`resume` or `rollback`) only when nobody runs it."""

@@ -32,6 +32,7 @@ from updates.services.bundles import bundle_manifest_path
 from updates.services.components import components_refresh as refresh_components
 from updates.services.constraints import forced_override
 from updates.services.deployments import (
+    deployment_busy_check,
     deployment_create,
     deployment_create_previous,
     deployment_execute,
@@ -68,6 +69,7 @@ def deployment_start(
     """
     _not_cli(actor)
     forced = forced_override(force=force, reason=force_reason)
+    deployment_busy_check()  # before asking the components: the slot refuses it anyway
     if forced is None or require_changes:
         plan_constraints_check(
             manifest_path=manifest_path,
@@ -116,6 +118,7 @@ def deployment_start_previous(
     unless `force` (with its `force_reason`)."""
     _not_cli(actor)
     forced = forced_override(force=force, reason=force_reason)
+    deployment_busy_check()
     pointers = selectors.active_manifests()
     previous = pointers.previous if pointers else None
     if previous is not None:  # none: deployment_create_previous says so
