@@ -19,7 +19,7 @@ from updates.actors import Actor
 from updates.cli.system import _history_line
 from updates.models import Bundle, Deployment, JournalEntry
 from updates.selectors import history_report
-from updates.services import bundles
+from updates.services import NotQueued, bundles, deployment_cancel, deployment_execute
 from updates.statuses import STATUS_LABELS, component_ended, status_label
 
 pytestmark = pytest.mark.django_db
@@ -314,3 +314,15 @@ def test_the_api_refuses_a_busy_start_before_asking_any_component(
     assert (answer.status_code, answer.json()["error"]["code"]) == (409, "busy")
     assert f"deployment {stopped.pk} (system-core-v1) is stopped" in answer.json()["error"]["message"]
     assert web_demo.calls() == calls  # no interface was asked while one is in progress
+
+
+def test_a_cancel_and_a_worker_claim_exclude_each_other(clients: dict[str, Client]) -> None:
+    operator = Actor("user", "operator")
+    queued = deployment_record("system-core-v2", "queued", running=True)
+    deployment_cancel(deployment_id=queued.pk, actor=operator)
+    late = deployment_execute(deployment_id=queued.pk, actor=operator)  # the worker's message, after
+    assert late.status == "rejected" and late.owner == "" and late.started_at == queued.started_at
+    claimed = deployment_record("system-core-v3", "running", running=True)  # a worker took it first
+    with pytest.raises(NotQueued, match="is running, not queued"):
+        deployment_cancel(deployment_id=claimed.pk, actor=operator)
+    assert Deployment.objects.get(pk=claimed.pk).status == "running"
