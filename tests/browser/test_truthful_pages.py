@@ -58,6 +58,7 @@ def test_the_system_page_follows_a_stopped_deployment_and_its_rollback(
     expect(page.locator("#run-status")).to_have_text("Rolled back", timeout=60_000)
     row = page.locator('.row[data-key="gateway.G13"] .row-label')
     expect(row).to_contain_text("back on gateway-v2; gateway-v3 rolled back", timeout=20_000)
+    page.screenshot(path=SCREENSHOTS / "deployment-rolled-back.png", full_page=True)
 
     page.goto("/")
     last = page.locator("#last-deployment")
@@ -91,6 +92,7 @@ def test_without_a_worker_the_pages_say_so_and_a_queued_deployment_is_cancelled(
     page.wait_for_url(re.compile(r"/deployments/\d+/$"))
     expect(page.locator("#run-status")).to_have_text("Queued")
     expect(page.locator("#no-worker")).to_contain_text("celery -A worker worker")
+    page.screenshot(path=SCREENSHOTS / "deployment-queued-no-worker.png", full_page=True)
 
     page.once("dialog", lambda d: d.accept())
     page.get_by_role("button", name="Cancel").click()
