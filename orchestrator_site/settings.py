@@ -167,6 +167,8 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "updates.web.context_processors.role",
             ],
+            # `status_label` on every page: one wording per status (updates/statuses.py).
+            "builtins": ["updates.web.filters"],
         },
     },
 ]

@@ -2,12 +2,14 @@ from django.urls import path
 
 from accounts.views import LoginView, LogoutView
 from orchestrator_site.api import api
+from orchestrator_site.views import favicon
 from updates.web import views
 
 urlpatterns = [
     path("accounts/login/", LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("accounts/logout/", LogoutView.as_view(), name="logout"),
     path("api/v1/", api.urls),
+    path("favicon.ico", favicon, name="favicon"),
     # The web UI (templates/): pages call the same services and selectors as the API.
     path("", views.system, name="system"),
     path("system/refresh", views.system_refresh, name="system-refresh"),
@@ -19,6 +21,7 @@ urlpatterns = [
     path("deployments/<int:deployment_id>/steps/<int:step_id>/", views.step_detail, name="step"),
     path("deployments/<int:deployment_id>/resume", views.deployment_resume, name="deployment-resume"),
     path("deployments/<int:deployment_id>/rollback", views.deployment_rollback, name="deployment-rollback"),
+    path("deployments/<int:deployment_id>/cancel", views.deployment_cancel, name="deployment-cancel"),
     path("history/", views.history, name="history"),
     path("audit/", views.audit, name="audit"),
     path("account/tokens/", views.token_list, name="tokens"),

@@ -146,7 +146,8 @@ def test_it_names_the_field_of_a_validation_error(token: str) -> None:
         HTTP_AUTHORIZATION=f"Bearer {token}",
     )
     assert answer.status_code == 422
-    assert answer.json()["error"]["details"][0]["field"] == "body.body.bundle_id"
+    assert answer.json()["error"]["details"][0]["field"] == "body.bundle_id"
+    assert answer.json()["error"]["message"].startswith("invalid request: body.bundle_id: ")
 
 
 def test_it_serves_the_docs_page_with_its_own_scripts(token: str) -> None:

@@ -35,6 +35,7 @@ ROUTES: list[tuple[str, str, Any, str | None, int]] = [
     ("GET", "/deployments/999/events", None, VIEWER, 404),
     ("POST", "/deployments/999/resume", {}, OPERATOR, 409),
     ("POST", "/deployments/999/rollback", None, OPERATOR, 409),
+    ("POST", "/deployments/999/cancel", None, OPERATOR, 404),
     ("GET", "/audit", None, VIEWER, 200),
     ("GET", "/audit?format=csv", None, VIEWER, 200),
     ("GET", "/audit/verify", None, VIEWER, 200),

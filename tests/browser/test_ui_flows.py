@@ -90,7 +90,7 @@ def test_it_deploys_v2_then_rolls_back_v3_live_in_the_browser(
 
     demo.fail("R456", "ArtifactCommit")
     _deploy(page, _upload(page, demo_bundle(demo, 3)))
-    expect(page.locator("#run-status")).to_have_text("Rolled Back", timeout=60_000)
+    expect(page.locator("#run-status")).to_have_text("Rolled back", timeout=60_000)
     assert page.evaluate("() => window.notReloaded") is True
     expect(page.locator('.row[data-key="rtos.R456"] [data-status="failed"]')).to_have_text(
         re.compile("ArtifactCommit")

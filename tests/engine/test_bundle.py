@@ -233,8 +233,21 @@ def test_it_takes_a_manifest_artifact_made_by_mender_artifact(tmp_path: Path) ->
 def test_it_refuses_an_artifact_that_is_not_a_manifest_artifact(tmp_path: Path) -> None:
     intake, _ = _ingest(tmp_path, _artifact(tmp_path))
     assert intake.problems == [
-        "manifest artifact: payload type is 'gateway', not 'mender-orchestrator-manifest'"
+        "manifest artifact: gateway-v2 is a single-component artifact (payload type 'gateway'), "
+        "not a manifest artifact ('mender-orchestrator-manifest'): upload it in a bundle, a .tar or "
+        ".tar.gz with a manifest that names it"
     ]
+
+
+def test_it_says_a_cut_artifact_is_truncated(tmp_path: Path) -> None:
+    whole = _artifact(tmp_path)
+    content = len(whole.rstrip(b"\0"))  # the rest is the tar's zero padding
+    for cut in (content - 10, 1600):
+        intake, _ = _ingest(tmp_path, whole[:cut])
+        assert len(intake.problems) == 1
+        assert intake.problems[0].startswith("manifest artifact: the file is truncated, upload it whole: "), (
+            cut
+        )
 
 
 def test_it_requires_signatures_when_keys_are_given_and_records_the_signer(

@@ -422,7 +422,7 @@ def test_the_report_as_csv_and_printable_html(demo: DemoSystem) -> None:
     assert len(step_rows) == 1 + steps and step_rows[0].startswith("deployment,entry,step,component,state,")
     html = demo.run("audit", "report", "--format", "html").stdout
     assert "@media print" in html and html.count('<section class="deployment">') == 2
-    assert "rtos.R456" in html and "rolled_back" in html
+    assert "rtos.R456" in html and "Rolled back" in html  # the status in its one wording
 
 
 def test_a_bundle_deployment_reports_the_bundle_and_its_signers(demo: DemoSystem, tmp_path: Path) -> None:

@@ -78,7 +78,7 @@ def test_it_keeps_a_rejected_bundle_only_as_a_record_with_every_reason(demo: Dem
     assert "does not contain this system's type 'system-core'" in added.stdout
     assert _store(demo) == [] and not (demo.datastore / "bundles" / "1").exists()
     refused = demo.run("install", "1")
-    assert refused.returncode == 2 and "bundle 1 is rejected" in refused.stderr
+    assert refused.returncode == 2 and "bundle 1 was rejected, it cannot be deployed: " in refused.stderr
 
 
 def test_it_rejects_an_artifact_built_for_another_component_type(demo: DemoSystem) -> None:

@@ -44,7 +44,7 @@ def test_after_a_rollback_every_line_says_what_happened_and_what_runs(demo: Demo
     assert status[4] == "in progress: none"
     assert re.fullmatch(
         r"last deployment: #2 \S+ \S+ cli \S+: system-core-v3 \(gateway-v2, rtos-v2 -> gateway-v3, rtos-v3\) "
-        r"rolled_back in \d+s: rtos\.R456: ArtifactCommit exited with 1: .*",
+        r"rolled back in \d+s: rtos\.R456: ArtifactCommit exited with 1: .*",
         status[5],
     ), status
     history = demo.run("history").stdout.splitlines()

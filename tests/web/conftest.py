@@ -23,6 +23,7 @@ from tests.worker.conftest import (
     _forget_broker_connections,
 )
 from updates.actors import SYSTEM, Actor
+from updates.liveness import heartbeat_remove, heartbeat_write
 from updates.models import Deployment, Manifest, Step
 from worker.celery import app
 
@@ -43,6 +44,15 @@ def queue(tmp_path: Path) -> Iterator[Path]:
     _forget_broker_connections()
     app.conf.broker_url = settings.CELERY_BROKER_URL  # type: ignore[misc]  # celery-types: read-only
     app.conf.broker_transport_options = settings.CELERY_BROKER_TRANSPORT_OPTIONS
+
+
+@pytest.fixture
+def worker_beat(tmp_path: Path, settings: Any) -> Iterator[None]:
+    """A live worker's heartbeat (this process's: alive), in a data store of the test's own."""
+    settings.DATASTORE_DIR = tmp_path / "beats"
+    heartbeat_write(name="celery@web-test", broker="filesystem", started_at=timezone.now())
+    yield
+    heartbeat_remove(name="celery@web-test")
 
 
 @pytest.fixture

@@ -134,12 +134,24 @@ def test_it_shows_the_deployment_in_progress_with_its_progress(clients: dict[str
 
 
 def test_it_asks_a_worker_to_refresh_the_components(
-    clients: dict[str, Client], queue: Path, django_capture_on_commit_callbacks: Any
+    clients: dict[str, Client], queue: Path, django_capture_on_commit_callbacks: Any, worker_beat: None
 ) -> None:
     with django_capture_on_commit_callbacks(execute=True):
         response = clients["operator"].post("/system/refresh", follow=True)
     assert "A worker is asking every component for its versions" in _text(response)
+    assert 'id="no-worker"' not in _text(response)
     assert [json.loads(m.read_text())["headers"]["task"] for m in queue.glob("*.msg")] == [TASK_REFRESH]
+
+
+def test_it_says_a_refresh_waits_when_no_worker_runs(
+    clients: dict[str, Client], queue: Path, django_capture_on_commit_callbacks: Any
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        page = _text(clients["operator"].post("/system/refresh", follow=True))
+    assert "Refresh queued, but no worker is running: it waits until one starts." in page
+    assert "A worker is asking" not in page
+    assert 'id="no-worker"' in page and "<code>celery -A worker worker</code>" in page
+    assert len(list(queue.glob("*.msg"))) == 1  # queued all the same, for the first worker to start
 
 
 def test_it_uploads_a_bundle_and_shows_its_plan(clients: dict[str, Client], web_demo: DemoSystem) -> None:
@@ -306,7 +318,7 @@ def test_it_offers_no_resume_while_a_live_runner_has_the_deployment(clients: dic
 
 
 def test_it_asks_a_worker_to_roll_back_a_stopped_deployment(
-    clients: dict[str, Client], settings: Any
+    clients: dict[str, Client], settings: Any, worker_beat: None
 ) -> None:
     deployment = deployment_record("system-core-v2", "stopped")
     response = clients["operator"].post(f"/deployments/{deployment.pk}/rollback", follow=True)

@@ -90,17 +90,32 @@ def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
 
 
 def _validation(request: HttpRequest, exc: ValidationError) -> HttpResponse:
-    # Each entry names the field ("body.bundle_id", "query.page") and what is wrong with it.
+    # Each entry names the field ("body.bundle_id", "query.page") and what is wrong with it; the
+    # message says both, so that a client that reads only the message knows what to change.
     details = [
         {
-            "field": ".".join(str(p) for p in e.get("loc", ())),
-            "message": e.get("msg", ""),
+            "field": _field(tuple(e.get("loc", ()))),
+            "message": _said(str(e.get("msg", ""))),
             "type": e.get("type"),
         }
         for e in exc.errors
     ]
-    fields = ", ".join(d["field"] for d in details)
-    return error_response(422, "validation_error", f"invalid request: {fields}", details)
+    said = "; ".join(f"{d['field']}: {d['message']}" for d in details)
+    return error_response(422, "validation_error", f"invalid request: {said}", details)
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    """A field's dotted name ("body.bundle_id"). ninja puts the handler's parameter name after
+    the source ("body.body.bundle_id", "body.body" for a rule over the whole body): the client
+    never saw that name, so it goes."""
+    if len(loc) >= 2 and loc[0] == loc[1]:
+        loc = loc[:1] + loc[2:]
+    return ".".join(str(p) for p in loc)
+
+
+def _said(message: str) -> str:
+    # pydantic prefixes a validator's own words: the words are the message.
+    return message.removeprefix("Value error, ")
 
 
 def _not_found(request: HttpRequest, exc: Exception) -> HttpResponse:

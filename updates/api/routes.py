@@ -19,7 +19,7 @@ from pydantic import AfterValidator, Field
 from accounts.auth import OPERATOR, VIEWER
 from accounts.selectors import Principal
 from audit import reports as journal
-from updates import selectors
+from updates import selectors, services
 from updates.api.events import event_stream
 from updates.api.schemas import (
     AcceptedOut,
@@ -103,16 +103,20 @@ def system_refresh(request: HttpRequest) -> Status[dict[str, str]]:
 # ----- bundles -------------------------------------------------------------------------------------
 
 
-@router.post("/bundles", response={201: BundleOut, 422: BundleOut}, auth=OPERATOR)
+@router.post("/bundles", response={200: BundleOut, 201: BundleOut, 422: BundleOut}, auth=OPERATOR)
 def bundle_upload(request: HttpRequest, file: File[UploadedFile]) -> Status[BundleSummary]:
-    """Multipart field `file`; written to disk in chunks while it arrives, then ingested."""
-    bundle = bundles.bundle_add(
+    """Multipart field `file`; written to disk in chunks while it arrives, then ingested.
+    201: a new accepted bundle; 200: these bytes are an accepted bundle already, which is the
+    answer (nothing added); 422: rejected, with every reason."""
+    added = bundles.bundle_add_once(
         source=cast(IO[bytes], file.file),  # the upload handler's temporary file, binary
         filename=Path(file.name or "upload").name,
         size_hint=file.size,
         actor=_principal(request).actor,
     )
-    return Status(201 if bundle.status == "accepted" else 422, selectors.bundle_summary(bundle))
+    bundle = added.bundle
+    status = 200 if added.existing else 201 if bundle.status == "accepted" else 422
+    return Status(status, selectors.bundle_summary(bundle))
 
 
 @router.get("/bundles", response=BundlePageOut)
@@ -205,6 +209,14 @@ def deployment_rollback(request: HttpRequest, deployment_id: Id) -> Status[Deplo
         deployment_id=deployment_id, actor=_principal(request).actor
     )
     return Status(202, selectors.deployment_detail(deployment))
+
+
+@router.post("/deployments/{deployment_id}/cancel", response=DeploymentOut, auth=OPERATOR)
+def deployment_cancel(request: HttpRequest, deployment_id: Id) -> DeploymentDetail:
+    """A queued deployment no runner has taken yet ends `rejected`, cancelled by the caller;
+    409 `not_queued` once a runner has it (roll it back instead)."""
+    deployment = services.deployment_cancel(deployment_id=deployment_id, actor=_principal(request).actor)
+    return selectors.deployment_detail(deployment)
 
 
 @router.get(

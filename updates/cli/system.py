@@ -28,6 +28,7 @@ from updates.liveness import owner_beats
 from updates.models import Deployment
 from updates.services import bundles
 from updates.services.constraints import ForceWithoutReason, forced_override
+from updates.statuses import status_label
 
 from .bundle import print_bundle
 
@@ -458,7 +459,7 @@ def _in_progress_line(running: Mapping[str, Any] | None) -> str:
         return f"{what} was left running by a process that is gone: `resume` or `rollback`"
     if running["status"] == Deployment.Status.QUEUED:
         return f"{what} queued: waiting for a worker to take it (`celery -A worker worker`)"
-    return f"{what} {running['status']}"
+    return f"{what} {status_label(running['status']).lower()}"
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -497,7 +498,8 @@ def _history_of(deployment_id: int, *, as_json: bool) -> int:
 
 
 def _history_line(d: Mapping[str, Any]) -> str:
-    """`#7 2026-11-29 20:41:03 cli root: sys-v2 (sys-v1 -> sys-v2) rolled_back in 12s: <reason>`."""
+    """`#7 2026-11-29 20:41:03 cli root: sys-v2 (sys-v1 -> sys-v2) rolled back in 12s: <reason>`:
+    dated by its start (its queue time until it starts), the status in its one wording."""
     sources = sorted({o["from"] for o in d["outcomes"] if o["from"] != o["to"]})
     targets = sorted({o["to"] for o in d["outcomes"] if o["from"] != o["to"]})
     change = f"{', '.join(sources) or '-'} -> {', '.join(targets) or '-'}"
@@ -507,8 +509,8 @@ def _history_line(d: Mapping[str, Any]) -> str:
     reason = f": {d['reason']}" if d["reason"] and d["status"] != Deployment.Status.SUCCEEDED else ""
     forced = f"\n  forced past the declared constraints by {d['actor_label']}: {d['forced_reason']}"
     return (
-        f"#{d['id']} {_when(d['created_at'])} {d['actor_label']}: {d['manifest']} ({change}) "
-        f"{d['status']}{took}{reason}{forced if d['forced_reason'] else ''}"
+        f"#{d['id']} {_when(d['started_at'] or d['created_at'])} {d['actor_label']}: {d['manifest']} ({change}) "
+        f"{status_label(d['status']).lower()}{took}{reason}{forced if d['forced_reason'] else ''}"
     )
 
 

@@ -34,6 +34,7 @@ from updates.engine.artifact import (
     Limits,
     PayloadStream,
     PublicKey,
+    TruncatedError,
 )
 from updates.engine.artifact.tarcaps import capped_tarinfo
 from updates.engine.errors import InvalidInput
@@ -380,6 +381,9 @@ def _manifest_artifact(ctx: _Context) -> None:
             label="artifact",
             on_payload=keep,
         )
+    except TruncatedError as exc:
+        ctx.intake.problem("manifest artifact", f"the file is truncated, upload it whole: {exc}")
+        return
     except (ArtifactError, StoreError) as exc:
         ctx.intake.problem("manifest artifact", str(exc))
         return
@@ -391,8 +395,13 @@ def _take_manifest_payload(
     intake: Intake, info: ArtifactInfo, kept: list[tuple[str, bytes]], cap: int
 ) -> None:
     if info.payload_type != MANIFEST_PAYLOAD_TYPE:
+        # A component's own artifact: it names no other component and no order, so it is never a
+        # deployment by itself (docs/protocol.md §4: bundles).
         intake.problem(
-            "manifest artifact", f"payload type is {info.payload_type!r}, not {MANIFEST_PAYLOAD_TYPE!r}"
+            "manifest artifact",
+            f"{info.name} is a single-component artifact (payload type {info.payload_type!r}), "
+            f"not a manifest artifact ({MANIFEST_PAYLOAD_TYPE!r}): upload it in a bundle, a .tar or "
+            ".tar.gz with a manifest that names it",
         )
         return
     if len(kept) != 1 or not kept[0][0].endswith(YAML_SUFFIXES):

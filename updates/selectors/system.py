@@ -15,7 +15,7 @@ from devices.selectors import component_list
 from updates.engine.artifact import ArtifactError, key_fingerprint, load_public_key
 from updates.engine.constraints import Constraints, constraints_file, constraints_from_manifest
 from updates.engine.manifest import InputError
-from updates.liveness import owner_alive
+from updates.liveness import live_workers, owner_alive
 from updates.models import ActiveManifests, Deployment, Manifest
 from updates.selectors.deployments import (
     DeploymentRecord,
@@ -26,6 +26,7 @@ from updates.selectors.deployments import (
     deployment_progress,
     deployment_record,
     deployment_summary,
+    deployment_waits,
 )
 from updates.services.environment import environment_load
 
@@ -145,6 +146,25 @@ class SystemOverview(SystemReport):
 
     groups: list[tuple[int | None, list[SystemComponent]]]
     progress: int
+
+
+class PageComponent(SystemComponent):
+    """A System page box: what `status` says of it too."""
+
+    running: str  # during a stopped deployment: the new, uncommitted version
+    uncommitted: bool
+    drifted: bool
+
+
+class SystemPage(SystemOverview):
+    """The System page: `system_overview` told as `status` tells it (one read model): each
+    box's running version, the deployment in progress (`status.in_progress`: stopped, where,
+    whether it can be resumed or rolled back), the last outcome with its reason."""
+
+    boxes: list[tuple[int | None, list[PageComponent]]]
+    status: StatusReport
+    can_continue: bool  # stopped, waiting for a reboot, or left by a dead runner
+    workers_alive: bool
 
 
 class TrustedKey(TypedDict):
@@ -293,6 +313,34 @@ def system_overview() -> SystemOverview:
         **report,
         "groups": sorted(groups.items(), key=lambda item: (item[0] is None, item[0] or 0)),
         "progress": deployment_progress(running) if running else 0,
+    }
+
+
+def system_page() -> SystemPage:
+    """`system_overview` with `status_report` (what the command line's `status` prints) laid
+    over its boxes, so the page never shows less than `status` knows."""
+    overview = system_overview()
+    status = status_report()
+    told = {c["key"]: c for c in status["components"]}
+    boxes = [
+        (order, [_box(c, told.get(c["key"])) for c in components]) for order, components in overview["groups"]
+    ]
+    running = deployment_in_progress()
+    return {
+        **overview,
+        "boxes": boxes,
+        "status": status,
+        "can_continue": running is not None and deployment_waits(running),
+        "workers_alive": bool(live_workers()),
+    }
+
+
+def _box(component: SystemComponent, told: StatusComponent | None) -> PageComponent:
+    return {
+        **component,
+        "running": told["running"] if told else component["version"],
+        "uncommitted": bool(told and told["uncommitted"]),
+        "drifted": bool(told and told["drifted"]),
     }
 
 

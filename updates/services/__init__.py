@@ -2,6 +2,8 @@
 
 from updates.engine.errors import BusyError, CleanupStarted, NothingInProgress
 from updates.services.deployments import (
+    NotQueued,
+    deployment_cancel,
     deployment_close,
     deployment_create,
     deployment_create_previous,
@@ -24,7 +26,9 @@ __all__ = [
     "BusyError",
     "CleanupStarted",
     "Environment",
+    "NotQueued",
     "NothingInProgress",
+    "deployment_cancel",
     "deployment_close",
     "deployment_create",
     "deployment_create_previous",

@@ -14,11 +14,12 @@ is rewritten, so the manifest a deployment records is byte for byte the one that
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, cast
+from typing import IO, NamedTuple, cast
 
 from django.db import transaction
 from django.utils import timezone
@@ -28,7 +29,7 @@ from updates.actors import Actor
 from updates.engine.acceptance import Findings, Verdict, accept
 from updates.engine.artifact import ArtifactError, ArtifactInfo, ArtifactReader, PublicKey
 from updates.engine.bundle import Intake, ingest, read_device_type
-from updates.engine.errors import ExitCode, NotFound, OrchestratorError
+from updates.engine.errors import ExitCode, InvalidInput, NotFound, OrchestratorError
 from updates.engine.manifest import Component, DesiredState, InputError
 from updates.engine.planner import Inspected, find_in_sources
 from updates.engine.store import ArtifactStore, NoSpaceError
@@ -52,6 +53,14 @@ class BundleNotFound(NotFound):
     """No accepted bundle with that id (unknown, rejected, or its manifest is gone)."""
 
 
+class BundleNotAccepted(InvalidInput):
+    """The bundle exists but cannot be deployed: it was rejected (the reasons follow) or is
+    still being checked."""
+
+    code = "bundle_not_accepted"
+    http_status = 409
+
+
 class BundleInUse(OrchestratorError):
     """The bundle holds a manifest the system runs, went back to, or is deploying: kept."""
 
@@ -61,6 +70,39 @@ class BundleInUse(OrchestratorError):
 
 
 # ----- add ------------------------------------------------------------------------------------------
+
+
+class BundleAdded(NamedTuple):
+    bundle: Bundle
+    existing: bool  # the same file (sha256) was an accepted bundle already: nothing was added
+
+
+def bundle_add_once(
+    *, source: IO[bytes], filename: str = "", size_hint: int | None = None, actor: Actor
+) -> BundleAdded:
+    """`bundle_add`, unless the very same bytes are an accepted bundle already: then that one,
+    untouched (a second copy would only be a second name for one thing). A rejected or deleted
+    bundle's file is checked again: the system, its keys or its store may have changed since."""
+    same = _same_accepted(source)
+    if same is not None:
+        return BundleAdded(same, existing=True)
+    return BundleAdded(bundle_add(source=source, filename=filename, size_hint=size_hint, actor=actor), False)
+
+
+def _same_accepted(source: IO[bytes]) -> Bundle | None:
+    """The accepted bundle whose upload had these bytes; None for a stream that cannot be read
+    twice (it is ingested as it comes)."""
+    if not source.seekable():
+        return None
+    start = source.tell()
+    digest = hashlib.sha256()
+    while chunk := source.read(1 << 20):
+        digest.update(chunk)
+    source.seek(start)
+    found: Bundle | None = (
+        Bundle.objects.filter(sha256=digest.hexdigest(), status=Bundle.Status.ACCEPTED).order_by("id").first()
+    )
+    return found
 
 
 def bundle_add(
@@ -260,8 +302,13 @@ def bundle_manifest_path(*, bundle_id: int) -> Path:
     bundle = Bundle.objects.filter(pk=bundle_id).first()
     if bundle is None:
         raise BundleNotFound(f"bundle {bundle_id} does not exist")
+    if bundle.status == Bundle.Status.DELETED:
+        raise BundleNotFound(f"bundle {bundle_id} was deleted")
+    if bundle.status == Bundle.Status.REJECTED:
+        reasons = "; ".join(bundle.problems) or "see its checks"
+        raise BundleNotAccepted(f"bundle {bundle_id} was rejected, it cannot be deployed: {reasons}")
     if bundle.status != Bundle.Status.ACCEPTED:
-        raise BundleNotFound(f"bundle {bundle_id} is {bundle.status}: " + "; ".join(bundle.problems))
+        raise BundleNotAccepted(f"bundle {bundle_id} is still being checked: deploy it once it is accepted")
     path = Path(bundle.directory) / bundle.manifest_member
     if not path.is_file():
         raise BundleNotFound(f"bundle {bundle_id}: {path} is missing")
@@ -298,4 +345,4 @@ def bundle_add_file(*, path: Path, actor: Actor) -> Bundle:
     size = path.stat().st_size
     with open(path, "rb") as fileobj:
         source = cast(IO[bytes], CountingReader(fileobj, f"reading {path.name}", size))  # a terminal shows it
-        return bundle_add(source=source, filename=path.name, size_hint=size, actor=actor)
+        return bundle_add_once(source=source, filename=path.name, size_hint=size, actor=actor).bundle

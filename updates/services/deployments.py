@@ -22,7 +22,14 @@ from audit.services import audit_prune_by_policy, journal_append
 from devices.services import components_record
 from updates import selectors
 from updates.actors import SYSTEM, Actor
-from updates.engine.errors import BusyError, CleanupStarted, NothingInProgress, OrchestratorError
+from updates.engine.errors import (
+    BusyError,
+    CleanupStarted,
+    ExitCode,
+    NotFound,
+    NothingInProgress,
+    OrchestratorError,
+)
 from updates.engine.machine import Machine, Options, Result, RunState
 from updates.engine.manifest import DesiredState, Topology, TopologyJson, parse_manifest
 from updates.engine.planner import Plan, SelectionError, select, target_versions
@@ -283,6 +290,15 @@ def _bundle_record(bundle: Bundle) -> dict[str, object]:
     }
 
 
+def deployment_busy_check() -> None:
+    """Raise BusyError when a deployment is in progress: for callers that would otherwise ask
+    every component first (a live plan) only to be refused by the in-progress slot, and meanwhile
+    query interfaces that a running deployment is driving."""
+    running = selectors.deployment_in_progress()
+    if running is not None:
+        raise BusyError(_busy_message(running))
+
+
 def _busy() -> BusyError:
     """Why a new deployment cannot start, and what to do: wait while its runner works, take it
     over (`resume` or `rollback`) only when nobody runs it."""
@@ -298,7 +314,10 @@ def _busy_message(running: Deployment) -> str:
     if running.status == Deployment.Status.RUNNING and owner_alive(running.owner):
         return f"{what} is running (pid {owner_pid(running.owner)}, since {since}): wait for it to end"
     if running.status == Deployment.Status.QUEUED:
-        return f"{what} is queued since {since}: wait for it to start (if nothing runs it, `resume` does)"
+        return (
+            f"{what} is queued since {since}: wait for a worker to start it, or cancel it (the Cancel "
+            "button on its page; on the command line `resume` runs it here)"
+        )
     if running.status == Deployment.Status.RUNNING:
         return f"{what} was left running by a process that is gone: run `resume` or `rollback` first"
     return f"{what} is {running.status} since {since}: run `resume` or `rollback` first"
@@ -396,6 +415,35 @@ def deployment_close(
         deployment.save()
         _journal_outcome(deployment, actor)  # the end, in the journal (and its head signed) with the row
     return deployment
+
+
+class NotQueued(OrchestratorError):
+    """Only a deployment no runner has taken yet can be cancelled: a started one is rolled back."""
+
+    code = "not_queued"
+    exit_code = ExitCode.INVALID
+    http_status = 409
+
+
+def deployment_cancel(*, deployment_id: int, actor: Actor) -> Deployment:
+    """Cancel a queued deployment before any runner claims it: it ends `rejected` ("refused
+    before anything was touched") with who cancelled it as its reason, journaled with `actor`.
+    Raises NotFound, NotQueued (a runner claimed it meanwhile: roll it back instead)."""
+    with transaction.atomic():
+        # Locked against the runner's claim (`queued -> running`, a conditional UPDATE): either
+        # the claim finds it cancelled and does nothing, or this finds it running and refuses.
+        deployment = (
+            Deployment.objects.select_for_update().select_related("manifest").filter(pk=deployment_id).first()
+        )
+        if deployment is None:
+            raise NotFound(f"deployment {deployment_id} does not exist")
+        if deployment.status != Deployment.Status.QUEUED:
+            raise NotQueued(
+                f"deployment {deployment_id} is {deployment.status}, not queued: only a queued "
+                "deployment can be cancelled (roll back one that has started)"
+            )
+        reason = f"cancelled by {actor.label} before it started"
+        return deployment_close(deployment, status=Deployment.Status.REJECTED, reason=reason, actor=actor)
 
 
 def _journal_outcome(deployment: Deployment, actor: Actor) -> None:

@@ -32,6 +32,7 @@ from updates.services.bundles import bundle_manifest_path
 from updates.services.components import components_refresh as refresh_components
 from updates.services.constraints import forced_override
 from updates.services.deployments import (
+    deployment_busy_check,
     deployment_create,
     deployment_create_previous,
     deployment_execute,
@@ -55,6 +56,7 @@ def deployment_start(
     stop_before: Sequence[str] = (),
     force: bool = False,
     force_reason: str = "",
+    require_changes: bool = False,
 ) -> Deployment:
     """Queue a deployment and hand it to a worker once the row is committed.
 
@@ -62,12 +64,19 @@ def deployment_start(
     the API answers 409). Inside the caller's transaction the message waits for its commit.
     A plan that violates the declared constraints raises ConstraintViolation (a SelectionError:
     the API's 422) unless `force` (operator role; `force_reason` required, else
-    ForceWithoutReason); `actor` is then recorded as who forced it.
+    ForceWithoutReason); `actor` is then recorded as who forced it. `require_changes` (the
+    pages and the API): NothingToDeploy when the system runs every version already.
     """
     _not_cli(actor)
     forced = forced_override(force=force, reason=force_reason)
-    if forced is None:
-        plan_constraints_check(manifest_path=manifest_path, topology_components=topology_components)
+    deployment_busy_check()  # before asking the components: the slot refuses it anyway
+    if forced is None or require_changes:
+        plan_constraints_check(
+            manifest_path=manifest_path,
+            topology_components=topology_components,
+            require_changes=require_changes,
+            constraints=forced is None,
+        )
     deployment = deployment_create(
         manifest_path=manifest_path,
         topology_components=topology_components,
@@ -87,8 +96,9 @@ def deployment_start_bundle(
     force: bool = False,
     force_reason: str = "",
 ) -> Deployment:
-    """Queue an accepted bundle's manifest. Raises BundleNotFound (unknown or not accepted) and
-    what `deployment_start` raises."""
+    """Queue an accepted bundle's manifest (the pages and the API: never one that changes
+    nothing). Raises BundleNotFound, BundleNotAccepted, NothingToDeploy and what
+    `deployment_start` raises."""
     manifest_path = bundle_manifest_path(bundle_id=bundle_id)
     return deployment_start(
         manifest_path=manifest_path,
@@ -96,6 +106,7 @@ def deployment_start_bundle(
         stop_before=stop_before,
         force=force,
         force_reason=force_reason,
+        require_changes=True,
     )
 
 
@@ -107,10 +118,16 @@ def deployment_start_previous(
     unless `force` (with its `force_reason`)."""
     _not_cli(actor)
     forced = forced_override(force=force, reason=force_reason)
+    deployment_busy_check()
     pointers = selectors.active_manifests()
     previous = pointers.previous if pointers else None
-    if forced is None and previous is not None:  # none: deployment_create_previous says so
-        plan_constraints_check(manifest_path=Path(previous.source_path), manifest_data=previous.raw.encode())
+    if previous is not None:  # none: deployment_create_previous says so
+        plan_constraints_check(
+            manifest_path=Path(previous.source_path),
+            manifest_data=previous.raw.encode(),
+            require_changes=True,
+            constraints=forced is None,
+        )
     deployment = deployment_create_previous(stop_before=stop_before, actor=actor, forced=forced)
     _enqueue_on_commit(TASK_RUN, deployment.pk)
     return deployment

@@ -202,7 +202,7 @@ def _deployment_requested(row: WebhookEvent, event: HookEvent) -> HookAnswer:
     bundle_id = value if isinstance(value, int) else _fetch_bundle(row, key, value)
     try:
         manifest = bundles.bundle_manifest_path(bundle_id=bundle_id)
-    except bundles.BundleNotFound as exc:
+    except (bundles.BundleNotFound, bundles.BundleNotAccepted) as exc:
         raise _refused(row, BundleNotUsable(str(exc), {"bundle_id": bundle_id})) from None
     return _deploy(row, manifest)
 

@@ -10,6 +10,7 @@ from typing import Any
 from updates import selectors
 from updates.engine import inspection
 from updates.engine.constraints import CONSTRAINTS_FILE
+from updates.engine.errors import InvalidInput
 from updates.engine.manifest import (
     TOPOLOGY_FILE,
     DesiredState,
@@ -63,23 +64,43 @@ def plan_preview(
     }
 
 
+class NothingToDeploy(InvalidInput):
+    """The system already runs every version of the manifest: a deployment would change nothing."""
+
+    code = "nothing_to_deploy"
+    http_status = 409
+
+
 def plan_constraints_check(
-    *, manifest_path: Path, topology_components: Path | None = None, manifest_data: bytes | None = None
+    *,
+    manifest_path: Path,
+    topology_components: Path | None = None,
+    manifest_data: bytes | None = None,
+    require_changes: bool = False,
+    constraints: bool = True,
 ) -> None:
     """Raise ConstraintViolation when the live plan violates the declared constraints (queries
     only; nothing when none are declared). For callers that must answer at once (the API's 422)
     although the deployment itself runs later on a worker, which checks again. `manifest_data`:
-    the manifest's bytes when they come from the database (the previous manifest's snapshot)."""
+    the manifest's bytes when they come from the database (the previous manifest's snapshot).
+    `require_changes`: also raise NothingToDeploy when the plan installs nothing (the pages and
+    the API start no deployment that would change nothing; the command line still runs one, as
+    Mender's update module expects of an `install` of what runs already). `constraints` False:
+    forced past them, only `require_changes` is checked."""
     env = environment_load()
     desired = desired_state_load(
         env, manifest_path=manifest_path, topology_components=topology_components, manifest_data=manifest_data
     )
-    constraints = constraints_for(env, desired)
-    if constraints is None:
+    rules = constraints_for(env, desired) if constraints else None
+    if rules is None and not require_changes:
         return
     with _live_plan(env, desired) as (plan, scratch):
-        verdict = plan_verdict(env.runner(), plan, constraints, scratch)
-    if not verdict.ok:
+        if require_changes and not plan.installing():
+            raise NothingToDeploy(
+                f"nothing to deploy: the system already runs every version of {desired.manifest.name}"
+            )
+        verdict = plan_verdict(env.runner(), plan, rules, scratch) if rules else None
+    if verdict is not None and not verdict.ok:
         raise ConstraintViolation(verdict)
 
 

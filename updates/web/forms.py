@@ -11,6 +11,7 @@ from django.utils.datastructures import MultiValueDict
 
 from accounts.models import Role
 from updates.models import Deployment
+from updates.statuses import status_label
 
 ROLE_CHOICES = [(r.value, r.value) for r in Role]
 
@@ -63,7 +64,9 @@ class PeriodForm(forms.Form):
 
 class HistoryFilterForm(PeriodForm):
     status = forms.ChoiceField(
-        required=False, choices=[("", "any outcome"), *Deployment.Status.choices], label="Outcome"
+        required=False,
+        choices=[("", "any outcome"), *((v, status_label(v)) for v in Deployment.Status.values)],
+        label="Outcome",
     )
     manifest = forms.CharField(required=False, max_length=300, label="Manifest name")
 

@@ -15,7 +15,9 @@ from django.core.exceptions import PermissionDenied
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
@@ -25,9 +27,10 @@ from accounts.models import Role
 from audit.reports import audit_report, audit_verify, report_csv
 from updates import selectors
 from updates.api.uploads import UploadIncomplete, UploadTooLarge
-from updates.engine.errors import OrchestratorError
+from updates.engine.errors import BusyError, OrchestratorError
+from updates.services import deployment_cancel as cancel_deployment
 from updates.services import plan_preview
-from updates.services.bundles import bundle_add, bundle_manifest_path
+from updates.services.bundles import bundle_add_once, bundle_manifest_path
 from updates.services.dispatch import (
     components_refresh_start,
     deployment_resume_start,
@@ -35,6 +38,7 @@ from updates.services.dispatch import (
     deployment_start_bundle,
 )
 from updates.services.hook_secret import hook_secret_is_set, hook_secret_rotate
+from updates.statuses import status_label
 from updates.web.access import actor, role_required
 from updates.web.forms import (
     DeployForm,
@@ -52,15 +56,23 @@ PAGE_SIZE = 20
 @require_GET
 @role_required(Role.VIEWER)
 def system(request: HttpRequest) -> HttpResponse:
-    return render(request, "updates/system.html", selectors.system_overview())
+    return render(request, "updates/system.html", selectors.system_page())
 
 
 @require_POST
 @role_required(Role.OPERATOR)
 def system_refresh(request: HttpRequest) -> HttpResponse:
     components_refresh_start()
-    messages.info(request, "A worker is asking every component for its versions; reload in a moment.")
+    if selectors.live_workers():
+        messages.info(request, "A worker is asking every component for its versions; reload in a moment.")
+    else:  # queued all the same: the first worker to start takes it
+        messages.warning(request, "Refresh queued, but no worker is running: it waits until one starts.")
     return redirect("system")
+
+
+def _no_worker() -> bool:
+    """Whether work queued now would wait: no worker beat lately (`updates.liveness`)."""
+    return not selectors.live_workers()
 
 
 # ----- bundles -------------------------------------------------------------------------------------
@@ -90,8 +102,10 @@ def bundle_upload(request: HttpRequest) -> HttpResponse:
     if status != 200:
         return _bundles_page(request, form, status=status)
     upload = form.cleaned_data["file"]
-    bundle = bundle_add(source=upload, filename=upload.name, size_hint=upload.size, actor=actor(request))
-    return redirect("bundle", bundle_id=bundle.pk)
+    added = bundle_add_once(source=upload, filename=upload.name, size_hint=upload.size, actor=actor(request))
+    if added.existing:
+        messages.info(request, f"This file is already bundle {added.bundle.pk}: nothing was added.")
+    return redirect("bundle", bundle_id=added.bundle.pk)
 
 
 @require_GET
@@ -107,6 +121,7 @@ def _bundle_page(request: HttpRequest, bundle_id: int, form: DeployForm, status:
     context: dict[str, Any] = {"bundle": bundle, "report": selectors.bundle_summary(bundle), "form": form}
     if bundle.status == bundle.Status.ACCEPTED:
         context.update(_plan(bundle_id))
+        context["no_worker"] = _no_worker()
     return render(request, "updates/bundle.html", context, status=status)
 
 
@@ -126,10 +141,28 @@ def bundle_deploy(request: HttpRequest, bundle_id: int) -> HttpResponse:
         return _bundle_page(request, bundle_id, form, status=400)
     try:
         deployment = deployment_start_bundle(bundle_id=bundle_id, actor=actor(request))
+    except BusyError as exc:
+        messages.error(request, _busy_text(exc))
+        return redirect("bundle", bundle_id=bundle_id)
     except OrchestratorError as exc:
         messages.error(request, f"Not started: {exc}")
         return redirect("bundle", bundle_id=bundle_id)
     return redirect("deployment", deployment_id=deployment.pk)
+
+
+def _busy_text(exc: BusyError) -> str:
+    """Not started because one is in progress: a link to it (what to follow or finish), not
+    the runner's process id."""
+    running = selectors.deployment_in_progress()
+    if running is None:
+        return f"Not started: {exc}"
+    return format_html(
+        'Not started: <a href="{}">deployment {}</a> ({}) is {}. Open it to follow it, or to resume or roll it back.',
+        reverse("deployment", args=[running.pk]),
+        running.pk,
+        running.manifest.name,
+        status_label(running.status).lower(),
+    )
 
 
 # ----- deployments ---------------------------------------------------------------------------------
@@ -144,13 +177,19 @@ def deployment_detail(request: HttpRequest, deployment_id: int) -> HttpResponse:
         raise Http404(f"deployment {deployment_id} does not exist")
     in_progress = deployment.status in deployment.IN_PROGRESS
     detail = selectors.deployment_timeline(deployment)
+    waits = selectors.deployment_waits(deployment)
+    # Where each component ended, once nobody moves it: not on every event of a running one.
+    settled = not in_progress or waits
+    outcomes = {o["key"]: o for o in selectors.deployment_components(deployment)} if settled else {}
     context = {
         "deployment": deployment,
         "detail": detail,
         "progress": selectors.deployment_progress(deployment),
         "in_progress": in_progress,
         "live": in_progress or detail["running"],
-        "can_continue": selectors.deployment_waits(deployment),
+        "can_continue": waits,
+        "outcomes": outcomes,
+        "no_worker": (deployment.status == deployment.Status.QUEUED or waits) and _no_worker(),
     }
     fragment = request.headers.get("HX-Request") == "true"
     return render(request, "updates/_timeline.html" if fragment else "updates/deployment.html", context)
@@ -180,11 +219,28 @@ def deployment_rollback(request: HttpRequest, deployment_id: int) -> HttpRespons
     return _continue(request, deployment_id, deployment_rollback_start, "roll back")
 
 
+@require_POST
+@role_required(Role.OPERATOR)
+def deployment_cancel(request: HttpRequest, deployment_id: int) -> HttpResponse:
+    try:
+        cancel_deployment(deployment_id=deployment_id, actor=actor(request))
+    except OrchestratorError as exc:  # a runner took it meanwhile, or it does not exist
+        messages.error(request, f"Cannot cancel: {exc}")
+    else:
+        messages.info(request, f"Deployment {deployment_id} cancelled before it started.")
+    return redirect("deployment", deployment_id=deployment_id)
+
+
 def _continue(request: HttpRequest, deployment_id: int, start: Callable[..., Any], verb: str) -> HttpResponse:
     try:
         start(deployment_id=deployment_id, actor=actor(request))
     except OrchestratorError as exc:  # not in progress, a worker has it, cleanup started
         messages.error(request, f"Cannot {verb}: {exc}")
+        return redirect("deployment", deployment_id=deployment_id)
+    if _no_worker():  # asked all the same: the first worker to start carries it out
+        messages.warning(
+            request, f"Asked to {verb} deployment {deployment_id}, but no worker is running yet."
+        )
     else:
         messages.info(request, f"A worker will {verb} deployment {deployment_id}.")
     return redirect("deployment", deployment_id=deployment_id)

@@ -2,7 +2,7 @@
 // then "verifying…" until the server's checks come back. The script posts to the REST API's
 // `POST /api/v1/bundles` (the session and the CSRF token authenticate it); without JavaScript
 // the form posts to the page's own view, which calls the same service. Drag-and-drop puts the
-// dropped file into the file input.
+// dropped file into the file input. After an upload the list below is fetched again.
 (function () {
   "use strict";
   var form = document.getElementById("upload-form");
@@ -72,7 +72,7 @@
       button.disabled = false;
       var body = {};
       try { body = JSON.parse(xhr.responseText); } catch (err) { body = {}; }
-      if (body.id && body.status) { finished(body); return; }
+      if (body.id && body.status) { finished(body, xhr.status === 200); refreshList(); return; }
       show(0, "");
       status.hidden = true;
       var message = body.error ? body.error.message : "";
@@ -87,16 +87,31 @@
     xhr.send(data);
   });
 
-  function finished(body) {
+  // The list below is the server's: fetch the page again and take its list, so the new bundle
+  // (or the one this file already is) shows without a reload that would lose this message.
+  function refreshList() {
+    var list = document.getElementById("bundle-list");
+    if (!list || !window.fetch) return;
+    fetch(window.location.href, { headers: { Accept: "text/html" }, credentials: "same-origin" })
+      .then(function (answer) { return answer.ok ? answer.text() : Promise.reject(answer.status); })
+      .then(function (html) {
+        var fresh = new DOMParser().parseFromString(html, "text/html").getElementById("bundle-list");
+        if (fresh) list.replaceWith(fresh);
+      })
+      .catch(function () { /* the link above still leads to the bundle */ });
+  }
+
+  function finished(body, existing) {
     text.textContent = "";
     var accepted = body.status === "accepted";
     var strong = document.createElement("strong");
-    strong.textContent = accepted ? "Accepted. " : "Rejected. ";
+    strong.textContent = existing ? "Already uploaded: nothing added. " : accepted ? "Accepted. " : "Rejected. ";
     text.appendChild(strong);
     var link = document.createElement("a");
     link.href = "/bundles/" + body.id + "/";
     link.id = "uploaded-bundle";
     link.textContent = accepted ? "Open bundle " + body.id + " and its plan" : "See bundle " + body.id;
+    if (existing) link.textContent = "This file is bundle " + body.id + ": open it and its plan";
     text.appendChild(link);
     if (!accepted && body.problems && body.problems.length) {
       var list = document.createElement("ul");
