@@ -32,7 +32,7 @@ def test_after_a_rollback_every_line_says_what_happened_and_what_runs(demo: Demo
     assert _table(result.stdout) == {
         "gateway.G13": "gateway-v2 back on gateway-v2; gateway-v3 rolled back",
         "rtos.R998": "rtos-v2 back on rtos-v2; rtos-v3 rolled back",
-        "rtos.R456": "rtos-v2 failed in ArtifactCommit, back on rtos-v2; rtos-v3 rolled back",
+        "rtos.R456": "rtos-v2 back on rtos-v2; rtos-v3 rolled back (failed in ArtifactCommit)",
     }
     status = demo.run("status").stdout.splitlines()
     assert status[0] == "active manifest: system-core-v2"  # no previous: v1 was never installed by us
@@ -57,7 +57,7 @@ def test_after_a_rollback_every_line_says_what_happened_and_what_runs(demo: Demo
     steps = demo.run("history", "2").stdout.splitlines()
     assert steps[0] == history[0]
     assert (
-        "  rtos.R456                failed in ArtifactCommit, back on rtos-v2; rtos-v3 rolled back" in steps
+        "  rtos.R456                back on rtos-v2; rtos-v3 rolled back (failed in ArtifactCommit)" in steps
     )
     assert any(re.search(r"rtos\.R456 +ArtifactCommit +FAILED exit code 1$", s) for s in steps)
     assert any(re.search(r"rtos\.R456 +ArtifactRollback +ok$", s) for s in steps)
@@ -77,7 +77,7 @@ def test_status_during_a_stop_before_pause_shows_the_new_versions_uncommitted(de
     result = demo.install("manifest-v2.yaml", "--stop-before", "ArtifactCommit")
     assert result.returncode == 0
     assert _table(result.stdout)["rtos.R456"] == (
-        "rtos-v2 (uncommitted) installed, not committed (rtos-v1 -> rtos-v2)"
+        "rtos-v2 (uncommitted) on rtos-v2 (new, not committed; rtos-v1 before)"
     )
     status = demo.run("status").stdout
     assert "  rtos.R456                rtos-v2 (new, not committed)" in status.splitlines()

@@ -77,7 +77,7 @@ def test_a_second_bin_run_keeps_the_admin_its_token_and_the_history(tmp_path: Pa
     v3 = checkout / "var" / "demo" / "bundles" / "system-core-v3.tar.gz"
     installed = _run(checkout, "bin/mender-orchestrator", "install", str(v3))
     assert installed.returncode == 1, installed.stdout + installed.stderr
-    assert "failed in ArtifactCommit, back on rtos-v2; rtos-v3 rolled back" in installed.stdout
+    assert "back on rtos-v2; rtos-v3 rolled back (failed in ArtifactCommit)" in installed.stdout
     assert "demo-fails: ArtifactCommit R456" in installed.stdout
     assert not list((checkout / "var" / "demo" / "devices" / "R456").glob("*.FAIL"))
 

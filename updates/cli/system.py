@@ -28,7 +28,7 @@ from updates.liveness import owner_beats
 from updates.models import Deployment
 from updates.services import bundles
 from updates.services.constraints import ForceWithoutReason, forced_override
-from updates.statuses import status_label
+from updates.statuses import component_ended, status_label
 
 from .bundle import print_bundle
 
@@ -489,7 +489,7 @@ def _history_of(deployment_id: int, *, as_json: bool) -> int:
     if d["reason"]:
         print(f"  {d['reason']}")
     for o in d["outcomes"]:
-        print(f"  {o['key']:<24} {_what_happened(o)}")
+        print(f"  {o['key']:<24} {component_ended(o)}")
     for s in d["steps"]:
         failure = s["error"] or f"exit {s['exit_code']}"
         result = s["answer"] or ("ok" if s["ok"] else f"FAILED {failure}")
@@ -539,7 +539,7 @@ def _print_lines(source: Callable[[], list[str]]) -> int:
 def _print_summary(deployment: Deployment) -> None:
     """Per component: what happened and what it runs now (not what the plan meant to do)."""
     print()
-    print(f"deployment {deployment.pk}: {deployment.status} — {deployment.reason}")
+    print(f"deployment {deployment.pk}: {status_label(deployment.status).lower()} — {deployment.reason}")
     outcomes = selectors.deployment_components(deployment)
     if not outcomes:
         print("(no components planned)")
@@ -547,19 +547,4 @@ def _print_summary(deployment: Deployment) -> None:
     print(f"{'component':<24} {'runs now':<28} what happened")
     for o in outcomes:
         version = o["version"] + (" (uncommitted)" if o["uncommitted"] else "")
-        print(f"{o['key']:<24} {version:<28} {_what_happened(o)}")
-
-
-def _what_happened(o: selectors.OutcomeReport) -> str:
-    """A component's outcome with where it ended: a rollback reads "back on rtos-v2; rtos-v3
-    rolled back", never as a move from the old version to the new one."""
-    what, old, new = o["outcome"], o["from"], o["to"]
-    if what.endswith("rolled back") and not what.endswith("NOT rolled back"):
-        return f"{what.removesuffix('rolled back')}back on {old}; {new} rolled back"
-    if what.endswith("not installed"):
-        return f"{what}; still on {old}"
-    if what.endswith(("rollback FAILED", "NOT rolled back")):
-        return f"{what} (was {old}, tried {new}; what it runs is unknown)"
-    if what.startswith("skipped"):
-        return what
-    return f"{what} ({old} -> {new})"
+        print(f"{o['key']:<24} {version:<28} {component_ended(o)}")
