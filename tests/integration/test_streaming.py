@@ -86,6 +86,7 @@ def test_a_streamed_install_leaves_no_copy_in_the_store(demo: DemoSystem, server
     packed = (demo.device("R998") / "payload" / "artifact.mender").read_bytes()
     assert packed == server.state.files["id1"]
     assert _store(demo) == []  # streamed: nothing was stored whole
+    assert list((demo.datastore / "streams").iterdir()) == []  # nor kept what the plan needed
 
 
 def test_a_dropped_connection_resumes_with_range(demo: DemoSystem, server: Running) -> None:  # noqa: F811

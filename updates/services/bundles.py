@@ -35,6 +35,7 @@ from updates.engine.store import ArtifactStore, NoSpaceError
 from updates.engine.text import safe_json, safe_text
 from updates.liveness import owner_beats, owner_token
 from updates.models import Bundle, BundleArtifact, StoredArtifact
+from updates.services.deltas import delta_bundle_expand
 from updates.services.environment import Environment, desired_state_load, environment_load, live_inspector
 from updates.services.retention import (
     bundle_outcome_journal,
@@ -294,5 +295,13 @@ def bundle_delete(*, bundle_id: int, actor: Actor) -> Bundle:
 
 
 def bundle_add_file(*, path: Path, actor: Actor) -> Bundle:
-    with open(path, "rb") as fileobj:
-        return bundle_add(source=fileobj, filename=path.name, size_hint=path.stat().st_size, actor=actor)
+    """A bundle file; a delta bundle (docs/bytes.md) is rebuilt from the bases the store holds
+    first (DeltaError naming the missing bases, or a delta that rebuilds to other bytes)."""
+    expanded = delta_bundle_expand(path)
+    try:
+        with open(expanded or path, "rb") as fileobj:
+            size = (expanded or path).stat().st_size
+            return bundle_add(source=fileobj, filename=path.name, size_hint=size, actor=actor)
+    finally:
+        if expanded is not None:
+            expanded.unlink(missing_ok=True)

@@ -24,8 +24,8 @@ from django.utils import timezone
 from updates.engine.artifact import ArtifactReader, PublicKey
 from updates.engine.server import ArtifactServer
 from updates.engine.store import ArtifactStore, StoreError, StoreWriter
-from updates.engine.streaming import ArtifactStream, StreamOpener, StreamRef
-from updates.models import BundleArtifact, StoredArtifact
+from updates.engine.streaming import STREAM_SUFFIX, ArtifactStream, StreamOpener, StreamRef
+from updates.models import BundleArtifact, Deployment, StoredArtifact
 from updates.services.environment import Environment
 from updates.services.sources import artifact_server, artifact_store, stored_artifact_record
 
@@ -200,7 +200,9 @@ def _evict(store: ArtifactStore, row: StoredArtifact) -> None:
 
 def cache_clean_after_deployment(env: Environment, *, since: datetime.datetime | None) -> int:
     """Mender's rule: at the end of every deployment, cached artifacts it did not use go.
-    Only with the cache enabled; artifacts bundles hold are not cache entries. Returns the count."""
+    Only with the cache enabled; artifacts bundles hold are not cache entries. Returns the count.
+    Stream references no paused deployment names go too."""
+    _refs_clean(env.datastore / "streams")
     if not env.config.artifacts_cache_enabled or since is None:
         return 0
     store = artifact_store(env)
@@ -214,3 +216,16 @@ def cache_clean_after_deployment(env: Environment, *, since: datetime.datetime |
     if rows:
         log.info("artifacts cache: removed %d artifact(s) this deployment did not use", len(rows))
     return len(rows)
+
+
+def _refs_clean(directory: Path) -> None:
+    """Stream references only a deployment still in progress (paused) may need; the rest go."""
+    if not directory.is_dir():
+        return
+    needed = set()
+    for deployment in Deployment.objects.exclude(status__in=[s.value for s in Deployment.TERMINAL]):
+        plan = deployment.planned()
+        needed |= {c["artifact"] for c in plan["components"]} if plan else set()
+    for path in directory.glob(f"*{STREAM_SUFFIX}"):
+        if str(path) not in needed:
+            path.unlink(missing_ok=True)
