@@ -1,7 +1,17 @@
-"""Streamed vs stored server artifacts: throughput against `curl … | sha256sum`, peak disk, peak memory.
+"""Fewer bytes (docs/bytes.md): streamed server artifacts, and delta bundles.
 
     .venv/bin/python bench/bytes.py stream [--size MiB] [--repeat N] [--port P]
+    .venv/bin/python bench/bytes.py delta [--sizes 1,16,64] [--changed 0.05] [--repeat N] [--pair OLD NEW]
 
+`delta`: for each size, an artifact whose uncompressed payload has --changed of its 4 KiB blocks
+rewritten against the one before (and, with --pair, two files given, e.g. two builds of a
+binary), the zstd patch-from delta (`updates/engine/delta.py`) is made; then alternating
+--repeat times, `sha256sum` of the full artifact (baseline) and the rebuild from base + delta with
+its sha256 check (a child process: time, peak RSS). Prints delta size / full artifact size (the
+--pair's artifacts both uncompressed and gzip-compressed, `mender-artifact`'s default), make
+time, rebuild MiB/s, peak RSS against base size, and the median baseline/rebuild time ratio.
+
+`stream`:
 Builds an artifact with an incompressible, uncompressed payload of --size MiB (default 1024) and
 serves it from a local HTTP server (a child process speaking the Mender device deployments API
 subset: list, download link, file with Range). Then, alternating, --repeat times (default 3):
@@ -155,6 +165,119 @@ def _du(root: Path) -> int:
     return total
 
 
+# -- delta ------------------------------------------------------------------------------------------
+
+
+def delta_child(base: Path, delta: Path, sha256: str, size: int) -> None:
+    from updates.engine.delta import DeltaEntry, Reconstruction
+
+    start = time.perf_counter()
+    entry = DeltaEntry("artifact", "bench", sha256, size, "", "", "delta")
+    with open(delta, "rb") as source:
+        rebuilt = Reconstruction(base, source, entry)
+        while rebuilt.read(MIB):
+            pass
+    hwm = int(re.search(r"VmHWM:\s+(\d+)", Path("/proc/self/status").read_text()).group(1))  # type: ignore[union-attr]
+    print(json.dumps({"seconds": time.perf_counter() - start, "rss_kib": hwm}))
+
+
+def _changed_pair(tmp: Path, size_mib: int, changed: float) -> tuple[Path, Path]:
+    import random
+
+    rnd = random.Random(size_mib)
+    base = bytearray(os.urandom(size_mib * MIB))
+    new = bytearray(base)
+    blocks = len(base) // 4096
+    for index in rnd.sample(range(blocks), int(blocks * changed)):
+        new[index * 4096 : (index + 1) * 4096] = os.urandom(4096)
+    old_path, new_path = tmp / f"old-{size_mib}.img", tmp / f"new-{size_mib}.img"
+    old_path.write_bytes(base)
+    new_path.write_bytes(new)
+    return old_path, new_path
+
+
+def _as_artifact(payload: Path, name: str, compression: str) -> Path:
+    out = payload.with_name(f"{name}.mender")
+    copy = payload.with_name(f"{name}.img")
+    if copy != payload:
+        shutil.copyfile(payload, copy)
+    write_artifact(
+        out,
+        kind="module-image",
+        name=name,
+        device_types=["bench"],
+        payload_type="bench",
+        files=[copy],
+        compression=compression,
+    )
+    return out
+
+
+def _sha(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(MIB):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _delta_case(label: str, old: Path, new: Path, repeat: int, compression: str) -> None:
+    from updates.engine.delta import make_delta
+
+    base = _as_artifact(old, "bench-v1", compression)
+    full = _as_artifact(new, "bench-v2", compression)
+    delta = full.with_suffix(".delta")
+    start = time.perf_counter()
+    with open(delta, "wb") as sink:
+        make_delta(base, full, sink)
+    made = time.perf_counter() - start
+    size, mib = full.stat().st_size, full.stat().st_size / MIB
+    sha = _sha(full)
+    ratios, runs = [], []
+    for _ in range(repeat):
+        b = time.perf_counter()
+        subprocess.run(["sha256sum", str(full)], check=True, capture_output=True)
+        b = time.perf_counter() - b
+        out = subprocess.run(
+            [sys.executable, __file__, "delta-child", str(base), str(delta), sha, str(size)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        m = json.loads(out)
+        runs.append(m)
+        ratios.append(b / m["seconds"])
+    rebuild = statistics.median(r["seconds"] for r in runs)
+    rss = max(r["rss_kib"] for r in runs) / 1024
+    print(
+        f"{label}: artifact {mib:.1f} MiB, delta {delta.stat().st_size / MIB:.3f} MiB "
+        f"({100 * delta.stat().st_size / size:.2f} %), made in {made:.1f} s; rebuild {mib / rebuild:.0f} MiB/s, "
+        f"peak RSS {rss:.0f} MiB (base {base.stat().st_size / MIB:.1f} MiB + {rss - base.stat().st_size / MIB:.0f})"
+    )
+    print("  " + _summary("sha256sum vs rebuild (time)", ratios))
+    for path in (base, full, delta):
+        path.unlink()
+
+
+def delta_bench(sizes: list[int], changed: float, repeat: int, pair: list[Path] | None) -> None:
+    with tempfile.TemporaryDirectory(
+        prefix="bench-delta-", dir=ROOT / "var" if (ROOT / "var").is_dir() else None
+    ) as tmp_name:
+        tmp = Path(tmp_name)
+        for size in sizes:
+            old, new = _changed_pair(tmp, size, changed)
+            _delta_case(f"{size} MiB, {100 * changed:g} % of 4 KiB blocks changed", old, new, repeat, "none")
+        if pair:
+            old, new = (tmp / "pair-old.bin", tmp / "pair-new.bin")
+            shutil.copyfile(pair[0], old)
+            shutil.copyfile(pair[1], new)
+            for compression in ("none", "gzip"):
+                label = f"pair {pair[0].name} -> {pair[1].name} ({compression} artifacts)"
+                _delta_case(label, old, new, repeat, compression)
+
+
 # -- the driver --------------------------------------------------------------------------------
 
 
@@ -263,6 +386,8 @@ def stream_bench(size: int, repeat: int, port: int) -> None:
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "serve":
         return serve(Path(sys.argv[2]), int(sys.argv[3]))
+    if len(sys.argv) > 1 and sys.argv[1] == "delta-child":
+        return delta_child(Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4], int(sys.argv[5]))
     if len(sys.argv) > 1 and sys.argv[1] == "child":
         return child(sys.argv[2], sys.argv[3], Path(sys.argv[4]))
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -271,9 +396,16 @@ def main() -> None:
     stream.add_argument("--size", type=int, default=1024, help="payload MiB (default 1024)")
     stream.add_argument("--repeat", type=int, default=3)
     stream.add_argument("--port", type=int, default=8120)
+    delta = sub.add_parser("delta", help="delta size, rebuild speed and memory")
+    delta.add_argument("--sizes", default="1,16,64", help="MiB, comma-separated (default 1,16,64)")
+    delta.add_argument("--changed", type=float, default=0.05, help="share of 4 KiB blocks changed")
+    delta.add_argument("--repeat", type=int, default=3)
+    delta.add_argument("--pair", type=Path, nargs=2, metavar=("OLD", "NEW"), help="two real files as well")
     args = parser.parse_args()
     if args.what == "stream":
         stream_bench(args.size, args.repeat, args.port)
+    else:
+        delta_bench([int(s) for s in args.sizes.split(",")], args.changed, args.repeat, args.pair)
 
 
 if __name__ == "__main__":

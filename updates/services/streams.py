@@ -202,12 +202,12 @@ def cache_clean_after_deployment(env: Environment, *, since: datetime.datetime |
     """Mender's rule: at the end of every deployment, cached artifacts it did not use go.
     Only with the cache enabled; artifacts bundles hold are not cache entries. Returns the count.
     Stream references no paused deployment names go too."""
-    _refs_clean(env.datastore / "streams")
-    if not env.config.artifacts_cache_enabled or since is None:
-        return 0
+    rows: list[StoredArtifact] = []
     store = artifact_store(env)
     try:
-        rows = list(_unused_cached(since))
+        _refs_clean(env.datastore / "streams")
+        if env.config.artifacts_cache_enabled and since is not None:
+            rows = list(_unused_cached(since))
         for row in rows:
             _evict(store, row)
     except Exception:  # like retention: never changes the deployment's outcome
