@@ -165,3 +165,16 @@ def test_a_crash_during_a_streamed_download_downloads_again_on_resume(
     assert demo.states("G13")[:3] == ["Download", "Download", "ArtifactInstall"]
     assert _payload_of(demo, "G13") == payloads["gateway-v3"]
     assert _store(demo) == []
+
+
+def test_an_artifact_the_cache_cannot_make_room_for_fails_its_download(
+    demo: DemoSystem,
+    server: Running,  # noqa: F811
+) -> None:
+    # Each artifact fits alone; both do not, and the first is used by this very deployment.
+    _serve_v3(demo, server, cache={"Enabled": True, "MaxSizeBytes": PAYLOAD * 3 // 2})
+    done = demo.install("by-name.yaml")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "kept for this deployment and bundles" in done.stdout + done.stderr
+    assert demo.versions() == {"G13": "gateway-v1", "R456": "rtos-v1", "R998": "rtos-v1"}
+    assert "ArtifactInstall" not in demo.states("R456")
