@@ -32,10 +32,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
+import random
 import re
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -45,17 +48,20 @@ import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Literal
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from updates.engine.artifact import ArtifactReader, Limits, read_artifact, write_artifact  # noqa: E402
+from updates.engine.delta import DeltaEntry, Reconstruction, make_delta  # noqa: E402
 from updates.engine.server import LIST_PATH, ArtifactServer, ServerSettings  # noqa: E402
 from updates.engine.store import ArtifactStore  # noqa: E402
 from updates.engine.streaming import StreamRef, read_ref, ref_path, streamed_payloads, write_ref  # noqa: E402
 
 MIB = 1 << 20
 NAME = "bench-v2"
+Compression = Literal["none", "gzip"]
 
 
 # -- the server (a child process, so it does not share the measured process's GIL) ----------------
@@ -169,8 +175,6 @@ def _du(root: Path) -> int:
 
 
 def delta_child(base: Path, delta: Path, sha256: str, size: int) -> None:
-    from updates.engine.delta import DeltaEntry, Reconstruction
-
     start = time.perf_counter()
     entry = DeltaEntry("artifact", "bench", sha256, size, "", "", "delta")
     with open(delta, "rb") as source:
@@ -182,8 +186,6 @@ def delta_child(base: Path, delta: Path, sha256: str, size: int) -> None:
 
 
 def _changed_pair(tmp: Path, size_mib: int, changed: float) -> tuple[Path, Path]:
-    import random
-
     rnd = random.Random(size_mib)
     base = bytearray(os.urandom(size_mib * MIB))
     new = bytearray(base)
@@ -196,7 +198,7 @@ def _changed_pair(tmp: Path, size_mib: int, changed: float) -> tuple[Path, Path]
     return old_path, new_path
 
 
-def _as_artifact(payload: Path, name: str, compression: str) -> Path:
+def _as_artifact(payload: Path, name: str, compression: Compression) -> Path:
     out = payload.with_name(f"{name}.mender")
     copy = payload.with_name(f"{name}.img")
     if copy != payload:
@@ -214,8 +216,6 @@ def _as_artifact(payload: Path, name: str, compression: str) -> Path:
 
 
 def _sha(path: Path) -> str:
-    import hashlib
-
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         while chunk := file.read(MIB):
@@ -223,9 +223,7 @@ def _sha(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _delta_case(label: str, old: Path, new: Path, repeat: int, compression: str) -> None:
-    from updates.engine.delta import make_delta
-
+def _delta_case(label: str, old: Path, new: Path, repeat: int, compression: Compression) -> None:
     base = _as_artifact(old, "bench-v1", compression)
     full = _as_artifact(new, "bench-v2", compression)
     delta = full.with_suffix(".delta")
@@ -273,7 +271,7 @@ def delta_bench(sizes: list[int], changed: float, repeat: int, pair: list[Path] 
             old, new = (tmp / "pair-old.bin", tmp / "pair-new.bin")
             shutil.copyfile(pair[0], old)
             shutil.copyfile(pair[1], new)
-            for compression in ("none", "gzip"):
+            for compression in ("none", "gzip"):  # type: Compression
                 label = f"pair {pair[0].name} -> {pair[1].name} ({compression} artifacts)"
                 _delta_case(label, old, new, repeat, compression)
 
@@ -313,8 +311,6 @@ def _build(tmp: Path, size_mib: int) -> Path:
 
 
 def _wait_for(port: int) -> None:
-    import socket
-
     for _ in range(200):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
