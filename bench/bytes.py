@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import os
 import random
@@ -54,7 +53,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from updates.engine.artifact import ArtifactReader, Limits, read_artifact, write_artifact  # noqa: E402
-from updates.engine.delta import DeltaEntry, Reconstruction, make_delta  # noqa: E402
+from updates.engine.delta import DeltaEntry, Reconstruction, file_sha256, make_delta  # noqa: E402
 from updates.engine.server import LIST_PATH, ArtifactServer, ServerSettings  # noqa: E402
 from updates.engine.store import ArtifactStore  # noqa: E402
 from updates.engine.streaming import StreamRef, read_ref, ref_path, streamed_payloads, write_ref  # noqa: E402
@@ -215,14 +214,6 @@ def _as_artifact(payload: Path, name: str, compression: Compression) -> Path:
     return out
 
 
-def _sha(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(MIB):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _delta_case(label: str, old: Path, new: Path, repeat: int, compression: Compression) -> None:
     base = _as_artifact(old, "bench-v1", compression)
     full = _as_artifact(new, "bench-v2", compression)
@@ -232,7 +223,7 @@ def _delta_case(label: str, old: Path, new: Path, repeat: int, compression: Comp
         make_delta(base, full, sink)
     made = time.perf_counter() - start
     size, mib = full.stat().st_size, full.stat().st_size / MIB
-    sha = _sha(full)
+    sha = file_sha256(full)
     ratios, runs = [], []
     for _ in range(repeat):
         b = time.perf_counter()
@@ -285,17 +276,9 @@ def _build(tmp: Path, size_mib: int) -> Path:
     with open(payload, "wb") as out:
         for index in range(size_mib):
             out.write(block[index % 251 :] + block[: index % 251])
-    artifact = tmp / f"{NAME}.mender"
-    write_artifact(
-        artifact,
-        kind="module-image",
-        name=NAME,
-        device_types=["bench"],
-        payload_type="bench",
-        files=[payload],
-        compression="none",
-    )
+    artifact = _as_artifact(payload, NAME, "none")
     payload.unlink()
+    payload.with_name(f"{NAME}.img").unlink()
     info = read_artifact(artifact)
     listing = [
         {

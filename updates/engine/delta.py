@@ -149,9 +149,9 @@ def make_delta_bundle(old: Path, new: Path, out: Path) -> list[DeltaEntry]:
             entry = DeltaEntry(
                 member=member,
                 name=info.name,
-                sha256=_sha256(path),
+                sha256=file_sha256(path),
                 size=path.stat().st_size,
-                base_sha256=_sha256(base[0]),
+                base_sha256=file_sha256(base[0]),
                 base_name=base[1].name,
                 delta=f"deltas/{Path(member).name}.{CODEC}",
             )
@@ -230,7 +230,7 @@ def _base_for(info: ArtifactInfo, bases: list[tuple[Path, ArtifactInfo]]) -> tup
     return None
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         while chunk := file.read(_CHUNK):
