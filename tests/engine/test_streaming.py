@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from updates.engine.artifact import ArtifactError, ChecksumError, write_artifact
+from tests.engine.artifact_helpers import Keys, hello_module, session_keys
+from updates.engine.artifact import (
+    ArtifactError,
+    ChecksumError,
+    SignatureError,
+    load_private_key,
+    load_public_key,
+    write_artifact,
+)
 from updates.engine.streaming import (
     StreamRef,
     read_planned,
@@ -104,3 +112,26 @@ def test_another_artifact_than_the_planned_one_is_refused(tmp_path: Path, unpack
     other = _artifact(tmp_path, "rtos-v3", b"two" * 1000)
     with pytest.raises(ArtifactError, match="another artifact than the one planned"):
         _drain(_Bytes(other), _planned(tmp_path, planned), unpacked=unpacked)
+
+
+@pytest.fixture(scope="session")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
+    return session_keys(tmp_path_factory)
+
+
+def test_a_signed_stream_is_checked_at_planning_and_again_as_it_streams(tmp_path: Path, keys: Keys) -> None:
+    path, _ = hello_module(tmp_path, signing_key=load_private_key(keys.ec_private))
+    data = path.read_bytes()
+    ref = _planned(tmp_path, data)
+    trusted, other = [load_public_key(keys.ec_public)], [load_public_key(keys.rsa_public)]
+    planned = read_planned(ref, keys=trusted)
+    assert planned.signed and planned.signer_fingerprint is not None
+    with pytest.raises(SignatureError):
+        read_planned(ref, keys=other)  # another key: refused at planning
+    streamed = streamed_payloads(_Bytes(data), ref, planned, unpacked=True, keys=other)
+    with pytest.raises(SignatureError):
+        next(streamed)  # and at Download, had the keys changed since
+    (tmp_path / "unsigned").mkdir()
+    unsigned, _ = hello_module(tmp_path / "unsigned")
+    with pytest.raises(SignatureError, match="not signed"):
+        read_planned(_planned(tmp_path / "unsigned", unsigned.read_bytes()), keys=trusted)
