@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Annotated, Any, Generic, Literal, TypedDict, TypeVar, cast
 
+from django.core.files.uploadedfile import TemporaryUploadedFile
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja import File, Query, Router, Schema, Status
 from ninja.files import UploadedFile
@@ -105,13 +106,15 @@ def system_refresh(request: HttpRequest) -> Status[dict[str, str]]:
 
 @router.post("/bundles", response={201: BundleOut, 422: BundleOut}, auth=OPERATOR)
 def bundle_upload(request: HttpRequest, file: File[UploadedFile]) -> Status[BundleSummary]:
-    """Multipart field `file`; written to disk in chunks while it arrives, then ingested."""
-    bundle = bundles.bundle_add(
-        source=cast(IO[bytes], file.file),  # the upload handler's temporary file, binary
-        filename=Path(file.name or "upload").name,
-        size_hint=file.size,
-        actor=_principal(request).actor,
-    )
+    """Multipart field `file`; written to disk in chunks while it arrives, then ingested (a delta
+    bundle is rebuilt first: docs/bytes.md)."""
+    name, actor = Path(file.name or "upload").name, _principal(request).actor
+    if isinstance(file, TemporaryUploadedFile):  # always, with our upload handler
+        path = Path(file.temporary_file_path())
+        bundle = bundles.bundle_add_file(path=path, filename=name, actor=actor)
+    else:
+        source = cast(IO[bytes], file.file)  # binary
+        bundle = bundles.bundle_add(source=source, filename=name, size_hint=file.size, actor=actor)
     return Status(201 if bundle.status == "accepted" else 422, selectors.bundle_summary(bundle))
 
 

@@ -294,14 +294,15 @@ def bundle_delete(*, bundle_id: int, actor: Actor) -> Bundle:
     return bundle
 
 
-def bundle_add_file(*, path: Path, actor: Actor) -> Bundle:
-    """A bundle file; a delta bundle (docs/bytes.md) is rebuilt from the bases the store holds
-    first (DeltaError naming the missing bases, or a delta that rebuilds to other bytes)."""
+def bundle_add_file(*, path: Path, actor: Actor, filename: str = "") -> Bundle:
+    """A bundle file (named `filename`, else its own name); a delta bundle (docs/bytes.md) is
+    rebuilt from the bases the store holds first (DeltaError naming the missing bases, or a delta
+    that rebuilds to other bytes)."""
     expanded = delta_bundle_expand(path)
     try:
         with open(expanded or path, "rb") as fileobj:
             size = (expanded or path).stat().st_size
-            return bundle_add(source=fileobj, filename=path.name, size_hint=size, actor=actor)
+            return bundle_add(source=fileobj, filename=filename or path.name, size_hint=size, actor=actor)
     finally:
         if expanded is not None:
             expanded.unlink(missing_ok=True)
