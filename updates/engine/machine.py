@@ -274,7 +274,8 @@ class Machine:
     def recover_after_crash(self) -> None:
         """The process running this deployment died; apply the update-module resume rules.
 
-        A planned host reboot continues at the verify state; a stop in Download, Install,
+        A planned host reboot continues at the verify state; a Download whose group streams every
+        artifact from the server runs again (docs/reliability.md); a stop in Download, Install,
         Reboot, VerifyReboot or Commit takes the rollback path; the rollback path and Cleanup
         are continued. A position that keeps dying is given up (`inconsistent`).
         """
