@@ -38,7 +38,9 @@ class FakeMender:
 
     files: dict[str, bytes] = field(default_factory=dict)
     listing: list[dict[str, object]] = field(default_factory=list)
-    drop_after: int | None = None  # first download sends this many bytes, then hangs up
+    drop_after: int | None = None  # a download sends this many bytes, then hangs up
+    drop_on: int = 1  # ... the drop_on-th download from the start (not a Range request)
+    downloads: int = 0  # downloads from the start so far
     fail_503: int = 0  # next N list calls answer 503
     fail_500: int = 0  # next N list calls answer 500
     ranges: list[str] = field(default_factory=list)
@@ -113,7 +115,8 @@ def _handler(state: FakeMender) -> type[BaseHTTPRequestHandler]:
             if start:
                 self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
             self.end_headers()
-            if state.drop_after is not None and not start:
+            state.downloads += 0 if start else 1
+            if state.drop_after is not None and not start and state.downloads >= state.drop_on:
                 self.wfile.write(data[: state.drop_after])
                 state.drop_after = None
                 self.close_connection = True

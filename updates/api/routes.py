@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Annotated, Any, Generic, Literal, TypedDict, TypeVar, cast
 
+from django.core.files.uploadedfile import TemporaryUploadedFile
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja import File, Query, Router, Schema, Status
 from ninja.files import UploadedFile
@@ -105,15 +106,16 @@ def system_refresh(request: HttpRequest) -> Status[dict[str, str]]:
 
 @router.post("/bundles", response={200: BundleOut, 201: BundleOut, 422: BundleOut}, auth=OPERATOR)
 def bundle_upload(request: HttpRequest, file: File[UploadedFile]) -> Status[BundleSummary]:
-    """Multipart field `file`; written to disk in chunks while it arrives, then ingested.
-    201: a new accepted bundle; 200: these bytes are an accepted bundle already, which is the
-    answer (nothing added); 422: rejected, with every reason."""
-    added = bundles.bundle_add_once(
-        source=cast(IO[bytes], file.file),  # the upload handler's temporary file, binary
-        filename=Path(file.name or "upload").name,
-        size_hint=file.size,
-        actor=_principal(request).actor,
-    )
+    """Multipart field `file`; written to disk in chunks while it arrives, then ingested (a delta
+    bundle is rebuilt first: docs/bytes.md). 201: a new accepted bundle; 200: these bytes are an
+    accepted bundle already, which is the answer (nothing added); 422: rejected, with every reason."""
+    name, actor = Path(file.name or "upload").name, _principal(request).actor
+    if isinstance(file, TemporaryUploadedFile):  # always, with our upload handler
+        path = Path(file.temporary_file_path())
+        added = bundles.bundle_add_file_once(path=path, filename=name, actor=actor)
+    else:
+        source = cast(IO[bytes], file.file)  # binary
+        added = bundles.bundle_add_once(source=source, filename=name, size_hint=file.size, actor=actor)
     bundle = added.bundle
     status = 200 if added.existing else 201 if bundle.status == "accepted" else 422
     return Status(status, selectors.bundle_summary(bundle))

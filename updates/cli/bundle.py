@@ -1,4 +1,4 @@
-"""`bundle add|list|show` and `gc`: the artifact store on the command line.
+"""`bundle add|list|show|delta` and `gc`: the artifact store on the command line.
 
 Thin edge: parse, call one service or selector, print. `bundle add` exits 0 when the bundle was
 accepted and 2 when it was rejected (the record and its reasons are kept either way).
@@ -15,6 +15,7 @@ from typing import Any
 
 from updates import selectors
 from updates.actors import actor_of_command_line
+from updates.engine.delta import delta_size, make_delta_bundle
 from updates.engine.errors import ExitCode, OrchestratorError
 from updates.services import bundles, retention
 
@@ -35,6 +36,13 @@ def register(sub: Any) -> None:
     show.add_argument("id", type=int)
     show.add_argument("--json", action="store_true", help=JSON_HELP)
     show.set_defaults(handler=cmd_bundle_show)
+    delta = commands.add_parser(
+        "delta", help="make a bundle whose artifacts are binary deltas against those of an older bundle"
+    )
+    delta.add_argument("old", type=Path, help="the bundle the appliance holds (its artifacts are the bases)")
+    delta.add_argument("new", type=Path, help="the bundle to ship")
+    delta.add_argument("-o", "--output", type=Path, required=True, help="where to write the delta bundle")
+    delta.set_defaults(handler=cmd_bundle_delta)
     gc = sub.add_parser("gc", help="evict unneeded artifacts beyond ArtifactsCache.MaxSizeBytes")
     gc.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     gc.set_defaults(handler=cmd_gc)
@@ -97,6 +105,25 @@ def cmd_bundle_show(args: argparse.Namespace) -> int:
         return ExitCode.INVALID
     report = selectors.bundle_report(bundle)
     print(json.dumps(report, indent=2, default=str)) if args.json else print_bundle(report)
+    return 0
+
+
+def cmd_bundle_delta(args: argparse.Namespace) -> int:
+    for path in (args.old, args.new):
+        if not path.is_file():
+            _err(f"{path}: no such file")
+            return ExitCode.INVALID
+    try:
+        entries = make_delta_bundle(args.old, args.new, args.output)
+    except OrchestratorError as exc:
+        _err(str(exc))
+        return exc.exit_code
+    for e in entries:
+        delta = delta_size(args.output, e)
+        print(
+            f"{e.member}: delta against {e.base_name}, {delta} bytes ({100 * delta / max(e.size, 1):.1f} % of {e.size})"
+        )
+    print(f"wrote {args.output} ({args.output.stat().st_size} bytes, {len(entries)} delta(s))")
     return 0
 
 

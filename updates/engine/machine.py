@@ -23,6 +23,7 @@ from updates.engine.errors import CleanupStarted
 from updates.engine.interface import CallResult, InterfaceError, parse_query_answer
 from updates.engine.planner import Plan, Target
 from updates.engine.sessions import SESSION_LOG
+from updates.engine.streaming import StreamOpener, is_stream_ref, streamed_payloads
 from updates.engine.threads import map_in_context
 from updates.engine.workdir import (
     CurrentFiles,
@@ -205,6 +206,8 @@ class Options:
     # does, so the shutdown lands while the reboot is still marked pending (resume then verifies
     # the reboot instead of treating the kill as a crash in ArtifactVerifyReboot).
     reboot_wait_seconds: float = 600.0
+    # Where artifacts planned as streamed from the artifact server are read at Download.
+    streams: StreamOpener | None = None
 
 
 class StopRun(Exception):
@@ -271,7 +274,8 @@ class Machine:
     def recover_after_crash(self) -> None:
         """The process running this deployment died; apply the update-module resume rules.
 
-        A planned host reboot continues at the verify state; a stop in Download, Install,
+        A planned host reboot continues at the verify state; a Download whose group streams every
+        artifact from the server runs again (docs/reliability.md); a stop in Download, Install,
         Reboot, VerifyReboot or Commit takes the rollback path; the rollback path and Cleanup
         are continued. A position that keeps dying is given up (`inconsistent`).
         """
@@ -285,8 +289,18 @@ class Machine:
             return
         if self.state.host_reboot_pending or self.state.step.startswith("stopped-before-"):
             return
+        if self._streamed_download_interrupted():
+            return  # Download again: nothing was activated, and nothing was stored to resume from
         if self.state.phase in ("install", "commit") and self.state.step in INTERRUPTIBLE_BY_CRASH:
             self._fail(f"interrupted during {self.state.step} (the process stopped unexpectedly)")
+
+    def _streamed_download_interrupted(self) -> bool:
+        """A crash during a Download whose group streams every artifact from the server: the
+        bytes that were streamed are gone, and Download activates nothing, so it runs again."""
+        if self.state.phase != "install" or self.state.step != "Download":
+            return False
+        keys = self.groups[self.state.group] if self.state.group < len(self.groups) else []
+        return bool(keys) and all(is_stream_ref(self.targets[k].artifact_path) for k in keys)
 
     def request_rollback(self, reason: str) -> None:
         """Operator's `rollback`: too late once cleanup started (the update is then final)."""
@@ -359,8 +373,22 @@ class Machine:
         if isinstance(unpacked, _Failed) or isinstance(sizes, _Failed):
             return progress.error
         state = "DownloadWithFileSizes" if sizes == "Yes" else "Download"
-        with _payloads(target, unpacked == "Yes", self.options.keys) as payloads:
-            error = self._run_download(key, state, payloads, with_sizes=sizes == "Yes")
+        if is_stream_ref(target.artifact_path):
+            assert target.artifact_path is not None and target.artifact is not None
+            streamed = streamed_payloads(
+                self.options.streams,
+                target.artifact_path,
+                target.artifact,
+                unpacked=unpacked == "Yes",
+                keys=self.options.keys,
+            )
+            try:
+                error = self._run_download(key, state, streamed, with_sizes=sizes == "Yes")
+            finally:
+                streamed.close()  # the connection (and a cache fill) end with the call
+        else:
+            with _payloads(target, unpacked == "Yes", self.options.keys) as payloads:
+                error = self._run_download(key, state, payloads, with_sizes=sizes == "Yes")
         if error is None:
             progress.downloaded = True
         return error

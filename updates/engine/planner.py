@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol, TypedDict
 
-from updates.engine.artifact import ArtifactError, ArtifactInfo, PublicKey, read_artifact
+from updates.engine.artifact import ArtifactError, ArtifactInfo, PublicKey
 from updates.engine.errors import InvalidInput, UnavailableError
 from updates.engine.manifest import Component, DesiredState, TypeTarget
 from updates.engine.provides import device_type_ok, is_installed, unmet_depends
+from updates.engine.streaming import planned_size, read_planned
 
 
 class SelectionError(InvalidInput):
@@ -157,7 +158,7 @@ def _target_from_json(c: TargetJson, *, keys: Sequence[PublicKey]) -> Target:
         current=c["provides"],
         action=c["action"],
         artifact_path=path,
-        artifact=read_artifact(path, keys=keys) if path and c["action"] == "install" else None,
+        artifact=read_planned(path, keys=keys) if path and c["action"] == "install" else None,
     )
 
 
@@ -243,7 +244,7 @@ class _Chooser:
             if isinstance(info, str):
                 self.problems.append(f"{item.key}: {info}")
             else:
-                candidates.append(Candidate(label=path.name, info=info, size=path.stat().st_size, path=path))
+                candidates.append(Candidate(label=path.name, info=info, size=planned_size(path), path=path))
         choice = choose_artifact(item, candidates)
         if choice.candidate is None:
             self.problems.extend(choice.problems)
@@ -272,7 +273,7 @@ class _Chooser:
         # update before the first component is touched, not in the middle of group 20.
         if path not in self.cache:
             try:
-                self.cache[path] = read_artifact(path, keys=self.keys)
+                self.cache[path] = read_planned(path, keys=self.keys)
             except ArtifactError as exc:
                 self.cache[path] = f"{path}: {exc}"
         return self.cache[path]

@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from updates.engine.artifact import ArtifactInfo, Limits, PublicKey
+from updates.engine.artifact import ArtifactInfo, ArtifactReader, Limits, PublicKey
 from updates.engine.bundle import CHUNK, store_artifact
 from updates.engine.errors import UnavailableError
 from updates.engine.store import ArtifactStore, StoredObject
+from updates.engine.streaming import Recording, StreamRef
 from updates.engine.transfer import transfer_report
 
 LIST_PATH = "/api/devices/v1/deployments/artifacts"
@@ -109,6 +110,29 @@ class ArtifactServer:
             accept=lambda info: _check_listing(artifact, info, label),
         )
 
+    def read_head(
+        self, artifact: RemoteArtifact, *, keys: Sequence[PublicKey]
+    ) -> tuple[StreamRef, ArtifactInfo]:
+        """The artifact's header, verified, and its first bytes for the plan; the rest is not
+        downloaded (it streams at Download: `stream`)."""
+        body = _ResumingBody(self, self.download_uri(artifact.id), artifact.size)
+        recording = Recording(body)  # type: ignore[arg-type]  # a readable byte stream
+        label = f"artifact {artifact.name!r} (server id {artifact.id})"
+        try:
+            info = ArtifactReader(recording, keys=keys).read_header()  # type: ignore[arg-type]
+        finally:
+            body.close()
+        _check_listing(artifact, info, label)
+        ref = StreamRef(self.base, artifact.id, artifact.name, body.size, bytes(recording.seen))
+        return ref, info
+
+    def stream(self, artifact_id: str, size: int | None) -> _ResumingBody:
+        """The artifact's bytes from the start, over a fresh download link; connected already,
+        so `size` is known from the answer when the listing did not give it."""
+        body = _ResumingBody(self, self.download_uri(artifact_id), size)
+        body.connect()
+        return body
+
     # -- HTTP ------------------------------------------------------------------------------------
 
     def _json(self, url: str) -> Any:
@@ -169,6 +193,18 @@ class _ResumingBody:
 
     def readable(self) -> bool:
         return True
+
+    def connect(self) -> None:
+        if self.response is None:
+            self.response = self._reopen()
+
+    def verified(self) -> None:
+        """Nothing to keep: a streamed download leaves no copy."""
+
+    def close(self) -> None:
+        if self.response is not None:
+            self.response.close()
+            self.response = None
 
     def read(self, n: int = -1) -> bytes:
         while True:

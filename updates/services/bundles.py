@@ -37,6 +37,7 @@ from updates.engine.text import safe_json, safe_text
 from updates.engine.transfer import CountingReader
 from updates.liveness import owner_beats, owner_token
 from updates.models import Bundle, BundleArtifact, StoredArtifact
+from updates.services.deltas import delta_bundle_expand
 from updates.services.environment import Environment, desired_state_load, environment_load, live_inspector
 from updates.services.retention import (
     bundle_outcome_journal,
@@ -341,8 +342,22 @@ def bundle_delete(*, bundle_id: int, actor: Actor) -> Bundle:
     return bundle
 
 
-def bundle_add_file(*, path: Path, actor: Actor) -> Bundle:
-    size = path.stat().st_size
-    with open(path, "rb") as fileobj:
-        source = cast(IO[bytes], CountingReader(fileobj, f"reading {path.name}", size))  # a terminal shows it
-        return bundle_add_once(source=source, filename=path.name, size_hint=size, actor=actor).bundle
+def bundle_add_file(*, path: Path, actor: Actor, filename: str = "") -> Bundle:
+    """`bundle_add_file_once`'s bundle: the new one, or the accepted one with the same bytes."""
+    return bundle_add_file_once(path=path, actor=actor, filename=filename).bundle
+
+
+def bundle_add_file_once(*, path: Path, actor: Actor, filename: str = "") -> BundleAdded:
+    """A bundle file (named `filename`, else its own name), as `bundle_add_once`; a delta bundle
+    (docs/bytes.md) is rebuilt from the bases the store holds first (DeltaError naming the
+    missing bases, or a delta that rebuilds to other bytes). A terminal shows the reading."""
+    expanded = delta_bundle_expand(path)
+    full = expanded or path
+    try:
+        size = full.stat().st_size
+        with open(full, "rb") as fileobj:
+            source = cast(IO[bytes], CountingReader(fileobj, f"reading {path.name}", size))
+            return bundle_add_once(source=source, filename=filename or path.name, size_hint=size, actor=actor)
+    finally:
+        if expanded is not None:
+            expanded.unlink(missing_ok=True)

@@ -54,6 +54,7 @@ from updates.services.environment import (
 from updates.services.retention import store_retention_after_deployment
 from updates.services.runlog import deployment_logged
 from updates.services.sources import artifact_sources
+from updates.services.streams import cache_clean_after_deployment, stream_opener
 from updates.step_journal import DbJournal, step_journal_row
 
 P = ParamSpec("P")
@@ -348,7 +349,7 @@ def _plan(env: Environment, deployment: Deployment, desired: DesiredState, journ
             env, journal=journal, workdir=Path(deployment.work_dir) / "_inspect"
         ) as inspector:
             inspected = inspector.inspect(desired.topology.components)
-        plan = select(desired, inspected, keys=env.keys(), sources=artifact_sources(env))
+        plan = select(desired, inspected, keys=env.keys(), sources=artifact_sources(env, streamed=True))
     except SelectionError as exc:
         deployment_close(deployment, status=Deployment.Status.REJECTED, reason=str(exc), actor=deployment.who)
         raise
@@ -477,6 +478,7 @@ def _machine_options(
         exit_on_reboot=exit_on_reboot,
         reboot_command=env.reboot_command,
         reboot_wait_seconds=env.reboot_wait_seconds,
+        streams=stream_opener(env, since=deployment.started_at),
     )
 
 
@@ -508,6 +510,7 @@ def _deployment_finish(
         shutil.rmtree(deployment.work_dir, ignore_errors=True)
         # docs/protocol.md §5.2: trim the artifact store after each deployment, as `gc` does (keeps
         # what the active, previous and in-progress manifests need). Logs, never raises.
+        cache_clean_after_deployment(env, since=deployment.started_at)  # docs/bytes.md
         store_retention_after_deployment(env)
         audit_prune_by_policy(actor=SYSTEM)
     return deployment

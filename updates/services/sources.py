@@ -1,13 +1,16 @@
 """Where `artifact_name` is resolved when a manifest's `artifact_path` does not exist.
 
 The planner asks these in order (docs/protocol.md §3.1): the artifact store first, then the configured
-artifact server, whose downloads land in the store. Both hand out store paths, i.e. complete,
-verified, read-only files that cannot change under a running deployment.
+artifact server. The store hands out store paths, i.e. complete, verified, read-only files that
+cannot change under a running deployment. The server's artifacts are, for a deployment, stream
+references (docs/bytes.md): only their verified header is read at planning, the bytes stream into
+Download; for a bundle they are downloaded into the store.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from django.utils import timezone
@@ -16,6 +19,7 @@ from updates.engine.artifact import ArtifactError, ArtifactInfo, Limits, PublicK
 from updates.engine.planner import ArtifactSource, SourceError
 from updates.engine.server import ArtifactServer, RemoteArtifact, ServerError, ServerSettings
 from updates.engine.store import ArtifactStore, StoreError
+from updates.engine.streaming import ref_path, write_ref
 from updates.models import StoredArtifact
 from updates.services.environment import Environment
 
@@ -26,12 +30,23 @@ def artifact_store(env: Environment) -> ArtifactStore:
     return ArtifactStore(env.config.artifacts_cache_path or env.datastore / "artifacts")
 
 
-def artifact_sources(env: Environment) -> list[ArtifactSource]:
+def artifact_sources(env: Environment, *, streamed: bool = False) -> list[ArtifactSource]:
+    """`streamed`: for a deployment (or its preview), server artifacts are planned as streams
+    (docs/bytes.md) instead of downloaded into the store first."""
     store = artifact_store(env)
     sources: list[ArtifactSource] = [StoreSource(store)]
     server = artifact_server(env)
     if server is not None:
-        sources.append(ServerSource(server, store, keys=env.keys()))
+        streams = (
+            StreamPlanning(
+                env.datastore / "streams",
+                env.config.artifacts_cache_max_size_bytes,
+                env.config.artifacts_cache_enabled,
+            )
+            if streamed
+            else None
+        )
+        sources.append(ServerSource(server, store, keys=env.keys(), streams=streams))
     return sources
 
 
@@ -87,17 +102,36 @@ class StoreSource:
         return [self.store.path(r.sha256) for r in found]
 
 
+@dataclass(frozen=True)
+class StreamPlanning:
+    """Where stream references go, and the cache budget a streamed artifact must fit."""
+
+    directory: Path
+    cache_max_bytes: int
+    cache_enabled: bool
+
+
 class ServerSource:
-    """The release's artifacts on the artifact server, downloaded (verified) into the store.
+    """The release's artifacts on the artifact server: downloaded (verified) into the store, or,
+    with `streams`, planned as streams (their header read and verified, the rest left there).
 
     Raises SourceError when it has no candidate because the server failed (or does not list
     the release), so the planner and bundle checks name that cause rather than "not found".
     """
 
-    def __init__(self, server: ArtifactServer, store: ArtifactStore, *, keys: list[PublicKey]) -> None:
+    def __init__(
+        self,
+        server: ArtifactServer,
+        store: ArtifactStore,
+        *,
+        keys: list[PublicKey],
+        streams: StreamPlanning | None = None,
+    ) -> None:
         self.server = server
         self.store = store
         self.keys = keys
+        self.streams = streams
+        self.refs: dict[str, Path] = {}  # server id -> stream reference, read once per plan
 
     def candidates(self, *, artifact_name: str, component_type: str) -> list[Path]:
         try:
@@ -133,9 +167,27 @@ class ServerSource:
         # Downloaded before (same server id, still stored): no second download.
         row = StoredArtifact.objects.filter(server_id=artifact.id, name=artifact.name).first()
         if row is not None and self.store.has(row.sha256):
+            if self.streams is not None:
+                row.last_used_at = timezone.now()  # a cache hit: used by this deployment
+                row.save(update_fields=["last_used_at"])
             return self.store.path(row.sha256)
+        if self.streams is not None:
+            return self._stream_ref(artifact, self.streams)
         stored, info = self.server.fetch(artifact, self.store, keys=self.keys, limits=Limits())
         stored_artifact_record(
             info, sha256=stored.sha256, size=stored.size, origin="server", server_id=artifact.id
         )
         return stored.path
+
+    def _stream_ref(self, artifact: RemoteArtifact, streams: StreamPlanning) -> Path:
+        budget = streams.cache_max_bytes
+        if streams.cache_enabled and budget and (artifact.size or 0) > budget:
+            raise StoreError(
+                f"{artifact.size} bytes do not fit ArtifactsCache.MaxSizeBytes ({budget})",
+                f"artifact {artifact.name!r} (server id {artifact.id})",
+            )
+        if artifact.id not in self.refs:
+            ref, _ = self.server.read_head(artifact, keys=self.keys)
+            self.refs[artifact.id] = path = ref_path(streams.directory, self.server.base, artifact.id)
+            write_ref(path, ref)
+        return self.refs[artifact.id]

@@ -131,7 +131,7 @@ def _live_plan(env: Environment, desired: DesiredState) -> Iterator[tuple[Plan, 
     with live_inspector(env) as inspector:
         inspected = inspector.inspect(desired.topology.components)
         yield (
-            select(desired, inspected, keys=env.keys(), sources=artifact_sources(env)),
+            select(desired, inspected, keys=env.keys(), sources=artifact_sources(env, streamed=True)),
             inspector.workdir.parent,
         )
 

@@ -1,0 +1,77 @@
+"""Delta bundles (docs/bytes.md) through the real command line on the demo system: made from the
+demo's v1 -> v2 bundles and installed; a missing base refused at upload by name; a delta that
+rebuilds to other bytes refused before any interface runs."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import DemoSystem
+
+
+def _bundle(demo: DemoSystem, version: int) -> Path:
+    out = demo.root / f"v{version}.tar"
+    with tarfile.open(out, "w") as tar:
+        tar.add(demo.system / f"manifest-v{version}.yaml", f"manifest-v{version}.yaml")
+        for ctype in ("gateway", "rtos"):
+            name = f"{ctype}-v{version}.mender"
+            tar.add(demo.system / "artifacts" / name, f"artifacts/{name}")
+    return out
+
+
+@pytest.fixture
+def delta(demo: DemoSystem) -> Path:
+    out = demo.root / "v1-to-v2.tar"
+    made = demo.run("bundle", "delta", str(_bundle(demo, 1)), str(_bundle(demo, 2)), "-o", str(out))
+    assert made.returncode == 0, made.stdout + made.stderr
+    assert "artifacts/rtos-v2.mender: delta against rtos-v1" in made.stdout
+    return out
+
+
+def test_a_delta_bundle_from_v1_to_v2_installs(demo: DemoSystem, delta: Path) -> None:
+    assert demo.run("install", str(_bundle(demo, 1))).returncode == 0  # the bases, in the store
+    with tarfile.open(delta) as tar:
+        names = tar.getnames()
+    assert names[0] == "deltas.json" and not any(n.endswith(".mender") for n in names)
+    done = demo.run("install", str(delta))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert demo.versions() == {"G13": "gateway-v2", "R456": "rtos-v2", "R998": "rtos-v2"}
+    payload = (demo.device("R456") / "payload").iterdir()
+    assert [p.read_text() for p in payload] == ["demo firmware rtos-v2\n"]
+
+
+def test_a_missing_base_is_refused_at_upload_by_name(demo: DemoSystem, delta: Path) -> None:
+    added = demo.run("bundle", "add", str(delta))
+    assert added.returncode == 2
+    assert "missing base artifact(s): gateway-v1 (sha256 " in added.stderr
+    assert "rtos-v1 (sha256 " in added.stderr and "the base of artifacts/rtos-v2.mender" in added.stderr
+    assert "no bundles yet" in demo.run("bundle", "list").stdout
+
+
+def test_a_delta_that_rebuilds_to_other_bytes_is_refused_before_any_interface_runs(
+    demo: DemoSystem, delta: Path
+) -> None:
+    assert demo.run("install", str(_bundle(demo, 1))).returncode == 0
+    calls = len(demo.calls())
+    forged = demo.root / "forged.tar"
+    with tarfile.open(delta) as source, tarfile.open(forged, "w") as sink:
+        for info in source:
+            data = source.extractfile(info)
+            assert data is not None
+            raw = data.read()
+            if info.name == "deltas.json":
+                index = json.loads(raw)
+                index["artifacts"][0]["sha256"] = "0" * 64
+                raw = json.dumps(index).encode()
+                info.size = len(raw)
+            sink.addfile(info, io.BytesIO(raw))
+    done = demo.run("install", str(forged))
+    assert done.returncode == 2
+    assert f"not the listed {'0' * 64}" in done.stderr
+    assert len(demo.calls()) == calls  # no interface was asked anything
+    assert demo.versions() == {"G13": "gateway-v1", "R456": "rtos-v1", "R998": "rtos-v1"}
