@@ -114,7 +114,7 @@ def bundle_upload(request: HttpRequest) -> HttpResponse:
     return redirect("bundle", bundle_id=added.bundle.pk)
 
 
-def _add_upload(upload: UploadedFile, who: Actor) -> BundleAdded:
+def _add_upload(upload: UploadedFile[bytes], who: Actor) -> BundleAdded:
     """As the API's `POST /bundles`: by path when the handler spooled it (always, with ours), so
     a delta bundle is rebuilt first (docs/bytes.md)."""
     if isinstance(upload, TemporaryUploadedFile):
