@@ -26,6 +26,11 @@ REQUEST_KINDS = (
     "deployment.rollback_requested",
     "deployment.resumed",
     "deployment.rollback",
+    # docs/policy.md: a wait at an approval gate, a person's decision, the run going on.
+    "deployment.waiting",
+    "gate.approved",
+    "gate.rejected",
+    "deployment.continued",
 )
 
 

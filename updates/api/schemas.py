@@ -32,6 +32,12 @@ class ManifestRefOut(Out):
     created_at: datetime
 
 
+class GateOut(Out):
+    before: str
+    expires_at: datetime | None
+    decision: str
+
+
 class DeploymentSummaryOut(Out):
     id: int
     kind: str
@@ -42,6 +48,7 @@ class DeploymentSummaryOut(Out):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    gate: GateOut | None = None
 
 
 class ComponentOut(Out):

@@ -423,6 +423,12 @@ def _in_progress_line(running: Mapping[str, Any] | None) -> str:
         return f"{what} stopped before {state}: `resume` to continue, `rollback` to go back"
     if running["status"] == Deployment.Status.REBOOT_REQUIRED:
         return f"{what} waits for the host reboot: `resume` after it"
+    if running["status"] == Deployment.Status.WAITING_APPROVAL:
+        gate = running.get("gate") or {}
+        return (
+            f"{what} waits for approval before {gate.get('before', '?')} until {_when(gate.get('expires_at'))}: "
+            f"`approve {running['id']}` or `reject {running['id']} --reason TEXT`"
+        )
     if running["status"] == Deployment.Status.RUNNING:
         where = running["position"].get("phase", "")
         if running["owner_alive"]:

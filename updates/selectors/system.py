@@ -20,12 +20,14 @@ from updates.models import ActiveManifests, Deployment, Manifest
 from updates.selectors.deployments import (
     DeploymentRecord,
     DeploymentSummary,
+    GateWait,
     deployment_components,
     deployment_in_progress,
     deployment_last_finished,
     deployment_progress,
     deployment_record,
     deployment_summary,
+    gate_wait,
 )
 from updates.services.environment import environment_load
 
@@ -91,6 +93,7 @@ class StatusInProgress(TypedDict):
     manifest: str
     owner_alive: bool
     started_at: datetime | None
+    gate: GateWait | None
 
 
 class ManifestNames(TypedDict):
@@ -234,6 +237,7 @@ def _in_flight(running: Deployment) -> StatusInProgress:
         "manifest": running.manifest.name,
         "owner_alive": owner_alive(running.owner),
         "started_at": running.started_at,
+        "gate": gate_wait(running),
     }
 
 

@@ -44,6 +44,7 @@ from updates.services.environment import (
     environment_load,
     live_inspector,
 )
+from updates.services.gates import DbWatch, deployment_policy, policy_snapshot
 from updates.services.retention import store_retention_after_deployment
 from updates.services.runlog import deployment_logged
 from updates.services.sources import artifact_sources
@@ -142,7 +143,7 @@ def _released_on_crash(fn: Callable[P, R]) -> Callable[P, R]:
             raise  # expected refusals: the row already says what happened
         except BaseException:
             with contextlib.suppress(Exception):
-                Deployment.objects.filter(owner=owner_token(), status=Deployment.Status.RUNNING).update(
+                Deployment.objects.filter(owner=owner_token(), status__in=Deployment.RUNNABLE).update(
                     owner=""
                 )
             raise
@@ -184,7 +185,13 @@ def _execute_claimed(deployment: Deployment, *, echo: Echo | None) -> Deployment
     try:
         plan = _plan(env, deployment, desired, journal)
         options = _machine_options(env, deployment, deployment.stop_before, deployment.exit_on_reboot)
-        machine = Machine(plan=plan, runner=env.runner(), journal=journal, options=options)
+        machine = Machine(
+            plan=plan,
+            runner=env.runner(),
+            journal=journal,
+            options=options,
+            watch=_watch(env, deployment, journal, echo),
+        )
         result = machine.run()
     finally:
         journal.close()
@@ -208,6 +215,7 @@ def _deployment_queue(
 ) -> Deployment:
     # The constraints file is validated (InputError) and kept with the run before anything is recorded.
     constraints_file = constraints_snapshot(env, desired)
+    policy = policy_snapshot(env)  # docs/policy.md: validated now, kept for the whole run
     try:
         with transaction.atomic():
             manifest = _manifest_snapshot(desired)
@@ -220,6 +228,7 @@ def _deployment_queue(
                 actor=actor.as_json(),  # the same actor on the row and in the journal
                 forced_reason=forced.reason if forced else "",
                 constraints_file=constraints_file,
+                policy=policy,
                 bundle=bundle,
             )
             deployment.work_dir = str(env.work_root / str(deployment.pk))
@@ -295,11 +304,13 @@ def _busy() -> BusyError:
 def _busy_message(running: Deployment) -> str:
     since = timezone.localtime(running.started_at or running.created_at).strftime("%Y-%m-%d %H:%M:%S")
     what = f"deployment {running.pk} ({running.manifest.name})"
+    if running.status == Deployment.Status.WAITING_APPROVAL and owner_alive(running.owner):
+        return f"{what} waits for approval at the gate before {running.gate}: `approve` or `reject` it"
     if running.status == Deployment.Status.RUNNING and owner_alive(running.owner):
         return f"{what} is running (pid {owner_pid(running.owner)}, since {since}): wait for it to end"
     if running.status == Deployment.Status.QUEUED:
         return f"{what} is queued since {since}: wait for it to start (if nothing runs it, `resume` does)"
-    if running.status == Deployment.Status.RUNNING:
+    if running.status in Deployment.RUNNABLE:
         return f"{what} was left running by a process that is gone: run `resume` or `rollback` first"
     return f"{what} is {running.status} since {since}: run `resume` or `rollback` first"
 
@@ -419,10 +430,20 @@ def _journal_outcome(deployment: Deployment, actor: Actor) -> None:
     Deployment.objects.filter(pk=deployment.pk).update(seal=entry.hash)
 
 
+def _watch(env: Environment, deployment: Deployment, journal: DbJournal, echo: Echo | None) -> DbWatch | None:
+    policy = deployment_policy(deployment)
+    if policy is None:
+        return None
+    return DbWatch(deployment, policy, env=env, journal=journal, echo=echo or journal.echo)
+
+
 def _machine_options(
     env: Environment, deployment: Deployment, stop_before: Sequence[str], exit_on_reboot: bool
 ) -> Options:
+    policy = deployment_policy(deployment)
     return Options(
+        gates=frozenset(g.before for g in policy.gates) if policy else frozenset(),
+        health_window=bool(policy and policy.health and policy.health.checks),
         work_root=Path(deployment.work_dir),
         keys=env.keys(),
         stop_before=frozenset(stop_before),
@@ -599,7 +620,14 @@ def _continue_claimed(
     journal = DbJournal(deployment, echo=echo)
     try:
         options = _machine_options(env, deployment, stop_before, exit_on_reboot)
-        machine = Machine(plan=plan, runner=env.runner(), journal=journal, options=options, state=state)
+        machine = Machine(
+            plan=plan,
+            runner=env.runner(),
+            journal=journal,
+            options=options,
+            state=state,
+            watch=_watch(env, deployment, journal, echo),
+        )
         if crashed:
             _close_interrupted_steps(deployment)
             machine.recover_after_crash()
@@ -621,9 +649,10 @@ def _deployment_takeover(
     dead stays dead (its pid and start time never come back), so `dead_owner` is believed.
     """
     known_dead = bool(dead_owner) and deployment.owner == dead_owner
-    if deployment.status == Deployment.Status.RUNNING and not known_dead and owner_alive(deployment.owner):
+    if deployment.status in Deployment.RUNNABLE and not known_dead and owner_alive(deployment.owner):
         raise BusyError(_busy_message(deployment))
-    crashed = deployment.status == Deployment.Status.RUNNING
+    # A process that died waiting at a gate left no call running; resume waits there again.
+    crashed = deployment.status in Deployment.RUNNABLE
     kind, actor, request = journal
     with transaction.atomic():
         claimed = Deployment.objects.filter(

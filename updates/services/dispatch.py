@@ -223,7 +223,7 @@ def deployment_run(*, deployment_id: int) -> str:
         deployment = deployment_execute(deployment_id=deployment_id, actor=_asked_by(deployment_id))
     except (InputError, SelectionError) as exc:
         return f"deployment {deployment_id} rejected: {exc}"
-    if deployment.status == Deployment.Status.RUNNING and not owner_alive(deployment.owner):
+    if deployment.status in Deployment.RUNNABLE and not owner_alive(deployment.owner):
         return _resume_crashed(deployment)
     return f"deployment {deployment_id}: {deployment.status}"
 
