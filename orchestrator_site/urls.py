@@ -19,6 +19,7 @@ urlpatterns = [
     path("deployments/<int:deployment_id>/steps/<int:step_id>/", views.step_detail, name="step"),
     path("deployments/<int:deployment_id>/resume", views.deployment_resume, name="deployment-resume"),
     path("deployments/<int:deployment_id>/rollback", views.deployment_rollback, name="deployment-rollback"),
+    path("deployments/<int:deployment_id>/approve", views.deployment_decide, name="deployment-approve"),
     path("history/", views.history, name="history"),
     path("audit/", views.audit, name="audit"),
     path("account/tokens/", views.token_list, name="tokens"),

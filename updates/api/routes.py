@@ -26,6 +26,7 @@ from updates.api.schemas import (
     AuditDeploymentOut,
     BundleOut,
     BundlePageOut,
+    DecisionIn,
     DeploymentIn,
     DeploymentOut,
     DeploymentPageOut,
@@ -39,6 +40,7 @@ from updates.api.schemas import (
 from updates.models import Step
 from updates.selectors import BundleSummary, DeploymentDetail, DeploymentSummary, SystemReport
 from updates.services import bundles, dispatch, plan_preview
+from updates.services.gates import deployment_gate_decide
 
 router = Router(tags=["updates"], auth=VIEWER)
 PLAN_TEXT_PATH = Path("/request/manifest.yaml")  # names the YAML text of POST /plan in its errors
@@ -205,6 +207,24 @@ def deployment_rollback(request: HttpRequest, deployment_id: Id) -> Status[Deplo
         deployment_id=deployment_id, actor=_principal(request).actor
     )
     return Status(202, selectors.deployment_detail(deployment))
+
+
+@router.post("/deployments/{deployment_id}/approve", response=DeploymentOut, auth=OPERATOR)
+def deployment_approve(request: HttpRequest, deployment_id: Id, body: DecisionIn) -> DeploymentDetail:
+    """Approve the gate it waits at (docs/policy.md): the run goes on."""
+    deployment = deployment_gate_decide(
+        deployment_id=deployment_id, approve=True, actor=_principal(request).actor, reason=body.reason
+    )
+    return selectors.deployment_detail(deployment)
+
+
+@router.post("/deployments/{deployment_id}/reject", response=DeploymentOut, auth=OPERATOR)
+def deployment_reject(request: HttpRequest, deployment_id: Id, body: DecisionIn) -> DeploymentDetail:
+    """Reject the gate it waits at (docs/policy.md): the system is rolled back."""
+    deployment = deployment_gate_decide(
+        deployment_id=deployment_id, approve=False, actor=_principal(request).actor, reason=body.reason
+    )
+    return selectors.deployment_detail(deployment)
 
 
 @router.get(

@@ -194,6 +194,12 @@ class ResumeIn(Schema):
     stop_before: list[Literal["ArtifactCommit", "ArtifactRollback", "Cleanup"]] = []
 
 
+class DecisionIn(Schema):
+    """`approve` / `reject` at an approval gate (docs/policy.md): why, recorded in the journal."""
+
+    reason: str = Field(default="", max_length=2000)
+
+
 class DeploymentPageOut(Page):
     items: list[DeploymentSummaryOut]
 

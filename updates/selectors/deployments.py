@@ -31,6 +31,8 @@ from updates.selectors.steps import (
     step_status,
 )
 
+SYSTEM_STEPS = "system"  # the component name of the steps of the whole system: gates, health checks
+
 
 class GateWait(TypedDict):
     """The approval gate a deployment waits at (docs/policy.md), and a decision not yet acted on."""
@@ -248,8 +250,11 @@ def deployment_detail(d: Deployment) -> DeploymentDetail:
         {"order": order, "components": [_planned(planned[k], steps.pop(k, [])) for k in keys if k in planned]}
         for order, keys in (plan["groups"] if plan else [])
     ]
+    system = steps.pop(SYSTEM_STEPS, None)
     if steps:  # Identity queries come first, naming a component by its interface args
         groups.insert(0, {"order": None, "components": [_unplanned(k, v) for k, v in steps.items()]})
+    if system:  # the policy's approval gates and health checks (docs/policy.md) come last
+        groups.append({"order": None, "components": [_unplanned(SYSTEM_STEPS, system)]})
     return {
         **deployment_summary(d),
         "components_concerned": d.components,

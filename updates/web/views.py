@@ -26,6 +26,7 @@ from audit.reports import audit_report, audit_verify, report_csv
 from updates import selectors
 from updates.api.uploads import UploadIncomplete, UploadTooLarge
 from updates.engine.errors import OrchestratorError
+from updates.models import Deployment
 from updates.services import plan_preview
 from updates.services.bundles import bundle_add, bundle_manifest_path
 from updates.services.dispatch import (
@@ -34,6 +35,7 @@ from updates.services.dispatch import (
     deployment_rollback_start,
     deployment_start_bundle,
 )
+from updates.services.gates import deployment_gate_decide, deployment_policy
 from updates.services.hook_secret import hook_secret_is_set, hook_secret_rotate
 from updates.web.access import actor, role_required
 from updates.web.forms import (
@@ -151,6 +153,7 @@ def deployment_detail(request: HttpRequest, deployment_id: int) -> HttpResponse:
         "in_progress": in_progress,
         "live": in_progress or detail["running"],
         "can_continue": selectors.deployment_waits(deployment),
+        "gate_on_timeout": _on_timeout(deployment),
     }
     fragment = request.headers.get("HX-Request") == "true"
     return render(request, "updates/_timeline.html" if fragment else "updates/deployment.html", context)
@@ -166,6 +169,30 @@ def step_detail(request: HttpRequest, deployment_id: int, step_id: int) -> HttpR
     context = {"step": report | {"status": selectors.step_status(report)}, "deployment_id": deployment_id}
     fragment = request.headers.get("HX-Request") == "true"
     return render(request, "updates/_step.html" if fragment else "updates/step.html", context)
+
+
+def _on_timeout(deployment: Deployment) -> str:
+    policy = deployment_policy(deployment)
+    gate = policy.gate(deployment.gate) if policy and deployment.gate else None
+    return gate.on_timeout if gate else ""
+
+
+@require_POST
+@role_required(Role.OPERATOR)
+def deployment_decide(request: HttpRequest, deployment_id: int) -> HttpResponse:
+    """Approve or reject the gate it waits at (docs/policy.md), with the form's reason."""
+    approve = request.POST.get("decision") == "approve"
+    reason = request.POST.get("reason", "")[:2000]
+    try:
+        deployment_gate_decide(
+            deployment_id=deployment_id, approve=approve, actor=actor(request), reason=reason
+        )
+    except OrchestratorError as exc:
+        messages.error(request, f"Cannot {'approve' if approve else 'reject'}: {exc}")
+    else:
+        then = "it goes on" if approve else "the system is rolled back"
+        messages.info(request, f"Deployment {deployment_id} {'approved' if approve else 'rejected'}: {then}.")
+    return redirect("deployment", deployment_id=deployment_id)
 
 
 @require_POST
