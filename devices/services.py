@@ -8,7 +8,9 @@ from datetime import datetime
 from django.db import transaction
 from django.utils import timezone
 
+from audit.services import journal_append
 from devices.models import Component, System
+from updates.actors import SYSTEM, Actor
 from updates.engine.manifest import Topology
 from updates.engine.planner import Inspected, describe_version
 
@@ -20,20 +22,32 @@ def components_record(
     topology: Topology,
     inventories: Mapping[str, Mapping[str, list[str]]] | None = None,
     deployed: bool = False,
+    actor: Actor = SYSTEM,
 ) -> None:
     """Store what every component reported; the newest answer replaces the old one.
 
-    `deployed`: the answers were taken as a deployment ended, the reference for drift."""
-    System.objects.update_or_create(
-        pk=1, defaults={"system_type": topology.system_type or "", "topology": topology.to_json()}
-    )
+    `deployed`: the answers were taken as a deployment ended, the reference for drift. A
+    component whose answer starts or stops differing from that reference is journaled
+    (`component.drifted`, `component.drift_ended`) for `actor`, who asked (docs/policy.md)."""
     now = timezone.now()
-    rows = [_row(item, now, inventories, deployed=deployed) for item in inspected]
+    System.objects.update_or_create(
+        pk=1,
+        defaults={
+            "system_type": topology.system_type or "",
+            "topology": topology.to_json(),
+            "refreshed_at": now,
+        },
+    )
+    known = {c.key: c for c in Component.objects.filter(key__in=[i.key for i in inspected])}
+    rows = [_row(item, now, inventories, deployed=deployed, known=known.get(item.key)) for item in inspected]
+    for row in rows:
+        _journal_drift(known.get(row.key), row, actor)
     # One upsert for all: a row at a time was most of the time between a 1 000-component
     # system's inspection and its first Download (bench/orchestration_overhead.py, figure 3).
     updated = ["component_type", "component_id", "interface", "interface_args", "provides", "version"]
     updated += ["refreshed_at"] + (["inventory"] if inventories is not None else [])
     updated += ["deployed_version", "deployed_at"] if deployed else []
+    updated += ["drifted_since"]
     Component.objects.bulk_create(rows, update_conflicts=True, unique_fields=["key"], update_fields=updated)
 
 
@@ -43,9 +57,13 @@ def _row(
     inventories: Mapping[str, Mapping[str, list[str]]] | None,
     *,
     deployed: bool,
+    known: Component | None,
 ) -> Component:
     component = item.component
     version = describe_version(item.provides, component.interface)
+    reference = version if deployed else (known.deployed_version if known else "")
+    drifted = bool(reference) and version != reference
+    since = (known.drifted_since if known and known.drifted_since else now) if drifted else None
     return Component(
         key=item.key,
         component_type=component.component_type,
@@ -58,4 +76,19 @@ def _row(
         refreshed_at=now,
         deployed_version=version if deployed else "",
         deployed_at=now if deployed else None,
+        drifted_since=since,
     )
+
+
+def _journal_drift(before: Component | None, after: Component, actor: Actor) -> None:
+    """A drift's start and end, each once: the journal says when and what differed."""
+    was = before is not None and before.drifted_since is not None
+    now_drifted = after.drifted_since is not None
+    if was == now_drifted:
+        return
+    expected = after.deployed_version or (before.deployed_version if before else "")
+    data: dict[str, object] = {"component": after.key, "expected": expected, "actual": after.version}
+    if was and before is not None and before.drifted_since is not None:
+        data["since"] = before.drifted_since.isoformat()
+    kind = "component.drifted" if now_drifted else "component.drift_ended"
+    journal_append(kind=kind, actor=actor, subject=f"component:{after.key}", data=data)

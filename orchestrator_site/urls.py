@@ -11,6 +11,7 @@ urlpatterns = [
     # The web UI (templates/): pages call the same services and selectors as the API.
     path("", views.system, name="system"),
     path("system/refresh", views.system_refresh, name="system-refresh"),
+    path("system/reconcile", views.system_reconcile, name="system-reconcile"),
     path("bundles/", views.bundle_list, name="bundles"),
     path("bundles/upload", views.bundle_upload, name="bundle-upload"),
     path("bundles/<int:bundle_id>/", views.bundle_detail, name="bundle"),

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import tarfile
 import time
 from pathlib import Path
 
@@ -206,3 +207,43 @@ def test_a_policy_with_problems_is_refused_naming_them(demo: DemoSystem) -> None
         in result.stderr
     )
     assert f"{policy}:3: gates[0].timeout: must be a duration" in result.stderr
+
+
+def test_drift_appears_when_a_board_is_changed_behind_our_back_and_reconcile_ends_it(
+    demo: DemoSystem,
+) -> None:
+    assert demo.install("manifest-v2.yaml").returncode == 0
+    (demo.device("R456") / "version").write_text("rtos-v1\n")  # reflashed by hand
+    refreshed = demo.run("refresh")
+    assert refreshed.returncode == 0, refreshed.stderr
+    assert "rtos.R456" in refreshed.stdout and "runs rtos-v1, expected rtos-v2" in refreshed.stdout
+    drift = _status(demo)["drift"]
+    assert isinstance(drift, list) and [(d["component"], d["expected"], d["actual"]) for d in drift] == [
+        ("rtos.R456", "rtos-v2", "rtos-v1")
+    ]
+    since = drift[0]["since"]
+    assert demo.run("refresh").returncode == 0  # asked again: the same drift, the same start
+    again = _status(demo)["drift"]
+    assert isinstance(again, list) and again[0]["since"] == since
+    calls_before = len(demo.calls())
+    reconciled = demo.run("reconcile")
+    assert reconciled.returncode == 0, reconciled.stdout + reconciled.stderr
+    states = [
+        (d, s) for _, d, s, edge in demo.calls()[calls_before:] if edge == "start" and s == "ArtifactInstall"
+    ]
+    assert states == [("R456", "ArtifactInstall")]  # only the drifted board was touched
+    assert demo.versions() == V2
+    assert _status(demo)["drift"] == []
+    kinds = [e["kind"] for e in _journal(demo) if e["subject"] == "component:rtos.R456"]
+    assert kinds == ["component.drifted", "component.drift_ended"]
+
+
+def _journal(demo: DemoSystem) -> list[dict[str, object]]:
+    out = demo.root / "journal-export.tar"
+    result = demo.run("audit", "export", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    with tarfile.open(out) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith(".jsonl"))
+        data = tar.extractfile(member)
+        assert data is not None
+        return [json.loads(line) for line in data.read().decode().splitlines() if line.strip()]

@@ -102,6 +102,13 @@ def system_refresh(request: HttpRequest) -> Status[dict[str, str]]:
     return Status(202, {"detail": "a worker asks every component for its Provides and Inventory"})
 
 
+@router.post("/system/reconcile", response={202: DeploymentOut}, auth=OPERATOR)
+def system_reconcile(request: HttpRequest) -> Status[DeploymentDetail]:
+    """Install the active manifest again on a worker: only drifted components change (docs/policy.md)."""
+    deployment = dispatch.deployment_start_reconcile(actor=_principal(request).actor)
+    return Status(202, selectors.deployment_detail(deployment))
+
+
 # ----- bundles -------------------------------------------------------------------------------------
 
 

@@ -74,6 +74,13 @@ class SystemVersionOut(Out):
     versions: dict[str, str]
 
 
+class DriftOut(Out):
+    component: str
+    expected: str
+    actual: str
+    since: datetime | None
+
+
 class SystemOut(Out):
     system_type: str
     topology: dict[str, Any] | None
@@ -82,6 +89,7 @@ class SystemOut(Out):
     previous_manifest: ManifestRefOut | None
     in_progress: DeploymentSummaryOut | None
     system_version: SystemVersionOut
+    drift: list[DriftOut] = []
 
 
 class AcceptedOut(Out):

@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     bundle.register(sub)
     system.register(sub)
     policy.register(sub)
+    policy.register_drift(sub)
     access.register(sub)
     hook_secret.register(sub)
     maintenance.register(sub)

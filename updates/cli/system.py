@@ -399,6 +399,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         note = " (new, not committed)" if c["uncommitted"] else ""
         note += " (changed since the last deployment)" if c["drifted"] else ""
         print(f"  {c['key']:<24} {c['running']}{note}")
+    for d in report["drift"]:
+        print(f"drift: {d['component']} runs {d['actual']}, expected {d['expected']} (`reconcile` fixes it)")
     print(_in_progress_line(report["in_progress"]))
     last = report["last"]
     if last:

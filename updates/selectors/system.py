@@ -101,6 +101,23 @@ class ManifestNames(TypedDict):
     previous: str | None
 
 
+class Drift(TypedDict):
+    """A drifted component (docs/policy.md): what the last deployment left, what it runs, since when."""
+
+    component: str
+    expected: str
+    actual: str
+    since: datetime | None
+
+
+def drift_list() -> list[Drift]:
+    return [
+        {"component": c.key, "expected": c.deployed_version, "actual": c.version, "since": c.drifted_since}
+        for c in component_list()
+        if c.drifted
+    ]
+
+
 class StatusReport(TypedDict):
     """What `status --json` prints."""
 
@@ -109,6 +126,7 @@ class StatusReport(TypedDict):
     components: list[StatusComponent]
     in_progress: StatusInProgress | None
     last: DeploymentRecord | None
+    drift: list[Drift]
 
 
 class SystemComponent(TypedDict):
@@ -141,6 +159,7 @@ class SystemReport(TypedDict):
     previous_manifest: ManifestRef | None
     in_progress: DeploymentSummary | None
     system_version: SystemVersionJson
+    drift: list[Drift]
 
 
 class SystemOverview(SystemReport):
@@ -225,6 +244,7 @@ def status_report() -> StatusReport:
         ],
         "in_progress": _in_flight(running) if running else None,
         "last": deployment_record(last) if last else None,
+        "drift": drift_list(),
     }
 
 
@@ -281,6 +301,7 @@ def system_report() -> SystemReport:
         "previous_manifest": _manifest_ref(pointers.previous if pointers else None),
         "in_progress": deployment_summary(running) if running else None,
         "system_version": system_version().as_json(),
+        "drift": drift_list(),
     }
 
 

@@ -8,6 +8,7 @@ from updates.services.deployments import (
     deployment_execute,
     deployment_install,
     deployment_install_previous,
+    deployment_install_reconcile,
     deployment_resume,
     deployment_rollback,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "deployment_execute",
     "deployment_install",
     "deployment_install_previous",
+    "deployment_install_reconcile",
     "deployment_resume",
     "deployment_rollback",
     "environment_load",

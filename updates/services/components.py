@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from devices.services import components_record
+from updates.actors import SYSTEM, Actor
 from updates.engine.errors import OrchestratorError
 from updates.engine.machine import Journal
 from updates.engine.manifest import Topology
@@ -23,6 +24,7 @@ def components_refresh(
     journal: Journal | None = None,
     workdir: Path | None = None,
     deployed: bool = False,
+    actor: Actor = SYSTEM,
 ) -> list[Inspected]:
     """Ask every component live and store the answers; raises SelectionError if one cannot answer.
 
@@ -35,7 +37,9 @@ def components_refresh(
             if inventory
             else None
         )
-    components_record(inspected=inspected, topology=topology, inventories=inventories, deployed=deployed)
+    components_record(
+        inspected=inspected, topology=topology, inventories=inventories, deployed=deployed, actor=actor
+    )
     return inspected
 
 

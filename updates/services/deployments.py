@@ -94,24 +94,48 @@ def deployment_create_previous(
     forced: Forced | None = None,
 ) -> Deployment:
     """Queue the previous manifest again: "go back to the last known good system"."""
-    env = environment_load()
     pointers = selectors.active_manifests()
     if pointers is None or pointers.previous is None:
         raise NothingInProgress("there is no previous manifest to go back to")
-    previous = pointers.previous
+    options = _RunOptions(stop_before=list(stop_before), exit_on_reboot=exit_on_reboot)
+    return _deployment_queue_stored(
+        pointers.previous, kind="previous", options=options, actor=actor, forced=forced
+    )
+
+
+def deployment_create_reconcile(*, actor: Actor, stop_before: Sequence[str] = ()) -> Deployment:
+    """Queue the active manifest again (docs/policy.md, drift): the planner skips every component
+    that already runs its version, so only the drifted ones are installed."""
+    pointers = selectors.active_manifests()
+    if pointers is None or pointers.active is None:
+        raise NothingInProgress("no manifest is active yet: there is nothing to reconcile with")
+    options = _RunOptions(stop_before=list(stop_before), exit_on_reboot=False)
+    return _deployment_queue_stored(pointers.active, kind="reconcile", options=options, actor=actor)
+
+
+def deployment_install_reconcile(*, actor: Actor, echo: Echo | None = None) -> Deployment:
+    """The CLI's `reconcile`: queue the active manifest again, then execute it in this process."""
+    deployment = deployment_create_reconcile(actor=actor)
+    return deployment_execute(deployment_id=deployment.pk, actor=actor, echo=echo)
+
+
+def _deployment_queue_stored(
+    manifest: Manifest, *, kind: str, options: _RunOptions, actor: Actor, forced: Forced | None = None
+) -> Deployment:
+    """Queue a manifest the appliance already ran (its snapshot, not the file it came from)."""
+    env = environment_load()
     desired = desired_state_load(
         env,
-        manifest_path=Path(previous.source_path),
+        manifest_path=Path(manifest.source_path),
         topology_components=None,
-        manifest_data=previous.raw.encode(),
+        manifest_data=manifest.raw.encode(),
     )
-    options = _RunOptions(stop_before=list(stop_before), exit_on_reboot=exit_on_reboot)
     # The same manifest from the same bundle: its deployment's key, not its path, says which.
-    installed = previous.deployments.select_related("bundle").order_by("id").first()
+    installed = manifest.deployments.select_related("bundle").order_by("id").first()
     return _deployment_queue(
         env,
         desired,
-        kind="previous",
+        kind=kind,
         options=options,
         actor=actor,
         forced=forced,

@@ -34,6 +34,7 @@ from updates.services.dispatch import (
     deployment_resume_start,
     deployment_rollback_start,
     deployment_start_bundle,
+    deployment_start_reconcile,
 )
 from updates.services.gates import deployment_gate_decide, deployment_policy
 from updates.services.hook_secret import hook_secret_is_set, hook_secret_rotate
@@ -63,6 +64,18 @@ def system_refresh(request: HttpRequest) -> HttpResponse:
     components_refresh_start()
     messages.info(request, "A worker is asking every component for its versions; reload in a moment.")
     return redirect("system")
+
+
+@require_POST
+@role_required(Role.OPERATOR)
+def system_reconcile(request: HttpRequest) -> HttpResponse:
+    """Install the active manifest again on a worker: only drifted components change (docs/policy.md)."""
+    try:
+        deployment = deployment_start_reconcile(actor=actor(request))
+    except OrchestratorError as exc:
+        messages.error(request, f"Cannot reconcile: {exc}")
+        return redirect("system")
+    return redirect("deployment", deployment_id=deployment.pk)
 
 
 # ----- bundles -------------------------------------------------------------------------------------
