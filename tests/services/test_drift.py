@@ -40,9 +40,8 @@ def test_the_watch_is_due_once_per_interval_from_the_stored_refresh_time(topolog
 
 @pytest.mark.django_db
 def test_one_refresh_at_a_time() -> None:
-    with _lease():
-        with pytest.raises(BusyError, match="another refresh"), _lease():
-            pass
+    with _lease(), pytest.raises(BusyError, match="another refresh"), _lease():
+        pass
     with _lease():  # given back at the end
         pass
     System.objects.filter(pk=1).update(refresh_lease_until=timezone.now() - timedelta(seconds=1))
