@@ -46,7 +46,7 @@ def cmd_decide(args: argparse.Namespace) -> int:
     then = "it goes on" if args.approve else "the system is rolled back"
     print(
         f"deployment {deployment.pk}: {deployment.gate_decision} at the gate before {deployment.gate}; "
-        f"{then} (`orchestrator status` shows it)",
+        f"{then} (`mender-orchestrator status` shows it)",
         flush=True,
     )
     return ExitCode.DONE

@@ -429,7 +429,7 @@ def _in_progress_line(running: Mapping[str, Any] | None) -> str:
         gate = running.get("gate") or {}
         return (
             f"{what} waits for approval before {gate.get('before', '?')} until {_when(gate.get('expires_at'))}: "
-            f"`approve {running['id']}` or `reject {running['id']} --reason TEXT`"
+            f"`mender-orchestrator approve {running['id']}` or `mender-orchestrator reject {running['id']} --reason TEXT`"
         )
     if running["status"] == Deployment.Status.RUNNING:
         where = running["position"].get("phase", "")

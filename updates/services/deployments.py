@@ -522,7 +522,10 @@ def _refresh_after(env: Environment, deployment: Deployment) -> None:
 def _activate(env: Environment, manifest: Manifest) -> None:
     pointers, _ = ActiveManifests.objects.get_or_create(pk=1)
     if pointers.active_id != manifest.pk:
-        pointers.previous = pointers.active
+        # The same manifest again (`reconcile`, docs/policy.md) keeps the previous one: going
+        # back must still reach the system before it.
+        if pointers.active is None or pointers.active.sha256 != manifest.sha256:
+            pointers.previous = pointers.active
         pointers.active = manifest
         pointers.save()
     _store_manifest(env, "active.yaml", manifest)

@@ -76,8 +76,8 @@ class DbWatch:
         )
         self.echo(
             f"waiting for approval before {before} until {timezone.localtime(expires):%Y-%m-%d %H:%M:%S} "
-            f"(then {gate.on_timeout}): run `orchestrator approve {pk}` or "
-            f"`orchestrator reject {pk} --reason TEXT`, or use the deployment's page"
+            f"(then {gate.on_timeout}): run `mender-orchestrator approve {pk}` or "
+            f"`mender-orchestrator reject {pk} --reason TEXT`, or use the deployment's page"
         )
         decision, actor, reason = _wait_for_decision(pk, expires)
         error = _gate_close(self.deployment, gate, decision=decision, actor=actor, reason=reason)
