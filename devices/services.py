@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import transaction
 from django.utils import timezone
 
-from audit.services import journal_append
 from devices.models import Component, System
-from updates.actors import SYSTEM, Actor
 from updates.engine.manifest import Topology
 from updates.engine.planner import Inspected, describe_version
 
@@ -22,13 +21,12 @@ def components_record(
     topology: Topology,
     inventories: Mapping[str, Mapping[str, list[str]]] | None = None,
     deployed: bool = False,
-    actor: Actor = SYSTEM,
-) -> None:
+) -> list[DriftChange]:
     """Store what every component reported; the newest answer replaces the old one.
 
-    `deployed`: the answers were taken as a deployment ended, the reference for drift. A
-    component whose answer starts or stops differing from that reference is journaled
-    (`component.drifted`, `component.drift_ended`) for `actor`, who asked (docs/policy.md)."""
+    `deployed`: the answers were taken as a deployment ended, the reference for drift. Returns
+    the drifts that started or ended with these answers (docs/policy.md), as journal entries'
+    `kind` and `data`, for the caller to journal in its transaction."""
     now = timezone.now()
     System.objects.update_or_create(
         pk=1,
@@ -40,8 +38,7 @@ def components_record(
     )
     known = {c.key: c for c in Component.objects.filter(key__in=[i.key for i in inspected])}
     rows = [_row(item, now, inventories, deployed=deployed, known=known.get(item.key)) for item in inspected]
-    for row in rows:
-        _journal_drift(known.get(row.key), row, actor)
+    changes = [c for c in (_drift_change(known.get(row.key), row) for row in rows) if c is not None]
     # One upsert for all: a row at a time was most of the time between a 1 000-component
     # system's inspection and its first Download (bench/orchestration_overhead.py, figure 3).
     updated = ["component_type", "component_id", "interface", "interface_args", "provides", "version"]
@@ -49,6 +46,7 @@ def components_record(
     updated += ["deployed_version", "deployed_at"] if deployed else []
     updated += ["drifted_since"]
     Component.objects.bulk_create(rows, update_conflicts=True, unique_fields=["key"], update_fields=updated)
+    return changes
 
 
 def _row(
@@ -80,15 +78,24 @@ def _row(
     )
 
 
-def _journal_drift(before: Component | None, after: Component, actor: Actor) -> None:
-    """A drift's start and end, each once: the journal says when and what differed."""
-    was = before is not None and before.drifted_since is not None
+@dataclass(frozen=True)
+class DriftChange:
+    """A drift that started or ended: the journal entry's kind, subject and data."""
+
+    kind: str
+    subject: str
+    data: dict[str, object]
+
+
+def _drift_change(before: Component | None, after: Component) -> DriftChange | None:
+    """A drift's start or end (each once), as a journal entry's kind, subject and data."""
+    since = before.drifted_since if before is not None else None
     now_drifted = after.drifted_since is not None
-    if was == now_drifted:
-        return
+    if (since is not None) == now_drifted:
+        return None
     expected = after.deployed_version or (before.deployed_version if before else "")
     data: dict[str, object] = {"component": after.key, "expected": expected, "actual": after.version}
-    if was and before is not None and before.drifted_since is not None:
-        data["since"] = before.drifted_since.isoformat()
+    if since is not None:
+        data["since"] = since.isoformat()
     kind = "component.drifted" if now_drifted else "component.drift_ended"
-    journal_append(kind=kind, actor=actor, subject=f"component:{after.key}", data=data)
+    return DriftChange(kind, f"component:{after.key}", data)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from django.db import transaction
+
+from audit.services import journal_append
 from devices.services import components_record
 from updates.actors import SYSTEM, Actor
 from updates.engine.errors import OrchestratorError
@@ -37,9 +40,12 @@ def components_refresh(
             if inventory
             else None
         )
-    components_record(
-        inspected=inspected, topology=topology, inventories=inventories, deployed=deployed, actor=actor
-    )
+    with transaction.atomic():  # the answers and the drift they start or end, together
+        changes = components_record(
+            inspected=inspected, topology=topology, inventories=inventories, deployed=deployed
+        )
+        for change in changes:
+            journal_append(kind=change.kind, actor=actor, subject=change.subject, data=change.data)
     return inspected
 
 
