@@ -17,12 +17,12 @@ from updates.engine.manifest import (
     DOC,
     SAFE_NAME,
     InputError,
-    Problem,
     _absolute,
     _Checker,
     _describe,
     _in_reading_order,
     _Mark,
+    read_optional,
 )
 from updates.engine.yamlpos import YNode
 
@@ -137,13 +137,9 @@ def format_duration(seconds: float) -> str:
 def policy_file(topology_dir: Path | None, *, data_dir: Path) -> Policy | None:
     """`policy.yaml` in the topology directory, if there is one; InputError lists its problems."""
     path = topology_dir / POLICY_FILE if topology_dir is not None else None
-    if path is None or not path.is_file():
+    data = read_optional(path)
+    if path is None or data is None:
         return None
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        problem = Problem(str(_absolute(path)), None, "(file)", f"cannot read: {exc.strerror or exc}")
-        raise InputError([problem]) from None
     return parse_policy(data, path=path, data_dir=data_dir)
 
 
