@@ -88,7 +88,7 @@ def test_a_gate_before_commit_waits_and_approve_commits(demo: DemoSystem) -> Non
     assert demo.versions() == V2
     assert demo.run("approve").returncode == 2  # nothing waits any more
     history = _history(demo)
-    assert history["status"] == "succeeded"
+    assert history["status"] == "succeeded" and history["gate"] is None
     steps = history["steps"]
     assert isinstance(steps, list)
     gate_steps = [s for s in steps if s["state"] == "ApprovalGate"]
@@ -239,6 +239,9 @@ def test_drift_appears_when_a_board_is_changed_behind_our_back_and_reconcile_end
     assert status["manifests"] == {"active": "system-core-v2", "previous": None}
     kinds = [e["kind"] for e in _journal(demo) if e["subject"] == "component:rtos.R456"]
     assert kinds == ["component.drifted", "component.drift_ended"]
+    report = demo.run("audit", "report", "--format", "json")
+    drifts = [(d["kind"], d["component"], d["actual"]) for d in json.loads(report.stdout)["drift"]]
+    assert drifts == [("drifted", "rtos.R456", "rtos-v1"), ("drift_ended", "rtos.R456", "rtos-v2")]
 
 
 def _journal(demo: DemoSystem) -> list[dict[str, object]]:

@@ -315,6 +315,7 @@ class Machine:
         if self.state.phase in ("cleanup", "done"):
             raise CleanupStarted("cleanup has started: the deployment can no longer be rolled back")
         if self.state.phase != "rollback":
+            self.state.gate = ""  # no longer waiting for a person: rolled back instead
             self._fail(reason)
 
     # ----- install phase: per group Download, Install, reboots ----------------------------

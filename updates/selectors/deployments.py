@@ -213,8 +213,8 @@ def deployment_summary(d: Deployment) -> DeploymentSummary:
 
 
 def gate_wait(d: Deployment) -> GateWait | None:
-    if not d.gate:
-        return None
+    if d.status != Deployment.Status.WAITING_APPROVAL or not d.gate:
+        return None  # the row keeps a wait a dead process left (its expiry) until the run ends
     return {"before": d.gate, "expires_at": d.gate_expires_at, "decision": d.gate_decision}
 
 

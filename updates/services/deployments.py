@@ -427,6 +427,9 @@ def deployment_close(
     deployment.finished_at = timezone.now()
     deployment.slot = None
     deployment.owner = ""
+    # A wait at a gate ends with the run (who decided stays in the journal).
+    deployment.gate, deployment.gate_expires_at, deployment.gate_decision = "", None, ""
+    deployment.gate_decided_by, deployment.gate_reason = None, ""
     with transaction.atomic():
         deployment.save()
         _journal_outcome(deployment, actor)  # the end, in the journal (and its head signed) with the row
