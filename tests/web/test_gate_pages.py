@@ -44,7 +44,7 @@ def test_the_page_shows_the_gate_and_lets_only_operators_decide(clients: dict[st
     deployment.refresh_from_db()
     assert (deployment.gate_decision, deployment.gate_reason) == ("rejected", "line running")
     entry = JournalEntry.objects.filter(kind="gate.rejected").get()
-    assert entry.actor["name"] == "operator"
+    assert isinstance(entry.actor, dict) and entry.actor["name"] == "operator"
     assert entry.data == {"gate": "ArtifactCommit", "reason": "line running"}
     again = _text(clients["operator"].post(approve, {"decision": "approve"}, follow=True))
     assert "Cannot approve: deployment" in again and "already rejected by user operator" in again
