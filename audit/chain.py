@@ -318,6 +318,8 @@ DEPLOYMENT_STATUS_KINDS = {
     "deployment.started": "running",
     "deployment.resumed": "running",
     "deployment.rollback": "running",
+    "deployment.waiting": "waiting_approval",  # at a gate of the policy (docs/policy.md)
+    "deployment.continued": "running",  # the gate was decided (or expired)
     "deployment.paused": "",
     "deployment.finished": "",
 }

@@ -26,6 +26,11 @@ REQUEST_KINDS = (
     "deployment.rollback_requested",
     "deployment.resumed",
     "deployment.rollback",
+    # docs/policy.md: a wait at an approval gate, a person's decision, the run going on.
+    "deployment.waiting",
+    "gate.approved",
+    "gate.rejected",
+    "deployment.continued",
 )
 
 
@@ -234,7 +239,26 @@ def audit_report(*, since: datetime | None, until: datetime | None, verify: bool
         "until": auditchain.iso(until) if until else None,
         "journal": audit_verify().as_json() if verify else None,
         "deployments": [_section(rows) for rows in by_subject.values()],
+        "drift": _drift(since, until),
     }
+
+
+DRIFT_KINDS = ("component.drifted", "component.drift_ended")
+
+
+def _drift(since: datetime | None, until: datetime | None) -> list[dict[str, Any]]:
+    """When a component started or stopped differing from what the last deployment left on it
+    (docs/policy.md), and who asked when it was noticed."""
+    return [
+        {
+            "seq": e.seq,
+            "at": auditchain.iso(e.at),
+            "kind": e.kind.split(".", 1)[1],
+            "actor_text": actor_text(e.actor),
+            **e.data,
+        }
+        for e in entries_between(since, until).filter(kind__in=DRIFT_KINDS)
+    ]
 
 
 def _section(entries: list[JournalEntry]) -> dict[str, Any]:

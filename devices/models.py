@@ -14,6 +14,10 @@ class System(models.Model):
     # The normalised topology (engine `Topology.to_json`) its components were last asked with.
     topology = models.JSONField(default=dict)
     updated_at = models.DateTimeField(auto_now=True)
+    # docs/policy.md, drift: when every component was last asked (the worker's `drift.interval`
+    # counts from it, across restarts), and until when a refresh holds the lease (one at a time).
+    refreshed_at = models.DateTimeField(null=True, blank=True)
+    refresh_lease_until = models.DateTimeField(null=True, blank=True)
 
     def topology_snapshot(self) -> TopologyJson | None:
         return cast(TopologyJson, self.topology) if self.topology else None
@@ -35,6 +39,7 @@ class Component(models.Model):
     # or something changed the component outside the orchestrator).
     deployed_version = models.CharField(max_length=300, blank=True)
     deployed_at = models.DateTimeField(null=True)
+    drifted_since = models.DateTimeField(null=True, blank=True)  # the first answer that differed
 
     class Meta:
         ordering = ["component_type", "component_id"]

@@ -13,6 +13,7 @@ urlpatterns = [
     # The web UI (templates/): pages call the same services and selectors as the API.
     path("", views.system, name="system"),
     path("system/refresh", views.system_refresh, name="system-refresh"),
+    path("system/reconcile", views.system_reconcile, name="system-reconcile"),
     path("bundles/", views.bundle_list, name="bundles"),
     path("bundles/upload", views.bundle_upload, name="bundle-upload"),
     path("bundles/<int:bundle_id>/", views.bundle_detail, name="bundle"),
@@ -22,6 +23,7 @@ urlpatterns = [
     path("deployments/<int:deployment_id>/resume", views.deployment_resume, name="deployment-resume"),
     path("deployments/<int:deployment_id>/rollback", views.deployment_rollback, name="deployment-rollback"),
     path("deployments/<int:deployment_id>/cancel", views.deployment_cancel, name="deployment-cancel"),
+    path("deployments/<int:deployment_id>/approve", views.deployment_decide, name="deployment-approve"),
     path("history/", views.history, name="history"),
     path("audit/", views.audit, name="audit"),
     path("account/tokens/", views.token_list, name="tokens"),

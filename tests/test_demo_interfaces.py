@@ -572,3 +572,17 @@ def test_the_manifests_describe_the_same_system_in_both_forms(version_number: in
             entry = manifest["component_types"][ctype]
             assert (entry["artifact_path"], entry["update_strategy"]["order"]) == (path, order)
         assert current["component_types"][ctype]["artifact_name"] == f"{ctype}-v{version_number}"
+
+
+def test_setup_installs_the_policy_example_off_and_its_health_check(root: Path) -> None:
+    """docs/policy.md: the example is there to switch on, not on; its check reads the boards."""
+    assert (root / "system/policy.yaml.example").read_text() == (
+        REPO / "demo/system/policy.yaml.example"
+    ).read_text()
+    assert not (root / "datastore/policy.yaml").exists()
+    check = [str(root / "share/health-checks/can-bus-check"), "can0", "R998", "R456"]
+    passing = subprocess.run(check, capture_output=True, text=True)
+    assert passing.returncode == 0 and "can0: board R456 answers, running rtos-v1" in passing.stdout
+    (root / "devices/R456/can-bus.FAIL").touch()
+    failing = subprocess.run(check, capture_output=True, text=True)
+    assert failing.returncode == 1 and "can0: board R456 does not answer (running rtos-v1)" in failing.stderr

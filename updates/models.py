@@ -39,6 +39,7 @@ class DeploymentStatus(models.TextChoices):
     RUNNING = "running"
     STOPPED = "stopped"  # --stop-before: waits for `resume` or `rollback`
     REBOOT_REQUIRED = "reboot_required"  # --exit-on-reboot: waits for `resume` after the reboot
+    WAITING_APPROVAL = "waiting_approval"  # at a gate of policy.yaml: waits for approve or reject
     SUCCEEDED = "succeeded"
     ROLLED_BACK = "rolled_back"
     INCONSISTENT = "inconsistent"
@@ -50,6 +51,7 @@ _IN_PROGRESS = (
     DeploymentStatus.RUNNING,
     DeploymentStatus.STOPPED,
     DeploymentStatus.REBOOT_REQUIRED,
+    DeploymentStatus.WAITING_APPROVAL,
 )
 _TERMINAL = (
     DeploymentStatus.SUCCEEDED,
@@ -62,6 +64,8 @@ _TERMINAL = (
 class Deployment(models.Model):
     Status = DeploymentStatus
     IN_PROGRESS = _IN_PROGRESS
+    # A process runs it (its owner): running, or waiting at a gate for a person's decision.
+    RUNNABLE = (DeploymentStatus.RUNNING, DeploymentStatus.WAITING_APPROVAL)
     TERMINAL = _TERMINAL
     # How a run of the engine's state machine ends (`machine.Outcome`), as a status.
     OUTCOME_STATUS: ClassVar[dict[str, DeploymentStatus]] = {
@@ -113,6 +117,15 @@ class Deployment(models.Model):
     # The hash of the journal entry that recorded the row's current status (docs/audit.md,
     # "Rows tied to the chain"): `audit verify` checks the row against that entry.
     seal = models.CharField(max_length=64, blank=True)
+    # docs/policy.md: the policy the run started with (`Policy.to_json()`; None without one), the
+    # gate it waits at and when that wait expires, and the decision once a person made it
+    # ("approved" | "rejected", who as `Actor.as_json()`, why); cleared when the run goes on.
+    policy = models.JSONField(null=True, blank=True)
+    gate = models.CharField(max_length=40, blank=True)
+    gate_expires_at = models.DateTimeField(null=True, blank=True)
+    gate_decision = models.CharField(max_length=20, blank=True)
+    gate_decided_by = models.JSONField(null=True, blank=True)
+    gate_reason = models.TextField(blank=True)
 
     class Meta:
         ordering = ["-id"]

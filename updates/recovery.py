@@ -43,7 +43,7 @@ def deployment_interrupted(*, dead_owner: str = "") -> Interrupted:
     if status == Deployment.Status.QUEUED and not deployment.started_from_command_line:
         return Interrupted("run", deployment, f"deployment {pk} is queued and its message may be lost")
     dead = bool(dead_owner) and deployment.owner == dead_owner
-    if status == Deployment.Status.RUNNING and (dead or not owner_alive(deployment.owner)):
+    if status in Deployment.RUNNABLE and (dead or not owner_alive(deployment.owner)):
         return Interrupted("resume", deployment, f"deployment {pk} was left running by a dead process")
     return Interrupted("none", deployment, _left_alone(deployment))
 

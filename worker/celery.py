@@ -18,6 +18,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orchestrator_site.settings")
 
 # Task names are a wire contract, kept in updates/tasknames.py (re-exported here for the worker).
 from updates.tasknames import TASK_RECOVER, TASK_REFRESH, TASK_RESUME, TASK_ROLLBACK, TASK_RUN
+from worker.driftwatch import DriftWatch
 from worker.heartbeat import Heartbeat
 from worker.takeover import Takeover
 
@@ -25,6 +26,7 @@ app = Celery("orchestrator", include=["worker.tasks"])
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.steps["consumer"].add(Heartbeat)  # what /api/v1/health calls a live worker
 app.steps["consumer"].add(Takeover)  # surviving workers continue a dead worker's deployment
+app.steps["consumer"].add(DriftWatch)  # the refresh every drift.interval of policy.yaml
 
 
 class _BrokerByScheme(logging.Filter):

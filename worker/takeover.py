@@ -23,25 +23,30 @@ log = logging.getLogger("orchestrator.takeover")
 TAKEOVER_SECONDS = 3.0
 
 
-class Takeover(bootsteps.StartStopStep):
+class TimerStep(bootsteps.StartStopStep):
+    """A check run every `seconds` on the consumer's timer (it stops with the broker connection);
+    a database that is away is logged and the next tick tries again."""
+
     requires = ("celery.worker.consumer.connection:Connection",)
+    seconds = 1.0
+    what = "run the check"
 
     def __init__(self, c: Any, **kwargs: Any) -> None:
         super().__init__(c, **kwargs)
         self.timer: Any = None
 
     def start(self, c: Any) -> None:
-        self.timer = c.timer.call_repeatedly(TAKEOVER_SECONDS, self._check, ())
+        self.timer = c.timer.call_repeatedly(self.seconds, self._check, ())
+
+    def tick(self) -> None:
+        raise NotImplementedError
 
     def _check(self) -> None:
-        # Imported here: worker.celery (which adds this step) loads before Django's apps are ready.
-        from updates.services.dispatch import deployment_takeover_start
-
         try:
             close_old_connections()
-            deployment_takeover_start()
+            self.tick()
         except (DatabaseError, OSError) as exc:  # the database is away: the next tick tries again
-            log.error("cannot check for an abandoned deployment: %s", exc)
+            log.error("cannot %s: %s", self.what, exc)
         finally:
             # The main process forks new pool processes: it must hold no database connection.
             connection.close()
@@ -50,3 +55,14 @@ class Takeover(bootsteps.StartStopStep):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+
+
+class Takeover(TimerStep):
+    seconds = TAKEOVER_SECONDS
+    what = "check for an abandoned deployment"
+
+    def tick(self) -> None:
+        # Imported here: worker.celery (which adds this step) loads before Django's apps are ready.
+        from updates.services.dispatch import deployment_takeover_start
+
+        deployment_takeover_start()

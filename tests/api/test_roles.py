@@ -21,6 +21,7 @@ ROUTES: list[tuple[str, str, Any, str | None, int]] = [
     ("GET", "/docs", None, VIEWER, 200),
     ("GET", "/system", None, VIEWER, 200),
     ("POST", "/system/refresh", None, OPERATOR, 202),
+    ("POST", "/system/reconcile", None, OPERATOR, 409),  # no active manifest yet
     ("GET", "/components", None, VIEWER, 200),
     ("POST", "/bundles", None, OPERATOR, 422),  # no file
     ("GET", "/bundles", None, VIEWER, 200),
@@ -36,6 +37,8 @@ ROUTES: list[tuple[str, str, Any, str | None, int]] = [
     ("POST", "/deployments/999/resume", {}, OPERATOR, 409),
     ("POST", "/deployments/999/rollback", None, OPERATOR, 409),
     ("POST", "/deployments/999/cancel", None, OPERATOR, 404),
+    ("POST", "/deployments/999/approve", {}, OPERATOR, 404),
+    ("POST", "/deployments/999/reject", {"reason": "no"}, OPERATOR, 404),
     ("GET", "/audit", None, VIEWER, 200),
     ("GET", "/audit?format=csv", None, VIEWER, 200),
     ("GET", "/audit/verify", None, VIEWER, 200),

@@ -60,6 +60,8 @@ WRITES = [
     "/bundles/1/deploy",
     "/deployments/1/resume",
     "/deployments/1/rollback",
+    "/deployments/1/approve",
+    "/system/reconcile",
 ]
 
 

@@ -27,6 +27,7 @@ from updates.api.schemas import (
     AuditDeploymentOut,
     BundleOut,
     BundlePageOut,
+    DecisionIn,
     DeploymentIn,
     DeploymentOut,
     DeploymentPageOut,
@@ -40,6 +41,7 @@ from updates.api.schemas import (
 from updates.models import Step
 from updates.selectors import BundleSummary, DeploymentDetail, DeploymentSummary, SystemReport
 from updates.services import bundles, dispatch, plan_preview
+from updates.services.gates import deployment_gate_decide
 
 router = Router(tags=["updates"], auth=VIEWER)
 PLAN_TEXT_PATH = Path("/request/manifest.yaml")  # names the YAML text of POST /plan in its errors
@@ -99,6 +101,13 @@ def system_get(request: HttpRequest) -> SystemReport:
 def system_refresh(request: HttpRequest) -> Status[dict[str, str]]:
     dispatch.components_refresh_start()
     return Status(202, {"detail": "a worker asks every component for its Provides and Inventory"})
+
+
+@router.post("/system/reconcile", response={202: DeploymentOut}, auth=OPERATOR)
+def system_reconcile(request: HttpRequest) -> Status[DeploymentDetail]:
+    """Install the active manifest again on a worker: only drifted components change (docs/policy.md)."""
+    deployment = dispatch.deployment_start_reconcile(actor=_principal(request).actor)
+    return Status(202, selectors.deployment_detail(deployment))
 
 
 # ----- bundles -------------------------------------------------------------------------------------
@@ -218,6 +227,24 @@ def deployment_cancel(request: HttpRequest, deployment_id: Id) -> DeploymentDeta
     """A queued deployment no runner has taken yet ends `rejected`, cancelled by the caller;
     409 `not_queued` once a runner has it (roll it back instead)."""
     deployment = services.deployment_cancel(deployment_id=deployment_id, actor=_principal(request).actor)
+    return selectors.deployment_detail(deployment)
+
+
+@router.post("/deployments/{deployment_id}/approve", response=DeploymentOut, auth=OPERATOR)
+def deployment_approve(request: HttpRequest, deployment_id: Id, body: DecisionIn) -> DeploymentDetail:
+    """Approve the gate it waits at (docs/policy.md): the run goes on."""
+    deployment = deployment_gate_decide(
+        deployment_id=deployment_id, approve=True, actor=_principal(request).actor, reason=body.reason
+    )
+    return selectors.deployment_detail(deployment)
+
+
+@router.post("/deployments/{deployment_id}/reject", response=DeploymentOut, auth=OPERATOR)
+def deployment_reject(request: HttpRequest, deployment_id: Id, body: DecisionIn) -> DeploymentDetail:
+    """Reject the gate it waits at (docs/policy.md): the system is rolled back."""
+    deployment = deployment_gate_decide(
+        deployment_id=deployment_id, approve=False, actor=_principal(request).actor, reason=body.reason
+    )
     return selectors.deployment_detail(deployment)
 
 

@@ -32,6 +32,12 @@ class ManifestRefOut(Out):
     created_at: datetime
 
 
+class GateOut(Out):
+    before: str
+    expires_at: datetime | None
+    decision: str
+
+
 class DeploymentSummaryOut(Out):
     id: int
     kind: str
@@ -42,6 +48,7 @@ class DeploymentSummaryOut(Out):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    gate: GateOut | None = None
 
 
 class ComponentOut(Out):
@@ -67,6 +74,13 @@ class SystemVersionOut(Out):
     versions: dict[str, str]
 
 
+class DriftOut(Out):
+    component: str
+    expected: str
+    actual: str
+    since: datetime | None
+
+
 class SystemOut(Out):
     system_type: str
     topology: dict[str, Any] | None
@@ -75,6 +89,7 @@ class SystemOut(Out):
     previous_manifest: ManifestRefOut | None
     in_progress: DeploymentSummaryOut | None
     system_version: SystemVersionOut
+    drift: list[DriftOut] = []
 
 
 class AcceptedOut(Out):
@@ -185,6 +200,12 @@ class DeploymentIn(Schema):
 
 class ResumeIn(Schema):
     stop_before: list[Literal["ArtifactCommit", "ArtifactRollback", "Cleanup"]] = []
+
+
+class DecisionIn(Schema):
+    """`approve` / `reject` at an approval gate (docs/policy.md): why, recorded in the journal."""
+
+    reason: str = Field(default="", max_length=2000)
 
 
 class DeploymentPageOut(Page):

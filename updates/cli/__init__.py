@@ -17,7 +17,7 @@ from updates.engine.errors import ExitCode, OrchestratorError
 from updates.engine.version import VERSION
 from updates.services.backup import datastore_has_database, datastore_prepare
 
-from . import access, artifact, audit, bundle, interface_check, maintenance, progress, system
+from . import access, artifact, audit, bundle, interface_check, maintenance, policy, progress, system
 from . import hooks as hook_secret
 
 LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "fatal")
@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     audit.register(sub)
     bundle.register(sub)
     system.register(sub)
+    policy.register(sub)
+    policy.register_drift(sub)
     access.register(sub)
     hook_secret.register(sub)
     maintenance.register(sub)

@@ -420,6 +420,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         note = " (new, not committed)" if c["uncommitted"] else ""
         note += " (changed since the last deployment)" if c["drifted"] else ""
         print(f"  {c['key']:<24} {c['running']}{note}")
+    for d in report["drift"]:
+        print(f"drift: {d['component']} runs {d['actual']}, expected {d['expected']} (`reconcile` fixes it)")
     print(_in_progress_line(report["in_progress"]))
     last = report["last"]
     if last:
@@ -450,6 +452,12 @@ def _in_progress_line(running: Mapping[str, Any] | None) -> str:
         return f"{what} stopped before {state}: `resume` to continue, `rollback` to go back"
     if running["status"] == Deployment.Status.REBOOT_REQUIRED:
         return f"{what} waits for the host reboot: `resume` after it"
+    if running["status"] == Deployment.Status.WAITING_APPROVAL:
+        gate = running.get("gate") or {}
+        return (
+            f"{what} waits for approval before {gate.get('before', '?')} until {_when(gate.get('expires_at'))}: "
+            f"`mender-orchestrator approve {running['id']}` or `mender-orchestrator reject {running['id']} --reason TEXT`"
+        )
     if running["status"] == Deployment.Status.RUNNING:
         where = running["position"].get("phase", "")
         if running["owner_alive"]:

@@ -20,7 +20,6 @@ from updates.engine.manifest import (
     API_VERSION,
     DOC,
     InputError,
-    Problem,
     _absolute,
     _Checker,
     _describe,
@@ -30,6 +29,7 @@ from updates.engine.manifest import (
     _join,
     _Mark,
     _quote_hint,
+    read_optional,
 )
 from updates.engine.yamlpos import YNode
 
@@ -133,13 +133,9 @@ def constraints_file(
 ) -> Constraints | None:
     """`constraints.yaml` in the topology directory, if there is one."""
     path = topology_dir / CONSTRAINTS_FILE if topology_dir is not None else None
-    if path is None or not path.is_file():
+    data = read_optional(path)
+    if path is None or data is None:
         return None
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        problem = Problem(str(_absolute(path)), None, "(file)", f"cannot read: {exc.strerror or exc}")
-        raise InputError([problem])
     return parse_constraints(data, path=path, types=types)
 
 

@@ -107,6 +107,14 @@ class NothingInProgress(OrchestratorError):
     http_status = 409
 
 
+class NotWaiting(OrchestratorError):
+    """`approve`/`reject` of a deployment that is not waiting at a gate, or already decided."""
+
+    code = "not_waiting"
+    exit_code = ExitCode.INVALID
+    http_status = 409
+
+
 class CleanupStarted(OrchestratorError):
     """`rollback` once cleanup has started: the update is final, only `resume` can finish it."""
 

@@ -138,12 +138,17 @@ class RunState:
     crashes: dict[str, int] = field(default_factory=dict)
     given_up: str = ""
     progress: dict[str, Progress] = field(default_factory=dict)
+    # docs/policy.md: the approval gate the run waits at ("" when none), and the gates (and the
+    # health window, "health") already passed, so a resume neither asks twice nor skips one.
+    gate: str = ""
+    passed: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         # vars() instead of dataclasses.asdict: this runs before every state, and asdict's
         # deep copy was a measurable share of the orchestration overhead.
         data = dict(vars(self))
         data["crashes"] = dict(self.crashes)
+        data["passed"] = list(self.passed)
         data["progress"] = {key: dict(vars(p)) for key, p in self.progress.items()}
         return data
 
@@ -183,6 +188,15 @@ class Runner(Protocol):
     def with_session_log(self, path: Path) -> Runner: ...
 
 
+class Watch(Protocol):
+    """What the policy adds to a run (docs/policy.md): a person's decision at a gate, and the
+    system health window before the first commit. Each returns a reason to roll back, or None."""
+
+    def gate(self, before: str) -> str | None: ...
+
+    def health(self) -> str | None: ...
+
+
 class Journal(Protocol):
     """Where the machine reports; the Django side writes step rows and the run position."""
 
@@ -208,6 +222,10 @@ class Options:
     reboot_wait_seconds: float = 600.0
     # Where artifacts planned as streamed from the artifact server are read at Download.
     streams: StreamOpener | None = None
+    # docs/policy.md: the states a person approves before (the `Watch` asks), and whether a
+    # health window runs before the first ArtifactCommit.
+    gates: frozenset[str] = frozenset()
+    health_window: bool = False
 
 
 class StopRun(Exception):
@@ -227,8 +245,10 @@ class Machine:
         journal: Journal,
         options: Options,
         state: RunState | None = None,
+        watch: Watch | None = None,
     ) -> None:
         self.plan = plan
+        self.watch = watch
         # Every call's session goes into the work dir's log: a later takeover finds the calls'
         # leftovers by it, even those that left the work dir (`updates.engine.sessions`).
         self.runner = runner.with_session_log(options.work_root / SESSION_LOG)
@@ -289,6 +309,8 @@ class Machine:
             return
         if self.state.host_reboot_pending or self.state.step.startswith("stopped-before-"):
             return
+        if self.state.gate:  # it died waiting for a person: wait again (the expiry is kept)
+            return
         if self._streamed_download_interrupted():
             return  # Download again: nothing was activated, and nothing was stored to resume from
         if self.state.phase in ("install", "commit") and self.state.step in INTERRUPTIBLE_BY_CRASH:
@@ -307,6 +329,7 @@ class Machine:
         if self.state.phase in ("cleanup", "done"):
             raise CleanupStarted("cleanup has started: the deployment can no longer be rolled back")
         if self.state.phase != "rollback":
+            self.state.gate = ""  # no longer waiting for a person: rolled back instead
             self._fail(reason)
 
     # ----- install phase: per group Download, Install, reboots ----------------------------
@@ -320,7 +343,15 @@ class Machine:
                 return
             self.state.group += 1
             self.state.step = ""
+        error = self._health_window()
+        if error:
+            self._fail(error)
+            return
         self._stop_before("ArtifactCommit")
+        error = self._gate("ArtifactCommit", ())
+        if error:
+            self._fail(error)
+            return
         self._enter("commit")
 
     def _install_group(self, keys: Sequence[str]) -> str | None:
@@ -331,6 +362,9 @@ class Machine:
             ("ArtifactVerifyReboot", self._verify_reboot),
         ]
         for name, fn in self._remaining(steps):
+            gate_error = self._gate(name, keys)
+            if gate_error:
+                return gate_error
             self._premark(keys, name)
             self._checkpoint_step(name)
             error = self._parallel(keys, fn)
@@ -576,6 +610,32 @@ class Machine:
             self.journal.call_finished(step, result=None, error=f"reboot command failed: {exc}")
             return
         self.journal.call_finished(step, result=None, answer=f"exit {done.returncode}")
+
+    # ----- the policy: approval gates and the health window (docs/policy.md) -----------------
+
+    def _gate(self, before: str, keys: Sequence[str]) -> str | None:
+        """Wait for a person before `before` (once per run): None to go on, else why to roll
+        back. The wait is persisted first, so a process killed here waits again on resume."""
+        if before not in self.options.gates or before in self.state.passed or self.watch is None:
+            return None
+        if before == "ArtifactReboot" and all(self.state.progress[k].reboot == "No" for k in keys):
+            return None  # "before the first reboot": a group that does not reboot passes
+        self.state.step, self.state.gate = before, before
+        self.journal.checkpoint(self.state)
+        error = self.watch.gate(before)
+        self.state.gate = ""
+        self.state.passed.append(before)
+        return error
+
+    def _health_window(self) -> str | None:
+        """Every component verified its reboot: the system's own checks must keep passing
+        for the window before the first ArtifactCommit. A crash here runs the window again."""
+        if not self.options.health_window or "health" in self.state.passed or self.watch is None:
+            return None
+        self._checkpoint_step("HealthWindow")
+        error = self.watch.health()
+        self.state.passed.append("health")
+        return error
 
     # ----- helpers --------------------------------------------------------------------------
 

@@ -255,6 +255,18 @@ class _Checker:
         return None
 
 
+def read_optional(path: Path | None) -> bytes | None:
+    """An optional document's bytes (`constraints.yaml`, `policy.yaml`): None when the file is
+    not there, InputError when it is there but cannot be read."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        problem = Problem(str(_absolute(path)), None, "(file)", f"cannot read: {exc.strerror or exc}")
+        raise InputError([problem]) from None
+
+
 def _in_reading_order(problems: list[Problem]) -> list[Problem]:
     # Checks run rule by rule; operators read file by file, top to bottom.
     files = {p.file: i for i, p in reversed(list(enumerate(problems)))}

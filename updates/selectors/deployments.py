@@ -31,6 +31,16 @@ from updates.selectors.steps import (
     step_status,
 )
 
+SYSTEM_STEPS = "system"  # the component name of the steps of the whole system: gates, health checks
+
+
+class GateWait(TypedDict):
+    """The approval gate a deployment waits at (docs/policy.md), and a decision not yet acted on."""
+
+    before: str
+    expires_at: datetime | None
+    decision: str  # "" | "approved" | "rejected"
+
 
 class DeploymentSummary(TypedDict):
     """One deployment in a line's worth of fields (the API's `DeploymentSummaryOut`)."""
@@ -44,6 +54,7 @@ class DeploymentSummary(TypedDict):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    gate: GateWait | None  # only while it waits at a gate (status waiting_approval)
 
 
 # Per planned component: what happened, from -> to, and what it runs now. The functional form:
@@ -179,7 +190,7 @@ def deployment_waits(deployment: Deployment) -> bool:
     dead runner. Only then can it be resumed or rolled back (a queued one waits for its worker)."""
     if deployment.status not in Deployment.IN_PROGRESS or deployment.status == Deployment.Status.QUEUED:
         return False
-    return deployment.status != Deployment.Status.RUNNING or not owner_alive(deployment.owner)
+    return deployment.status not in Deployment.RUNNABLE or not owner_alive(deployment.owner)
 
 
 # ----- the shapes --------------------------------------------------------------------------------
@@ -197,7 +208,14 @@ def deployment_summary(d: Deployment) -> DeploymentSummary:
         "created_at": d.created_at,
         "started_at": d.started_at,
         "finished_at": d.finished_at,
+        "gate": gate_wait(d),
     }
+
+
+def gate_wait(d: Deployment) -> GateWait | None:
+    if d.status != Deployment.Status.WAITING_APPROVAL or not d.gate:
+        return None  # the row keeps a wait a dead process left (its expiry) until the run ends
+    return {"before": d.gate, "expires_at": d.gate_expires_at, "decision": d.gate_decision}
 
 
 def deployment_record(d: Deployment) -> DeploymentRecord:
@@ -232,8 +250,11 @@ def deployment_detail(d: Deployment) -> DeploymentDetail:
         {"order": order, "components": [_planned(planned[k], steps.pop(k, [])) for k in keys if k in planned]}
         for order, keys in (plan["groups"] if plan else [])
     ]
+    system = steps.pop(SYSTEM_STEPS, None)
     if steps:  # Identity queries come first, naming a component by its interface args
         groups.insert(0, {"order": None, "components": [_unplanned(k, v) for k, v in steps.items()]})
+    if system:  # the policy's approval gates and health checks (docs/policy.md) come last
+        groups.append({"order": None, "components": [_unplanned(SYSTEM_STEPS, system)]})
     return {
         **deployment_summary(d),
         "components_concerned": d.components,

@@ -20,6 +20,7 @@ from updates.models import ActiveManifests, Deployment, Manifest
 from updates.selectors.deployments import (
     DeploymentRecord,
     DeploymentSummary,
+    GateWait,
     deployment_components,
     deployment_in_progress,
     deployment_last_finished,
@@ -27,6 +28,7 @@ from updates.selectors.deployments import (
     deployment_record,
     deployment_summary,
     deployment_waits,
+    gate_wait,
 )
 from updates.services.environment import environment_load
 
@@ -92,11 +94,29 @@ class StatusInProgress(TypedDict):
     manifest: str
     owner_alive: bool
     started_at: datetime | None
+    gate: GateWait | None
 
 
 class ManifestNames(TypedDict):
     active: str | None
     previous: str | None
+
+
+class Drift(TypedDict):
+    """A drifted component (docs/policy.md): what the last deployment left, what it runs, since when."""
+
+    component: str
+    expected: str
+    actual: str
+    since: datetime | None
+
+
+def drift_list() -> list[Drift]:
+    return [
+        {"component": c.key, "expected": c.deployed_version, "actual": c.version, "since": c.drifted_since}
+        for c in component_list()
+        if c.drifted
+    ]
 
 
 class StatusReport(TypedDict):
@@ -107,6 +127,7 @@ class StatusReport(TypedDict):
     components: list[StatusComponent]
     in_progress: StatusInProgress | None
     last: DeploymentRecord | None
+    drift: list[Drift]
 
 
 class SystemComponent(TypedDict):
@@ -139,6 +160,7 @@ class SystemReport(TypedDict):
     previous_manifest: ManifestRef | None
     in_progress: DeploymentSummary | None
     system_version: SystemVersionJson
+    drift: list[Drift]
 
 
 class SystemOverview(SystemReport):
@@ -242,6 +264,7 @@ def status_report() -> StatusReport:
         ],
         "in_progress": _in_flight(running) if running else None,
         "last": deployment_record(last) if last else None,
+        "drift": drift_list(),
     }
 
 
@@ -254,6 +277,7 @@ def _in_flight(running: Deployment) -> StatusInProgress:
         "manifest": running.manifest.name,
         "owner_alive": owner_alive(running.owner),
         "started_at": running.started_at,
+        "gate": gate_wait(running),
     }
 
 
@@ -297,6 +321,7 @@ def system_report() -> SystemReport:
         "previous_manifest": _manifest_ref(pointers.previous if pointers else None),
         "in_progress": deployment_summary(running) if running else None,
         "system_version": system_version().as_json(),
+        "drift": drift_list(),
     }
 
 

@@ -10,6 +10,7 @@ from updates.services.deployments import (
     deployment_execute,
     deployment_install,
     deployment_install_previous,
+    deployment_install_reconcile,
     deployment_resume,
     deployment_rollback,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "deployment_execute",
     "deployment_install",
     "deployment_install_previous",
+    "deployment_install_reconcile",
     "deployment_resume",
     "deployment_rollback",
     "environment_load",

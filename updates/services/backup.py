@@ -318,7 +318,7 @@ def restore_check_idle() -> None:
         running = selectors.deployment_in_progress()
     except DatabaseError:  # no database (destroyed) or no tables yet: nothing runs
         return
-    if running and running.status == "running" and owner_alive(running.owner):
+    if running and running.status in Deployment.RUNNABLE and owner_alive(running.owner):
         raise BusyError(f"deployment {running.pk} is running (pid {owner_pid(running.owner)}); wait for it")
 
 

@@ -5,7 +5,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from django.db import transaction
+
+from audit.services import journal_append
 from devices.services import components_record
+from updates.actors import SYSTEM, Actor
 from updates.engine.errors import OrchestratorError
 from updates.engine.machine import Journal
 from updates.engine.manifest import Topology
@@ -23,6 +27,7 @@ def components_refresh(
     journal: Journal | None = None,
     workdir: Path | None = None,
     deployed: bool = False,
+    actor: Actor = SYSTEM,
 ) -> list[Inspected]:
     """Ask every component live and store the answers; raises SelectionError if one cannot answer.
 
@@ -35,7 +40,12 @@ def components_refresh(
             if inventory
             else None
         )
-    components_record(inspected=inspected, topology=topology, inventories=inventories, deployed=deployed)
+    with transaction.atomic():  # the answers and the drift they start or end, together
+        changes = components_record(
+            inspected=inspected, topology=topology, inventories=inventories, deployed=deployed
+        )
+        for change in changes:
+            journal_append(kind=change.kind, actor=actor, subject=change.subject, data=change.data)
     return inspected
 
 

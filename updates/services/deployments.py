@@ -51,6 +51,7 @@ from updates.services.environment import (
     environment_load,
     live_inspector,
 )
+from updates.services.gates import DbWatch, deployment_policy, policy_snapshot
 from updates.services.retention import store_retention_after_deployment
 from updates.services.runlog import deployment_logged
 from updates.services.sources import artifact_sources
@@ -101,24 +102,48 @@ def deployment_create_previous(
     forced: Forced | None = None,
 ) -> Deployment:
     """Queue the previous manifest again: "go back to the last known good system"."""
-    env = environment_load()
     pointers = selectors.active_manifests()
     if pointers is None or pointers.previous is None:
         raise NothingInProgress("there is no previous manifest to go back to")
-    previous = pointers.previous
+    options = _RunOptions(stop_before=list(stop_before), exit_on_reboot=exit_on_reboot)
+    return _deployment_queue_stored(
+        pointers.previous, kind="previous", options=options, actor=actor, forced=forced
+    )
+
+
+def deployment_create_reconcile(*, actor: Actor, stop_before: Sequence[str] = ()) -> Deployment:
+    """Queue the active manifest again (docs/policy.md, drift): the planner skips every component
+    that already runs its version, so only the drifted ones are installed."""
+    pointers = selectors.active_manifests()
+    if pointers is None or pointers.active is None:
+        raise NothingInProgress("no manifest is active yet: there is nothing to reconcile with")
+    options = _RunOptions(stop_before=list(stop_before), exit_on_reboot=False)
+    return _deployment_queue_stored(pointers.active, kind="reconcile", options=options, actor=actor)
+
+
+def deployment_install_reconcile(*, actor: Actor, echo: Echo | None = None) -> Deployment:
+    """The CLI's `reconcile`: queue the active manifest again, then execute it in this process."""
+    deployment = deployment_create_reconcile(actor=actor)
+    return deployment_execute(deployment_id=deployment.pk, actor=actor, echo=echo)
+
+
+def _deployment_queue_stored(
+    manifest: Manifest, *, kind: str, options: _RunOptions, actor: Actor, forced: Forced | None = None
+) -> Deployment:
+    """Queue a manifest the appliance already ran (its snapshot, not the file it came from)."""
+    env = environment_load()
     desired = desired_state_load(
         env,
-        manifest_path=Path(previous.source_path),
+        manifest_path=Path(manifest.source_path),
         topology_components=None,
-        manifest_data=previous.raw.encode(),
+        manifest_data=manifest.raw.encode(),
     )
-    options = _RunOptions(stop_before=list(stop_before), exit_on_reboot=exit_on_reboot)
     # The same manifest from the same bundle: its deployment's key, not its path, says which.
-    installed = previous.deployments.select_related("bundle").order_by("id").first()
+    installed = manifest.deployments.select_related("bundle").order_by("id").first()
     return _deployment_queue(
         env,
         desired,
-        kind="previous",
+        kind=kind,
         options=options,
         actor=actor,
         forced=forced,
@@ -150,7 +175,7 @@ def _released_on_crash(fn: Callable[P, R]) -> Callable[P, R]:
             raise  # expected refusals: the row already says what happened
         except BaseException:
             with contextlib.suppress(Exception):
-                Deployment.objects.filter(owner=owner_token(), status=Deployment.Status.RUNNING).update(
+                Deployment.objects.filter(owner=owner_token(), status__in=Deployment.RUNNABLE).update(
                     owner=""
                 )
             raise
@@ -192,7 +217,13 @@ def _execute_claimed(deployment: Deployment, *, echo: Echo | None) -> Deployment
     try:
         plan = _plan(env, deployment, desired, journal)
         options = _machine_options(env, deployment, deployment.stop_before, deployment.exit_on_reboot)
-        machine = Machine(plan=plan, runner=env.runner(), journal=journal, options=options)
+        machine = Machine(
+            plan=plan,
+            runner=env.runner(),
+            journal=journal,
+            options=options,
+            watch=_watch(env, deployment, journal, echo),
+        )
         result = machine.run()
     finally:
         journal.close()
@@ -216,6 +247,7 @@ def _deployment_queue(
 ) -> Deployment:
     # The constraints file is validated (InputError) and kept with the run before anything is recorded.
     constraints_file = constraints_snapshot(env, desired)
+    policy = policy_snapshot(env)  # docs/policy.md: validated now, kept for the whole run
     try:
         with transaction.atomic():
             manifest = _manifest_snapshot(desired)
@@ -228,6 +260,7 @@ def _deployment_queue(
                 actor=actor.as_json(),  # the same actor on the row and in the journal
                 forced_reason=forced.reason if forced else "",
                 constraints_file=constraints_file,
+                policy=policy,
                 bundle=bundle,
             )
             deployment.work_dir = str(env.work_root / str(deployment.pk))
@@ -312,6 +345,8 @@ def _busy() -> BusyError:
 def _busy_message(running: Deployment) -> str:
     since = timezone.localtime(running.started_at or running.created_at).strftime("%Y-%m-%d %H:%M:%S")
     what = f"deployment {running.pk} ({running.manifest.name})"
+    if running.status == Deployment.Status.WAITING_APPROVAL and owner_alive(running.owner):
+        return f"{what} waits for approval at the gate before {running.gate}: `approve` or `reject` it"
     if running.status == Deployment.Status.RUNNING and owner_alive(running.owner):
         return f"{what} is running (pid {owner_pid(running.owner)}, since {since}): wait for it to end"
     if running.status == Deployment.Status.QUEUED:
@@ -319,7 +354,7 @@ def _busy_message(running: Deployment) -> str:
             f"{what} is queued since {since}: wait for a worker to start it, or cancel it (the Cancel "
             "button on its page; on the command line `resume` runs it here)"
         )
-    if running.status == Deployment.Status.RUNNING:
+    if running.status in Deployment.RUNNABLE:
         return f"{what} was left running by a process that is gone: run `resume` or `rollback` first"
     return f"{what} is {running.status} since {since}: run `resume` or `rollback` first"
 
@@ -412,6 +447,9 @@ def deployment_close(
     deployment.finished_at = timezone.now()
     deployment.slot = None
     deployment.owner = ""
+    # A wait at a gate ends with the run (who decided stays in the journal).
+    deployment.gate, deployment.gate_expires_at, deployment.gate_decision = "", None, ""
+    deployment.gate_decided_by, deployment.gate_reason = None, ""
     with transaction.atomic():
         deployment.save()
         _journal_outcome(deployment, actor)  # the end, in the journal (and its head signed) with the row
@@ -468,10 +506,20 @@ def _journal_outcome(deployment: Deployment, actor: Actor) -> None:
     Deployment.objects.filter(pk=deployment.pk).update(seal=entry.hash)
 
 
+def _watch(env: Environment, deployment: Deployment, journal: DbJournal, echo: Echo | None) -> DbWatch | None:
+    policy = deployment_policy(deployment)
+    if policy is None:
+        return None
+    return DbWatch(deployment, policy, env=env, journal=journal, echo=echo or journal.echo)
+
+
 def _machine_options(
     env: Environment, deployment: Deployment, stop_before: Sequence[str], exit_on_reboot: bool
 ) -> Options:
+    policy = deployment_policy(deployment)
     return Options(
+        gates=frozenset(g.before for g in policy.gates) if policy else frozenset(),
+        health_window=bool(policy and policy.health and policy.health.checks),
         work_root=Path(deployment.work_dir),
         keys=env.keys(),
         stop_before=frozenset(stop_before),
@@ -528,7 +576,10 @@ def _refresh_after(env: Environment, deployment: Deployment) -> None:
 def _activate(env: Environment, manifest: Manifest) -> None:
     pointers, _ = ActiveManifests.objects.get_or_create(pk=1)
     if pointers.active_id != manifest.pk:
-        pointers.previous = pointers.active
+        # The same manifest again (`reconcile`, docs/policy.md) keeps the previous one: going
+        # back must still reach the system before it.
+        if pointers.active is None or pointers.active.sha256 != manifest.sha256:
+            pointers.previous = pointers.active
         pointers.active = manifest
         pointers.save()
     _store_manifest(env, "active.yaml", manifest)
@@ -650,7 +701,14 @@ def _continue_claimed(
     journal = DbJournal(deployment, echo=echo)
     try:
         options = _machine_options(env, deployment, stop_before, exit_on_reboot)
-        machine = Machine(plan=plan, runner=env.runner(), journal=journal, options=options, state=state)
+        machine = Machine(
+            plan=plan,
+            runner=env.runner(),
+            journal=journal,
+            options=options,
+            state=state,
+            watch=_watch(env, deployment, journal, echo),
+        )
         if crashed:
             _close_interrupted_steps(deployment)
             machine.recover_after_crash()
@@ -672,9 +730,10 @@ def _deployment_takeover(
     dead stays dead (its pid and start time never come back), so `dead_owner` is believed.
     """
     known_dead = bool(dead_owner) and deployment.owner == dead_owner
-    if deployment.status == Deployment.Status.RUNNING and not known_dead and owner_alive(deployment.owner):
+    if deployment.status in Deployment.RUNNABLE and not known_dead and owner_alive(deployment.owner):
         raise BusyError(_busy_message(deployment))
-    crashed = deployment.status == Deployment.Status.RUNNING
+    # A process that died waiting at a gate left no call running; resume waits there again.
+    crashed = deployment.status in Deployment.RUNNABLE
     kind, actor, request = journal
     with transaction.atomic():
         claimed = Deployment.objects.filter(

@@ -29,18 +29,18 @@ from updates.engine.planner import SelectionError
 from updates.liveness import owner_alive
 from updates.models import Deployment
 from updates.services.bundles import bundle_manifest_path
-from updates.services.components import components_refresh as refresh_components
 from updates.services.constraints import forced_override
 from updates.services.deployments import (
     deployment_busy_check,
     deployment_create,
     deployment_create_previous,
+    deployment_create_reconcile,
     deployment_execute,
     deployment_resume,
     deployment_rollback,
 )
-from updates.services.environment import environment_load
-from updates.services.system import current_topology, plan_constraints_check
+from updates.services.drift import drift_refresh_due, system_refresh
+from updates.services.system import plan_constraints_check
 from updates.tasknames import TASK_RECOVER, TASK_REFRESH, TASK_RESUME, TASK_ROLLBACK, TASK_RUN
 
 log = logging.getLogger("orchestrator.dispatch")
@@ -129,6 +129,15 @@ def deployment_start_previous(
             constraints=forced is None,
         )
     deployment = deployment_create_previous(stop_before=stop_before, actor=actor, forced=forced)
+    _enqueue_on_commit(TASK_RUN, deployment.pk)
+    return deployment
+
+
+def deployment_start_reconcile(*, actor: Actor) -> Deployment:
+    """Queue the active manifest again on a worker, so only drifted components are installed
+    (docs/policy.md). Raises NothingInProgress (no active manifest), InputError, BusyError."""
+    _not_cli(actor)
+    deployment = deployment_create_reconcile(actor=actor)
     _enqueue_on_commit(TASK_RUN, deployment.pk)
     return deployment
 
@@ -240,7 +249,7 @@ def deployment_run(*, deployment_id: int) -> str:
         deployment = deployment_execute(deployment_id=deployment_id, actor=_asked_by(deployment_id))
     except (InputError, SelectionError) as exc:
         return f"deployment {deployment_id} rejected: {exc}"
-    if deployment.status == Deployment.Status.RUNNING and not owner_alive(deployment.owner):
+    if deployment.status in Deployment.RUNNABLE and not owner_alive(deployment.owner):
         return _resume_crashed(deployment)
     return f"deployment {deployment_id}: {deployment.status}"
 
@@ -316,8 +325,14 @@ def components_refresh() -> str:
 
     Skipped while a deployment runs: its interfaces are busy, and it records Provides itself.
     """
-    if Deployment.objects.filter(status=Deployment.Status.RUNNING).exists():
-        return "a deployment is running: refresh skipped"
-    env = environment_load()
-    inspected = refresh_components(env, topology=current_topology(env), inventory=True)
-    return f"refreshed {len(inspected)} components"
+    try:
+        asked = system_refresh(actor=SYSTEM, inventory=True)
+    except BusyError as exc:
+        return f"refresh skipped: {exc}"
+    return f"refreshed {asked} components"
+
+
+def drift_watch_tick() -> None:
+    """The worker's timer: send a refresh when the policy's `drift.interval` has passed."""
+    if drift_refresh_due():
+        _enqueue(TASK_REFRESH)

@@ -31,6 +31,7 @@ from updates import selectors
 from updates.actors import Actor
 from updates.api.uploads import UploadIncomplete, UploadTooLarge
 from updates.engine.errors import BusyError, InvalidInput, OrchestratorError
+from updates.models import Deployment
 from updates.services import deployment_cancel as cancel_deployment
 from updates.services import plan_preview
 from updates.services.bundles import BundleAdded, bundle_add_file_once, bundle_add_once, bundle_manifest_path
@@ -39,7 +40,9 @@ from updates.services.dispatch import (
     deployment_resume_start,
     deployment_rollback_start,
     deployment_start_bundle,
+    deployment_start_reconcile,
 )
+from updates.services.gates import deployment_gate_decide, deployment_policy
 from updates.services.hook_secret import hook_secret_is_set, hook_secret_rotate
 from updates.statuses import status_label
 from updates.web.access import actor, role_required
@@ -76,6 +79,18 @@ def system_refresh(request: HttpRequest) -> HttpResponse:
 def _no_worker() -> bool:
     """Whether work queued now would wait: no worker beat lately (`updates.liveness`)."""
     return not selectors.live_workers()
+
+
+@require_POST
+@role_required(Role.OPERATOR)
+def system_reconcile(request: HttpRequest) -> HttpResponse:
+    """Install the active manifest again on a worker: only drifted components change (docs/policy.md)."""
+    try:
+        deployment = deployment_start_reconcile(actor=actor(request))
+    except OrchestratorError as exc:
+        messages.error(request, f"Cannot reconcile: {exc}")
+        return redirect("system")
+    return redirect("deployment", deployment_id=deployment.pk)
 
 
 # ----- bundles -------------------------------------------------------------------------------------
@@ -205,6 +220,7 @@ def deployment_detail(request: HttpRequest, deployment_id: int) -> HttpResponse:
         "can_continue": waits,
         "outcomes": outcomes,
         "no_worker": (deployment.status == deployment.Status.QUEUED or waits) and _no_worker(),
+        "gate_on_timeout": _on_timeout(deployment),
     }
     fragment = request.headers.get("HX-Request") == "true"
     return render(request, "updates/_timeline.html" if fragment else "updates/deployment.html", context)
@@ -220,6 +236,30 @@ def step_detail(request: HttpRequest, deployment_id: int, step_id: int) -> HttpR
     context = {"step": report | {"status": selectors.step_status(report)}, "deployment_id": deployment_id}
     fragment = request.headers.get("HX-Request") == "true"
     return render(request, "updates/_step.html" if fragment else "updates/step.html", context)
+
+
+def _on_timeout(deployment: Deployment) -> str:
+    policy = deployment_policy(deployment)
+    gate = policy.gate(deployment.gate) if policy and deployment.gate else None
+    return gate.on_timeout if gate else ""
+
+
+@require_POST
+@role_required(Role.OPERATOR)
+def deployment_decide(request: HttpRequest, deployment_id: int) -> HttpResponse:
+    """Approve or reject the gate it waits at (docs/policy.md), with the form's reason."""
+    approve = request.POST.get("decision") == "approve"
+    reason = request.POST.get("reason", "")[:2000]
+    try:
+        deployment_gate_decide(
+            deployment_id=deployment_id, approve=approve, actor=actor(request), reason=reason
+        )
+    except OrchestratorError as exc:
+        messages.error(request, f"Cannot {'approve' if approve else 'reject'}: {exc}")
+    else:
+        then = "it goes on" if approve else "the system is rolled back"
+        messages.info(request, f"Deployment {deployment_id} {'approved' if approve else 'rejected'}: {then}.")
+    return redirect("deployment", deployment_id=deployment_id)
 
 
 @require_POST
