@@ -15,6 +15,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from orchestrator_site.logs import LOG_FORMATS, LOG_LEVELS, logging_config
 from updates.appliance import paths_from_env
+from updates.engine.fetchguard import AddressGuard
 from updates.engine.fsutil import private_file_mode
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -366,3 +367,12 @@ if set(HOOKS_REFRESH_ON) - set(_DEVICE_EVENTS):
     )
 HOOKS_MAX_BODY_BYTES = envint("ORCH_HOOKS_MAX_BODY_BYTES", str(256 << 10))
 HOOKS_DOWNLOAD_MAX_BYTES = envint("ORCH_HOOKS_DOWNLOAD_MAX_BYTES", str(4 << 30))
+# A deployment request's URL is fetched on a worker within this many seconds, all retries included.
+HOOKS_FETCH_SECONDS = envint("ORCH_HOOKS_FETCH_SECONDS", "1800")
+# Hosts (names, addresses or CIDR networks) a bundle URL may reach although they are not public:
+# a lab server. Everything else loopback, link-local, private … is refused (docs/security.md §4).
+HOOKS_FETCH_ALLOW = [h.strip() for h in os.getenv("ORCH_HOOKS_FETCH_ALLOW", "").split(",") if h.strip()]
+try:
+    AddressGuard.from_entries(HOOKS_FETCH_ALLOW)
+except ValueError as _exc:
+    raise ImproperlyConfigured(f"ORCH_HOOKS_FETCH_ALLOW: {_exc}") from None
