@@ -137,6 +137,8 @@ MIDDLEWARE = [
     # error envelope.
     "updates.api.errors.ApiEnvelopeMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy on every answer (docs/security.md §5).
+    "orchestrator_site.middleware.SecurityHeadersMiddleware",
     # Static files from the app itself (the web UI's, and the API docs page's own scripts and
     # styles: no CDN, an appliance may have no internet), right after SecurityMiddleware.
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -144,6 +146,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "orchestrator_site.middleware.SessionIdleMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "updates.api.uploads.UploadCleanupMiddleware",
@@ -220,6 +223,13 @@ LOGIN_REDIRECT_URL = "/"  # the web UI's System page
 LOGOUT_REDIRECT_URL = "/accounts/login/"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
+# A request body sent to gunicorn must keep up, after the grace time, with this average rate, or
+# its connection is cut (orchestrator_site/slowbody.py): slow clients cannot hold every thread.
+BODY_GRACE_SECONDS = float(envint("ORCH_BODY_GRACE_SECONDS", "5"))
+BODY_MIN_BYTES_PER_SECOND = float(envint("ORCH_BODY_MIN_BYTES_PER_SECOND", "1024"))
+# A signed-in browser left alone this long is signed out (orchestrator_site/middleware.py); the
+# session cookie's own age (two weeks, Django's default) bounds even a busy session.
+SESSION_IDLE_SECONDS = envint("ORCH_SESSION_IDLE_SECONDS", "3600")
 CSRF_COOKIE_SAMESITE = "Lax"
 
 # ----- Production behind nginx (deploy/, docs/install.md) ------------------------------------------
@@ -260,8 +270,6 @@ with contextlib.suppress(OSError):  # Django's system check wants it to exist
 # A valid token is never refused (docs/security.md); `orchestrator access unblock` clears a block.
 AUTH_FAILURE_LIMIT = envint("ORCH_AUTH_FAILURE_LIMIT", "10")
 AUTH_FAILURE_WINDOW_SECONDS = envint("ORCH_AUTH_FAILURE_WINDOW_SECONDS", "300")
-# How long a web process reuses a good token's user and role (0: look it up on every request).
-TOKEN_CACHE_SECONDS = float(os.getenv("ORCH_TOKEN_CACHE_SECONDS", "2"))
 # How often the events stream looks at the database, and how long one stream may stay open.
 EVENTS_POLL_SECONDS = float(os.getenv("ORCH_EVENTS_POLL_SECONDS", "0.5"))
 EVENTS_MAX_SECONDS = envint("ORCH_EVENTS_MAX_SECONDS", "3600")

@@ -357,10 +357,15 @@ def test_it_keeps_a_rejected_bundle_from_a_url_and_says_where_its_problems_are(
     bundle = Bundle.objects.get()
     assert bundle.status == "rejected" and bundle.problems
     assert (row.fetch_status, row.bundle_id) == ("failed", bundle.pk)
-    assert row.fetch_error == f"bundle_rejected: bundle {bundle.pk} was rejected (its problems are on its page)"
+    assert (
+        row.fetch_error == f"bundle_rejected: bundle {bundle.pk} was rejected (its problems are on its page)"
+    )
     assert not Deployment.objects.exists()
     failed = JournalEntry.objects.get(kind="webhook.fetch_failed")
-    assert (failed.actor, failed.data["code"]) == ({"kind": "webhook", "name": row.event_id}, "bundle_rejected")
+    assert (failed.actor, failed.data["code"]) == (
+        {"kind": "webhook", "name": row.event_id},
+        "bundle_rejected",
+    )
 
 
 def test_it_refuses_plain_http_off_loopback_without_fetching(client: Client, system: DemoSystem) -> None:

@@ -34,6 +34,7 @@ from updates.services.dispatch import (
     deployment_rollback_start,
     deployment_start_bundle,
 )
+from updates.services.environment import store_relative
 from updates.services.hook_secret import hook_secret_is_set, hook_secret_rotate
 from updates.web.access import actor, role_required
 from updates.web.forms import (
@@ -86,7 +87,7 @@ def bundle_upload(request: HttpRequest) -> HttpResponse:
         form = UploadForm(files=request.FILES)
         status = 200 if form.is_valid() else 400
     except (UploadTooLarge, UploadIncomplete) as exc:  # the handler kept nothing of it
-        form, status = UploadForm.refused(f"Not uploaded: {exc}."), 413
+        form, status = UploadForm.refused(store_relative(f"Not uploaded: {exc}.")), 413
     if status != 200:
         return _bundles_page(request, form, status=status)
     upload = form.cleaned_data["file"]
@@ -114,7 +115,7 @@ def _plan(bundle_id: int) -> dict[str, Any]:
     try:
         plan = plan_preview(manifest_path=bundle_manifest_path(bundle_id=bundle_id))
     except OrchestratorError as exc:  # the bundle's files are gone, the system refuses it, …
-        return {"plan_error": str(exc)}
+        return {"plan_error": store_relative(str(exc))}
     return {"plan": plan, "overview": selectors.plan_overview(plan)}
 
 
@@ -127,7 +128,7 @@ def bundle_deploy(request: HttpRequest, bundle_id: int) -> HttpResponse:
     try:
         deployment = deployment_start_bundle(bundle_id=bundle_id, actor=actor(request))
     except OrchestratorError as exc:
-        messages.error(request, f"Not started: {exc}")
+        messages.error(request, store_relative(f"Not started: {exc}"))
         return redirect("bundle", bundle_id=bundle_id)
     return redirect("deployment", deployment_id=deployment.pk)
 
@@ -184,7 +185,7 @@ def _continue(request: HttpRequest, deployment_id: int, start: Callable[..., Any
     try:
         start(deployment_id=deployment_id, actor=actor(request))
     except OrchestratorError as exc:  # not in progress, a worker has it, cleanup started
-        messages.error(request, f"Cannot {verb}: {exc}")
+        messages.error(request, store_relative(f"Cannot {verb}: {exc}"))
     else:
         messages.info(request, f"A worker will {verb} deployment {deployment_id}.")
     return redirect("deployment", deployment_id=deployment_id)
@@ -344,10 +345,13 @@ def token_create(request: HttpRequest) -> HttpResponse:
     except accounts_services.AccessError as exc:
         form.add_error("name", str(exc))
         return _tokens_page(request, form, status=400)
-    # Shown on this response only: the database keeps its hash.
-    return _tokens_page(
+    # Shown on this response only: the database keeps its hash. no-store: not kept by the
+    # browser's cache or history either, where Back would show it to the next person.
+    response = _tokens_page(
         request, TokenCreateForm(role=accounts_selectors.role_of(request.user)), secret=new.secret
     )
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 @require_POST
