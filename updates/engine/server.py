@@ -158,6 +158,7 @@ class ArtifactServer:
                     # The standard phrase, not the server's: its reason text is its own content.
                     raise ServerError(f"HTTP {exc.code} {_phrase(exc.code)}".rstrip(), _path(url))
             except _TRANSIENT as exc:
+                self.time_left(url)  # a connection the watchdog cut at the deadline says so
                 if number == self.settings.retries:
                     raise ServerError(f"unreachable after {number + 1} attempts ({_reason(exc)})", _path(url))
             self.backoff(number)
@@ -228,6 +229,7 @@ class _ResumingBody:
         if self.response is not None:
             self.response.close()
         self.response = None
+        self.server.time_left(self.uri)
         self.failures += 1
         if self.failures > self.server.settings.retries:
             raise ServerError(f"download failed at byte {self.pos}: {reason}", _path(self.uri))
@@ -410,7 +412,8 @@ def url_check(url: str, guard: AddressGuard | None = None) -> str:
     when it is connected to."""
     _check_url(url)
     if guard is not None:
-        guard.check_literal(urllib.parse.urlsplit(url).hostname or "")
+        # Unquoted: a zone id is written %25 in a URL ([fe80::1%25eth0]).
+        guard.check_literal(urllib.parse.unquote(urllib.parse.urlsplit(url).hostname or ""))
     return url
 
 
