@@ -225,7 +225,7 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 # A request body sent to gunicorn must keep up, after the grace time, with this average rate, or
 # its connection is cut (orchestrator_site/slowbody.py): slow clients cannot hold every thread.
-BODY_GRACE_SECONDS = float(envint("ORCH_BODY_GRACE_SECONDS", "5"))
+BODY_GRACE_SECONDS = float(envint("ORCH_BODY_GRACE_SECONDS", "2"))
 BODY_MIN_BYTES_PER_SECOND = float(envint("ORCH_BODY_MIN_BYTES_PER_SECOND", "1024"))
 # A signed-in browser left alone this long is signed out (orchestrator_site/middleware.py); the
 # session cookie's own age (two weeks, Django's default) bounds even a busy session.

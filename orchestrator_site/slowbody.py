@@ -84,7 +84,12 @@ class _Input:
         return self._seen(self.raw.readline(size) if size is not None else self.raw.readline(), size)
 
     def readlines(self, hint: int | None = None) -> list[bytes]:
-        return [self._seen(line, None) for line in self.raw.readlines(hint or -1)] or [self._seen(b"", None)]
+        lines: list[bytes] = self.raw.readlines(hint) if hint else self.raw.readlines()
+        for line in lines:
+            self._seen(line, None)
+        if not hint:
+            self.body.done = True  # read to the end
+        return lines
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(self.readline, b"")

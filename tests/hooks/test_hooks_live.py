@@ -89,7 +89,9 @@ def test_a_requested_deployment_runs_on_a_worker(
     demo = appliance.system
     v2_bundle(demo, file_server.root / "v2.tar.gz")
     hook_secret_set(secret=SECRET, actor=SYSTEM)
-    # The loopback file server is a lab server the administrator allowed (docs/security.md §4).
+    # The loopback file server is a lab server the administrator allowed (docs/security.md §4):
+    # for the hook in this process and for the worker that fetches.
+    settings.HOOKS_FETCH_ALLOW = ["127.0.0.1"]
     appliance.env["ORCH_HOOKS_FETCH_ALLOW"] = "127.0.0.1"
     appliance.start_worker()
 

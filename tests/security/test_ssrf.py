@@ -106,7 +106,8 @@ def loopback_server() -> Iterator[int]:
         def do_GET(self) -> None:
             if self.path == "/to-other":
                 self.send_response(302)
-                self.send_header("Location", f"http://127.0.0.1:{self.server.server_address[1]}/ok")
+                port = self.connection.getsockname()[1]  # this server's own port
+                self.send_header("Location", f"http://127.0.0.1:{port}/ok")
                 self.end_headers()
                 return
             code = 500 if self.path == "/error" else 200
