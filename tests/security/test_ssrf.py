@@ -332,3 +332,14 @@ def test_the_old_loopback_file_server_needs_the_allow_list(file_server: FileServ
     with pytest.raises(AddressRefused):
         _fetch(f"{file_server.url}/b.tar", AddressGuard())
     assert len(_fetch(f"{file_server.url}/b.tar", AddressGuard.from_entries(["127.0.0.1"]))) == 1024
+
+
+def test_the_fetch_goes_to_the_checked_address_not_through_a_proxy(
+    loopback_server: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A proxy would be the one connecting: the guard would check the proxy, not the target."""
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")  # nothing listens there
+    guard = AddressGuard.from_entries(["127.0.0.1"])
+    assert _fetch(f"http://127.0.0.1:{loopback_server}/ok", guard).startswith(b'{"status"')
