@@ -9,8 +9,6 @@ its further bad ones — never for a valid token (docs/security.md).
 from __future__ import annotations
 
 import functools
-import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -22,7 +20,7 @@ from ninja.security import APIKeyCookie, HttpBearer
 
 from accounts import selectors, services
 from accounts.addresses import client_address
-from accounts.models import Role, token_digest
+from accounts.models import Role
 from accounts.selectors import Principal
 from updates.api.errors import error_response
 
@@ -39,7 +37,9 @@ class BearerToken(HttpBearer):
         self.role = role
 
     def authenticate(self, request: HttpRequest, token: str) -> Principal | None:
-        principal = _principal_cached(token)
+        # Read on every request, never cached in the process: a revocation or a role change
+        # counts on every web process at once (one indexed query: selectors.token_principal).
+        principal = selectors.token_principal(token)
         if principal is None:
             # Only bad tokens are slowed: someone else's guessing from the same address (every
             # client is the proxy's address without ORCH_BEHIND_PROXY) never refuses a good one.
@@ -51,30 +51,6 @@ class BearerToken(HttpBearer):
         if principal.token is not None:
             services.token_touch(token=principal.token)
         return _allowed(principal, self.role)
-
-
-_recent: dict[str, tuple[float, Principal]] = {}
-_recent_lock = threading.Lock()
-
-
-def _principal_cached(token: str) -> Principal | None:
-    """A good token's principal is reused for TOKEN_CACHE_SECONDS (2 s by default) in this
-    process: a script polling the API then costs no query for who it is. A revocation, expiry or
-    role change takes effect within that time; bad tokens are never cached."""
-    key, now = token_digest(token), time.monotonic()
-    with _recent_lock:
-        hit = _recent.get(key)
-    if hit is not None and now - hit[0] < settings.TOKEN_CACHE_SECONDS:
-        return hit[1]
-    principal = selectors.token_principal(token)
-    with _recent_lock:
-        if len(_recent) > 1000:
-            _recent.clear()
-        if principal is not None:
-            _recent[key] = (now, principal)
-        else:
-            _recent.pop(key, None)
-    return principal
 
 
 class Session(APIKeyCookie):

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from accounts.addresses import client_address
 from accounts.models import ApiToken, AuthFailure, Profile, Role, token_digest
+from accounts.names import token_name_problem, user_name_problem
 from audit.services import journal_append
 from updates.actors import Actor
 from updates.engine.errors import InvalidInput
@@ -35,6 +36,7 @@ class NewToken:
 
 @transaction.atomic
 def user_create(*, username: str, role: Role, password: str, actor: Actor) -> User:
+    _name_check(user_name_problem(username), username)
     if User.objects.filter(username=username).exists():
         raise AccessError(f"user {username!r} already exists")
     user = User.objects.create_user(username=username, password=password)
@@ -56,6 +58,11 @@ def user_set_role(*, username: str, role: Role, actor: Actor) -> User:
     return user
 
 
+def _name_check(problem: str | None, name: str) -> None:
+    if problem:
+        raise AccessError(f"{name!r} refused: {problem}")
+
+
 def _journal(kind: str, actor: Actor, subject: str, data: dict[str, object]) -> None:
     """Access changes go into the audit journal with the change (issue 11); never a secret."""
     journal_append(kind=kind, actor=actor, subject=subject, data=data)
@@ -64,6 +71,8 @@ def _journal(kind: str, actor: Actor, subject: str, data: dict[str, object]) -> 
 def token_create(
     *, username: str, role: Role, actor: Actor, name: str = "", expires_days: int | None = None
 ) -> NewToken:
+    if name:
+        _name_check(token_name_problem(name), name)
     user = _user(username)
     if role.rank > _role_of(user).rank:
         raise AccessError(f"a token cannot outrank its user: {username} is {_role_of(user)}, not {role}")

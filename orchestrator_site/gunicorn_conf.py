@@ -33,6 +33,11 @@ class OrchestratorLogger(Logger):  # type: ignore[misc]  # (untyped base)
                 handler.setFormatter(formatter)
 
 
+# Slow clients (issue 22): gthread reads a request's body in the thread that serves it, so a body
+# sent a byte a second holds a thread. gunicorn has no setting that bounds a body's read, so the
+# app cuts a body that falls behind ORCH_BODY_MIN_BYTES_PER_SECOND after ORCH_BODY_GRACE_SECONDS
+# (orchestrator_site/slowbody.py, wrapped round the app in wsgi.py), wherever gunicorn runs:
+# bin/run, the systemd unit, behind nginx or not. Behind the shipped nginx a body arrives whole.
 logger_class = OrchestratorLogger
 errorlog = "-"
 accesslog = "-"

@@ -83,13 +83,24 @@ class JsonFormatter(TextFormatter):
 FORMATTERS: dict[str, type[logging.Formatter]] = {"text": TextFormatter, "json": JsonFormatter}
 
 
+class OneLineForbidden(logging.Filter):
+    """A 403 is a refusal working as meant: Django logs it with the PermissionDenied traceback,
+    a dozen lines per refused click. Keep its one line ("Forbidden (Permission denied): /path")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "status_code", None) == 403:
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 def logging_config(*, log_format: str, level: str) -> dict[str, Any]:
     """The `LOGGING` dict: one stderr handler (journald under systemd; never stdout, which
     Mender parses for `show-provides`/`show-inventory`) with the context filter."""
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"context": {"()": ContextFilter}},
+        "filters": {"context": {"()": ContextFilter}, "forbidden": {"()": OneLineForbidden}},
         "formatters": {"orchestrator": {"()": FORMATTERS[log_format]}},
         "handlers": {
             "stderr": {
@@ -104,6 +115,7 @@ def logging_config(*, log_format: str, level: str) -> dict[str, Any]:
         # INFO; both would bypass ours (a second, unformatted line; INFO under LOG_LEVEL=WARNING).
         "loggers": {
             "django": {"handlers": [], "level": level, "propagate": True},
+            "django.request": {"handlers": [], "filters": ["forbidden"], "propagate": True},
             # The signed journal anchors are a copy of the audit outside the database
             # (docs/audit.md): written whatever LOG_LEVEL is.
             "orchestrator.audit": {"level": "INFO"},

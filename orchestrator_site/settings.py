@@ -15,6 +15,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from orchestrator_site.logs import LOG_FORMATS, LOG_LEVELS, logging_config
 from updates.appliance import load_local_env, paths_from_env
+from updates.engine.fetchguard import AddressGuard
 from updates.engine.fsutil import private_file_mode
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -137,6 +138,8 @@ MIDDLEWARE = [
     # error envelope.
     "updates.api.errors.ApiEnvelopeMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy on every answer (docs/security.md §5).
+    "orchestrator_site.middleware.SecurityHeadersMiddleware",
     # Static files from the app itself (the web UI's, and the API docs page's own scripts and
     # styles: no CDN, an appliance may have no internet), right after SecurityMiddleware.
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -144,6 +147,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "orchestrator_site.middleware.SessionIdleMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "updates.api.uploads.UploadCleanupMiddleware",
@@ -222,6 +226,13 @@ LOGIN_REDIRECT_URL = "/"  # the web UI's System page
 LOGOUT_REDIRECT_URL = "/accounts/login/"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
+# A request body sent to gunicorn must keep up, after the grace time, with this average rate, or
+# its connection is cut (orchestrator_site/slowbody.py): slow clients cannot hold every thread.
+BODY_GRACE_SECONDS = float(envint("ORCH_BODY_GRACE_SECONDS", "2"))
+BODY_MIN_BYTES_PER_SECOND = float(envint("ORCH_BODY_MIN_BYTES_PER_SECOND", "1024"))
+# A signed-in browser left alone this long is signed out (orchestrator_site/middleware.py); the
+# session cookie's own age (two weeks, Django's default) bounds even a busy session.
+SESSION_IDLE_SECONDS = envint("ORCH_SESSION_IDLE_SECONDS", "3600")
 CSRF_COOKIE_SAMESITE = "Lax"
 
 # ----- Production behind nginx (deploy/, docs/install.md) ------------------------------------------
@@ -262,8 +273,6 @@ with contextlib.suppress(OSError):  # Django's system check wants it to exist
 # A valid token is never refused (docs/security.md); `orchestrator access unblock` clears a block.
 AUTH_FAILURE_LIMIT = envint("ORCH_AUTH_FAILURE_LIMIT", "10")
 AUTH_FAILURE_WINDOW_SECONDS = envint("ORCH_AUTH_FAILURE_WINDOW_SECONDS", "300")
-# How long a web process reuses a good token's user and role (0: look it up on every request).
-TOKEN_CACHE_SECONDS = float(os.getenv("ORCH_TOKEN_CACHE_SECONDS", "2"))
 # How often the events stream looks at the database, and how long one stream may stay open.
 EVENTS_POLL_SECONDS = float(os.getenv("ORCH_EVENTS_POLL_SECONDS", "0.5"))
 EVENTS_MAX_SECONDS = envint("ORCH_EVENTS_MAX_SECONDS", "3600")
@@ -369,3 +378,12 @@ if set(HOOKS_REFRESH_ON) - set(_DEVICE_EVENTS):
     )
 HOOKS_MAX_BODY_BYTES = envint("ORCH_HOOKS_MAX_BODY_BYTES", str(256 << 10))
 HOOKS_DOWNLOAD_MAX_BYTES = envint("ORCH_HOOKS_DOWNLOAD_MAX_BYTES", str(4 << 30))
+# A deployment request's URL is fetched on a worker within this many seconds, all retries included.
+HOOKS_FETCH_SECONDS = envint("ORCH_HOOKS_FETCH_SECONDS", "1800")
+# Hosts (names, addresses or CIDR networks) a bundle URL may reach although they are not public:
+# a lab server. Everything else loopback, link-local, private … is refused (docs/security.md §4).
+HOOKS_FETCH_ALLOW = [h.strip() for h in os.getenv("ORCH_HOOKS_FETCH_ALLOW", "").split(",") if h.strip()]
+try:
+    AddressGuard.from_entries(HOOKS_FETCH_ALLOW)
+except ValueError as _exc:
+    raise ImproperlyConfigured(f"ORCH_HOOKS_FETCH_ALLOW: {_exc}") from None

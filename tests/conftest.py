@@ -48,6 +48,7 @@ SLOW_FILES = {
     "tests/test_cli_artifact.py",
     "tests/test_gunicorn_logs.py",
     "tests/hooks/test_hook_secret_cli.py",
+    "tests/security/test_live_server.py",
 }
 SLOW_FIXTURES = {"appliance", "web", "demo", "web_demo"}
 

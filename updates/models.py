@@ -313,7 +313,15 @@ class WebhookEvent(models.Model):
         RECORDED = "recorded"  # about another device, or refresh is not configured
         REFRESH = "refresh"  # about this system's own device: a components refresh was queued
         DEPLOYMENT = "deployment"  # a deployment was queued
+        FETCH = "fetch"  # a bundle URL to fetch was queued for a worker (`fetch_status` follows it)
         REFUSED = "refused"  # outside the replay window, or the request could not be carried out
+
+    class Fetch(models.TextChoices):
+        NONE = ""  # no URL to fetch
+        QUEUED = "queued"  # answered 202; a worker's message is sent once this row commits
+        RUNNING = "running"  # claimed by a worker (a conditional UPDATE from queued)
+        DONE = "done"  # fetched, accepted, and its deployment queued (`bundle`, `deployment`)
+        FAILED = "failed"  # `fetch_error` says why, never with what the URL served
 
     event_id = models.CharField(max_length=100, unique=True)
     type = models.CharField(max_length=40)
@@ -331,6 +339,9 @@ class WebhookEvent(models.Model):
     deployment = models.ForeignKey(Deployment, null=True, on_delete=models.SET_NULL, related_name="+")
     replays = models.PositiveIntegerField(default=0)
     received_at = models.DateTimeField(auto_now_add=True)
+    # The job of a deployment request by URL: the hook answers 202 at once, a worker fetches.
+    fetch_status = models.CharField(max_length=10, choices=Fetch.choices, default=Fetch.NONE, blank=True)
+    fetch_error = models.TextField(blank=True)
 
     class Meta:
         ordering = ["-id"]

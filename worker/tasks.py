@@ -12,10 +12,10 @@ from celery.signals import worker_init, worker_ready
 from django.conf import settings
 
 from updates.engine.manifest import InputError
-from updates.services import dispatch
+from updates.services import dispatch, hooks
 from updates.services.dispatch import queue_folders_create
 from updates.services.environment import environment_load
-from updates.tasknames import TASK_RECOVER, TASK_REFRESH, TASK_RESUME, TASK_ROLLBACK, TASK_RUN
+from updates.tasknames import TASK_FETCH, TASK_RECOVER, TASK_REFRESH, TASK_RESUME, TASK_ROLLBACK, TASK_RUN
 from worker.celery import app
 
 
@@ -45,6 +45,12 @@ def deployments_recover(dead_owner: str = "") -> str:
 @app.task(name=TASK_REFRESH, soft_time_limit=3600, time_limit=3700)
 def components_refresh() -> str:
     return dispatch.components_refresh()
+
+
+# The fetch has its own deadline (ORCH_HOOKS_FETCH_SECONDS); the ingest after it reads local files.
+@app.task(name=TASK_FETCH)
+def webhook_fetch(event_pk: int) -> str:
+    return hooks.hook_fetch_run(event_pk=event_pk)
 
 
 @worker_init.connect

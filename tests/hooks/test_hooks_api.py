@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tarfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,10 +29,10 @@ from tests.hooks.conftest import (
 from tests.integration.conftest import DemoSystem
 from updates import selectors
 from updates.actors import SYSTEM, Actor
-from updates.models import Bundle, Deployment, WebhookEvent
+from updates.models import Bundle, Deployment, JournalEntry, WebhookEvent
 from updates.services import bundles, hooks
 from updates.services.hook_secret import hook_secret_path
-from updates.tasknames import TASK_REFRESH, TASK_RUN
+from updates.tasknames import TASK_FETCH, TASK_REFRESH, TASK_RUN
 
 pytestmark = [pytest.mark.urls("tests.hooks.urls"), pytest.mark.django_db]
 Capture = Callable[..., Any]
@@ -296,38 +297,75 @@ def test_it_refuses_an_unknown_bundle(client: Client, system: DemoSystem) -> Non
     }
 
 
-def test_it_fetches_a_bundle_url_from_a_loopback_server_then_deploys_it(
-    client: Client, system: DemoSystem, file_server: FileServer, django_capture_on_commit_callbacks: Capture
+def fetch_requested(
+    client: Client, url: str, capture: Capture, *, key: str = "bundle_url", event_id: str = ""
+) -> WebhookEvent:
+    """Send a deployment request by URL: answered 202 at once, the fetch queued for a worker
+    after the commit; then the worker's half, run here. The event row, as the worker left it."""
+    with capture() as callbacks:
+        response = post(client, mender_event("deployment-requested", {key: url}, event_id=event_id))
+    assert response.status_code == 202, response.content
+    assert response.json()["action"] == "fetch"
+    row = WebhookEvent.objects.get(event_id=response.json()["event"])
+    assert (row.fetch_status, sent(callbacks)) == ("queued", [(TASK_FETCH, row.pk)])
+    hooks.hook_fetch_run(event_pk=row.pk)
+    row.refresh_from_db()
+    return row
+
+
+@pytest.fixture
+def lab_allowed(settings: Any) -> None:
+    """The loopback file server is a lab server the administrator allowed (docs/security.md §4)."""
+    settings.HOOKS_FETCH_ALLOW = ["127.0.0.1"]
+
+
+def test_it_fetches_a_bundle_url_on_a_worker_then_deploys_it(
+    client: Client,
+    system: DemoSystem,
+    file_server: FileServer,
+    lab_allowed: None,
+    django_capture_on_commit_callbacks: Capture,
 ) -> None:
     v2_bundle(system, file_server.root / "v2.tar.gz")
-    body = mender_event(
-        "deployment-requested", {"bundle_url": f"{file_server.url}/v2.tar.gz"}, event_id="ci-7"
-    )
-    with django_capture_on_commit_callbacks() as callbacks:
-        response = post(client, body)
-    assert response.status_code == 202, response.content
+    url = f"{file_server.url}/v2.tar.gz"
+    with django_capture_on_commit_callbacks(execute=False) as runs:
+        row = fetch_requested(client, url, django_capture_on_commit_callbacks, event_id="ci-7")
+    assert (row.fetch_status, row.fetch_error) == ("done", "")
     bundle = Bundle.objects.get()
     assert (bundle.status, bundle.who, bundle.filename) == ("accepted", Actor("webhook", "ci-7"), "v2.tar.gz")
-    assert response.json()["bundle"] == bundle.pk
     deployment = Deployment.objects.get()
-    assert sent(callbacks) == [(TASK_RUN, deployment.pk)]
+    assert (row.bundle_id, row.deployment_id) == (bundle.pk, deployment.pk)
+    assert sent(runs) == [(TASK_FETCH, row.pk), (TASK_RUN, deployment.pk)]
     assert file_server.requests == ["/v2.tar.gz"]
     assert list((system.datastore / "downloads").iterdir()) == []  # the download is not kept
+    assert hooks.hook_fetch_run(event_pk=row.pk).endswith("not queued for a fetch (done already, or unknown)")
+    assert Deployment.objects.count() == 1  # a redelivered message does nothing
 
 
-def test_it_keeps_a_rejected_bundle_from_a_url_and_says_why(
-    client: Client, system: DemoSystem, file_server: FileServer
+def test_it_keeps_a_rejected_bundle_from_a_url_and_says_where_its_problems_are(
+    client: Client,
+    system: DemoSystem,
+    file_server: FileServer,
+    lab_allowed: None,
+    django_capture_on_commit_callbacks: Capture,
 ) -> None:
-    (file_server.root / "broken.tar.gz").write_bytes(b"not a tar at all")
-    response = post(
-        client, mender_event("deployment-requested", {"artifact_url": f"{file_server.url}/broken.tar.gz"})
+    with tarfile.open(file_server.root / "broken.tar", "w") as tar:
+        tar.add(system.system / "manifest-v2.yaml", "manifest-v2.yaml")  # its artifacts missing
+    row = fetch_requested(
+        client, f"{file_server.url}/broken.tar", django_capture_on_commit_callbacks, key="artifact_url"
     )
-    assert response.status_code == 422
-    error = response.json()["error"]
-    assert error["code"] == "bundle_rejected"
-    assert error["details"]["problems"]
-    assert Bundle.objects.get().status == "rejected"
+    bundle = Bundle.objects.get()
+    assert bundle.status == "rejected" and bundle.problems
+    assert (row.fetch_status, row.bundle_id) == ("failed", bundle.pk)
+    assert (
+        row.fetch_error == f"bundle_rejected: bundle {bundle.pk} was rejected (its problems are on its page)"
+    )
     assert not Deployment.objects.exists()
+    failed = JournalEntry.objects.get(kind="webhook.fetch_failed")
+    assert (failed.actor, failed.data["code"]) == (
+        {"kind": "webhook", "name": row.event_id},
+        "bundle_rejected",
+    )
 
 
 def test_it_refuses_plain_http_off_loopback_without_fetching(client: Client, system: DemoSystem) -> None:
@@ -340,27 +378,31 @@ def test_it_refuses_plain_http_off_loopback_without_fetching(client: Client, sys
 
 
 def test_it_cuts_a_download_off_at_the_limit(
-    client: Client, system: DemoSystem, file_server: FileServer, settings: Any
+    client: Client,
+    system: DemoSystem,
+    file_server: FileServer,
+    lab_allowed: None,
+    settings: Any,
+    django_capture_on_commit_callbacks: Capture,
 ) -> None:
     settings.HOOKS_DOWNLOAD_MAX_BYTES = 1000
     (file_server.root / "big.tar").write_bytes(b"\0" * 5000)
-    response = post(
-        client, mender_event("deployment-requested", {"bundle_url": f"{file_server.url}/big.tar"})
-    )
-    assert response.status_code == 422
-    assert response.json()["error"]["code"] == "download_too_large"
+    row = fetch_requested(client, f"{file_server.url}/big.tar", django_capture_on_commit_callbacks)
+    assert row.fetch_error.startswith("download_too_large: ")
     assert not Bundle.objects.exists()
     assert list((system.datastore / "downloads").iterdir()) == []
 
 
 def test_it_reports_a_missing_file_as_a_failed_download(
-    client: Client, system: DemoSystem, file_server: FileServer
+    client: Client,
+    system: DemoSystem,
+    file_server: FileServer,
+    lab_allowed: None,
+    django_capture_on_commit_callbacks: Capture,
 ) -> None:
-    response = post(
-        client, mender_event("deployment-requested", {"bundle_url": f"{file_server.url}/gone.tar"})
-    )
-    assert response.status_code == 502
-    assert response.json()["error"]["message"] == f"{file_server.url}/gone.tar: HTTP 404 File not found"
+    row = fetch_requested(client, f"{file_server.url}/gone.tar", django_capture_on_commit_callbacks)
+    # The standard phrase of the status, not the server's own text ("File not found").
+    assert row.fetch_error == f"download_failed: {file_server.url}/gone.tar: HTTP 404 Not Found"
 
 
 def test_its_openapi_names_the_signature_and_every_answer() -> None:

@@ -4,6 +4,7 @@ HTTP, its bundle fetched from a loopback server, run to the end by a real Celery
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +30,18 @@ from updates.services.hook_secret import hook_secret_set
 
 pytestmark = pytest.mark.urls("tests.hooks.urls")
 V2 = {"G13": "gateway-v2", "R456": "rtos-v2", "R998": "rtos-v2"}
+
+
+def _fetched_deployment(event_id: str, timeout: float = 60) -> int:
+    """The deployment a worker queued for a request by URL (the event row is the job)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        event = WebhookEvent.objects.get(event_id=event_id)
+        assert event.fetch_status != "failed", event.fetch_error
+        if event.deployment_id is not None:
+            return int(event.deployment_id)
+        time.sleep(0.2)
+    raise AssertionError(f"no deployment for {event_id} after {timeout} s")
 
 
 def send(base: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
@@ -76,6 +89,10 @@ def test_a_requested_deployment_runs_on_a_worker(
     demo = appliance.system
     v2_bundle(demo, file_server.root / "v2.tar.gz")
     hook_secret_set(secret=SECRET, actor=SYSTEM)
+    # The loopback file server is a lab server the administrator allowed (docs/security.md §4):
+    # for the hook in this process and for the worker that fetches.
+    settings.HOOKS_FETCH_ALLOW = ["127.0.0.1"]
+    appliance.env["ORCH_HOOKS_FETCH_ALLOW"] = "127.0.0.1"
     appliance.start_worker()
 
     body = mender_event(
@@ -83,7 +100,9 @@ def test_a_requested_deployment_runs_on_a_worker(
     )
     status, answer = send(live_server.url, body, signed(body))
     assert status == 202, answer
-    deployment = appliance.wait_finished(json.loads(answer)["deployment"]["id"])
+    assert json.loads(answer)["action"] == "fetch"  # answered at once; the worker fetches
+    deployment_id = _fetched_deployment("ci-99")
+    deployment = appliance.wait_finished(deployment_id)
     assert deployment.status == "succeeded", deployment.reason
     assert demo.versions() == V2
     assert deployment.who == Actor("webhook", "ci-99")

@@ -19,7 +19,6 @@ PROXY = "127.0.0.1"  # behind the shipped nginx every request comes from here
 @pytest.fixture
 def admin(db: None, settings: Any) -> str:
     settings.AUTH_FAILURE_LIMIT = 3
-    settings.TOKEN_CACHE_SECONDS = 0
     services.user_create(username="admin", role=Role.ADMIN, password="admin-password-1", actor=SETUP)
     return services.token_create(username="admin", role=Role.ADMIN, actor=SETUP).secret
 

@@ -20,6 +20,7 @@ from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, AuthorizationError, HttpError, Throttled, ValidationError
 
 from updates.engine.errors import OrchestratorError, Refused, error_envelope
+from updates.services.environment import store_relative
 
 log = logging.getLogger("orchestrator.api")
 
@@ -58,7 +59,18 @@ def status_of(exc: Exception) -> tuple[int, str] | None:
 
 
 def error_response(status: int, code: str, message: str, details: Any = None) -> JsonResponse:
-    return JsonResponse(error_envelope(code, message, details), status=status)
+    # Files in the data store by their path under it, never the server's absolute path.
+    return JsonResponse(error_envelope(code, store_relative(message), _relative(details)), status=status)
+
+
+def _relative(details: Any) -> Any:
+    if isinstance(details, str):
+        return store_relative(details)
+    if isinstance(details, list):
+        return [_relative(d) for d in details]
+    if isinstance(details, dict):
+        return {k: _relative(v) for k, v in details.items()}
+    return details
 
 
 def domain_response(exc: OrchestratorError) -> JsonResponse:

@@ -42,7 +42,7 @@ class HookOut(Schema):
     type: str
     device_id: str = Field(description="the Mender device the event is about; empty for a deployment request")
     own_device: bool = Field(description="the event is about this system's own Mender device")
-    action: str = Field(description="recorded | refresh | deployment")
+    action: str = Field(description="recorded | refresh | deployment | fetch (a URL queued for a worker)")
     deployment: DeploymentRefOut | None = None
     bundle: int | None = None
 

@@ -158,7 +158,9 @@ def plan(request: HttpRequest, body: PlanIn) -> dict[str, Any]:
     """The dry run `plan --json` prints: a stored bundle's manifest, or a manifest as YAML text."""
     if body.bundle_id is not None:
         return plan_preview(manifest_path=bundles.bundle_manifest_path(bundle_id=body.bundle_id))
-    return plan_preview(manifest_path=PLAN_TEXT_PATH, manifest_data=(body.manifest or "").encode())
+    return plan_preview(
+        manifest_path=PLAN_TEXT_PATH, manifest_data=(body.manifest or "").encode(), confined=True
+    )
 
 
 @router.post("/deployments", response={202: DeploymentOut}, auth=OPERATOR)

@@ -86,6 +86,20 @@ def shared_rw_mode(directory: Path) -> int:
     return 0o660 if group_shared(directory) else 0o600
 
 
+def database_files_protect(paths: Sequence[Path]) -> None:
+    """The database files readable by their owner (and the service group in a shared folder)
+    only: 0600, or 0660 shared. SQLite creates them 0644 less the umask, which lets every local
+    user read the users' password hashes and the token hashes under a usual umask 022."""
+    for path in paths:
+        try:
+            st = path.stat()
+            wanted = shared_rw_mode(path.parent)
+            if stat.S_IMODE(st.st_mode) != wanted and st.st_uid == os.geteuid():
+                path.chmod(wanted)
+        except OSError:
+            continue
+
+
 def share_with_group(paths: Sequence[Path]) -> None:
     """Make the group read and write `paths` in a shared folder (its owner alone may chmod;
     missing paths and other owners' files are left as they are)."""

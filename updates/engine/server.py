@@ -13,7 +13,9 @@ from __future__ import annotations
 import http.client
 import ipaddress
 import json
+import socket
 import ssl
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -26,6 +28,7 @@ from typing import IO, Any
 from updates.engine.artifact import ArtifactInfo, ArtifactReader, Limits, PublicKey
 from updates.engine.bundle import CHUNK, store_artifact
 from updates.engine.errors import UnavailableError
+from updates.engine.fetchguard import AddressGuard
 from updates.engine.store import ArtifactStore, StoredObject
 from updates.engine.streaming import Recording, StreamRef
 from updates.engine.transfer import transfer_report
@@ -53,6 +56,10 @@ class ServerSettings:
     retries: int = 3
     backoff: float = 0.5  # seconds before the first retry; doubles each time
     cafile: Path | None = None
+    # A URL someone else chose (a webhook's bundle_url): every connection's address is checked
+    # (updates/engine/fetchguard.py), no proxy is used, and the whole fetch has `deadline` seconds.
+    guard: AddressGuard | None = None
+    deadline: float | None = None
 
 
 @dataclass(frozen=True)
@@ -71,9 +78,13 @@ class ArtifactServer:
         self.base = _check_url(settings.url.rstrip("/"))
         self.sleep = sleep
         self.context = ssl.create_default_context(cafile=str(settings.cafile) if settings.cafile else None)
-        self.opener = urllib.request.build_opener(
-            urllib.request.HTTPSHandler(context=self.context), _CheckedRedirects()
-        )
+        self.ends_at = time.monotonic() + settings.deadline if settings.deadline is not None else None
+        self.watchdog = _Watchdog(settings.deadline) if settings.deadline is not None else None
+        self.opener = urllib.request.build_opener(*_handlers(settings.guard, self.context, self.watchdog))
+
+    def close(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.cancel()
 
     # -- API calls ---------------------------------------------------------------------------------
 
@@ -147,7 +158,7 @@ class ArtifactServer:
 
     def _open(self, url: str, offset: int) -> http.client.HTTPResponse:
         request = urllib.request.Request(url, headers=self._headers(url, offset))
-        response = self.opener.open(request, timeout=self.settings.timeout)
+        response = self.opener.open(request, timeout=self.time_left(url))
         assert isinstance(response, http.client.HTTPResponse)
         return response
 
@@ -169,15 +180,30 @@ class ArtifactServer:
                 return attempt()
             except urllib.error.HTTPError as exc:
                 if exc.code not in _RETRY_STATUS or number == self.settings.retries:
-                    raise ServerError(f"HTTP {exc.code} {exc.reason}", _path(url))
+                    # The standard phrase, not the server's: its reason text is its own content.
+                    raise ServerError(f"HTTP {exc.code} {_phrase(exc.code)}".rstrip(), _path(url))
             except _TRANSIENT as exc:
+                self.time_left(url)  # a connection the watchdog cut at the deadline says so
                 if number == self.settings.retries:
                     raise ServerError(f"unreachable after {number + 1} attempts ({_reason(exc)})", _path(url))
             self.backoff(number)
         raise AssertionError("unreachable")
 
     def backoff(self, number: int) -> None:
-        self.sleep(min(self.settings.backoff * (2**number), 30.0))
+        pause = min(self.settings.backoff * (2**number), 30.0)
+        if self.ends_at is not None:
+            pause = min(pause, max(self.ends_at - time.monotonic(), 0.0))
+        self.sleep(pause)
+
+    def time_left(self, url: str) -> float:
+        """The timeout of the next connect or read: the per-read timeout, cut to what is left of
+        the whole fetch's deadline; DeadlineExceeded once nothing is left."""
+        if self.ends_at is None:
+            return self.settings.timeout
+        left = self.ends_at - time.monotonic()
+        if left <= 0:
+            raise DeadlineExceeded(f"took longer than the {self.settings.deadline:g} s limit", _path(url))
+        return min(self.settings.timeout, left)
 
 
 class _ResumingBody:
@@ -211,7 +237,7 @@ class _ResumingBody:
             if self.response is None:
                 self.response = self._reopen()
             try:
-                data = self.response.read(n if n is not None and n >= 0 else CHUNK)
+                data = self._read(n if n is not None and n >= 0 else CHUNK)
             except (*_TRANSIENT, OSError) as exc:
                 self._lost(_reason(exc))
                 continue
@@ -223,10 +249,20 @@ class _ResumingBody:
             transfer_report(f"download {_path(self.uri)}", self.pos, self.size)
             return data
 
+    def _read(self, n: int) -> bytes:
+        assert self.response is not None
+        if self.server.ends_at is None:
+            return self.response.read(n)
+        # Under a deadline: one socket read at a time (read() would wait for all n bytes, and a
+        # server trickling a byte a second holds it for ever), checked against the deadline.
+        self.server.time_left(self.uri)
+        return self.response.read1(n)
+
     def _lost(self, reason: str) -> None:
         if self.response is not None:
             self.response.close()
         self.response = None
+        self.server.time_left(self.uri)
         self.failures += 1
         if self.failures > self.server.settings.retries:
             raise ServerError(f"download failed at byte {self.pos}: {reason}", _path(self.uri))
@@ -268,6 +304,119 @@ def _content_length(response: http.client.HTTPResponse) -> int | None:
     return int(value) if value.isdigit() else None
 
 
+def _phrase(code: int) -> str:
+    try:
+        return http.HTTPStatus(code).phrase
+    except ValueError:
+        return ""
+
+
+def _handlers(
+    guard: AddressGuard | None, context: ssl.SSLContext, watchdog: _Watchdog | None
+) -> list[urllib.request.BaseHandler]:
+    if guard is None and watchdog is None:
+        return [urllib.request.HTTPSHandler(context=context), _CheckedRedirects()]
+    connect = _Connector(guard, watchdog)
+    # No proxy for a guarded fetch: the guard would check the proxy's address, not the target's.
+    return [
+        urllib.request.ProxyHandler({}),
+        _GuardedHTTP(connect),
+        _GuardedHTTPS(connect, context),
+        _CheckedRedirects(),
+    ]
+
+
+class _Watchdog:
+    """Shuts every socket of a fetch down at its deadline. Reads are checked against the deadline
+    one at a time, but http.client reads the status line and headers itself: a server trickling
+    them a byte a second would hold the fetch for ever without this."""
+
+    def __init__(self, seconds: float) -> None:
+        self.sockets: list[socket.socket] = []
+        self.fired = False
+        self.lock = threading.Lock()
+        self.timer = threading.Timer(seconds, self.fire)
+        self.timer.daemon = True
+        self.timer.start()
+
+    def watch(self, sock: socket.socket) -> socket.socket:
+        with self.lock:
+            self.sockets.append(sock)
+            fired = self.fired
+        if fired:
+            _shut(sock)
+        return sock
+
+    def fire(self) -> None:
+        with self.lock:
+            self.fired = True
+            sockets = list(self.sockets)
+        for sock in sockets:
+            _shut(sock)
+
+    def cancel(self) -> None:
+        self.timer.cancel()
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
+
+
+@dataclass(frozen=True)
+class _Connector:
+    """socket.create_connection for http.client: through the guard, watched by the watchdog."""
+
+    guard: AddressGuard | None
+    watchdog: _Watchdog | None
+
+    def __call__(
+        self, address: tuple[str, int], timeout: float | None = None, source: tuple[str, int] | None = None
+    ) -> socket.socket:
+        if self.guard is not None:
+            sock = self.guard.create_connection(address, timeout, source)
+        else:
+            sock = socket.create_connection(address, timeout, source)
+        return self.watchdog.watch(sock) if self.watchdog is not None else sock
+
+    def connection(self, cls: type[http.client.HTTPConnection]) -> Any:
+        """An http.client connection class (as urllib calls it) whose sockets come from here."""
+
+        def make(host: str, **kwargs: Any) -> http.client.HTTPConnection:
+            made = cls(host, **kwargs)
+            made._create_connection = self  # type: ignore[attr-defined]
+            return made
+
+        return make
+
+
+class _GuardedHTTP(urllib.request.HTTPHandler):
+    def __init__(self, connect: _Connector) -> None:
+        super().__init__()
+        self.connect = connect
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(self.connect.connection(http.client.HTTPConnection), req)
+
+
+class _GuardedHTTPS(urllib.request.HTTPSHandler):
+    def __init__(self, connect: _Connector, context: ssl.SSLContext) -> None:
+        super().__init__(context=context)
+        self.connect = connect
+        self.ssl_context = context
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(
+            self.connect.connection(http.client.HTTPSConnection), req, context=self.ssl_context
+        )
+
+
+class DeadlineExceeded(ServerError):
+    """The whole fetch took longer than its deadline."""
+
+
 class TooLarge(ServerError):
     """The file is larger than the caller's limit."""
 
@@ -278,17 +427,27 @@ def download(url: str, out: IO[bytes], *, settings: ServerSettings, max_bytes: i
     server = ArtifactServer(settings)
     body = _ResumingBody(server, _check_url(url), None)
     total = 0
-    while chunk := body.read(CHUNK):
-        total += len(chunk)
-        if total > max_bytes or (body.size or 0) > max_bytes:
-            raise TooLarge(f"larger than the {max_bytes}-byte limit", _path(url))
-        out.write(chunk)
+    try:
+        while chunk := body.read(CHUNK):
+            total += len(chunk)
+            if total > max_bytes or (body.size or 0) > max_bytes:
+                raise TooLarge(f"larger than the {max_bytes}-byte limit", _path(url))
+            out.write(chunk)
+    finally:
+        body.close()
+        server.close()
     return total
 
 
-def url_check(url: str) -> str:
-    """The URL if the artifact server's rules allow it; ServerError naming it otherwise."""
-    return _check_url(url)
+def url_check(url: str, guard: AddressGuard | None = None) -> str:
+    """The URL if the artifact server's rules allow it; ServerError naming it otherwise. With a
+    guard, an address written into the URL is checked too (AddressRefused); a name is checked
+    when it is connected to."""
+    _check_url(url)
+    if guard is not None:
+        # Unquoted: a zone id is written %25 in a URL ([fe80::1%25eth0]).
+        guard.check_literal(urllib.parse.unquote(urllib.parse.urlsplit(url).hostname or ""))
+    return url
 
 
 def _check_content_range(response: http.client.HTTPResponse, pos: int, uri: str) -> None:

@@ -214,4 +214,5 @@ def webhook_event_report(event: WebhookEvent) -> dict[str, Any]:
         "bundle_id": event.bundle_id,
         "deployment_id": event.deployment_id,
         "replays": event.replays,
+        "fetch": {"status": event.fetch_status, "error": event.fetch_error} if event.fetch_status else None,
     }

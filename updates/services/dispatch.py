@@ -41,7 +41,7 @@ from updates.services.deployments import (
 )
 from updates.services.drift import drift_refresh_due, system_refresh
 from updates.services.system import plan_constraints_check
-from updates.tasknames import TASK_RECOVER, TASK_REFRESH, TASK_RESUME, TASK_ROLLBACK, TASK_RUN
+from updates.tasknames import TASK_FETCH, TASK_RECOVER, TASK_REFRESH, TASK_RESUME, TASK_ROLLBACK, TASK_RUN
 
 log = logging.getLogger("orchestrator.dispatch")
 
@@ -217,6 +217,11 @@ def deployment_fingerprint(deployment: Deployment) -> str:
     a duplicate delivered after the first one moved the deployment on finds a different print."""
     position = json.dumps(deployment.position, sort_keys=True)
     return hashlib.sha256(f"{deployment.status}\n{position}".encode()).hexdigest()[:16]
+
+
+def webhook_fetch_start(*, event_pk: int) -> None:
+    """Hand a deployment request's URL to a worker once its event row (the job) commits."""
+    _enqueue_on_commit(TASK_FETCH, event_pk)
 
 
 def _enqueue_on_commit(name: str, *args: object) -> None:

@@ -61,6 +61,16 @@ def environment_load() -> Environment:
     )
 
 
+def store_relative(text: str) -> str:
+    """`text` with the data store's absolute path cut off the files it names: what a client is
+    shown names `bundles/3/manifest.yaml`, not where this server keeps its files."""
+    store = Path(settings.DATASTORE_DIR)
+    for root in dict.fromkeys((str(store), str(store.resolve()))):
+        if len(root) > 1:
+            text = text.replace(root.rstrip("/") + "/", "")
+    return text
+
+
 def desired_state_load(
     env: Environment,
     *,

@@ -6,9 +6,11 @@ the first answer again and starts nothing, even once its time has left the windo
 time (a signed body captured on the wire is useless after five minutes); then the work.
 
 The event row is claimed in its own short transaction before any work, so a second delivery
-of the same id, even a concurrent one, never starts anything; a download runs outside any
-transaction (it may take minutes and SQLite has one writer); the deployment and the answer are
-written in one transaction, so a recorded answer always matches what was started.
+of the same id, even a concurrent one, never starts anything; the deployment and the answer are
+written in one transaction, so a recorded answer always matches what was started. A request by
+URL is answered 202 at once and the row becomes a job: a worker fetches the URL outside any
+transaction (`hook_fetch_run`; the address guard, deadline and size cap of docs/security.md §4)
+and writes the outcome on the row.
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ from django.utils import timezone
 from audit.services import journal_append
 from updates.actors import Actor
 from updates.engine import hooks as engine
+from updates.engine.bundle import sniff
 from updates.engine.errors import BusyError, OrchestratorError, Unauthorized, error_envelope
+from updates.engine.fetchguard import AddressGuard, AddressRefused
 from updates.engine.hooks import (
     BundleNotUsable,
     BundleRejected,
@@ -51,7 +55,7 @@ from updates.engine.hooks import (
 from updates.engine.manifest import InputError
 from updates.engine.planner import SelectionError
 from updates.engine.server import ServerError, ServerSettings, TooLarge, download, url_check
-from updates.models import Bundle, WebhookEvent
+from updates.models import Bundle, Deployment, WebhookEvent
 from updates.services import bundles, dispatch
 from updates.services.environment import environment_load
 from updates.services.hook_secret import hook_secret_path
@@ -199,11 +203,12 @@ def own_device() -> OwnDevice:
 
 def _deployment_requested(row: WebhookEvent, event: HookEvent) -> HookAnswer:
     key, value = event.deployment_source()
-    bundle_id = value if isinstance(value, int) else _fetch_bundle(row, key, value)
+    if isinstance(value, str):
+        return _fetch_queue(row, key, value)
     try:
-        manifest = bundles.bundle_manifest_path(bundle_id=bundle_id)
+        manifest = bundles.bundle_manifest_path(bundle_id=value)
     except (bundles.BundleNotFound, bundles.BundleNotAccepted) as exc:
-        raise _refused(row, BundleNotUsable(str(exc), {"bundle_id": bundle_id})) from None
+        raise _refused(row, BundleNotUsable(str(exc), {"bundle_id": value})) from None
     return _deploy(row, manifest)
 
 
@@ -235,35 +240,118 @@ def _refused(row: WebhookEvent, error: HookRefused | BusyError) -> OrchestratorE
     return error
 
 
-def _fetch_bundle(row: WebhookEvent, key: str, url: str) -> int:
-    """Download the bundle (artifact server TLS rules, size limit) and ingest it; its id."""
+# ----- deployment requests by URL: a job row, fetched on a worker ---------------------------------------
+
+
+def _fetch_queue(row: WebhookEvent, key: str, url: str) -> HookAnswer:
+    """Answer 202 at once and leave the fetch to a worker: a slow or hostile server must not
+    hold a web process. What can be refused without the network (the scheme, an address written
+    into the URL) is refused here, in the answer."""
     try:
-        url_check(url)
-    except ServerError as exc:
+        url_check(url, _guard())
+    except (ServerError, AddressRefused) as exc:
         raise _refused(row, UrlRefused(str(exc), {"field": f"data.{key}"})) from None
+    with transaction.atomic():
+        row.fetch_status = WebhookEvent.Fetch.QUEUED
+        row.save(update_fields=["fetch_status"])
+        dispatch.webhook_fetch_start(event_pk=row.pk)  # sent when this commits
+        return _finish(row, 202, _summary(row, "fetch"), WebhookEvent.Action.FETCH)
+
+
+def hook_fetch_run(*, event_pk: int) -> str:
+    """The worker's half of a deployment request by URL: fetch, ingest, queue the deployment.
+    Claimed with a conditional UPDATE, so a redelivered message does nothing. The outcome is on
+    the row (`fetch_status`, `fetch_error`, `bundle`, `deployment`); a failure is journaled."""
+    claimed = WebhookEvent.objects.filter(pk=event_pk, fetch_status=WebhookEvent.Fetch.QUEUED).update(
+        fetch_status=WebhookEvent.Fetch.RUNNING
+    )
+    if not claimed:
+        return f"webhook event row {event_pk}: not queued for a fetch (done already, or unknown)"
+    row = WebhookEvent.objects.get(pk=event_pk)
+    key = next(k for k in engine.DEPLOYMENT_SOURCES if k in row.data)
+    try:
+        bundle_id = _fetch_bundle(row, key, str(row.data[key]))
+        deployment = _fetched_deploy(row, bundles.bundle_manifest_path(bundle_id=bundle_id))
+    except OrchestratorError as exc:  # every refusal, BusyError, BundleNotFound
+        _fetch_failed(row, exc)
+        return f"webhook event {row.event_id}: fetch failed: {exc}"
+    return f"webhook event {row.event_id}: deployment {deployment.pk} queued"
+
+
+def _fetch_bundle(row: WebhookEvent, key: str, url: str) -> int:
+    """Download the bundle (artifact server TLS rules, the address guard, a deadline, a size
+    limit) and ingest it; its id. Every failure is raised as a HookRefused that names what went
+    wrong in our words, never with what the URL served."""
+    field = {"field": f"data.{key}"}
     env = environment_load()
     folder = env.datastore / "downloads"
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryFile(dir=folder) as tmp:
         try:
             size = download(url, tmp, settings=_download_settings(url, env.config), max_bytes=_limit())
+        except AddressRefused as exc:
+            raise UrlRefused(str(exc), field) from None
         except TooLarge as exc:
-            raise _refused(row, DownloadTooLarge(str(exc), {"field": f"data.{key}"})) from None
+            raise DownloadTooLarge(str(exc), field) from None
         except ServerError as exc:
-            raise _refused(row, DownloadFailed(str(exc), {"field": f"data.{key}"})) from None
+            raise DownloadFailed(str(exc), field) from None
+        tmp.seek(0)
+        if sniff(tmp.read(512)) not in _ARCHIVES:
+            # Not ingested at all: a rejected bundle's problems would quote what was served
+            # (a YAML error quotes its line; an unknown file its first bytes).
+            raise BundleNotUsable(
+                f"{_where(url)}: not a bundle (a fetched bundle is a .tar, .tar.gz or .mender)"
+            )
         tmp.seek(0)
         bundle = bundles.bundle_add(
-            source=tmp,
-            filename=_filename(url),
-            size_hint=size,
-            actor=event_actor(row.event_id),
+            source=tmp, filename=_filename(url), size_hint=size, actor=event_actor(row.event_id)
         )
-    row.bundle = bundle
+    WebhookEvent.objects.filter(pk=row.pk).update(bundle=bundle)
     if bundle.status != Bundle.Status.ACCEPTED:
-        details = {"bundle_id": bundle.pk, "problems": bundle.problems}
-        raise _refused(row, BundleRejected(f"bundle {bundle.pk} was rejected", details))
+        raise BundleRejected(
+            f"bundle {bundle.pk} was rejected (its problems are on its page)", {"bundle_id": bundle.pk}
+        )
     bundle_id: int = bundle.pk
     return bundle_id
+
+
+_ARCHIVES = ("tar", "tar.gz", "manifest-artifact")
+
+
+def _fetched_deploy(row: WebhookEvent, manifest: Path) -> Deployment:
+    try:
+        with transaction.atomic():
+            deployment = dispatch.deployment_start(manifest_path=manifest, actor=event_actor(row.event_id))
+            WebhookEvent.objects.filter(pk=row.pk).update(
+                deployment=deployment, fetch_status=WebhookEvent.Fetch.DONE
+            )
+            return deployment
+    except (InputError, SelectionError) as exc:
+        problems = [str(p) for p in exc.problems]
+        raise PlanRefused("the deployment was refused before anything ran", problems) from None
+
+
+def _fetch_failed(row: WebhookEvent, error: OrchestratorError) -> None:
+    log.warning("webhook event %s: fetch failed: %s", row.event_id, error)
+    with transaction.atomic():
+        WebhookEvent.objects.filter(pk=row.pk).update(
+            fetch_status=WebhookEvent.Fetch.FAILED, fetch_error=f"{error.code}: {error}"
+        )
+        journal_append(
+            kind="webhook.fetch_failed",
+            actor=event_actor(row.event_id),
+            subject=f"webhook:{row.event_id}",
+            data={"code": error.code, "message": str(error)},
+        )
+
+
+def _guard() -> AddressGuard:
+    return AddressGuard.from_entries(settings.HOOKS_FETCH_ALLOW)
+
+
+def _where(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"  # never the query: signed links carry secrets
 
 
 def _download_settings(url: str, config: Any) -> ServerSettings:
@@ -273,6 +361,8 @@ def _download_settings(url: str, config: Any) -> ServerSettings:
         timeout=float(server.timeout_seconds) if server else 30.0,
         retries=server.retries if server else 3,
         cafile=config.server_certificate,
+        guard=_guard(),
+        deadline=float(settings.HOOKS_FETCH_SECONDS),
     )
 
 

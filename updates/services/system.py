@@ -34,10 +34,16 @@ from updates.services.sources import artifact_sources
 
 
 def plan_preview(
-    *, manifest_path: Path, topology_components: Path | None = None, manifest_data: bytes | None = None
+    *,
+    manifest_path: Path,
+    topology_components: Path | None = None,
+    manifest_data: bytes | None = None,
+    confined: bool = False,
 ) -> dict[str, Any]:
     """What `install` would do, without touching anything (queries only). `manifest_data` is a
     manifest that exists only in memory (the API's YAML text); `manifest_path` then names it.
+    `confined`: the manifest comes from a client (the API), so its `artifact_path`s must lie in
+    the data store (`artifact_paths_confine`).
 
     `constraints` is the verdict of the declared constraints (None when none are declared).
     """
@@ -45,6 +51,8 @@ def plan_preview(
     desired = desired_state_load(
         env, manifest_path=manifest_path, topology_components=topology_components, manifest_data=manifest_data
     )
+    if confined:
+        artifact_paths_confine(env, desired, manifest_path)
     constraints = constraints_for(env, desired)
     with _live_plan(env, desired) as (plan, scratch):
         components: list[dict[str, Any]] = []
@@ -69,6 +77,25 @@ class NothingToDeploy(InvalidInput):
 
     code = "nothing_to_deploy"
     http_status = 409
+
+
+def artifact_paths_confine(env: Environment, desired: DesiredState, manifest_path: Path) -> None:
+    """Refuse an `artifact_path` outside the data store, before anything looks at the file: the
+    same answer whether it exists or not, so a client cannot probe the server's file system."""
+    root = env.datastore.resolve()
+    problems = [
+        Problem(
+            manifest_path.name,
+            None,
+            f"component_types.{kind}.artifact_path",
+            "outside the data store: a manifest sent as text names artifacts by artifact_name, or by "
+            "a path under the data store (its artifact store or a bundle)",
+        )
+        for kind, target in desired.manifest.targets.items()
+        if target.artifact_path is not None and not target.artifact_path.resolve().is_relative_to(root)
+    ]
+    if problems:
+        raise InputError(problems)
 
 
 def plan_constraints_check(

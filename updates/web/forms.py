@@ -10,6 +10,7 @@ from django.contrib.auth.models import User
 from django.utils.datastructures import MultiValueDict
 
 from accounts.models import Role
+from accounts.names import token_name_problem, user_name_problem
 from updates.models import Deployment
 from updates.statuses import status_label
 
@@ -78,6 +79,9 @@ class UserCreateForm(forms.Form):
 
     def clean_username(self) -> str:
         name: str = self.cleaned_data["username"]
+        problem = user_name_problem(name)
+        if problem:
+            raise forms.ValidationError(f"Not a valid name: {problem}.")
         if User.objects.filter(username=name).exists():
             raise forms.ValidationError("A user with this name exists already.")
         return name
@@ -99,6 +103,13 @@ class TokenCreateForm(forms.Form):
         self.user_role = role or Role.VIEWER
         self.fields["role"].choices = [(r.value, r.value) for r in Role if r.rank <= self.user_role.rank]  # type: ignore[attr-defined]
         self.fields["role"].initial = Role.VIEWER.value
+
+    def clean_name(self) -> str:
+        name: str = self.cleaned_data["name"]
+        problem = token_name_problem(name)
+        if problem:
+            raise forms.ValidationError(f"Not a valid name: {problem}.")
+        return name
 
     def token_args(self) -> dict[str, Any]:
         data = self.cleaned_data

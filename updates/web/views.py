@@ -42,6 +42,7 @@ from updates.services.dispatch import (
     deployment_start_bundle,
     deployment_start_reconcile,
 )
+from updates.services.environment import store_relative
 from updates.services.gates import deployment_gate_decide, deployment_policy
 from updates.services.hook_secret import hook_secret_is_set, hook_secret_rotate
 from updates.statuses import status_label
@@ -88,7 +89,7 @@ def system_reconcile(request: HttpRequest) -> HttpResponse:
     try:
         deployment = deployment_start_reconcile(actor=actor(request))
     except OrchestratorError as exc:
-        messages.error(request, f"Cannot reconcile: {exc}")
+        messages.error(request, store_relative(f"Cannot reconcile: {exc}"))
         return redirect("system")
     return redirect("deployment", deployment_id=deployment.pk)
 
@@ -116,7 +117,7 @@ def bundle_upload(request: HttpRequest) -> HttpResponse:
         form = UploadForm(files=request.FILES)
         status = 200 if form.is_valid() else 400
     except (UploadTooLarge, UploadIncomplete) as exc:  # the handler kept nothing of it
-        form, status = UploadForm.refused(f"Not uploaded: {exc}."), 413
+        form, status = UploadForm.refused(store_relative(f"Not uploaded: {exc}.")), 413
     if status != 200:
         return _bundles_page(request, form, status=status)
     upload = form.cleaned_data["file"]
@@ -159,7 +160,7 @@ def _plan(bundle_id: int) -> dict[str, Any]:
     try:
         plan = plan_preview(manifest_path=bundle_manifest_path(bundle_id=bundle_id))
     except OrchestratorError as exc:  # the bundle's files are gone, the system refuses it, …
-        return {"plan_error": str(exc)}
+        return {"plan_error": store_relative(str(exc))}
     return {"plan": plan, "overview": selectors.plan_overview(plan)}
 
 
@@ -175,7 +176,7 @@ def bundle_deploy(request: HttpRequest, bundle_id: int) -> HttpResponse:
         messages.error(request, _busy_text(exc))
         return redirect("bundle", bundle_id=bundle_id)
     except OrchestratorError as exc:
-        messages.error(request, f"Not started: {exc}")
+        messages.error(request, store_relative(f"Not started: {exc}"))
         return redirect("bundle", bundle_id=bundle_id)
     return redirect("deployment", deployment_id=deployment.pk)
 
@@ -255,7 +256,7 @@ def deployment_decide(request: HttpRequest, deployment_id: int) -> HttpResponse:
             deployment_id=deployment_id, approve=approve, actor=actor(request), reason=reason
         )
     except OrchestratorError as exc:
-        messages.error(request, f"Cannot {'approve' if approve else 'reject'}: {exc}")
+        messages.error(request, store_relative(f"Cannot {'approve' if approve else 'reject'}: {exc}"))
     else:
         then = "it goes on" if approve else "the system is rolled back"
         messages.info(request, f"Deployment {deployment_id} {'approved' if approve else 'rejected'}: {then}.")
@@ -280,7 +281,7 @@ def deployment_cancel(request: HttpRequest, deployment_id: int) -> HttpResponse:
     try:
         cancel_deployment(deployment_id=deployment_id, actor=actor(request))
     except OrchestratorError as exc:  # a runner took it meanwhile, or it does not exist
-        messages.error(request, f"Cannot cancel: {exc}")
+        messages.error(request, store_relative(f"Cannot cancel: {exc}"))
     else:
         messages.info(request, f"Deployment {deployment_id} cancelled before it started.")
     return redirect("deployment", deployment_id=deployment_id)
@@ -290,7 +291,7 @@ def _continue(request: HttpRequest, deployment_id: int, start: Callable[..., Any
     try:
         start(deployment_id=deployment_id, actor=actor(request))
     except OrchestratorError as exc:  # not in progress, a worker has it, cleanup started
-        messages.error(request, f"Cannot {verb}: {exc}")
+        messages.error(request, store_relative(f"Cannot {verb}: {exc}"))
         return redirect("deployment", deployment_id=deployment_id)
     if _no_worker():  # asked all the same: the first worker to start carries it out
         messages.warning(
@@ -455,10 +456,13 @@ def token_create(request: HttpRequest) -> HttpResponse:
     except accounts_services.AccessError as exc:
         form.add_error("name", str(exc))
         return _tokens_page(request, form, status=400)
-    # Shown on this response only: the database keeps its hash.
-    return _tokens_page(
+    # Shown on this response only: the database keeps its hash. no-store: not kept by the
+    # browser's cache or history either, where Back would show it to the next person.
+    response = _tokens_page(
         request, TokenCreateForm(role=accounts_selectors.role_of(request.user)), secret=new.secret
     )
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 @require_POST
