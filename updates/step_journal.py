@@ -50,16 +50,38 @@ class _GroupWriter:
         # In the run's context: what the database layer logs carries the deployment id too.
         context = contextvars.copy_context()
         self._thread = threading.Thread(target=context.run, args=(self._loop,), name="journal", daemon=True)
+        self._posted_error: BaseException | None = None
         self._thread.start()
 
     def submit(self, fn: Callable[[], T]) -> T:
+        """Run `fn` in the writer's next transaction and wait until it is committed. Everything
+        posted before commits in the same transaction or an earlier one (one queue, one thread)."""
         future: Future[object] = Future()
         self._queue.put((fn, future))
-        return future.result()  # type: ignore[return-value]
+        result = future.result()
+        self._raise_posted()
+        return result  # type: ignore[no-any-return]
+
+    def post(self, fn: Callable[[], object]) -> None:
+        """Queue `fn` without waiting: it commits before (or with) the next `submit` of any
+        caller. A failure is raised by that `submit`, or by `close`."""
+        future: Future[object] = Future()
+        future.add_done_callback(self._note_failure)
+        self._queue.put((fn, future))
+
+    def _note_failure(self, future: Future[object]) -> None:
+        if future.exception() is not None and self._posted_error is None:
+            self._posted_error = future.exception()
+
+    def _raise_posted(self) -> None:
+        if self._posted_error is not None:
+            error, self._posted_error = self._posted_error, None
+            raise error
 
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join()
+        self._raise_posted()
 
     def _loop(self) -> None:
         try:
@@ -169,7 +191,10 @@ class DbJournal:
             entry = step_journal(self.deployment_id, step, call, fields, actor=self.actor)
             _step_finish(self.deployment_id, step, {**fields, "seal": entry.hash})
 
-        self._write(update)
+        # Not waited for: the component's next row (its next call, or the state's checkpoint)
+        # is written by the same thread after it, so it is durable before anything else runs;
+        # a crash before that leaves the step open, which recovery reads as interrupted.
+        self._writer.post(update)
         _log_finished(call, fields)
         current_call.set(None)
         self.echo(_line(call, fields))
