@@ -317,7 +317,7 @@ def test_it_rejects_bad_identities(stdout: str) -> None:
 
 
 def _open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
+    return len(list(Path("/proc/self/fd").iterdir()))
 
 
 def test_it_waits_for_the_exit_on_a_pidfd_and_closes_it(tmp_path: Path) -> None:
