@@ -62,7 +62,7 @@ class _GroupWriter:
         self._queue.put((fn, future))
         result = future.result()
         self._raise_posted()
-        return result  # type: ignore[no-any-return]
+        return result  # type: ignore[return-value]
 
     def post(self, fn: Callable[[], object]) -> None:
         """Queue `fn` without waiting: it commits before (or with) the next `submit` of any
