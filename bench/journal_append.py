@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
-"""What the audit journal costs the step writes (issue 11), both figures from one run.
+"""What the audit journal costs the step writes (issues 11, 25), both sides from one run.
 
 The journal's group writer records 2 000 interface calls (started + finished, as the engine does
 from 10 threads at once) into a fresh SQLite database: once with the journal entries (each
 finished step also appends a hash-chained entry in the same transaction), once without (the
-append replaced by a no-op). Prints both wall times and their ratio.
+append replaced by a no-op). The two alternate (A B A B …) and the figure is the median of the
+pairwise ratios, with its spread (`bench/pairwise.py`); goal <= 1.2.
 
-Usage: .venv/bin/python bench/journal_append.py
+Usage: .venv/bin/python bench/journal_append.py [--pairs N]
 """
 
 from __future__ import annotations
 
+import argparse
+import logging
 import os
 import subprocess
 import sys
@@ -22,10 +25,17 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from pairwise import alternate, figure, seconds  # noqa: E402
+
 CALLS, THREADS = 2000, 10
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--pairs", type=int, default=7)
+    args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-journal-") as tmp:
         os.environ["MENDER_ORCHESTRATOR_DATASTORE_DIR"] = tmp
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orchestrator_site.settings")
@@ -34,6 +44,7 @@ def main() -> None:
         import django
 
         django.setup()
+        logging.getLogger("orchestrator.audit").setLevel(logging.WARNING)  # no anchor lines
         from types import SimpleNamespace
 
         from updates import step_journal as journal
@@ -41,16 +52,16 @@ def main() -> None:
         # Without the journal: the row gets an empty seal, nothing is appended or signed.
         real = journal.step_journal
         off: Any = lambda *args, **kwargs: SimpleNamespace(hash="")  # noqa: E731
-        runs: dict[bool, list[float]] = {True: [], False: []}
-        for _ in range(3):  # alternated, so a busy moment of the machine hits both alike
-            for on in (True, False):
-                journal.step_journal = real if on else off
-                runs[on].append(_run())
+
+        def run(on: bool) -> float:
+            journal.step_journal = real if on else off
+            return _run()
+
+        pairs = alternate(lambda: run(False), lambda: run(True), args.pairs)
         journal.step_journal = real
-        with_journal, without = min(runs[True]), min(runs[False])
-        print(f"{CALLS} interface calls from {THREADS} threads, best of 3")
-        print(f"    step rows only {without:.2f} s, with journal entries {with_journal:.2f} s")
-        print(f"    ratio {with_journal / without:.2f}")
+        print(f"{CALLS} interface calls from {THREADS} threads")
+        print(f"    step rows only {seconds(pairs.baseline)}, with journal entries {seconds(pairs.measured)}")
+        print(f"    with / without the journal: {figure(pairs.ratios, goal='<= 1.2')}")
 
 
 def _run() -> float:
@@ -81,9 +92,8 @@ def _run() -> float:
     start = time.perf_counter()
     with ThreadPoolExecutor(THREADS) as pool:
         list(pool.map(call, range(CALLS)))
-    elapsed = time.perf_counter() - start
-    db.close()
-    return elapsed
+    db.close()  # the writes still queued (finished steps are not waited for) count too
+    return time.perf_counter() - start
 
 
 if __name__ == "__main__":

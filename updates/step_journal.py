@@ -5,7 +5,9 @@ the run position is written to the deployment before every state. All writes go 
 dedicated thread: SQLite has a single writer anyway, and the engine calls us from a thread per
 component, which would otherwise each open (and leak) a connection. That thread commits the
 writes that queued up meanwhile together (group commit): ten components starting a state at once
-cost one fsync, not ten, and each caller still waits until its own row is durable.
+cost one fsync, not ten, and each caller still waits until its own row is durable before its
+call starts. A finished step is queued without waiting: whatever its thread writes next commits
+after it (one queue, one writer), so nothing starts before the rows before it are durable.
 """
 
 from __future__ import annotations
@@ -50,16 +52,38 @@ class _GroupWriter:
         # In the run's context: what the database layer logs carries the deployment id too.
         context = contextvars.copy_context()
         self._thread = threading.Thread(target=context.run, args=(self._loop,), name="journal", daemon=True)
+        self._posted_error: BaseException | None = None
         self._thread.start()
 
     def submit(self, fn: Callable[[], T]) -> T:
+        """Run `fn` in the writer's next transaction and wait until it is committed. Everything
+        posted before commits in the same transaction or an earlier one (one queue, one thread)."""
         future: Future[object] = Future()
         self._queue.put((fn, future))
-        return future.result()  # type: ignore[return-value]
+        result = future.result()
+        self._raise_posted()
+        return result  # type: ignore[return-value]
+
+    def post(self, fn: Callable[[], object]) -> None:
+        """Queue `fn` without waiting: it commits before (or with) the next `submit` of any
+        caller. A failure is raised by that `submit`, or by `close`."""
+        future: Future[object] = Future()
+        future.add_done_callback(self._note_failure)
+        self._queue.put((fn, future))
+
+    def _note_failure(self, future: Future[object]) -> None:
+        if future.exception() is not None and self._posted_error is None:
+            self._posted_error = future.exception()
+
+    def _raise_posted(self) -> None:
+        if self._posted_error is not None:
+            error, self._posted_error = self._posted_error, None
+            raise error
 
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join()
+        self._raise_posted()
 
     def _loop(self) -> None:
         try:
@@ -73,6 +97,9 @@ class _GroupWriter:
         if first is None:
             return None
         batch = [first]
+        # The calls of a barrier start in their threads at once, but the first row wakes this
+        # thread alone: let the others queue theirs, so the barrier costs one commit, not two.
+        time.sleep(0)
         while len(batch) < self.BATCH:
             try:
                 item = self._queue.get_nowait()
@@ -169,7 +196,10 @@ class DbJournal:
             entry = step_journal(self.deployment_id, step, call, fields, actor=self.actor)
             _step_finish(self.deployment_id, step, {**fields, "seal": entry.hash})
 
-        self._write(update)
+        # Not waited for: the component's next row (its next call, or the state's checkpoint)
+        # is written by the same thread after it, so it is durable before anything else runs;
+        # a crash before that leaves the step open, which recovery reads as interrupted.
+        self._writer.post(update)
         _log_finished(call, fields)
         current_call.set(None)
         self.echo(_line(call, fields))

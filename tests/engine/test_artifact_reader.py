@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -194,3 +195,36 @@ def test_it_caps_zstd_payload_bytes(tmp_path: Path) -> None:
     path, _ = hello_module(tmp_path, compression="zstd_best")
     with pytest.raises(LimitError, match="payload exceeds"):
         read_artifact(path, limits=Limits(max_payload_bytes=len(HELLO) - 1))
+
+
+def test_a_write_that_fails_while_extracting_is_raised_and_leaves_no_file(tmp_path: Path) -> None:
+    """Extraction writes on a second thread (overlapped with hashing); a write error there must
+    still reach the caller, and the half-written file must go. The file-size limit makes the
+    kernel refuse the bytes after 1 MiB (EFBIG), in a child so the limit stays there."""
+    (tmp_path / "big.bin").write_bytes(bytes(range(256)) * 16384)  # 4 MiB
+    path = tmp_path / "big.mender"
+    write_artifact(
+        path,
+        kind="module-image",
+        name="big",
+        device_types=["d"],
+        payload_type="single-file",
+        files=[tmp_path / "big.bin"],
+        compression="none",
+    )
+    (tmp_path / "out").mkdir()
+    child = (
+        "import resource, signal, sys; from pathlib import Path;"
+        "from updates.engine.artifact import read_artifact;"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN);"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20));"
+        "read_artifact(sys.argv[1], extract_to=Path(sys.argv[2]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", child, str(path), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parents[2],
+    )
+    assert done.returncode != 0 and "File too large" in done.stderr
+    assert list((tmp_path / "out").iterdir()) == []

@@ -314,3 +314,33 @@ def test_it_parses_an_identity() -> None:
 def test_it_rejects_bad_identities(stdout: str) -> None:
     with pytest.raises(ProtocolError, match="Identity"):
         parse_identity(stdout, interface="rtos")
+
+
+def _open_fds() -> int:
+    return len(list(Path("/proc/self/fd").iterdir()))
+
+
+def test_it_waits_for_the_exit_on_a_pidfd_and_closes_it(tmp_path: Path) -> None:
+    """The wait for an exit is one poll on the process's pidfd (not Popen's sleep loop); each
+    call closes its descriptors, so a run of thousands of calls leaks none."""
+    runner = runner_with(tmp_path, "answers")
+    work = workdir(tmp_path)
+    argv = argv_for(runner, "answers", "SupportsRollback", work)
+    runner.call(argv, cwd=work)  # the first call may open what the process keeps (e.g. a cache)
+    before = _open_fds()
+    running = runner.start(argv, cwd=work, threaded=False)
+    assert running._pidfd is not None  # Linux >= 5.3, as on every supported appliance
+    result = running.wait()
+    assert result.ok and running._pidfd is None
+    for _ in range(20):
+        assert runner.call(argv, cwd=work).ok
+    assert _open_fds() == before
+
+
+def test_a_pidfd_wait_still_ends_at_the_runner_timeout(tmp_path: Path) -> None:
+    runner = runner_with(tmp_path, "sleeper", timeout=0.5, kill_grace=0.2)
+    work = workdir(tmp_path)
+    start = time.monotonic()
+    result = runner.call(argv_for(runner, "sleeper", "ArtifactInstall", work), cwd=work)
+    assert result.timed_out and result.exit_code is None
+    assert time.monotonic() - start < 5

@@ -23,6 +23,9 @@ CAPTURE_LIMIT = 64 * 1024
 # After the interface exits, a child it left behind may still hold our pipes open; we stop
 # capturing after this long instead of waiting for that child forever.
 _DRAIN_GRACE = 1.0
+# poll() takes an int of milliseconds: a day keeps any runner timeout in range (the caller's
+# Popen.wait then still enforces the exact deadline).
+_POLL_CAP = 86400.0
 
 
 class InterfaceError(UnavailableError):
@@ -172,6 +175,7 @@ class RunningCall:
         self._err = _Capture(proc.stderr, keep="tail", threaded=threaded)
         self._timed_out = False
         self._result: CallResult | None = None
+        self._pidfd = _pidfd(proc.pid)
 
     def poll(self) -> int | None:
         return self._proc.poll()
@@ -204,6 +208,7 @@ class RunningCall:
         if self._result is None:
             if not self._threaded:
                 self._pump()
+            self._await_exit()
             try:
                 self._proc.wait(self.remaining())
             except subprocess.TimeoutExpired:
@@ -211,6 +216,17 @@ class RunningCall:
                 self.kill()
             self._result = self._collect()
         return self._result
+
+    def _await_exit(self) -> None:
+        """Block until the process exits or the runner timeout passes. `Popen.wait(timeout)`
+        polls with sleeps of 1, 2, 4 … ms instead, and the pipes reach EOF a moment before the
+        process can be reaped: that first sleep was most of what a call cost us beyond its own
+        fork/exec. The pidfd becomes readable the moment the process exits."""
+        if self._pidfd is None:
+            return
+        poller = select.poll()
+        poller.register(self._pidfd, select.POLLIN)
+        poller.poll(min(self.remaining(), _POLL_CAP) * 1000)
 
     def _pump(self) -> None:
         """Drain both pipes in this thread until both reach EOF (normally: the process exited),
@@ -236,6 +252,9 @@ class RunningCall:
         deadline = time.monotonic() + _DRAIN_GRACE
         for capture in (self._out, self._err):
             capture.join(max(0.0, deadline - time.monotonic()))
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
         stdout, out_cut = self._out.finish()
         stderr, err_cut = self._err.finish()
         return CallResult(
@@ -249,3 +268,12 @@ class RunningCall:
             stdout_truncated=out_cut,
             stderr_truncated=err_cut,
         )
+
+
+def _pidfd(pid: int) -> int | None:
+    """A descriptor that becomes readable when `pid` exits (Linux 5.3+); None where there is none
+    (the wait then falls back to Popen's own polling)."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
