@@ -1,4 +1,4 @@
-"""gunicorn's logs in the appliance's format (ORCH_LOG_FORMAT: text or json, docs/logging.md):
+"""gunicorn's workers and its logs in the appliance's format (ORCH_LOG_FORMAT: text or json, docs/logging.md):
 
     gunicorn -c python:orchestrator_site.gunicorn_conf orchestrator_site.wsgi:application ...
 
@@ -36,3 +36,12 @@ class OrchestratorLogger(Logger):  # type: ignore[misc]  # (untyped base)
 logger_class = OrchestratorLogger
 errorlog = "-"
 accesslog = "-"
+
+
+# ----- workers (issue 25: event streams off the request threads) ----------------------------------
+# uvicorn's worker serves orchestrator_site.asgi:application: the views run on ORCH_WEB_THREADS
+# threads per worker (each with its own database connection), an event stream is a coroutine.
+# Every launcher (bin/run, the web unit, bench/api_load.py, the live-server tests) takes it from
+# here; `--workers` on their command lines (ORCH_WEB_WORKERS) wins over the default below.
+worker_class = "uvicorn_worker.UvicornWorker"
+workers = int(os.getenv("ORCH_WEB_WORKERS", "2"))

@@ -264,6 +264,10 @@ TOKEN_CACHE_SECONDS = float(os.getenv("ORCH_TOKEN_CACHE_SECONDS", "2"))
 # How often the events stream looks at the database, and how long one stream may stay open.
 EVENTS_POLL_SECONDS = float(os.getenv("ORCH_EVENTS_POLL_SECONDS", "0.5"))
 EVENTS_MAX_SECONDS = envint("ORCH_EVENTS_MAX_SECONDS", "3600")
+# Threads per web worker for the views (orchestrator_site/asgi.py; the event streams need none).
+WEB_THREADS = max(1, envint("ORCH_WEB_THREADS", "8"))
+# Open event streams per user in one web process; one more is refused with 429 (docs/api.md).
+EVENTS_PER_USER = envint("ORCH_EVENTS_PER_USER", "20")
 
 STATIC_URL = "static/"
 STATIC_ROOT = DATASTORE_DIR / "static"

@@ -14,7 +14,7 @@ from updates.engine.text import safe_json, safe_text
 class Manifest(models.Model):
     """An exact snapshot of a manifest (and the topology it was applied with)."""
 
-    name = models.CharField(max_length=300)
+    name = models.CharField(max_length=300, db_index=True)  # the history's `manifest` filter
     form = models.CharField(max_length=10)  # "seed" | "current"
     sha256 = models.CharField(max_length=64)
     raw = models.TextField()
@@ -116,6 +116,13 @@ class Deployment(models.Model):
 
     class Meta:
         ordering = ["-id"]
+        # One per filter of the history (API `GET /deployments`, the History page), so a page
+        # costs the same at 100 000 deployments as at 10: status (newest first within it), the
+        # period, and the per-week chart's range on `created_at`.
+        indexes = [
+            models.Index(fields=["status", "-id"], name="deployment_status_newest"),
+            models.Index(fields=["created_at"], name="deployment_created_at"),
+        ]
         constraints = [
             # The slot is held exactly while in progress: a close that forgot it would block
             # every later deployment, a resume of a finished one would take a second slot.
@@ -347,6 +354,8 @@ class JournalEntry(models.Model):
     class Meta:
         db_table = "journal"
         ordering = ["seq"]
+        # The audit report finds the deployments of a period by their `deployment.created` entry.
+        indexes = [models.Index(fields=["kind", "at"], name="journal_kind_at")]
 
     def __str__(self) -> str:
         return f"journal entry {self.seq} ({self.kind})"
