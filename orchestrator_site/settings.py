@@ -268,6 +268,8 @@ EVENTS_MAX_SECONDS = envint("ORCH_EVENTS_MAX_SECONDS", "3600")
 WEB_THREADS = max(1, envint("ORCH_WEB_THREADS", "8"))
 # Open event streams per user in one web process; one more is refused with 429 (docs/api.md).
 EVENTS_PER_USER = envint("ORCH_EVENTS_PER_USER", "20")
+# An idle stream gets a comment line this often, so proxies and browsers keep it open.
+EVENTS_HEARTBEAT_SECONDS = float(os.getenv("ORCH_EVENTS_HEARTBEAT_SECONDS", "15"))
 
 STATIC_URL = "static/"
 STATIC_ROOT = DATASTORE_DIR / "static"

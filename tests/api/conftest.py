@@ -160,6 +160,8 @@ def web(appliance: Appliance) -> Iterator[Web]:
         "ORCH_UPLOAD_MAX_BYTES": str(UPLOAD_LIMIT),
         "ORCH_AUTH_FAILURE_LIMIT": "100000",  # the role matrix sends bad tokens by the dozen
         "ORCH_EVENTS_POLL_SECONDS": "0.1",
+        "ORCH_EVENTS_PER_USER": "12",  # tests/api/test_streams.py opens one more
+        "ORCH_EVENTS_HEARTBEAT_SECONDS": "1",
     }
     server = start_web(env, appliance.system.root / "gunicorn.log")
     yield server

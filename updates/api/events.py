@@ -33,9 +33,6 @@ from updates import selectors
 from updates.api.errors import ApiError
 from updates.models import Deployment, StepEvent
 
-HEARTBEAT_SECONDS = 15.0
-
-
 def _frame(event: str, data: dict[str, Any], event_id: int | None = None) -> str:
     head = f"id: {event_id}\n" if event_id is not None else ""
     return f"{head}event: {event}\ndata: {json.dumps(data, cls=DjangoJSONEncoder)}\n\n"
@@ -66,7 +63,7 @@ class _Follow:
         if status not in Deployment.IN_PROGRESS:
             out.append(_frame("end", {"deployment": self.deployment_id, "status": status}))
             self.done = True
-        elif not out and time.monotonic() - self.last_sent > HEARTBEAT_SECONDS:
+        elif not out and time.monotonic() - self.last_sent > settings.EVENTS_HEARTBEAT_SECONDS:
             out.append(": keep-alive\n\n")  # a comment: keeps proxies from closing an idle stream
         if out:
             self.last_sent = time.monotonic()
