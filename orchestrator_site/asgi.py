@@ -23,8 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from asgiref.sync import ThreadSensitiveContext
-from django.core.handlers.asgi import ASGIHandler, ASGIRequest
-from django.http import HttpResponseBase
+from django.core.handlers.asgi import ASGIHandler
+from django.http import HttpRequest, HttpResponseBase
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orchestrator_site.settings")
 
@@ -67,7 +67,7 @@ class PooledASGIHandler(ASGIHandler):
         else:
             await self._pooled(lambda: super(PooledASGIHandler, self).__call__(scope, receive, send))
 
-    async def get_response_async(self, request: ASGIRequest) -> HttpResponseBase:
+    async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
         if STREAMS.match(request.path):
             response: HttpResponseBase = await self._pooled(
                 lambda: super(PooledASGIHandler, self).get_response_async(request)

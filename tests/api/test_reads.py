@@ -100,7 +100,7 @@ def reader(db: None) -> tuple[Client, dict[str, str]]:
     token = services.token_create(username="reader", role=Role.VIEWER, name="t", actor=SETUP).secret
     client = Client()
     assert client.login(username="reader", password=PASSWORD)
-    return client, {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+    return client, {"Authorization": f"Bearer {token}"}
 
 
 ROUTES = [
@@ -124,7 +124,7 @@ ROUTES = [
 
 def _queries(client: Client, headers: dict[str, str], path: str) -> int:
     with CaptureQueriesContext(connection) as captured:
-        answer = client.get(path, **headers)
+        answer = client.get(path, headers=headers)
     assert answer.status_code == 200, (path, answer.content[:300])
     return len(captured)
 
@@ -155,17 +155,17 @@ def test_the_routes_that_skip_validation_answer_what_it_would_have(
 ) -> None:
     client, token = reader
     _history(12)
-    page = client.get("/api/v1/deployments?page_size=12", **token)
+    page = client.get("/api/v1/deployments?page_size=12", headers=token)
     rows, total = selectors.deployment_page(filters=selectors.DeploymentFilter(), page=1, page_size=12)
     assert page.content.decode() == _validated(
         DeploymentPageOut, {"page": 1, "page_size": 12, "total": total, "items": rows}
     )
     assert {item["actor"]["kind"] for item in page.json()["items"]} == {"user", "token", "cli", "webhook"}
     for deployment in Deployment.objects.all()[:4]:
-        detail = client.get(f"/api/v1/deployments/{deployment.pk}", **token)
+        detail = client.get(f"/api/v1/deployments/{deployment.pk}", headers=token)
         assert detail.content.decode() == _validated(DeploymentOut, selectors.deployment_detail(deployment))
         assert detail.json()["groups"][0]["order"] is None  # the unplanned Identity query
-    system = client.get("/api/v1/system", **token)
+    system = client.get("/api/v1/system", headers=token)
     assert system.content.decode() == _validated(SystemOut, selectors.system_report())
 
 
@@ -175,7 +175,7 @@ def test_keyset_pages_walk_the_whole_history_once_newest_first(reader: tuple[Cli
     seen: list[int] = []
     path = "/api/v1/deployments?page_size=5&status=succeeded"
     while True:
-        answer = client.get(path + (f"&after={seen[-1]}" if seen else ""), **token).json()
+        answer = client.get(path + (f"&after={seen[-1]}" if seen else ""), headers=token).json()
         assert answer["total"] == 6
         if not answer["items"]:
             break

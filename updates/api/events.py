@@ -33,6 +33,7 @@ from updates import selectors
 from updates.api.errors import ApiError
 from updates.models import Deployment, StepEvent
 
+
 def _frame(event: str, data: dict[str, Any], event_id: int | None = None) -> str:
     head = f"id: {event_id}\n" if event_id is not None else ""
     return f"{head}event: {event}\ndata: {json.dumps(data, cls=DjangoJSONEncoder)}\n\n"

@@ -176,8 +176,10 @@ def deployment_page(
         rows, start = rows.filter(pk__lt=after), 0
     else:
         start = (page - 1) * page_size
-    # Plain tuples of the summary's columns: no model instances, none of the heavy JSON columns.
-    found = rows.order_by("-id").values_list(*_SUMMARY_COLUMNS)[start : start + page_size]
+    # The page's ids first, skipping rows on the index alone (a subquery: still one query); then
+    # plain tuples of the summary's columns for those: no model instances, no heavy JSON columns.
+    ids = rows.order_by("-id").values("pk")[start : start + page_size]
+    found = Deployment.objects.filter(pk__in=ids).order_by("-id").values_list(*_SUMMARY_COLUMNS)
     return [_summary_of(row) for row in found], total
 
 
