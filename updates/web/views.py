@@ -272,7 +272,9 @@ def chart_geometry(weeks: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                     }
                 )
             y -= height
-    labels = [{"x": _coordinate(CHART["left"] + (i + 0.5) * slot), "week": w["week"]} for i, w in enumerate(weeks)]
+    labels = [
+        {"x": _coordinate(CHART["left"] + (i + 0.5) * slot), "week": w["week"]} for i, w in enumerate(weeks)
+    ]
     return CHART | {
         "bars": bars,
         "labels": labels,
