@@ -309,6 +309,10 @@ def targets(deployments: int, running: int) -> dict[str, tuple[str, Callable[[ra
     return {
         "API GET /deployments?page=N": ("token", lambda r: f"/api/v1/deployments?page={r.randint(1, pages)}"),
         "API GET /deployments (first page)": ("token", lambda r: "/api/v1/deployments"),
+        "API GET /deployments?after=ID (keyset)": (
+            "token",
+            lambda r: f"/api/v1/deployments?after={r.randint(2, deployments)}",
+        ),
         "API GET /deployments?status=rolled_back": (
             "token",
             lambda r: "/api/v1/deployments?status=rolled_back",
