@@ -1,10 +1,11 @@
 """gunicorn's workers and its logs in the appliance's format (ORCH_LOG_FORMAT: text or json, docs/logging.md):
 
-    gunicorn -c python:orchestrator_site.gunicorn_conf orchestrator_site.wsgi:application ...
+    gunicorn -c python:orchestrator_site.gunicorn_conf orchestrator_site.asgi:application ...
 
 The error log goes to stderr and the access log to stdout (journald under systemd) unless
 `--error-logfile` / `--access-logfile` name a file (bin/run: var/log/web.log); either way each
-line has our formatter. The Django app in the workers logs through settings.LOGGING (stderr).
+line has our formatter (uvicorn's workers log through the same handlers: `uvicorn.access`). The
+Django app in the workers logs through settings.LOGGING (stderr).
 Read by gunicorn's master, which never loads Django: so no settings import here.
 """
 
