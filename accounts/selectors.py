@@ -37,7 +37,7 @@ def role_of(user: AbstractBaseUser | AnonymousUser) -> Role | None:
     if known is None:
         role = Profile.objects.filter(user_id=user.pk).values_list("role", flat=True).first()
         known = Role(role) if role else Role.VIEWER
-        user._orch_role = known  # type: ignore[union-attr]  # a cache on this object only
+        user._orch_role = known  # type: ignore[attr-defined]  # a cache on this object only
     return known
 
 
