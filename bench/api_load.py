@@ -155,7 +155,7 @@ def _insert_steps(deployment_ids: list[int], steps: int, now: Any) -> None:
             argv = Step._meta.get_field("argv").get_db_prep_save(["/x", state], connection)
             change = {"deployment_id": pk, "component": COMPONENTS[i % 3], "state": state, "argv": argv}
             rows.append(tuple({**values, **change}[f.attname] for f in fields))
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    columns = ", ".join(connection.ops.quote_name(f.column or f.attname) for f in fields)
     marks = ", ".join(["%s"] * len(fields))
     event = StepEvent._meta.db_table
     with connection.cursor() as cursor:
