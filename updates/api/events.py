@@ -172,7 +172,8 @@ def stream_slot(user: str) -> Callable[[], None]:
             raise ApiError(
                 429,
                 "too_many_streams",
-                f"{user} already follows {_open[user]} event streams here (ORCH_EVENTS_PER_USER); "
+                f"{user} already has {_open[user]} open event stream{'s' if _open[user] != 1 else ''} "
+                f"on this web process, the most allowed (ORCH_EVENTS_PER_USER={settings.EVENTS_PER_USER}); "
                 "close one first",
             )
         _open[user] += 1
