@@ -116,6 +116,7 @@ def populate(deployments: int, steps: int) -> tuple[str, int]:
                     # spread over ~4 years, oldest first: the history chart and filters see real weeks
                     started_at=now - timedelta(minutes=21 * (deployments - start - n)),
                     finished_at=now - timedelta(minutes=21 * (deployments - start - n) - 1),
+                    failed_in={},  # what deployment_close stores: none of its steps failed
                 )
                 for n in range(min(batch, deployments - start))
             )

@@ -103,6 +103,10 @@ class Deployment(models.Model):
     requests = models.JSONField(default=list)
     started_at = models.DateTimeField(null=True)
     finished_at = models.DateTimeField(null=True)
+    # Stored when it ends (`deployment_close`): per component, the first update state that failed
+    # ({} when none did), so a finished deployment's outcome is read without its steps. None: in
+    # progress (read from the steps then).
+    failed_in = models.JSONField(null=True, blank=True)
     # The accepted bundle the manifest came from (install by bundle id, bundle file or webhook);
     # NULL for a manifest installed from a file outside any bundle. PROTECT, not SET_NULL: a
     # bundle's row is never deleted (deleting a bundle marks it `deleted` and keeps it for the

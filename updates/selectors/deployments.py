@@ -384,7 +384,15 @@ def _is_latest_finished(deployment: Deployment) -> bool:
 
 
 def _failed_states(deployment: Deployment) -> dict[str, str]:
-    """The first update state (not a query) that failed, per component."""
+    """The first update state (not a query) that failed, per component: stored when the
+    deployment ended, else read from its steps."""
+    if deployment.failed_in is not None and deployment.status in Deployment.TERMINAL:
+        return dict(deployment.failed_in)
+    return failed_states_from_steps(deployment)
+
+
+def failed_states_from_steps(deployment: Deployment) -> dict[str, str]:
+    """`_failed_states` from the step rows (what `deployment_close` stores)."""
     failed: dict[str, str] = {}
     for step in deployment_steps(deployment).exclude(state__in=QUERY_STATES):
         if not step.ok and step.ended_at is not None:

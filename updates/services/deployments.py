@@ -392,6 +392,9 @@ def deployment_close(
     deployment.finished_at = timezone.now()
     deployment.slot = None
     deployment.owner = ""
+    # Its summary, once: later reads of its outcome need none of its steps (the Provides queries
+    # recorded after the end are queries, never a failed update state).
+    deployment.failed_in = selectors.failed_states_from_steps(deployment)
     with transaction.atomic():
         deployment.save()
         _journal_outcome(deployment, actor)  # the end, in the journal (and its head signed) with the row
