@@ -29,10 +29,16 @@ class Principal:
 
 
 def role_of(user: AbstractBaseUser | AnonymousUser) -> Role | None:
+    """The user's role, read once per user object: a page asks for it several times (the access
+    check, the menu), and a request's user object lives as long as the request."""
     if not user.is_authenticated:
         return None
-    role = Profile.objects.filter(user_id=user.pk).values_list("role", flat=True).first()
-    return Role(role) if role else Role.VIEWER
+    known: Role | None = getattr(user, "_orch_role", None)
+    if known is None:
+        role = Profile.objects.filter(user_id=user.pk).values_list("role", flat=True).first()
+        known = Role(role) if role else Role.VIEWER
+        user._orch_role = known  # type: ignore[attr-defined]  # a cache on this object only
+    return known
 
 
 def session_principal(user: User) -> Principal | None:

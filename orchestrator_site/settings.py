@@ -227,7 +227,7 @@ LOGOUT_REDIRECT_URL = "/accounts/login/"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 # A request body sent to gunicorn must keep up, after the grace time, with this average rate, or
-# its connection is cut (orchestrator_site/slowbody.py): slow clients cannot hold every thread.
+# it is cut (orchestrator_site/asgi.py, slowbody.py): slow clients cannot hold every thread.
 BODY_GRACE_SECONDS = float(envint("ORCH_BODY_GRACE_SECONDS", "2"))
 BODY_MIN_BYTES_PER_SECOND = float(envint("ORCH_BODY_MIN_BYTES_PER_SECOND", "1024"))
 # A signed-in browser left alone this long is signed out (orchestrator_site/middleware.py); the
@@ -276,6 +276,12 @@ AUTH_FAILURE_WINDOW_SECONDS = envint("ORCH_AUTH_FAILURE_WINDOW_SECONDS", "300")
 # How often the events stream looks at the database, and how long one stream may stay open.
 EVENTS_POLL_SECONDS = float(os.getenv("ORCH_EVENTS_POLL_SECONDS", "0.5"))
 EVENTS_MAX_SECONDS = envint("ORCH_EVENTS_MAX_SECONDS", "3600")
+# Threads per web worker for the views (orchestrator_site/asgi.py; the event streams need none).
+WEB_THREADS = max(1, envint("ORCH_WEB_THREADS", "8"))
+# Open event streams per user in one web process; one more is refused with 429 (docs/api.md).
+EVENTS_PER_USER = envint("ORCH_EVENTS_PER_USER", "20")
+# An idle stream gets a comment line this often, so proxies and browsers keep it open.
+EVENTS_HEARTBEAT_SECONDS = float(os.getenv("ORCH_EVENTS_HEARTBEAT_SECONDS", "15"))
 
 STATIC_URL = "static/"
 STATIC_ROOT = DATASTORE_DIR / "static"

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-import pytest
-from django.db import IntegrityError, transaction
+import importlib
 
+import pytest
+from django.apps import apps
+from django.db import IntegrityError, connection, transaction
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from updates import selectors
 from updates.actors import SYSTEM
 from updates.engine.errors import BusyError
-from updates.models import Deployment, DeploymentStatus, Manifest
+from updates.models import Deployment, DeploymentStatus, Manifest, Step
 from updates.services import deployment_close
 from updates.services.deployments import _busy
 
@@ -86,3 +92,50 @@ def test_busy_says_a_live_runner_is_running_and_to_wait() -> None:
 def test_busy_advises_resume_or_rollback_only_when_the_runner_is_gone() -> None:
     _deployment(status=Deployment.Status.RUNNING, owner="other-boot:1:2")
     assert "left running by a process that is gone: run `resume` or `rollback`" in str(_busy())
+
+
+def _with_steps(deployment: Deployment) -> None:
+    now = timezone.now()
+    for component, state, code, error in (
+        ("rtos.R1", "Provides", 1, ""),  # a query that failed: never an update state
+        ("rtos.R1", "ArtifactInstall", 2, ""),
+        ("rtos.R1", "ArtifactRollback", 3, ""),  # later: the first one counts
+        ("gateway.G13", "ArtifactInstall", 0, ""),
+        ("gateway.G13", "ArtifactCommit", None, "timed out"),
+    ):
+        Step.objects.create(
+            deployment=deployment,
+            component=component,
+            state=state,
+            started_at=now,
+            ended_at=now,
+            exit_code=code,
+            error=error,
+        )
+
+
+def test_close_stores_the_failed_states_and_a_finished_deployment_is_read_without_its_steps() -> None:
+    deployment = _deployment(status=Deployment.Status.RUNNING)
+    _with_steps(deployment)
+    deployment_close(deployment, status=Deployment.Status.ROLLED_BACK, reason="", actor=SYSTEM)
+    deployment.refresh_from_db()
+    expected = {"rtos.R1": "ArtifactInstall", "gateway.G13": "ArtifactCommit"}
+    assert deployment.failed_in == expected == selectors.failed_states_from_steps(deployment)
+    with CaptureQueriesContext(connection) as captured:
+        selectors.deployment_components(deployment)
+    assert not [q["sql"] for q in captured if "updates_step" in q["sql"]]
+
+
+def test_the_migration_fills_in_what_finished_deployments_had_failed_in() -> None:
+    backfill = importlib.import_module("updates.migrations.0012_deployment_failed_in").backfill
+    finished = _deployment(status=Deployment.Status.ROLLED_BACK, slot=None)
+    _with_steps(finished)
+    clean = _deployment(status=Deployment.Status.SUCCEEDED, slot=None)
+    running = _deployment(status=Deployment.Status.RUNNING)
+    _with_steps(running)
+    backfill(apps, None)
+    finished.refresh_from_db()
+    clean.refresh_from_db()
+    running.refresh_from_db()
+    assert finished.failed_in == {"rtos.R1": "ArtifactInstall", "gateway.G13": "ArtifactCommit"}
+    assert (clean.failed_in, running.failed_in) == ({}, None)  # in progress: read from its steps

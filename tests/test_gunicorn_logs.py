@@ -20,7 +20,7 @@ CONF = "python:orchestrator_site.gunicorn_conf"
 
 
 def _gunicorn(tmp_path: Path, log_format: str) -> subprocess.Popen[str]:
-    cmd = [sys.executable, "-m", "gunicorn", "-c", CONF, "orchestrator_site.wsgi:application"]
+    cmd = [sys.executable, "-m", "gunicorn", "-c", CONF, "orchestrator_site.asgi:application"]  # as bin/run
     cmd += ["--bind", "127.0.0.1:0", "--workers", "1", "--no-control-socket", "--graceful-timeout", "2"]
     env = {**os.environ, "ORCH_LOG_FORMAT": log_format, "MENDER_ORCHESTRATOR_DATASTORE_DIR": str(tmp_path)}
     env.pop("DATABASE_URL", None)
@@ -49,7 +49,7 @@ def test_it_writes_gunicorns_error_and_access_logs_as_json_lines(tmp_path: Path)
 
     errors, accesses = _json(tmp_path / "err"), _json(tmp_path / "out")
     assert {x["logger"] for x in errors} >= {"gunicorn.error"}
-    assert [x["logger"] for x in accesses] == ["gunicorn.access"]
+    assert [x["logger"] for x in accesses] == ["uvicorn.access"]  # the worker class's access log
     assert "GET /api/v1/health" in accesses[0]["message"] and accesses[0]["time"].endswith("Z")
 
 

@@ -14,7 +14,7 @@ from updates.engine.text import safe_json, safe_text
 class Manifest(models.Model):
     """An exact snapshot of a manifest (and the topology it was applied with)."""
 
-    name = models.CharField(max_length=300)
+    name = models.CharField(max_length=300, db_index=True)  # the history's `manifest` filter
     form = models.CharField(max_length=10)  # "seed" | "current"
     sha256 = models.CharField(max_length=64)
     raw = models.TextField()
@@ -107,6 +107,10 @@ class Deployment(models.Model):
     requests = models.JSONField(default=list)
     started_at = models.DateTimeField(null=True)
     finished_at = models.DateTimeField(null=True)
+    # Stored when it ends (`deployment_close`): per component, the first update state that failed
+    # ({} when none did), so a finished deployment's outcome is read without its steps. None: in
+    # progress (read from the steps then).
+    failed_in = models.JSONField(null=True, blank=True)
     # The accepted bundle the manifest came from (install by bundle id, bundle file or webhook);
     # NULL for a manifest installed from a file outside any bundle. PROTECT, not SET_NULL: a
     # bundle's row is never deleted (deleting a bundle marks it `deleted` and keeps it for the
@@ -129,6 +133,14 @@ class Deployment(models.Model):
 
     class Meta:
         ordering = ["-id"]
+        # One per filter of the history (API `GET /deployments`, the History page), so a page
+        # costs the same at 100 000 deployments as at 10: status (newest first within it), the
+        # period, and the per-week chart's range on `created_at` (with the status: the chart
+        # counts from the index alone, and SQLite then prefers it to scanning by status).
+        indexes = [
+            models.Index(fields=["status", "-id"], name="deployment_status_newest"),
+            models.Index(fields=["created_at", "status"], name="deployment_created_status"),
+        ]
         constraints = [
             # The slot is held exactly while in progress: a close that forgot it would block
             # every later deployment, a resume of a finished one would take a second slot.
@@ -371,6 +383,8 @@ class JournalEntry(models.Model):
     class Meta:
         db_table = "journal"
         ordering = ["seq"]
+        # The audit report finds the deployments of a period by their `deployment.created` entry.
+        indexes = [models.Index(fields=["kind", "at"], name="journal_kind_at")]
 
     def __str__(self) -> str:
         return f"journal entry {self.seq} ({self.kind})"

@@ -114,11 +114,14 @@ def start_web(env: dict[str, str], log: Path, *, threads: int = 4, workers: int 
         sys.executable,
         "-m",
         "gunicorn",
-        "orchestrator_site.wsgi:application",
+        "-c",
+        "python:orchestrator_site.gunicorn_conf",  # as bin/run: uvicorn workers, the ASGI app
+        "orchestrator_site.asgi:application",
         "--bind",
         f"127.0.0.1:{port}",
     ]
-    cmd += ["--worker-class", "gthread", "--workers", str(workers), "--threads", str(threads)]
+    cmd += ["--workers", str(workers)]
+    env = {**env, "ORCH_WEB_THREADS": str(threads)}
     cmd += ["--no-control-socket", "--graceful-timeout", "2"]
     with open(log, "wb") as out:
         proc = subprocess.Popen(
@@ -157,6 +160,8 @@ def web(appliance: Appliance) -> Iterator[Web]:
         "ORCH_UPLOAD_MAX_BYTES": str(UPLOAD_LIMIT),
         "ORCH_AUTH_FAILURE_LIMIT": "100000",  # the role matrix sends bad tokens by the dozen
         "ORCH_EVENTS_POLL_SECONDS": "0.1",
+        "ORCH_EVENTS_PER_USER": "12",  # tests/api/test_streams.py opens one more
+        "ORCH_EVENTS_HEARTBEAT_SECONDS": "1",
     }
     server = start_web(env, appliance.system.root / "gunicorn.log")
     yield server

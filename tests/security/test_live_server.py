@@ -1,5 +1,5 @@
-"""Issue 22's findings where the point is the server: one gunicorn (gthread, two workers, as
-`bin/run` serves) over loopback HTTP for the whole module, its own data store and SQLite
+"""Issue 22's findings where the point is the server: one gunicorn (uvicorn workers and the ASGI
+app, two workers of 4 view threads, as `bin/run` serves) over loopback HTTP for the whole module, its own data store and SQLite
 database, set up with the real command line. Each test failed on 58d7ec3's behaviour."""
 
 from __future__ import annotations
@@ -79,6 +79,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "MENDER_ORCHESTRATOR_CONF_DIR": str(root / "conf"),
         "ORCH_LOG_FORMAT": "text",
         "LOG_LEVEL": "WARNING",
+        "ORCH_WEB_THREADS": "4",
     }
     for name in ("DATABASE_URL", "CELERY_BROKER_URL"):
         env.pop(name, None)
@@ -91,8 +92,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     admin = plain.cli("token", "create", "--user", "boss", "--role", "admin")
     operator = plain.cli("token", "create", "--user", "op", "--role", "operator")
     cmd = [sys.executable, "-m", "gunicorn", "-c", "python:orchestrator_site.gunicorn_conf"]
-    cmd += ["orchestrator_site.wsgi:application", "--bind", f"127.0.0.1:{port}"]
-    cmd += ["--worker-class", "gthread", "--workers", "2", "--threads", "4"]
+    cmd += ["orchestrator_site.asgi:application", "--bind", f"127.0.0.1:{port}"]  # as bin/run serves
+    cmd += ["--workers", "2"]
     cmd += ["--no-control-socket", "--graceful-timeout", "2"]
     with open(plain.log, "wb") as out:
         proc = subprocess.Popen(
@@ -255,7 +256,7 @@ def test_a_refused_page_logs_one_line_not_a_traceback(server: Server) -> None:
 
 def test_slow_request_bodies_do_not_starve_the_health_probe(server: Server) -> None:
     """20 clients sending a webhook body at a byte a second (reconnecting when cut), straight to
-    gunicorn (8 threads here): without a limit every thread waits on them and the probe times
+    gunicorn (8 view threads here): without a limit every thread waits on them and the probe times
     out; with it each is cut after the grace time and the probe gets through."""
     stop = threading.Event()
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import IO, Annotated, Any, Generic, Literal, TypedDict, TypeVar, cast
 
 from django.core.files.uploadedfile import TemporaryUploadedFile
+from django.core.handlers.asgi import ASGIRequest
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja import File, Query, Router, Schema, Status
 from ninja.files import UploadedFile
@@ -21,7 +22,8 @@ from accounts.auth import OPERATOR, VIEWER
 from accounts.selectors import Principal
 from audit import reports as journal
 from updates import selectors, services
-from updates.api.events import event_stream
+from updates.api import events
+from updates.api.render import project, trusted_json
 from updates.api.schemas import (
     AcceptedOut,
     AuditDeploymentOut,
@@ -39,7 +41,7 @@ from updates.api.schemas import (
     SystemOut,
 )
 from updates.models import Step
-from updates.selectors import BundleSummary, DeploymentDetail, DeploymentSummary, SystemReport
+from updates.selectors import BundleSummary, DeploymentDetail
 from updates.services import bundles, dispatch, plan_preview
 from updates.services.gates import deployment_gate_decide
 
@@ -93,8 +95,8 @@ class PageIn(Schema):
 
 
 @router.get("/system", response=SystemOut)
-def system_get(request: HttpRequest) -> SystemReport:
-    return selectors.system_report()
+def system_get(request: HttpRequest) -> HttpResponse:
+    return trusted_json(project(SystemOut, selectors.system_report()))
 
 
 @router.post("/system/refresh", response={202: AcceptedOut}, auth=OPERATOR)
@@ -186,21 +188,26 @@ class DeploymentFilterIn(PageIn):
     since: Moment | None = None
     until: Moment | None = None
     manifest: str | None = None
+    # Keyset: the page after the deployment with this id (the last `items[].id` received); `page`
+    # is then not used. Deep in a long history this costs what the first page costs.
+    after: Id | None = None
 
 
 @router.get("/deployments", response=DeploymentPageOut)
-def deployment_list(request: HttpRequest, query: Query[DeploymentFilterIn]) -> PageAnswer[DeploymentSummary]:
+def deployment_list(request: HttpRequest, query: Query[DeploymentFilterIn]) -> HttpResponse:
     filters = selectors.DeploymentFilter(
         status=query.status, since=query.since, until=query.until, manifest=query.manifest
     )
-    rows, total = selectors.deployment_page(filters=filters, page=query.page, page_size=query.page_size)
-    return query.answer(total, [selectors.deployment_summary(d) for d in rows])
+    rows, total = selectors.deployment_page(
+        filters=filters, page=query.page, page_size=query.page_size, after=query.after
+    )
+    return trusted_json(project(DeploymentPageOut, query.answer(total, rows)))
 
 
 @router.get("/deployments/{deployment_id}", response=DeploymentOut)
-def deployment_get(request: HttpRequest, deployment_id: Id) -> DeploymentDetail:
+def deployment_get(request: HttpRequest, deployment_id: Id) -> HttpResponse:
     deployment = _found(selectors.deployment_find(deployment_id=deployment_id), f"deployment {deployment_id}")
-    return selectors.deployment_detail(deployment)
+    return trusted_json(project(DeploymentOut, selectors.deployment_detail(deployment)))
 
 
 @router.get("/deployments/{deployment_id}/steps/{step_id}/log", response=StepLogOut)
@@ -260,12 +267,12 @@ def deployment_events(request: HttpRequest, deployment_id: Id) -> StreamingHttpR
     then `end`. Reconnecting with `Last-Event-ID` resumes after that change, without gaps."""
     _found(selectors.deployment_status(deployment_id=deployment_id), f"deployment {deployment_id}")
     after = _last_event_id(request)
-    response = StreamingHttpResponse(
-        event_stream(deployment_id=deployment_id, after=after), content_type="text/event-stream"
+    release = events.stream_slot(_principal(request).user.username)
+    # Under ASGI (bin/run, the web unit) a coroutine; under WSGI (the test client) a generator.
+    stream = events.event_stream_async if isinstance(request, ASGIRequest) else events.event_stream
+    return events.EventStreamResponse(
+        stream(deployment_id=deployment_id, after=after, release=release), release
     )
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"
-    return response
 
 
 def _last_event_id(request: HttpRequest) -> int:

@@ -57,6 +57,7 @@ from updates.selectors.deployments import (
     deployment_summary,
     deployment_timeline,
     deployment_waits,
+    failed_states_from_steps,
     history_report,
 )
 from updates.selectors.history import CHART_OUTCOMES, WeekCount, deployments_per_week
@@ -138,6 +139,7 @@ __all__ = [
     "deployment_waits",
     "deployments_per_week",
     "drift_list",
+    "failed_states_from_steps",
     "history_report",
     "live_workers",
     "plan_overview",

@@ -16,6 +16,7 @@ from typing import Any, TypedDict
 from django.db.models import QuerySet
 
 from devices.selectors import component_list
+from updates.actors import Actor
 from updates.engine.interface import QUERY_STATES
 from updates.engine.machine import MILESTONES, Progress, RunPhase
 from updates.engine.planner import TargetJson
@@ -166,9 +167,13 @@ def deployment_last_finished() -> Deployment | None:
     return Deployment.objects.select_related("manifest").filter(status__in=Deployment.TERMINAL).first()
 
 
-def deployment_page(*, filters: DeploymentFilter, page: int, page_size: int) -> tuple[list[Deployment], int]:
-    """One page of deployments, newest first, and how many match (two queries whatever the size)."""
-    rows = Deployment.objects.select_related("manifest").order_by("-id")
+def deployment_page(
+    *, filters: DeploymentFilter, page: int, page_size: int, after: int | None = None
+) -> tuple[list[DeploymentSummary], int]:
+    """One page of deployments, newest first, and how many match: two queries whatever the size
+    of the history, each on an index (docs/api.md, "Reads"). `after` (keyset): the page that
+    follows the deployment with that id, found by the index on id instead of skipping rows."""
+    rows = Deployment.objects.all()
     if filters.status:
         rows = rows.filter(status=filters.status)
     if filters.since:
@@ -177,12 +182,51 @@ def deployment_page(*, filters: DeploymentFilter, page: int, page_size: int) -> 
         rows = rows.filter(created_at__lt=filters.until)
     if filters.manifest:
         rows = rows.filter(manifest__name=filters.manifest)
-    start = (page - 1) * page_size
-    # The heavy JSON columns (plan, position) stay in the database: a list shows none of them.
-    page_rows = list(
-        rows.defer("plan", "position", "manifest__raw", "manifest__topology")[start : start + page_size]
-    )
-    return page_rows, rows.count()
+    total = rows.count()
+    if after is not None:
+        rows, start = rows.filter(pk__lt=after), 0
+    else:
+        start = (page - 1) * page_size
+    # The page's ids first, skipping rows on the index alone (a subquery: still one query); then
+    # plain tuples of the summary's columns for those: no model instances, no heavy JSON columns.
+    ids = rows.order_by("-id").values("pk")[start : start + page_size]
+    found = Deployment.objects.filter(pk__in=ids).order_by("-id").values_list(*_SUMMARY_COLUMNS)
+    return [_summary_of(row) for row in found], total
+
+
+_SUMMARY_COLUMNS = (
+    "id",
+    "kind",
+    "status",
+    "reason",
+    "manifest__name",
+    "actor",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "gate",
+    "gate_expires_at",
+    "gate_decision",
+)
+
+
+def _summary_of(row: tuple[Any, ...]) -> DeploymentSummary:
+    pk, kind, status, reason, manifest, actor, created_at, started_at, finished_at, *gate = row
+    who = Actor.from_json(actor)
+    before, expires_at, decision = gate
+    waits = status == Deployment.Status.WAITING_APPROVAL and before
+    return {
+        "id": pk,
+        "kind": kind,
+        "status": status,
+        "reason": reason,
+        "manifest": manifest,
+        "actor": {**who.as_json(), "label": who.label},
+        "created_at": created_at,
+        "started_at": started_at,
+        "finished_at": finished_at,
+        "gate": {"before": before, "expires_at": expires_at, "decision": decision} if waits else None,
+    }
 
 
 def deployment_waits(deployment: Deployment) -> bool:
@@ -303,26 +347,24 @@ def deployment_timeline(deployment: Deployment) -> DeploymentTimeline:
     return {**detail, "running": running}
 
 
-def deployment_rows(deployments: Sequence[Deployment]) -> list[DeploymentRow]:
-    """History rows (`deployment_summary` + the manifest it started from + duration) for one page
-    of deployments: "from" is the last success before each, found with two queries per page."""
+def deployment_rows(deployments: Sequence[DeploymentSummary]) -> list[DeploymentRow]:
+    """History rows (the summary + the manifest it started from + duration) for one page of
+    deployments: "from" is the last success before each, found with two queries per page."""
     if not deployments:
         return []
+    lowest, highest = min(d["id"] for d in deployments), max(d["id"] for d in deployments)
     succeeded = Deployment.objects.filter(status=Deployment.Status.SUCCEEDED).order_by("-id")
-    floor = succeeded.filter(pk__lt=min(d.pk for d in deployments)).values_list("pk", flat=True).first()
-    successes = list(
-        succeeded.filter(pk__gte=floor or 0, pk__lt=max(d.pk for d in deployments)).values_list(
-            "pk", "manifest__name"
-        )
-    )
+    floor = succeeded.filter(pk__lt=lowest).values_list("pk", flat=True).first()
+    successes = list(succeeded.filter(pk__gte=floor or 0, pk__lt=highest).values_list("pk", "manifest__name"))
     rows: list[DeploymentRow] = []
     for d in deployments:
-        start = d.started_at or d.created_at
+        start = d["started_at"] or d["created_at"]
+        finished = d["finished_at"]
         rows.append(
             {
-                **deployment_summary(d),
-                "manifest_from": next((name for pk, name in successes if pk < d.pk), None),
-                "duration_seconds": (d.finished_at - start).total_seconds() if d.finished_at else None,
+                **d,
+                "manifest_from": next((name for pk, name in successes if pk < d["id"]), None),
+                "duration_seconds": (finished - start).total_seconds() if finished else None,
             }
         )
     return rows
@@ -369,7 +411,15 @@ def _is_latest_finished(deployment: Deployment) -> bool:
 
 
 def _failed_states(deployment: Deployment) -> dict[str, str]:
-    """The first update state (not a query) that failed, per component."""
+    """The first update state (not a query) that failed, per component: stored when the
+    deployment ended, else read from its steps."""
+    if deployment.failed_in is not None and deployment.status in Deployment.TERMINAL:
+        return dict(deployment.failed_in)
+    return failed_states_from_steps(deployment)
+
+
+def failed_states_from_steps(deployment: Deployment) -> dict[str, str]:
+    """`_failed_states` from the step rows (what `deployment_close` stores)."""
     failed: dict[str, str] = {}
     for step in deployment_steps(deployment).exclude(state__in=QUERY_STATES):
         if not step.ok and step.ended_at is not None:

@@ -450,6 +450,9 @@ def deployment_close(
     # A wait at a gate ends with the run (who decided stays in the journal).
     deployment.gate, deployment.gate_expires_at, deployment.gate_decision = "", None, ""
     deployment.gate_decided_by, deployment.gate_reason = None, ""
+    # Its summary, once: later reads of its outcome need none of its steps (the Provides queries
+    # recorded after the end are queries, never a failed update state).
+    deployment.failed_in = selectors.failed_states_from_steps(deployment)
     with transaction.atomic():
         deployment.save()
         _journal_outcome(deployment, actor)  # the end, in the journal (and its head signed) with the row

@@ -374,17 +374,19 @@ def chart_geometry(weeks: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 x = CHART["left"] + (i + 0.15) * slot
                 bars.append(
                     {
-                        "x": x,
-                        "y": y - height,
-                        "w": slot * 0.7,
-                        "h": height,
+                        "x": _coordinate(x),
+                        "y": _coordinate(y - height),
+                        "w": _coordinate(slot * 0.7),
+                        "h": _coordinate(height),
                         "outcome": outcome,
                         "n": n,
                         "week": week["week"],
                     }
                 )
             y -= height
-    labels = [{"x": CHART["left"] + (i + 0.5) * slot, "week": w["week"]} for i, w in enumerate(weeks)]
+    labels = [
+        {"x": _coordinate(CHART["left"] + (i + 0.5) * slot), "week": w["week"]} for i, w in enumerate(weeks)
+    ]
     return CHART | {
         "bars": bars,
         "labels": labels,
@@ -392,6 +394,11 @@ def chart_geometry(weeks: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "outcomes": selectors.CHART_OUTCOMES,
         "weeks": weeks,
     }
+
+
+def _coordinate(value: float) -> str:
+    """An SVG coordinate, one decimal: formatted here, not by `floatformat` (a Decimal per call)."""
+    return f"{value:.1f}"
 
 
 @require_GET
