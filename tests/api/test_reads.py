@@ -142,7 +142,9 @@ def test_every_read_costs_the_same_queries_at_10_and_at_1000_deployments(
     _history(990)
     many = {path: _queries(client, {}, path) for path in paths}
     assert many == few
-    assert max(few.values()) <= 16, few
+    # A ceiling, so a per-row query cannot hide in a constant: the System page is the dearest
+    # (what status says, the drift, the last outcome, the worker liveness): 22 queries.
+    assert max(few.values()) <= 24, few
 
 
 def _validated(schema: type[BaseModel], data: Any) -> str:
