@@ -88,3 +88,6 @@ def test_an_admin_sees_and_clears_a_block(admin: str, capsys: pytest.CaptureFixt
     assert "3 failed attempt(s)" in capsys.readouterr().out
     assert _login(here, "admin", "admin-password-1") == 302
     assert JournalEntry.objects.filter(kind="access.unblocked").count() == 1
+    args = build_parser().parse_args(["access", "blocks"])
+    assert args.handler(args) == 0
+    assert capsys.readouterr().out == "no address or account is over its failure limit: nothing is blocked\n"

@@ -142,7 +142,10 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_access_blocks(args: argparse.Namespace) -> int:
-    for b in selectors.auth_blocks():
+    found = selectors.auth_blocks()
+    if not found:
+        print("no address or account is over its failure limit: nothing is blocked")
+    for b in found:
         what = f"login as {b.account}" if b.kind == "login" else "bad tokens"
         print(f"{b.address:<40} {what:<30} {b.failures:>4} failures, last {b.last:%Y-%m-%d %H:%M:%S}")
     return 0

@@ -96,13 +96,16 @@ def _same_accepted(source: IO[bytes]) -> Bundle | None:
     if not source.seekable():
         return None
     start = source.tell()
+    size = source.seek(0, os.SEEK_END) - start
+    source.seek(start)
+    accepted = Bundle.objects.filter(status=Bundle.Status.ACCEPTED)
+    if not accepted.filter(size=size).exists():
+        return None  # no accepted bundle this long: no need to hash it twice (intake hashes it)
     digest = hashlib.sha256()
     while chunk := source.read(1 << 20):
         digest.update(chunk)
     source.seek(start)
-    found: Bundle | None = (
-        Bundle.objects.filter(sha256=digest.hexdigest(), status=Bundle.Status.ACCEPTED).order_by("id").first()
-    )
+    found: Bundle | None = accepted.filter(sha256=digest.hexdigest(), size=size).order_by("id").first()
     return found
 
 
