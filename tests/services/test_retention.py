@@ -5,11 +5,13 @@ and what a dead ingest left goes."""
 from __future__ import annotations
 
 import tarfile
+from pathlib import Path
 
 import pytest
 
 from tests.integration.conftest import DemoSystem
 from updates.actors import Actor
+from updates.engine.delta import make_delta_bundle
 from updates.models import Bundle, Deployment, StoredArtifact
 from updates.services import bundles, retention
 from updates.services.deployments import deployment_create
@@ -131,3 +133,30 @@ def test_retention_after_a_deployment_never_raises(
     retention.store_retention_after_deployment(env)
     assert "artifact store retention after the deployment failed" in caplog.text
     lock.rmdir()
+
+
+def test_a_base_a_stored_delta_needs_stays_until_the_delta_goes(system: DemoSystem) -> None:
+    v1 = _bundle(system, "v1")
+    bases = _shas(v1)
+    made = system.root / "v1-to-v2.tar"
+    make_delta_bundle(system.root / "v1.tar", _tar(system, "v2"), made)
+    deltas = bundles.bundle_add_file(path=made, actor=OPERATOR)
+    assert deltas.status == Bundle.Status.ACCEPTED, deltas.problems
+    rows = StoredArtifact.objects.filter(bundles__bundle=deltas)
+    assert {r.base_sha256 for r in rows} == bases  # each delta names its base
+    stored_deltas = _shas(deltas)
+    assert len(stored_deltas) == 2 and not stored_deltas & bases
+    _budget(system, 1)  # nothing fits: all goes that may go
+    assert _gone(retention.store_gc(actor=OPERATOR)) == stored_deltas
+    store = artifact_store(environment_load())
+    assert bases <= {e.sha256 for e in store.entries()}  # kept while the deltas were stored
+    assert _gone(retention.store_gc(actor=OPERATOR)) == bases  # then they may go too
+
+
+def _tar(demo: DemoSystem, version: str) -> Path:
+    out = demo.root / f"{version}-full.tar"
+    with tarfile.open(out, "w") as tar:
+        tar.add(demo.system / f"manifest-{version}.yaml", f"manifest-{version}.yaml")
+        for name in (f"gateway-{version}.mender", f"rtos-{version}.mender"):
+            tar.add(demo.system / "artifacts" / name, f"artifacts/{name}")
+    return out
