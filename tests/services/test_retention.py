@@ -4,10 +4,12 @@ and what a dead ingest left goes."""
 
 from __future__ import annotations
 
+import datetime
 import tarfile
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 
 from tests.integration.conftest import DemoSystem
 from updates.actors import Actor
@@ -17,6 +19,7 @@ from updates.services import bundles, retention
 from updates.services.deployments import deployment_create
 from updates.services.environment import environment_load
 from updates.services.sources import artifact_store
+from updates.services.streams import _unused_cached
 
 pytestmark = pytest.mark.django_db
 TESTER = Actor("cli", "test")
@@ -160,3 +163,15 @@ def _tar(demo: DemoSystem, version: str) -> Path:
         for name in (f"gateway-{version}.mender", f"rtos-{version}.mender"):
             tar.add(demo.system / "artifacts" / name, f"artifacts/{name}")
     return out
+
+
+def test_the_artifacts_cache_never_counts_a_stored_deltas_base_as_unused(db: None) -> None:
+    old = timezone.now() - datetime.timedelta(days=1)
+
+    def row(sha: str, **fields: object) -> StoredArtifact:
+        return StoredArtifact.objects.create(sha256=sha, size=1, name=sha[:4], last_used_at=old, **fields)
+
+    row("a" * 64, origin="server", server_id="1")  # a cached artifact a delta needs
+    row("b" * 64, origin="server", server_id="2")  # one no delta needs
+    row("c" * 64, origin="bundle", base_sha256="a" * 64, full_sha256="d" * 64)
+    assert [r.sha256 for r in _unused_cached(timezone.now())] == ["b" * 64]
