@@ -27,13 +27,17 @@ TESTER = Actor("cli", "test")
 OPERATOR = Actor("cli", "operator")
 
 
-def _bundle(demo: DemoSystem, version: str) -> Bundle:
+def _tar(demo: DemoSystem, version: str) -> Path:
     out = demo.root / f"{version}.tar"
     with tarfile.open(out, "w") as tar:
         tar.add(demo.system / f"manifest-{version}.yaml", f"manifest-{version}.yaml")
         for name in (f"gateway-{version}.mender", f"rtos-{version}.mender"):
             tar.add(demo.system / "artifacts" / name, f"artifacts/{name}")
-    bundle = bundles.bundle_add_file(path=out, actor=OPERATOR)
+    return out
+
+
+def _bundle(demo: DemoSystem, version: str) -> Bundle:
+    bundle = bundles.bundle_add_file(path=_tar(demo, version), actor=OPERATOR)
     assert bundle.status == Bundle.Status.ACCEPTED, bundle.problems
     return bundle
 
@@ -154,15 +158,6 @@ def test_a_base_a_stored_delta_needs_stays_until_the_delta_goes(system: DemoSyst
     store = artifact_store(environment_load())
     assert bases <= {e.sha256 for e in store.entries()}  # kept while the deltas were stored
     assert _gone(retention.store_gc(actor=OPERATOR)) == bases  # then they may go too
-
-
-def _tar(demo: DemoSystem, version: str) -> Path:
-    out = demo.root / f"{version}-full.tar"
-    with tarfile.open(out, "w") as tar:
-        tar.add(demo.system / f"manifest-{version}.yaml", f"manifest-{version}.yaml")
-        for name in (f"gateway-{version}.mender", f"rtos-{version}.mender"):
-            tar.add(demo.system / "artifacts" / name, f"artifacts/{name}")
-    return out
 
 
 def test_the_artifacts_cache_never_counts_a_stored_deltas_base_as_unused(db: None) -> None:
