@@ -1,6 +1,7 @@
 """Store retention (updates.services.retention) called in-process against the demo system's
 datastore: the budget evicts the least recently used, what a kept deployment came from stays,
-and what a dead ingest left goes."""
+what a dead ingest left goes, and a stored delta keeps its base (and resolves by name to its
+stream reference, never to the delta itself)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ from django.utils import timezone
 from tests.integration.conftest import DemoSystem
 from updates.actors import Actor
 from updates.engine.delta import make_delta_bundle
+from updates.engine.streaming import is_stream_ref, read_ref
 from updates.models import Bundle, Deployment, StoredArtifact
 from updates.services import bundles, retention
 from updates.services.deployments import deployment_create
 from updates.services.environment import environment_load
-from updates.services.sources import artifact_store
+from updates.services.sources import StoreSource, artifact_store
 from updates.services.streams import _unused_cached
 
 pytestmark = pytest.mark.django_db
@@ -143,12 +145,8 @@ def test_retention_after_a_deployment_never_raises(
 
 
 def test_a_base_a_stored_delta_needs_stays_until_the_delta_goes(system: DemoSystem) -> None:
-    v1 = _bundle(system, "v1")
-    bases = _shas(v1)
-    made = system.root / "v1-to-v2.tar"
-    make_delta_bundle(system.root / "v1.tar", _tar(system, "v2"), made)
-    deltas = bundles.bundle_add_file(path=made, actor=OPERATOR)
-    assert deltas.status == Bundle.Status.ACCEPTED, deltas.problems
+    bases = _shas(_bundle(system, "v1"))
+    deltas = _delta_bundle(system)
     rows = StoredArtifact.objects.filter(bundles__bundle=deltas)
     assert {r.base_sha256 for r in rows} == bases  # each delta names its base
     stored_deltas = _shas(deltas)
@@ -170,3 +168,23 @@ def test_the_artifacts_cache_never_counts_a_stored_deltas_base_as_unused(db: Non
     row("b" * 64, origin="server", server_id="2")  # one no delta needs
     row("c" * 64, origin="bundle", base_sha256="a" * 64, full_sha256="d" * 64)
     assert [r.sha256 for r in _unused_cached(timezone.now())] == ["b" * 64]
+
+
+def _delta_bundle(demo: DemoSystem) -> Bundle:
+    made = demo.root / "v1-to-v2.tar"
+    make_delta_bundle(demo.root / "v1.tar", _tar(demo, "v2"), made)
+    bundle = bundles.bundle_add_file(path=made, actor=OPERATOR)
+    assert bundle.status == Bundle.Status.ACCEPTED, bundle.problems
+    return bundle
+
+
+def test_an_artifact_named_only_by_name_that_came_as_a_delta_resolves_to_its_stream_reference(
+    system: DemoSystem,
+) -> None:
+    _bundle(system, "v1")
+    deltas = _shas(_delta_bundle(system))
+    found = StoreSource(artifact_store(environment_load())).candidates(
+        artifact_name="rtos-v2", component_type="rtos"
+    )
+    assert len(found) == 1 and is_stream_ref(found[0])  # never the delta's store file
+    assert read_ref(found[0]).id in deltas
