@@ -51,6 +51,8 @@ def test_a_delta_bundle_from_v1_to_v2_installs(demo: DemoSystem, delta: Path) ->
     with tarfile.open(delta) as tar:
         deltas = {hashlib.sha256(_read(tar, n)).hexdigest() for n in names if n.startswith("deltas/")}
     assert len(deltas) == 2 and deltas <= stored
+    member = demo.datastore / "bundles" / "2" / "artifacts" / "rtos-v2.mender"
+    assert not member.is_symlink() and member.stat().st_size < 64 << 10  # a reference (backups keep it)
     shown = demo.run("bundle", "show", "2").stdout
     assert f"rtos-v2 {_sha(demo.system / 'artifacts' / 'rtos-v2.mender')[:12]}, stored as a delta (" in shown
 

@@ -50,13 +50,21 @@ class StreamRef:
         return f"artifact {self.name!r} (server id {self.id})"
 
 
+_REF_START = b'{"server": '  # how write_ref's JSON line starts; a `.mender` starts "version\0"
+
+
 def is_stream_ref(path: Path | None) -> bool:
-    """A stream reference, or a bundle's link to one (a delta bundle's artifact member)."""
+    """A stream reference: by its name, or, at a bundle's artifact member that came as a delta
+    (docs/bytes.md), by its first bytes (a regular file, so backups keep it like the rest)."""
     if path is None:
         return False
     if path.name.endswith(STREAM_SUFFIX):
         return True
-    return path.is_symlink() and path.readlink().name.endswith(STREAM_SUFFIX)
+    try:
+        with open(path, "rb") as file:
+            return file.read(len(_REF_START)) == _REF_START
+    except OSError:
+        return False
 
 
 def ref_path(directory: Path, server: str, artifact_id: str) -> Path:

@@ -10,7 +10,7 @@ relative ``artifact_path`` therefore resolves, unchanged, to a store inode that 
 ingest and is never written again, and ``artifact_name`` resolves through the store source. Nothing
 is rewritten, so the manifest a deployment records is byte for byte the one that was uploaded.
 An artifact that came as a delta (docs/bytes.md) is the exception: the store holds the delta, and
-the member is a link to a stream reference next to it, which Download rebuilds the artifact from.
+the member is a stream reference, which Download rebuilds the artifact from.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from updates.engine.delta import DeltaError, missing_bases, read_index
 from updates.engine.store import SHA_RE
-from updates.engine.streaming import STREAM_SUFFIX, StreamRef, write_ref
+from updates.engine.streaming import StreamRef, write_ref
 from updates.models import StoredArtifact
 from updates.services.environment import environment_load
 from updates.services.sources import artifact_store
@@ -30,12 +30,10 @@ def delta_bases_check(path: Path) -> None:
 
 
 def delta_ref_write(member_path: Path, ref: StreamRef) -> None:
-    """A bundle's artifact that came as a delta: at its member path, a link to a stream reference
-    next to it (`<member>.mender-stream`), which Download rebuilds the artifact from."""
-    target = member_path.with_name(member_path.name + STREAM_SUFFIX)
-    write_ref(target, ref)
-    target.chmod(0o444)
-    member_path.symlink_to(target.name)
+    """A bundle's artifact that came as a delta: at its member path, the stream reference which
+    Download rebuilds the artifact from (read-only, like the links to store files)."""
+    write_ref(member_path, ref)
+    member_path.chmod(0o444)
 
 
 def delta_bases() -> set[str]:

@@ -23,7 +23,6 @@ from audit.services import journal_append
 from updates import selectors
 from updates.actors import SYSTEM, Actor
 from updates.engine.store import ArtifactStore, plan_eviction
-from updates.engine.streaming import STREAM_SUFFIX
 from updates.engine.text import safe_text
 from updates.liveness import owner_alive
 from updates.models import Bundle, BundleArtifact, StoredArtifact
@@ -233,10 +232,7 @@ def _evict(store: ArtifactStore, gone: list[dict[str, Any]], rows: dict[str, Sto
         if row is not None:
             for link in BundleArtifact.objects.filter(artifact=row).select_related("bundle"):
                 if link.member and link.bundle.directory:
-                    member = Path(link.bundle.directory) / link.member
                     with contextlib.suppress(FileNotFoundError):
-                        member.unlink()
-                    with contextlib.suppress(FileNotFoundError):
-                        member.with_name(member.name + STREAM_SUFFIX).unlink()  # a delta's reference
+                        (Path(link.bundle.directory) / link.member).unlink()
             row.delete()
         store.remove(sha)

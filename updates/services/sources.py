@@ -19,7 +19,7 @@ from updates.engine.artifact import ArtifactError, ArtifactInfo, Limits, PublicK
 from updates.engine.planner import ArtifactSource, SourceError
 from updates.engine.server import ArtifactServer, RemoteArtifact, ServerError, ServerSettings
 from updates.engine.store import ArtifactStore, StoreError
-from updates.engine.streaming import ref_path, write_ref
+from updates.engine.streaming import is_stream_ref, ref_path, write_ref
 from updates.models import BundleArtifact, StoredArtifact
 from updates.services.environment import Environment
 
@@ -112,13 +112,13 @@ class StoreSource:
         return list(paths.values())
 
     def _path(self, row: StoredArtifact) -> Path | None:
-        """The store file; for a delta, a bundle's link to its stream reference (never the delta
-        itself: docs/bytes.md), or None when no bundle holds one any more."""
+        """The store file; for a delta, a bundle's stream reference to it (never the delta itself:
+        docs/bytes.md), or None when no bundle holds one any more."""
         if not row.base_sha256:
             return self.store.path(row.sha256)
         for link in BundleArtifact.objects.filter(artifact=row).select_related("bundle"):
             path = Path(link.bundle.directory) / link.member
-            if link.bundle.directory and path.is_symlink():
+            if link.bundle.directory and is_stream_ref(path):
                 return path
         return None
 
