@@ -220,6 +220,10 @@ class StoredArtifact(models.Model):
     signer_fingerprint = models.CharField(max_length=64, blank=True)  # sha256 of the key's DER
     origin = models.CharField(max_length=10, choices=Origin.choices)
     server_id = models.CharField(max_length=200, blank=True)
+    # An artifact that came as a delta (docs/bytes.md): the store file `sha256` is the delta,
+    # rebuilt at Download against the stored base `base_sha256` into the artifact `full_sha256`.
+    base_sha256 = models.CharField(max_length=64, blank=True, db_index=True)
+    full_sha256 = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True)  # stored, named by a bundle, or planned
 

@@ -1,20 +1,27 @@
 """Store retention (updates.services.retention) called in-process against the demo system's
 datastore: the budget evicts the least recently used, what a kept deployment came from stays,
-and what a dead ingest left goes."""
+what a dead ingest left goes, and a stored delta keeps its base (and resolves by name to its
+stream reference, never to the delta itself)."""
 
 from __future__ import annotations
 
+import datetime
 import tarfile
+from pathlib import Path
 
 import pytest
+from django.utils import timezone
 
 from tests.integration.conftest import DemoSystem
 from updates.actors import Actor
+from updates.engine.delta import make_delta_bundle
+from updates.engine.streaming import is_stream_ref, read_ref
 from updates.models import Bundle, Deployment, StoredArtifact
 from updates.services import bundles, retention
 from updates.services.deployments import deployment_create
 from updates.services.environment import environment_load
-from updates.services.sources import artifact_store
+from updates.services.sources import StoreSource, artifact_store
+from updates.services.streams import _unused_cached
 
 pytestmark = pytest.mark.django_db
 TESTER = Actor("cli", "test")
@@ -22,13 +29,17 @@ TESTER = Actor("cli", "test")
 OPERATOR = Actor("cli", "operator")
 
 
-def _bundle(demo: DemoSystem, version: str) -> Bundle:
+def _tar(demo: DemoSystem, version: str) -> Path:
     out = demo.root / f"{version}.tar"
     with tarfile.open(out, "w") as tar:
         tar.add(demo.system / f"manifest-{version}.yaml", f"manifest-{version}.yaml")
         for name in (f"gateway-{version}.mender", f"rtos-{version}.mender"):
             tar.add(demo.system / "artifacts" / name, f"artifacts/{name}")
-    bundle = bundles.bundle_add_file(path=out, actor=OPERATOR)
+    return out
+
+
+def _bundle(demo: DemoSystem, version: str) -> Bundle:
+    bundle = bundles.bundle_add_file(path=_tar(demo, version), actor=OPERATOR)
     assert bundle.status == Bundle.Status.ACCEPTED, bundle.problems
     return bundle
 
@@ -131,3 +142,49 @@ def test_retention_after_a_deployment_never_raises(
     retention.store_retention_after_deployment(env)
     assert "artifact store retention after the deployment failed" in caplog.text
     lock.rmdir()
+
+
+def test_a_base_a_stored_delta_needs_stays_until_the_delta_goes(system: DemoSystem) -> None:
+    bases = _shas(_bundle(system, "v1"))
+    deltas = _delta_bundle(system)
+    rows = StoredArtifact.objects.filter(bundles__bundle=deltas)
+    assert {r.base_sha256 for r in rows} == bases  # each delta names its base
+    stored_deltas = _shas(deltas)
+    assert len(stored_deltas) == 2 and not stored_deltas & bases
+    _budget(system, 1)  # nothing fits: all goes that may go
+    assert _gone(retention.store_gc(actor=OPERATOR)) == stored_deltas
+    store = artifact_store(environment_load())
+    assert bases <= {e.sha256 for e in store.entries()}  # kept while the deltas were stored
+    assert _gone(retention.store_gc(actor=OPERATOR)) == bases  # then they may go too
+
+
+def test_the_artifacts_cache_never_counts_a_stored_deltas_base_as_unused(db: None) -> None:
+    old = timezone.now() - datetime.timedelta(days=1)
+
+    def row(sha: str, **fields: object) -> StoredArtifact:
+        return StoredArtifact.objects.create(sha256=sha, size=1, name=sha[:4], last_used_at=old, **fields)
+
+    row("a" * 64, origin="server", server_id="1")  # a cached artifact a delta needs
+    row("b" * 64, origin="server", server_id="2")  # one no delta needs
+    row("c" * 64, origin="bundle", base_sha256="a" * 64, full_sha256="d" * 64)
+    assert [r.sha256 for r in _unused_cached(timezone.now())] == ["b" * 64]
+
+
+def _delta_bundle(demo: DemoSystem) -> Bundle:
+    made = demo.root / "v1-to-v2.tar"
+    make_delta_bundle(demo.root / "v1.tar", _tar(demo, "v2"), made)
+    bundle = bundles.bundle_add_file(path=made, actor=OPERATOR)
+    assert bundle.status == Bundle.Status.ACCEPTED, bundle.problems
+    return bundle
+
+
+def test_an_artifact_named_only_by_name_that_came_as_a_delta_resolves_to_its_stream_reference(
+    system: DemoSystem,
+) -> None:
+    _bundle(system, "v1")
+    deltas = _shas(_delta_bundle(system))
+    found = StoreSource(artifact_store(environment_load())).candidates(
+        artifact_name="rtos-v2", component_type="rtos"
+    )
+    assert len(found) == 1 and is_stream_ref(found[0])  # never the delta's store file
+    assert read_ref(found[0]).id in deltas

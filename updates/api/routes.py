@@ -118,7 +118,7 @@ def system_reconcile(request: HttpRequest) -> Status[DeploymentDetail]:
 @router.post("/bundles", response={200: BundleOut, 201: BundleOut, 422: BundleOut}, auth=OPERATOR)
 def bundle_upload(request: HttpRequest, file: File[UploadedFile]) -> Status[BundleSummary]:
     """Multipart field `file`; written to disk in chunks while it arrives, then ingested (a delta
-    bundle is rebuilt first: docs/bytes.md). 201: a new accepted bundle; 200: these bytes are an
+    bundle's bases are checked first: docs/bytes.md). 201: a new accepted bundle; 200: these bytes are an
     accepted bundle already, which is the answer (nothing added); 422: rejected, with every reason."""
     name, actor = Path(file.name or "upload").name, _principal(request).actor
     if isinstance(file, TemporaryUploadedFile):  # always, with our upload handler

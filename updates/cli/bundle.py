@@ -77,9 +77,10 @@ def print_bundle(report: Mapping[str, Any]) -> None:
         print(f"  [{'ok' if check['ok'] else 'FAILED'}] {check['check']}: {check['detail']}")
     for a in report["artifacts"]:
         signer = f", signed by {a['signer_fingerprint'][:16]}…" if a["signed"] else ""
-        print(
-            f"  artifact {a['member'] or '(manifest artifact)'}: {a['name']} {a['sha256'][:12]} {a['size']} bytes{signer}"
-        )
+        stored = f"{a['sha256'][:12]} {a['size']} bytes"
+        if a.get("full_sha256"):  # docs/bytes.md: the store holds the delta, Download rebuilds it
+            stored = f"{a['full_sha256'][:12]}, stored as a delta ({a['sha256'][:12]} {a['size']} bytes)"
+        print(f"  artifact {a['member'] or '(manifest artifact)'}: {a['name']} {stored}{signer}")
 
 
 def cmd_bundle_list(args: argparse.Namespace) -> int:

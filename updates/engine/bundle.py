@@ -22,7 +22,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 from updates.engine import yamlpos
 from updates.engine.artifact import (
@@ -37,8 +37,11 @@ from updates.engine.artifact import (
     TruncatedError,
 )
 from updates.engine.artifact.tarcaps import capped_tarinfo
+from updates.engine.delta import INDEX as DELTA_INDEX
+from updates.engine.delta import MAX_INDEX, DeltaEntry, DeltaError, Rebuilt, Reconstruction, parse_index
 from updates.engine.errors import InvalidInput
-from updates.engine.store import ArtifactStore, BackgroundHash, NoSpaceError, StoredObject, StoreError
+from updates.engine.store import SHA_RE, ArtifactStore, BackgroundHash, NoSpaceError, StoredObject, StoreError
+from updates.engine.streaming import Recording
 
 CHUNK = 64 << 10
 MANIFEST_PAYLOAD_TYPE = "mender-orchestrator-manifest"
@@ -77,8 +80,9 @@ class BundleError(InvalidInput):
 @dataclass(frozen=True)
 class StoredArtifact:
     member: str  # path inside the bundle ("" when the artifact is the upload itself)
-    stored: StoredObject
+    stored: StoredObject  # for an artifact that came as a delta: the delta (docs/bytes.md)
     info: ArtifactInfo
+    rebuilt: Rebuilt | None = None
 
 
 @dataclass
@@ -332,6 +336,7 @@ class _Context:
     keys: Sequence[PublicKey]
     limits: BundleLimits
     intake: Intake
+    deltas: dict[str, DeltaEntry] = field(default_factory=dict)  # by the delta's member
 
 
 def _lone_manifest(ctx: _Context) -> None:
@@ -554,7 +559,11 @@ def _bad_type(info: tarfile.TarInfo) -> str | None:
 def _member(ctx: _Context, tar: tarfile.TarFile, info: tarfile.TarInfo, name: str) -> None:
     fileobj = tar.extractfile(info)
     assert fileobj is not None  # regular file
-    if name.endswith(".mender"):
+    if name == DELTA_INDEX and ctx.intake.artifacts == [] and not ctx.deltas:
+        _delta_index(ctx, fileobj, info)
+    elif name in ctx.deltas:
+        _delta_member(ctx, fileobj, info, name)
+    elif name.endswith(".mender"):
         _artifact_member(ctx, fileobj, info, name)
     elif name.endswith(YAML_SUFFIXES):
         _yaml_member(ctx, fileobj, info, name)
@@ -574,6 +583,54 @@ def _artifact_member(ctx: _Context, fileobj: IO[bytes], info: tarfile.TarInfo, n
         ctx.intake.problem(name, str(exc).removeprefix(f"{name}: "))
         return
     ctx.intake.artifacts.append(StoredArtifact(name, stored, artifact))
+
+
+def _delta_index(ctx: _Context, fileobj: IO[bytes], info: tarfile.TarInfo) -> None:
+    if info.size > MAX_INDEX:
+        ctx.intake.problem(DELTA_INDEX, f"larger than {MAX_INDEX} bytes")
+        return
+    try:
+        entries = parse_index(fileobj.read())
+    except DeltaError as exc:
+        ctx.intake.problem(DELTA_INDEX, str(exc).removeprefix(f"{DELTA_INDEX}: "))
+        return
+    ctx.deltas.update({e.delta: e for e in entries})
+
+
+def _delta_member(ctx: _Context, fileobj: IO[bytes], info: tarfile.TarInfo, name: str) -> None:
+    """A delta is stored as it is; the artifact it rebuilds against its stored base is verified
+    like any artifact (size, sha256, signature, payloads) as it streams past, and not kept."""
+    entry = ctx.deltas[name]
+    if not (SHA_RE.fullmatch(entry.base_sha256) and ctx.store.has(entry.base_sha256)):
+        ctx.intake.problem(
+            entry.member, f"missing base artifact {entry.base_name} (sha256 {entry.base_sha256})"
+        )
+        return
+    try:
+        with ctx.store.writer(name, expected_size=info.size) as out:
+            tee = _Tee(fileobj, out.write)
+            rebuilt = Reconstruction(ctx.store.path(entry.base_sha256), cast(IO[bytes], tee), entry)
+            head = Recording(cast(IO[bytes], rebuilt))  # duck-typed streams
+            reader = ArtifactReader(cast(IO[bytes], head), keys=ctx.keys, limits=ctx.limits.artifact)
+            reader.read_header()
+            head.recording = False
+            for _ in reader.payloads():
+                pass
+            artifact = reader.finish()
+            while rebuilt.read(CHUNK):  # the tar's end padding, then the size and sha256 check
+                pass
+            tee.drain(name, None)
+            if out.size != info.size:
+                raise FormatError(f"{out.size} bytes, but {info.size} were announced", name)
+            stored = out.commit()
+    except NoSpaceError:
+        raise
+    except (ArtifactError, StoreError, DeltaError) as exc:
+        ctx.intake.problem(entry.member, str(exc).removeprefix(f"{entry.member}: "))
+        return
+    ctx.intake.artifacts.append(
+        StoredArtifact(entry.member, stored, artifact, Rebuilt(entry, bytes(head.seen)))
+    )
 
 
 def _yaml_member(ctx: _Context, fileobj: IO[bytes], info: tarfile.TarInfo, name: str) -> None:

@@ -21,8 +21,8 @@ import io
 import json
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -36,7 +36,7 @@ CODEC = "zstd-patch-from"
 FORMAT = 1
 LEVEL = 8  # with tables over the whole base: as small as level 19, 5-10x faster (docs/bytes.md)
 _CHUNK = 1 << 20
-_MAX_INDEX = 1 << 20
+MAX_INDEX = 1 << 20
 
 
 class DeltaError(InvalidInput):
@@ -55,6 +55,15 @@ class DeltaEntry:
 
     def to_json(self) -> dict[str, object]:
         return dict(vars(self))
+
+
+@dataclass(frozen=True)
+class Rebuilt:
+    """What intake learnt of an artifact that came as a delta: its entry, and the rebuilt
+    artifact's head (through its header), which the plan's stream reference keeps."""
+
+    entry: DeltaEntry
+    head: bytes = field(repr=False)
 
 
 # -- the codec --------------------------------------------------------------------------------------
@@ -253,17 +262,17 @@ def read_index(bundle: Path) -> list[DeltaEntry] | None:
             first = tar.next()
             if first is None or first.name != INDEX or not first.isfile():
                 return None
-            if first.size > _MAX_INDEX:
-                raise DeltaError(f"{INDEX}: larger than {_MAX_INDEX} bytes")
+            if first.size > MAX_INDEX:
+                raise DeltaError(f"{INDEX}: larger than {MAX_INDEX} bytes")
             source = tar.extractfile(first)
             assert source is not None
             raw = source.read()
     except (tarfile.TarError, OSError):
         return None  # not a tar at all: the ordinary intake says what it is
-    return _parse_index(raw)
+    return parse_index(raw)
 
 
-def _parse_index(raw: bytes) -> list[DeltaEntry]:
+def parse_index(raw: bytes) -> list[DeltaEntry]:
     try:
         data = json.loads(raw)
         if data.get("format") != FORMAT or data.get("codec") != CODEC:
@@ -291,36 +300,24 @@ def missing_bases(entries: list[DeltaEntry], base_path: Callable[[str], Path | N
     ]
 
 
-def expand_delta_bundle(
-    bundle: Path, entries: list[DeltaEntry], base_path: Callable[[str], Path | None], out: Path
-) -> None:
-    """Write the full bundle: each delta reconstructed (and checked) at its artifact's member.
-    Raises DeltaError for a missing base or a delta that reconstructs to anything else."""
-    missing = missing_bases(entries, base_path)
-    if missing:
-        raise DeltaError("missing base artifact(s): " + "; ".join(missing))
-    by_delta = {e.delta: e for e in entries}
-    try:
-        with tarfile.open(bundle, "r:*") as source, tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as sink:
-            for info in _files(source):
-                data = source.extractfile(info)
-                assert data is not None
-                entry = by_delta.get(info.name)
-                if entry is None:
-                    sink.addfile(info, data)
-                    continue
-                base = base_path(entry.base_sha256)
-                assert base is not None
-                full = tarfile.TarInfo(entry.member)
-                full.size, full.mode = entry.size, 0o644
-                rebuilt = Reconstruction(base, data, entry)
-                sink.addfile(full, rebuilt)
-                rebuilt.read(1)  # at the end: the size and digest check runs, if not yet
-    except tarfile.TarError as exc:
-        raise DeltaError(f"{bundle.name}: {exc}") from None
+class RebuiltStream:
+    """A stored delta, rebuilt against its stored base while it is read (at Download): the
+    Reconstruction's checks apply, so a stream that ends cleanly is the listed artifact."""
 
+    def __init__(self, base: Path, delta: Path, entry: DeltaEntry) -> None:
+        self.file: IO[bytes] = open(delta, "rb")  # noqa: SIM115 - closed by close()
+        try:
+            self.rebuilt = Reconstruction(base, self.file, entry)
+        except BaseException:
+            self.file.close()
+            raise
+        self.size: int | None = entry.size
 
-def _files(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
-    for info in tar:
-        if info.isfile() and info.name != INDEX:
-            yield info
+    def read(self, n: int = -1) -> bytes:
+        return self.rebuilt.read(n)
+
+    def verified(self) -> None:
+        """Stored already: nothing to keep."""
+
+    def close(self) -> None:
+        self.file.close()

@@ -39,13 +39,32 @@ class StreamRef:
     name: str
     size: int | None
     head: bytes = field(repr=False)  # the artifact's first bytes, through its header
+    # A stored delta (docs/bytes.md): `id` is the delta's store sha256, rebuilt against the base
+    # `base_sha256` into the artifact `sha256` of `size` bytes; no server is asked.
+    base_sha256: str = ""
+    sha256: str = ""
 
     def label(self) -> str:
+        if self.base_sha256:
+            return f"artifact {self.name!r} (rebuilt from its delta)"
         return f"artifact {self.name!r} (server id {self.id})"
 
 
+_REF_START = b'{"server": '  # how write_ref's JSON line starts; a `.mender` starts "version\0"
+
+
 def is_stream_ref(path: Path | None) -> bool:
-    return path is not None and path.name.endswith(STREAM_SUFFIX)
+    """A stream reference: by its name, or, at a bundle's artifact member that came as a delta
+    (docs/bytes.md), by its first bytes (a regular file, so backups keep it like the rest)."""
+    if path is None:
+        return False
+    if path.name.endswith(STREAM_SUFFIX):
+        return True
+    try:
+        with open(path, "rb") as file:
+            return file.read(len(_REF_START)) == _REF_START
+    except OSError:
+        return False
 
 
 def ref_path(directory: Path, server: str, artifact_id: str) -> Path:
@@ -56,6 +75,8 @@ def ref_path(directory: Path, server: str, artifact_id: str) -> Path:
 def write_ref(path: Path, ref: StreamRef) -> None:
     """One JSON line, then the head bytes; written under a temporary name and renamed."""
     meta = {"server": ref.server, "id": ref.id, "name": ref.name, "size": ref.size}
+    if ref.base_sha256:
+        meta |= {"base_sha256": ref.base_sha256, "sha256": ref.sha256}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
     tmp.write_bytes(json.dumps(meta).encode() + b"\n" + ref.head)
@@ -66,7 +87,15 @@ def read_ref(path: Path) -> StreamRef:
     raw = Path(path).read_bytes()
     line, _, head = raw.partition(b"\n")
     meta = json.loads(line)
-    return StreamRef(server=meta["server"], id=meta["id"], name=meta["name"], size=meta["size"], head=head)
+    return StreamRef(
+        server=meta["server"],
+        id=meta["id"],
+        name=meta["name"],
+        size=meta["size"],
+        head=head,
+        base_sha256=meta.get("base_sha256", ""),
+        sha256=meta.get("sha256", ""),
+    )
 
 
 def read_planned(path: Path, *, keys: Sequence[PublicKey]) -> ArtifactInfo:
@@ -91,13 +120,15 @@ class Recording:
     def __init__(self, source: IO[bytes]) -> None:
         self.source = source
         self.seen = bytearray()
+        self.recording = True  # set to False once the head is read: the rest passes unseen
 
     def readable(self) -> bool:
         return True
 
     def read(self, n: int = -1) -> bytes:
         data = self.source.read(n)
-        self.seen += data
+        if self.recording:
+            self.seen += data
         return data
 
 

@@ -14,8 +14,9 @@ from updates.selectors.actors import _actor
 class BundleArtifactReport(TypedDict):
     member: str
     name: str
-    sha256: str
+    sha256: str  # the store file's: for a delta's artifact, the delta's
     size: int
+    full_sha256: str  # the artifact a stored delta rebuilds ("" when the store holds it whole)
     device_types: list[str]
     signed: bool
     signer_fingerprint: str
@@ -100,6 +101,7 @@ def bundle_report(bundle: Bundle) -> BundleReport:
                 "name": ba.artifact.name,
                 "sha256": ba.artifact.sha256,
                 "size": ba.artifact.size,
+                "full_sha256": ba.artifact.full_sha256,  # a delta's artifact (docs/bytes.md)
                 "device_types": ba.artifact.device_types,
                 "signed": ba.artifact.signed,
                 "signer_fingerprint": ba.artifact.signer_fingerprint,

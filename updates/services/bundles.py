@@ -9,6 +9,8 @@ the bundle, read-only hard links to the store files of the artifacts it carries.
 relative ``artifact_path`` therefore resolves, unchanged, to a store inode that was verified at
 ingest and is never written again, and ``artifact_name`` resolves through the store source. Nothing
 is rewritten, so the manifest a deployment records is byte for byte the one that was uploaded.
+An artifact that came as a delta (docs/bytes.md) is the exception: the store holds the delta, and
+the member is a stream reference, which Download rebuilds the artifact from.
 """
 
 from __future__ import annotations
@@ -33,11 +35,12 @@ from updates.engine.errors import ExitCode, InvalidInput, NotFound, Orchestrator
 from updates.engine.manifest import Component, DesiredState, InputError
 from updates.engine.planner import Inspected, find_in_sources
 from updates.engine.store import ArtifactStore, NoSpaceError
+from updates.engine.streaming import StreamRef
 from updates.engine.text import safe_json, safe_text
 from updates.engine.transfer import CountingReader
 from updates.liveness import owner_beats, owner_token
 from updates.models import Bundle, BundleArtifact, StoredArtifact
-from updates.services.deltas import delta_bundle_expand
+from updates.services.deltas import delta_bases_check, delta_ref_write
 from updates.services.environment import Environment, desired_state_load, environment_load, live_inspector
 from updates.services.retention import (
     bundle_outcome_journal,
@@ -256,8 +259,14 @@ def _bundle_accept(bundle: Bundle, intake: Intake, directory: Path, verdict: Ver
     with transaction.atomic():
         carried = list(intake.artifacts) + ([intake.manifest_artifact] if intake.manifest_artifact else [])
         for item in carried:
+            rebuilt = item.rebuilt.entry if item.rebuilt else None
             row = stored_artifact_record(
-                item.info, sha256=item.stored.sha256, size=item.stored.size, origin="bundle"
+                item.info,
+                sha256=item.stored.sha256,
+                size=item.stored.size,
+                origin="bundle",
+                base_sha256=rebuilt.base_sha256 if rebuilt else "",
+                full_sha256=rebuilt.sha256 if rebuilt else "",
             )
             types = [t for t, labels in verdict.resolved.items() if item.member in labels]
             BundleArtifact.objects.create(
@@ -279,7 +288,21 @@ def _materialise(intake: Intake, directory: Path) -> None:
     if intake.topology is not None and intake.topology_member is not None:
         _write_read_only(directory / intake.topology_member, intake.topology)
     for item in intake.artifacts:
-        _link(item.stored.path, directory / item.member)
+        if item.rebuilt is None:
+            _link(item.stored.path, directory / item.member)
+            continue
+        (directory / item.member).parent.mkdir(parents=True, exist_ok=True)
+        entry = item.rebuilt.entry
+        ref = StreamRef(
+            server="",
+            id=item.stored.sha256,
+            name=item.info.name,
+            size=entry.size,
+            head=item.rebuilt.head,
+            base_sha256=entry.base_sha256,
+            sha256=entry.sha256,
+        )
+        delta_ref_write(directory / item.member, ref)
 
 
 def _write_read_only(path: Path, data: bytes) -> None:
@@ -352,15 +375,10 @@ def bundle_add_file(*, path: Path, actor: Actor, filename: str = "") -> Bundle:
 
 def bundle_add_file_once(*, path: Path, actor: Actor, filename: str = "") -> BundleAdded:
     """A bundle file (named `filename`, else its own name), as `bundle_add_once`; a delta bundle
-    (docs/bytes.md) is rebuilt from the bases the store holds first (DeltaError naming the
-    missing bases, or a delta that rebuilds to other bytes). A terminal shows the reading."""
-    expanded = delta_bundle_expand(path)
-    full = expanded or path
-    try:
-        size = full.stat().st_size
-        with open(full, "rb") as fileobj:
-            source = cast(IO[bytes], CountingReader(fileobj, f"reading {path.name}", size))
-            return bundle_add_once(source=source, filename=filename or path.name, size_hint=size, actor=actor)
-    finally:
-        if expanded is not None:
-            expanded.unlink(missing_ok=True)
+    (docs/bytes.md) whose bases the store lacks is refused first (DeltaError naming every missing
+    base). A terminal shows the reading."""
+    delta_bases_check(path)
+    size = path.stat().st_size
+    with open(path, "rb") as fileobj:
+        source = cast(IO[bytes], CountingReader(fileobj, f"reading {path.name}", size))
+        return bundle_add_once(source=source, filename=filename or path.name, size_hint=size, actor=actor)

@@ -26,6 +26,7 @@ from updates.engine.store import ArtifactStore, plan_eviction
 from updates.engine.text import safe_text
 from updates.liveness import owner_alive
 from updates.models import Bundle, BundleArtifact, StoredArtifact
+from updates.services.deltas import delta_bases
 from updates.services.environment import Environment, environment_load
 from updates.services.sources import artifact_store
 
@@ -174,7 +175,8 @@ def _over_budget(
     recorded = [e for e in store.entries() if e.sha256 in rows]
     last_used = {s: (r.last_used_at or r.created_at).timestamp() for s, r in rows.items()}
     budget = env.config.artifacts_cache_max_size_bytes
-    plan = plan_eviction(recorded, needed=_needed(store), last_used=last_used, budget=budget)
+    needed = _needed(store) | delta_bases()  # a stored delta's base stays (docs/bytes.md)
+    plan = plan_eviction(recorded, needed=needed, last_used=last_used, budget=budget)
     return [
         _gone(e.sha256, rows[e.sha256].name, e.size, f"over the {budget}-byte budget, unused longest")
         for e in plan.evict

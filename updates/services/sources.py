@@ -19,8 +19,8 @@ from updates.engine.artifact import ArtifactError, ArtifactInfo, Limits, PublicK
 from updates.engine.planner import ArtifactSource, SourceError
 from updates.engine.server import ArtifactServer, RemoteArtifact, ServerError, ServerSettings
 from updates.engine.store import ArtifactStore, StoreError
-from updates.engine.streaming import ref_path, write_ref
-from updates.models import StoredArtifact
+from updates.engine.streaming import is_stream_ref, ref_path, write_ref
+from updates.models import BundleArtifact, StoredArtifact
 from updates.services.environment import Environment
 
 log = logging.getLogger("orchestrator")
@@ -65,9 +65,17 @@ def artifact_server(env: Environment) -> ArtifactServer | None:
 
 
 def stored_artifact_record(
-    info: ArtifactInfo, *, sha256: str, size: int, origin: str, server_id: str = ""
+    info: ArtifactInfo,
+    *,
+    sha256: str,
+    size: int,
+    origin: str,
+    server_id: str = "",
+    base_sha256: str = "",
+    full_sha256: str = "",
 ) -> StoredArtifact:
-    """The store's row for verified bytes (one per sha256, whoever brought them first)."""
+    """The store's row for verified bytes (one per sha256, whoever brought them first); for a
+    delta, the base it needs and the artifact it rebuilds."""
     row, _ = StoredArtifact.objects.get_or_create(
         sha256=sha256,
         defaults={
@@ -81,6 +89,8 @@ def stored_artifact_record(
             "signer_fingerprint": info.signer_fingerprint or "",
             "origin": origin,
             "server_id": server_id,
+            "base_sha256": base_sha256,
+            "full_sha256": full_sha256,
             "last_used_at": timezone.now(),
         },
     )
@@ -97,9 +107,20 @@ class StoreSource:
         rows = [
             r for r in StoredArtifact.objects.filter(name=artifact_name) if component_type in r.device_types
         ]
-        found = [r for r in rows if self.store.has(r.sha256)]
-        StoredArtifact.objects.filter(pk__in=[r.pk for r in found]).update(last_used_at=timezone.now())
-        return [self.store.path(r.sha256) for r in found]
+        paths = {r.pk: path for r in rows if self.store.has(r.sha256) and (path := self._path(r))}
+        StoredArtifact.objects.filter(pk__in=list(paths)).update(last_used_at=timezone.now())
+        return list(paths.values())
+
+    def _path(self, row: StoredArtifact) -> Path | None:
+        """The store file; for a delta, a bundle's stream reference to it (never the delta itself:
+        docs/bytes.md), or None when no bundle holds one any more."""
+        if not row.base_sha256:
+            return self.store.path(row.sha256)
+        for link in BundleArtifact.objects.filter(artifact=row).select_related("bundle"):
+            path = Path(link.bundle.directory) / link.member
+            if link.bundle.directory and is_stream_ref(path):
+                return path
+        return None
 
 
 @dataclass(frozen=True)

@@ -21,31 +21,85 @@ from typing import IO
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from updates.engine.artifact import ArtifactReader, PublicKey
+from updates.engine.artifact import ArtifactError, ArtifactReader, PublicKey
+from updates.engine.delta import DeltaEntry, DeltaError, RebuiltStream
 from updates.engine.server import ArtifactServer
-from updates.engine.store import ArtifactStore, StoreError, StoreWriter
-from updates.engine.streaming import STREAM_SUFFIX, ArtifactStream, StreamOpener, StreamRef
+from updates.engine.store import SHA_RE, ArtifactStore, StoreError, StoreWriter
+from updates.engine.streaming import STREAM_SUFFIX, ArtifactStream, StreamMismatch, StreamOpener, StreamRef
 from updates.models import BundleArtifact, Deployment, StoredArtifact
+from updates.services.deltas import delta_bases
 from updates.services.environment import Environment
 from updates.services.sources import artifact_server, artifact_store, stored_artifact_record
 
 log = logging.getLogger("orchestrator")
 
 
-def stream_opener(env: Environment, *, since: datetime.datetime | None) -> StreamOpener | None:
+def stream_opener(env: Environment, *, since: datetime.datetime | None) -> StreamOpener:
     """The deployment's opener; `since`: when it started (what it used since is kept)."""
+    store = artifact_store(env)
     server = artifact_server(env)
     if server is None:
-        return None
+        return _Rebuilding(store, None)
     if not env.config.artifacts_cache_enabled:
-        return _Direct(server)
-    return CachingStreams(
+        return _Rebuilding(store, _Direct(server))
+    caching = CachingStreams(
         server,
-        artifact_store(env),
+        store,
         keys=env.keys(),
         max_bytes=env.config.artifacts_cache_max_size_bytes,
         since=since or timezone.now(),
     )
+    return _Rebuilding(store, caching)
+
+
+class _Rebuilding:
+    """A stored delta's artifact, rebuilt against its stored base as it is read (docs/bytes.md);
+    any other reference goes to the server."""
+
+    def __init__(self, store: ArtifactStore, server: StreamOpener | None) -> None:
+        self.store = store
+        self.server = server
+
+    def open(self, ref: StreamRef) -> ArtifactStream:
+        if not ref.base_sha256:
+            if self.server is None:
+                raise ArtifactError("no artifact server to stream from", ref.label())
+            return self.server.open(ref)
+        for sha256, what in ((ref.id, "delta"), (ref.base_sha256, "base")):
+            if not (SHA_RE.fullmatch(sha256) and self.store.has(sha256)):
+                raise StoreError(
+                    f"its {what} (sha256 {sha256}) is no longer in the artifact store", ref.label()
+                )
+        entry = DeltaEntry(
+            member=ref.name,
+            name=ref.name,
+            sha256=ref.sha256,
+            size=ref.size or 0,
+            base_sha256=ref.base_sha256,
+            base_name="",
+            delta=ref.id,
+        )
+        return _Checked(RebuiltStream(self.store.path(ref.base_sha256), self.store.path(ref.id), entry), ref)
+
+
+class _Checked:
+    """A rebuild that gives other bytes than planned fails Download like any stream mismatch."""
+
+    def __init__(self, stream: RebuiltStream, ref: StreamRef) -> None:
+        self.stream, self.ref, self.size = stream, ref, stream.size
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            return self.stream.read(n)
+        except DeltaError as exc:
+            reason = str(exc).removeprefix(f"{self.ref.name}: ")  # the label names it
+            raise StreamMismatch(reason, self.ref.label()) from None
+
+    def verified(self) -> None:
+        self.stream.verified()
+
+    def close(self) -> None:
+        self.stream.close()
 
 
 class _Direct:
@@ -188,7 +242,8 @@ class _Filling:
 def _unused_cached(since: datetime.datetime) -> QuerySet[StoredArtifact]:
     """Cached server artifacts not used since `since` that no bundle holds."""
     in_bundles = BundleArtifact.objects.values_list("artifact_id", flat=True)
-    return StoredArtifact.objects.filter(origin="server", last_used_at__lt=since).exclude(pk__in=in_bundles)
+    rows = StoredArtifact.objects.filter(origin="server", last_used_at__lt=since).exclude(pk__in=in_bundles)
+    return rows.exclude(sha256__in=delta_bases())  # a stored delta's base stays (docs/bytes.md)
 
 
 def _evict(store: ArtifactStore, row: StoredArtifact) -> None:

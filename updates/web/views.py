@@ -132,7 +132,7 @@ def bundle_upload(request: HttpRequest) -> HttpResponse:
 
 def _add_upload(upload: UploadedFile[bytes], who: Actor) -> BundleAdded:
     """As the API's `POST /bundles`: by path when the handler spooled it (always, with ours), so
-    a delta bundle is rebuilt first (docs/bytes.md)."""
+    a delta bundle's bases are checked first (docs/bytes.md)."""
     if isinstance(upload, TemporaryUploadedFile):
         path = Path(upload.temporary_file_path())
         return bundle_add_file_once(path=path, filename=Path(upload.name or "upload").name, actor=who)
