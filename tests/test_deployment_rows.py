@@ -127,7 +127,7 @@ def test_close_stores_the_failed_states_and_a_finished_deployment_is_read_withou
 
 
 def test_the_migration_fills_in_what_finished_deployments_had_failed_in() -> None:
-    backfill = importlib.import_module("updates.migrations.0012_deployment_failed_in").backfill
+    backfill = importlib.import_module("updates.migrations.0014_deployment_failed_in").backfill
     finished = _deployment(status=Deployment.Status.ROLLED_BACK, slot=None)
     _with_steps(finished)
     clean = _deployment(status=Deployment.Status.SUCCEEDED, slot=None)

@@ -44,7 +44,7 @@ def backfill(apps: Any, schema_editor: Any) -> None:
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('updates', '0011_read_indexes'),
+        ('updates', '0013_read_indexes'),
     ]
 
     operations = [

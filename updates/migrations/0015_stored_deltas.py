@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('updates', '0012_merge_0011_gates_0011_webhook_fetch'),
+        ('updates', '0014_deployment_failed_in'),
     ]
 
     operations = [

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('updates', '0010_actor'),
+        ('updates', '0011_gates'),
     ]
 
     operations = [
