@@ -70,3 +70,29 @@ def test_a_failed_queued_write_is_raised_by_close_when_nothing_waited_after_it()
     writer.post(lambda: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         writer.close()
+
+
+def test_started_rows_inserted_in_bulk_each_name_their_own_caller_s_call() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from updates.models import StepEvent
+
+    journal = _journal()
+    try:
+        with ThreadPoolExecutor(max_workers=10) as pool:
+            ids = dict(
+                pool.map(
+                    lambda i: (
+                        f"c{i}",
+                        journal.call_started(component=f"c{i}", state="Download", argv=[str(i)]),
+                    ),
+                    range(10),
+                )
+            )
+        # Inserted in bulk (one statement per batch), yet every id is its caller's row, durable.
+        for component, step in ids.items():
+            row = Step.objects.get(pk=step)
+            assert (row.component, row.argv) == (component, [component[1:]])
+            assert StepEvent.objects.filter(step_id=step, kind="started").count() == 1
+    finally:
+        journal.close()
