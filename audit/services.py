@@ -48,6 +48,16 @@ def journal_append(
     return entry
 
 
+def journal_lock() -> None:
+    """Take the journal's head lock now, before the caller's other rows. A deployment's step
+    writer (updates/step_journal.py) locks the head, then references the deployment row; a
+    transaction that frees a deployment's slot (a key column: PostgreSQL's FOR UPDATE) and then
+    journals would take the two in the other order, and the two deadlock. On SQLite the
+    transaction's write lock already serialises them."""
+    if _batch.head is None:
+        _head_locked()
+
+
 def _head_write(entry: JournalEntry) -> None:
     """Move the head to `entry` and sign it (Ed25519, tens of microseconds: docs/audit.md)."""
     private, fingerprint = _signer(key_path())

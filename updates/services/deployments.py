@@ -18,7 +18,7 @@ from typing import Any, ParamSpec, TypedDict, TypeVar, cast
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from audit.services import audit_prune_by_policy, journal_append
+from audit.services import audit_prune_by_policy, journal_append, journal_lock
 from devices.services import components_record
 from updates import selectors
 from updates.actors import SYSTEM, Actor
@@ -454,6 +454,7 @@ def deployment_close(
     # recorded after the end are queries, never a failed update state).
     deployment.failed_in = selectors.failed_states_from_steps(deployment)
     with transaction.atomic():
+        journal_lock()  # the head before the row, as the step writer takes them (no deadlock)
         deployment.save()
         _journal_outcome(deployment, actor)  # the end, in the journal (and its head signed) with the row
     return deployment
