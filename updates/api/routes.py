@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Annotated, Any, Generic, Literal, TypedDict, TypeVar, cast
+from typing import Annotated, Any, Generic, Literal, TypedDict, TypeVar
 
-from django.core.files.uploadedfile import TemporaryUploadedFile
 from django.core.handlers.asgi import ASGIRequest
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja import File, Query, Router, Schema, Status
@@ -120,13 +119,7 @@ def bundle_upload(request: HttpRequest, file: File[UploadedFile]) -> Status[Bund
     """Multipart field `file`; written to disk in chunks while it arrives, then ingested (a delta
     bundle's bases are checked first: docs/bytes.md). 201: a new accepted bundle; 200: these bytes are an
     accepted bundle already, which is the answer (nothing added); 422: rejected, with every reason."""
-    name, actor = Path(file.name or "upload").name, _principal(request).actor
-    if isinstance(file, TemporaryUploadedFile):  # always, with our upload handler
-        path = Path(file.temporary_file_path())
-        added = bundles.bundle_add_file_once(path=path, filename=name, actor=actor)
-    else:
-        source = cast(IO[bytes], file.file)  # binary
-        added = bundles.bundle_add_once(source=source, filename=name, size_hint=file.size, actor=actor)
+    added = bundles.bundle_add_upload(upload=file, actor=_principal(request).actor)
     bundle = added.bundle
     status = 200 if added.existing else 201 if bundle.status == "accepted" else 422
     return Status(status, selectors.bundle_summary(bundle))

@@ -6,14 +6,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime, time, timedelta
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
-from django.core.files.uploadedfile import TemporaryUploadedFile, UploadedFile
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -28,13 +26,12 @@ from accounts import services as accounts_services
 from accounts.models import Role
 from audit.reports import audit_report, audit_verify, report_csv
 from updates import selectors
-from updates.actors import Actor
 from updates.api.uploads import UploadIncomplete, UploadTooLarge
 from updates.engine.errors import BusyError, InvalidInput, OrchestratorError
 from updates.models import Deployment
 from updates.services import deployment_cancel as cancel_deployment
 from updates.services import plan_preview
-from updates.services.bundles import BundleAdded, bundle_add_file_once, bundle_add_once, bundle_manifest_path
+from updates.services.bundles import bundle_add_upload, bundle_manifest_path
 from updates.services.dispatch import (
     components_refresh_start,
     deployment_resume_start,
@@ -122,21 +119,12 @@ def bundle_upload(request: HttpRequest) -> HttpResponse:
         return _bundles_page(request, form, status=status)
     upload = form.cleaned_data["file"]
     try:
-        added = _add_upload(upload, actor(request))
+        added = bundle_add_upload(upload=upload, actor=actor(request))
     except InvalidInput as exc:  # a delta bundle whose bases are missing: nothing was recorded
         return _bundles_page(request, UploadForm.refused(f"Not added: {exc}"), status=422)
     if added.existing:
         messages.info(request, f"This file is already bundle {added.bundle.pk}: nothing was added.")
     return redirect("bundle", bundle_id=added.bundle.pk)
-
-
-def _add_upload(upload: UploadedFile[bytes], who: Actor) -> BundleAdded:
-    """As the API's `POST /bundles`: by path when the handler spooled it (always, with ours), so
-    a delta bundle's bases are checked first (docs/bytes.md)."""
-    if isinstance(upload, TemporaryUploadedFile):
-        path = Path(upload.temporary_file_path())
-        return bundle_add_file_once(path=path, filename=Path(upload.name or "upload").name, actor=who)
-    return bundle_add_once(source=upload, filename=upload.name or "upload", size_hint=upload.size, actor=who)
 
 
 @require_GET
