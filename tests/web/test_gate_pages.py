@@ -39,6 +39,9 @@ def test_the_page_shows_the_gate_and_lets_only_operators_decide(clients: dict[st
     assert "Approve" in _text(clients["operator"].get(url))
     approve = f"/deployments/{deployment.pk}/approve"
     assert clients["viewer"].post(approve, {"decision": "approve"}).status_code == 403
+    unsure = _text(clients["operator"].post(approve, {"decision": "maybe"}, follow=True))
+    assert "Nothing decided" in unsure
+    assert Deployment.objects.get(pk=deployment.pk).gate_decision == ""  # no button, no rollback
     answer = clients["operator"].post(approve, {"decision": "reject", "reason": "line running"}, follow=True)
     assert "rejected: the system is rolled back" in _text(answer)
     deployment.refresh_from_db()

@@ -237,7 +237,11 @@ def _on_timeout(deployment: Deployment) -> str:
 @role_required(Role.OPERATOR)
 def deployment_decide(request: HttpRequest, deployment_id: int) -> HttpResponse:
     """Approve or reject the gate it waits at (docs/policy.md), with the form's reason."""
-    approve = request.POST.get("decision") == "approve"
+    decision = request.POST.get("decision")
+    if decision not in ("approve", "reject"):  # a form without its button decides nothing
+        messages.error(request, "Nothing decided: press Approve or Reject.")
+        return redirect("deployment", deployment_id=deployment_id)
+    approve = decision == "approve"
     reason = request.POST.get("reason", "")[:2000]
     try:
         deployment_gate_decide(
