@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import logging
 import os
 import re
 import sys
@@ -32,13 +31,14 @@ from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.wsgi import WSGIHandler
 from django.http import HttpRequest, HttpResponseBase
 
+from orchestrator_site.slowbody import falls_behind_at, log_cut
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orchestrator_site.settings")
 
 # The routes whose response outlives its view: served as ASGI, their body costs no thread.
 STREAMS = re.compile(r"^/api/v1/deployments/[^/]+/events$")
 
 Message = dict[str, Any]
-log = logging.getLogger("orchestrator.web")
 
 
 class ClientGone(OSError):
@@ -71,7 +71,7 @@ class _Body:
         """How long the next piece may take before the body falls behind its pace."""
         if self.rate <= 0:
             return None
-        due = self.started + self.grace + (self.received + 1) / self.rate
+        due = falls_behind_at(started=self.started, received=self.received, grace=self.grace, rate=self.rate)
         return max(due - time.monotonic(), 0.0)
 
     def _pull(self) -> None:
@@ -84,14 +84,14 @@ class _Body:
         except concurrent.futures.TimeoutError:
             pending.cancel()
             self.cut, self.more = True, False
-            log.warning(
-                "slow request body from %s cut off after %.0f s: %d bytes received "
-                "(below ORCH_BODY_MIN_BYTES_PER_SECOND=%g after ORCH_BODY_GRACE_SECONDS=%g)",
-                self.peer,
-                time.monotonic() - self.started,
-                self.received,
-                self.rate,
-                self.grace,
+            took = time.monotonic() - self.started
+            log_cut(
+                peer=self.peer,
+                took=took,
+                received=self.received,
+                length=None,
+                grace=self.grace,
+                rate=self.rate,
             )
             return  # the view sees the body end here; its answer is replaced by a 408
         if message["type"] == "http.disconnect":

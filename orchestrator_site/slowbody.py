@@ -26,6 +26,26 @@ StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
+def falls_behind_at(*, started: float, received: int, grace: float, rate: float) -> float:
+    """The monotonic time at which a body begun at `started`, with `received` bytes in, falls
+    behind the pace (`rate` bytes a second on average after `grace` seconds) unless more comes:
+    the one rule of the WSGI watchdog here and of the ASGI app (orchestrator_site/asgi.py)."""
+    return started + grace + received / rate
+
+
+def log_cut(*, peer: str, took: float, received: int, length: int | None, grace: float, rate: float) -> None:
+    log.warning(
+        "slow request body from %s cut off after %.0f s: %d of %s bytes received "
+        "(below ORCH_BODY_MIN_BYTES_PER_SECOND=%g after ORCH_BODY_GRACE_SECONDS=%g)",
+        peer,
+        took,
+        received,
+        length if length is not None else "?",
+        rate,
+        grace,
+    )
+
+
 class _Body:
     """One request's body as it arrives: how much, since when, and its socket to shut down."""
 
@@ -39,8 +59,8 @@ class _Body:
         self.cut = False
 
     def behind(self, now: float, grace: float, rate: float) -> bool:
-        elapsed = now - self.started
-        return not self.done and elapsed > grace and self.received < rate * (elapsed - grace)
+        due = falls_behind_at(started=self.started, received=self.received, grace=grace, rate=rate)
+        return not self.done and now > due
 
     def shut(self, how: int = socket.SHUT_RDWR) -> None:
         try:
@@ -125,15 +145,13 @@ class _Watchdog:
                 self.bodies.difference_update(late)
             for body in late:
                 body.cut = True
-                log.warning(
-                    "slow request body from %s cut off after %.0f s: %d of %s bytes received "
-                    "(below ORCH_BODY_MIN_BYTES_PER_SECOND=%g after ORCH_BODY_GRACE_SECONDS=%g)",
-                    body.peer,
-                    now - body.started,
-                    body.received,
-                    body.length if body.length is not None else "?",
-                    rate,
-                    grace,
+                log_cut(
+                    peer=body.peer,
+                    took=now - body.started,
+                    received=body.received,
+                    length=body.length,
+                    grace=grace,
+                    rate=rate,
                 )
                 body.shut()
 
