@@ -3,6 +3,7 @@ run in progress (`status`, the API's `/system`, the System page) and the trusted
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -231,10 +232,18 @@ def _active_constraints() -> Constraints | None:
     pointers = active_manifests()
     active = pointers.active if pointers else None
     if active is not None:
-        section = constraints_from_manifest(active.raw.encode(), path=Path(active.source_path))
+        section = _manifest_constraints(active.raw.encode(), active.source_path)
         if section is not None:
             return section
     return constraints_file(Path(settings.TOPOLOGY_DIR))
+
+
+@functools.lru_cache(maxsize=8)
+def _manifest_constraints(raw: bytes, source_path: str) -> Constraints | None:
+    """A manifest's text never changes, so its constraints section is parsed once per process,
+    keyed by the text itself: the System page, `/system` and `status` ask on every request, and
+    parsing the YAML was most of their time (a document with errors raises, and is not kept)."""
+    return constraints_from_manifest(raw, path=Path(source_path))
 
 
 def status_report() -> StatusReport:
