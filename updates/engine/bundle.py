@@ -15,7 +15,10 @@ stop the intake at once, because skipping them would mean decompressing them.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import gzip
+import hashlib
+import os
 import re
 import tarfile
 import zlib
@@ -36,12 +39,14 @@ from updates.engine.artifact import (
     PublicKey,
     TruncatedError,
 )
+from updates.engine.artifact.ranges import Window, file_window, is_regular_file
 from updates.engine.artifact.tarcaps import capped_tarinfo
 from updates.engine.delta import INDEX as DELTA_INDEX
 from updates.engine.delta import MAX_INDEX, DeltaEntry, DeltaError, Rebuilt, Reconstruction, parse_index
 from updates.engine.errors import InvalidInput
 from updates.engine.store import SHA_RE, ArtifactStore, BackgroundHash, NoSpaceError, StoredObject, StoreError
 from updates.engine.streaming import Recording
+from updates.engine.transfer import CountingReader, transfer_report
 
 CHUNK = 64 << 10
 MANIFEST_PAYLOAD_TYPE = "mender-orchestrator-manifest"
@@ -200,7 +205,7 @@ class _Inflating:
 class _Tee:
     """Everything the artifact reader reads also goes into the store writer."""
 
-    def __init__(self, source: IO[bytes] | _Prefixed, sink: Callable[[bytes], None]) -> None:
+    def __init__(self, source: IO[bytes] | _Prefixed | Window, sink: Callable[[bytes], None]) -> None:
         self.source = source
         self.sink = sink
 
@@ -234,7 +239,7 @@ def _read_exactly(source: _Counting, size: int) -> bytes:
 
 
 def store_artifact(
-    source: IO[bytes] | _Prefixed,
+    source: IO[bytes] | _Prefixed | Window,
     store: ArtifactStore,
     *,
     keys: Sequence[PublicKey],
@@ -249,6 +254,8 @@ def store_artifact(
     `accept` may raise to refuse a verified artifact before it gets its store name. Raises
     ArtifactError (invalid, unsigned, bad checksum) or StoreError; the store is unchanged then.
     """
+    if isinstance(source, Window):
+        return _store_window(source, store, keys=keys, limits=limits, label=label, accept=accept)
     with store.writer(label, expected_size=expected_size) as out:
         tee = _Tee(source, out.write)
         reader = ArtifactReader(tee, keys=keys, limits=limits)  # type: ignore[arg-type]  # duck-typed
@@ -260,6 +267,36 @@ def store_artifact(
         tee.drain(label, None if expected_size is not None else _MAX_TRAILING)
         if expected_size is not None and out.size != expected_size:
             raise FormatError(f"{out.size} bytes, but {expected_size} were announced", label)
+        if accept is not None:
+            accept(info)
+        return out.commit(), info
+
+
+def _store_window(
+    member: Window,
+    store: ArtifactStore,
+    *,
+    keys: Sequence[PublicKey],
+    limits: Limits,
+    label: str,
+    accept: Callable[[ArtifactInfo], None] | None,
+) -> tuple[StoredObject, ArtifactInfo]:
+    """`store_artifact` for a member of a file on disk: every byte of it is read once, into the
+    reader's buffer, and hashed for the store and written by the writer's lanes meanwhile."""
+    with store.writer(label, expected_size=member.size) as out:
+        body = Window(member, 0, member.size, lanes=out.lanes())
+        try:
+            reader = ArtifactReader(body, keys=keys, limits=limits)
+            reader.read_header()
+            for _ in reader.payloads():
+                pass
+            info = reader.finish()
+            body.seek(body.size)  # the tar's end padding: part of the stored file
+            body.fan.wait()
+        finally:
+            body.close()
+        if out.size != member.size:
+            raise FormatError(f"{out.size} bytes, but {member.size} were announced", label)
         if accept is not None:
             accept(info)
         return out.commit(), info
@@ -309,6 +346,9 @@ def ingest(
 ) -> Intake:
     """Read a whole upload; every problem found ends up in `Intake.problems` (none: accepted).
     `name` is the upload's file name, to name it in problems (and a lone manifest by it)."""
+    raw = source.fh if isinstance(source, CountingReader) else source
+    if is_regular_file(raw) and sniff(os.pread(raw.fileno(), _SNIFF, raw.tell())) == "tar":
+        return _ingest_tar_file(raw, source, store, keys=keys, limits=limits, name=name)
     hasher = BackgroundHash()
     counter = _Counting(source, hasher)
     head = _read_exactly(counter, _SNIFF)
@@ -328,10 +368,49 @@ def ingest(
     return intake
 
 
+def _ingest_tar_file(
+    raw: IO[bytes],
+    source: IO[bytes],
+    store: ArtifactStore,
+    *,
+    keys: Sequence[PublicKey],
+    limits: BundleLimits,
+    name: str,
+) -> Intake:
+    """`ingest` of a .tar on disk: read with pread into reused buffers, each byte once; the
+    upload's digest is a lane of the file's window (docs/performance.md, "Bytes")."""
+    start = raw.tell()
+    digest = hashlib.sha256()
+    progress = None
+    if isinstance(source, CountingReader):
+        counting = source
+        progress = lambda pos: transfer_report(counting.label, pos, counting.total)  # noqa: E731
+    window = file_window(raw.fileno(), start, lanes=[digest.update], progress=progress)
+    intake = Intake(form="tar", name=name or "the upload")
+    try:
+        _read_tar(_Context(None, None, store, keys, limits, intake), window)
+    except BundleError as exc:
+        intake.problems.append(f"{exc} (intake stopped here)")
+    except NoSpaceError as exc:
+        intake.problems.append(f"{exc} (intake stopped here)")
+    finally:
+        with contextlib.suppress(EOFError, OSError):
+            window.seek(max(window.size, window.tell()))  # the digest and size cover the whole file
+        window.close()
+        intake.sha256 = digest.hexdigest()
+        intake.size = window.size
+    return intake
+
+
 @dataclass(frozen=True)
 class _Context:
-    stream: _Prefixed
-    counter: _Counting
+    stream: _Prefixed | None  # None: a .tar on disk, read through windows (only `_read_tar`)
+    counter: _Counting | None
+
+    def upload(self) -> tuple[_Prefixed, _Counting]:
+        assert self.stream is not None and self.counter is not None
+        return self.stream, self.counter
+
     store: ArtifactStore
     keys: Sequence[PublicKey]
     limits: BundleLimits
@@ -341,7 +420,7 @@ class _Context:
 
 def _lone_manifest(ctx: _Context) -> None:
     cap = ctx.limits.max_yaml_bytes
-    data = _read_capped(ctx.stream, cap)
+    data = _read_capped(ctx.upload()[0], cap)
     if len(data) > cap:
         ctx.intake.problem("manifest", f"larger than {cap} bytes")
         return
@@ -349,13 +428,13 @@ def _lone_manifest(ctx: _Context) -> None:
 
 
 def _unknown(ctx: _Context) -> None:
-    head = ctx.stream.read(8)
+    head = ctx.upload()[0].read(8)
     ctx.intake.problem(
         ctx.intake.name,
         "not a bundle: neither a tar archive, a gzip file, a .mender artifact nor a YAML manifest "
         f"(it starts with the bytes {head.hex(' ')})",
     )
-    _drain(ctx.stream)  # the upload's sha256 and size still cover all of it
+    _drain(ctx.upload()[0])  # the upload's sha256 and size still cover all of it
 
 
 def _drain(source: _Prefixed) -> None:
@@ -379,7 +458,7 @@ def _manifest_artifact(ctx: _Context) -> None:
 
     try:
         stored, info = store_artifact(
-            ctx.stream,
+            ctx.upload()[0],
             ctx.store,
             keys=ctx.keys,
             limits=ctx.limits.artifact,
@@ -421,11 +500,11 @@ def _take_manifest_payload(
 
 
 def _tar(ctx: _Context) -> None:
-    _read_tar(ctx, ctx.stream)
+    _read_tar(ctx, ctx.upload()[0])
 
 
 def _tar_gz(ctx: _Context) -> None:
-    _read_tar(ctx, _Inflating(ctx.stream, ctx.counter, ctx.limits))
+    _read_tar(ctx, _Inflating(*ctx.upload(), ctx.limits))
 
 
 _FORMS: dict[str, Callable[[_Context], None]] = {
@@ -440,9 +519,12 @@ _FORMS: dict[str, Callable[[_Context], None]] = {
 # -- tar bundles -----------------------------------------------------------------------------------
 
 
-def _read_tar(ctx: _Context, source: _Prefixed | _Inflating) -> None:
+def _read_tar(ctx: _Context, source: _Prefixed | _Inflating | Window) -> None:
     try:
-        tar = tarfile.open(fileobj=source, mode="r|", bufsize=CHUNK, tarinfo=_tarinfo(ctx.limits))  # type: ignore[call-overload]  # noqa: SIM115
+        if isinstance(source, Window):  # headers only: members are read through their windows
+            tar = tarfile.open(fileobj=source, mode="r:", tarinfo=_tarinfo(ctx.limits))  # type: ignore[call-overload]  # noqa: SIM115
+        else:
+            tar = tarfile.open(fileobj=source, mode="r|", bufsize=CHUNK, tarinfo=_tarinfo(ctx.limits))  # type: ignore[call-overload]  # noqa: SIM115
     except tarfile.TarError as exc:
         raise BundleError(f"not a readable tar archive ({exc})")
     except LimitError as exc:
@@ -451,7 +533,10 @@ def _read_tar(ctx: _Context, source: _Prefixed | _Inflating) -> None:
     for info in _Members(tar):
         name = gate.admit(info)
         if name is not None:
-            _member(ctx, tar, info, name)
+            try:
+                _member(ctx, tar, info, name, source if isinstance(source, Window) else None)
+            except (EOFError, tarfile.ReadError) as exc:  # a member cut short of its header's size
+                raise BundleError(f"corrupt tar archive ({exc})", name)
     if ctx.intake.manifest is None:
         ctx.intake.problem(
             "bundle", "holds no manifest (a YAML file with kind: manifest or kind: update_manifest)"
@@ -487,7 +572,7 @@ def _tarinfo(limits: BundleLimits) -> type[tarfile.TarInfo]:
     return capped_tarinfo(limits.max_name_chars * 4, limits.max_extended_header_bytes)
 
 
-def _drain_trailing(source: _Prefixed | _Inflating) -> None:
+def _drain_trailing(source: _Prefixed | _Inflating | Window) -> None:
     extra = 0
     while data := source.read(CHUNK):
         extra += len(data)
@@ -556,8 +641,13 @@ def _bad_type(info: tarfile.TarInfo) -> str | None:
     return None
 
 
-def _member(ctx: _Context, tar: tarfile.TarFile, info: tarfile.TarInfo, name: str) -> None:
-    fileobj = tar.extractfile(info)
+def _member(
+    ctx: _Context, tar: tarfile.TarFile, info: tarfile.TarInfo, name: str, window: Window | None
+) -> None:
+    # A window reads forward from the member's first byte, with no buffer of tarfile's between.
+    fileobj: IO[bytes] | Window | None = (
+        tar.extractfile(info) if window is None else Window(window, info.offset_data, info.size)
+    )
     assert fileobj is not None  # regular file
     if name == DELTA_INDEX and ctx.intake.artifacts == [] and not ctx.deltas:
         _delta_index(ctx, fileobj, info)
@@ -571,7 +661,7 @@ def _member(ctx: _Context, tar: tarfile.TarFile, info: tarfile.TarInfo, name: st
         ctx.intake.problem(name, "unexpected member: a bundle holds manifest/topology YAML and .mender files")
 
 
-def _artifact_member(ctx: _Context, fileobj: IO[bytes], info: tarfile.TarInfo, name: str) -> None:
+def _artifact_member(ctx: _Context, fileobj: IO[bytes] | Window, info: tarfile.TarInfo, name: str) -> None:
     try:
         stored, artifact = store_artifact(
             fileobj, ctx.store, keys=ctx.keys, limits=ctx.limits.artifact, label=name, expected_size=info.size
@@ -585,7 +675,7 @@ def _artifact_member(ctx: _Context, fileobj: IO[bytes], info: tarfile.TarInfo, n
     ctx.intake.artifacts.append(StoredArtifact(name, stored, artifact))
 
 
-def _delta_index(ctx: _Context, fileobj: IO[bytes], info: tarfile.TarInfo) -> None:
+def _delta_index(ctx: _Context, fileobj: IO[bytes] | Window, info: tarfile.TarInfo) -> None:
     if info.size > MAX_INDEX:
         ctx.intake.problem(DELTA_INDEX, f"larger than {MAX_INDEX} bytes")
         return
@@ -597,7 +687,7 @@ def _delta_index(ctx: _Context, fileobj: IO[bytes], info: tarfile.TarInfo) -> No
     ctx.deltas.update({e.delta: e for e in entries})
 
 
-def _delta_member(ctx: _Context, fileobj: IO[bytes], info: tarfile.TarInfo, name: str) -> None:
+def _delta_member(ctx: _Context, fileobj: IO[bytes] | Window, info: tarfile.TarInfo, name: str) -> None:
     """A delta is stored as it is; the artifact it rebuilds against its stored base is verified
     like any artifact (size, sha256, signature, payloads) as it streams past, and not kept."""
     entry = ctx.deltas[name]
@@ -633,7 +723,7 @@ def _delta_member(ctx: _Context, fileobj: IO[bytes], info: tarfile.TarInfo, name
     )
 
 
-def _yaml_member(ctx: _Context, fileobj: IO[bytes], info: tarfile.TarInfo, name: str) -> None:
+def _yaml_member(ctx: _Context, fileobj: IO[bytes] | Window, info: tarfile.TarInfo, name: str) -> None:
     cap = ctx.limits.max_yaml_bytes
     if info.size > cap:
         ctx.intake.problem(name, f"YAML larger than {cap} bytes")

@@ -23,6 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from updates.engine.artifact.ranges import Lane, start_writeback
 from updates.engine.errors import UnavailableError
 from updates.engine.fsutil import fsync_dir, share_with_group, shared_rw_mode
 
@@ -35,6 +36,9 @@ TMP_LOCK = ".tmp.lock"
 DEFAULT_RESERVE = 64 << 20
 _QUEUE_CHUNKS = 64  # x 64 KiB chunks in flight: bounded memory whatever the upload size
 _READ_ONLY = 0o444
+# A lane-fed writer asks the kernel to start writing back every this many bytes, so the fsync at
+# commit has little left to wait for (measured: extraction 1.48x faster, docs/performance.md).
+_WRITEBACK_EVERY = 8 << 20
 
 
 class StoreError(UnavailableError):
@@ -127,12 +131,32 @@ class StoreWriter:
         self._file = os.fdopen(fd, "wb")
         self._sink = self._start()
         self.size = 0
+        self._synced = 0  # bytes whose writeback was started (lanes only)
         self._done = False
 
     def _start(self) -> _Sink:
         sink = _Sink(self._file)
         sink.start()
         return sink
+
+    def lanes(self) -> list[Lane]:
+        """Two consumers for a `ranges.Window` (each called on its own thread, in order): one
+        hashes, one writes the caller's buffers as they are, without the copy `write` makes.
+        Use them instead of `write`, never with it."""
+        return [self._sink.digest.update, self._write_view]
+
+    def _write_view(self, view: memoryview) -> None:
+        fd, size = self._file.fileno(), len(view)
+        try:
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError as exc:
+            self._sink.error = exc
+            self._raise_sink_error()
+        self.size += size
+        if self.size - self._synced >= _WRITEBACK_EVERY:
+            start_writeback(fd, self._synced, self.size - self._synced)
+            self._synced = self.size
 
     def write(self, chunk: bytes) -> None:
         self._raise_sink_error()
