@@ -104,6 +104,9 @@ def _measure(tmp: Path, size_mib: int, compression: str, pairs: int) -> None:
     if compression == "gzip":  # the same gzip stream the artifact carries, for zcat
         gz = tmp / "payload.gz"
         subprocess.run(["sh", "-c", f"gzip -6 -n -c '{payload}' > '{gz}'"], check=True)
+    # Flushed before measuring: a gigabyte of the setup's own dirty pages written back meanwhile
+    # competes with the extraction's fsync for the disk (2x slower at times), and not with the limit.
+    os.sync()
     runs: list[tuple[float, int, str]] = []
 
     def ours() -> float:

@@ -131,6 +131,7 @@ def main() -> None:
     ) as tmp_name:
         tmp = Path(tmp_name)
         bundle = _bundle(tmp, args.size, args.gzip)
+        os.sync()  # the setup's dirty pages would compete with the ingest's fsync, not the baseline
         _baseline(bundle, tmp)  # warm the page cache for both sides
         hwm: list[int] = []
 
