@@ -140,22 +140,13 @@ class _GroupWriter:
 
 @dataclass(frozen=True)
 class _Start:
-    """A started step row to insert; the writer inserts a batch's rows in one statement."""
+    """A started step row to insert; the writer inserts a batch's rows together."""
 
     deployment_id: int
     component: str
     state: str
     argv: list[str]
     started_at: datetime
-
-    def row(self) -> Step:
-        return Step(
-            deployment_id=self.deployment_id,
-            component=self.component,
-            state=self.state,
-            argv=self.argv,
-            started_at=self.started_at,
-        )
 
     def __call__(self) -> int:
         return _insert_started([self])[0]
@@ -172,14 +163,58 @@ def _run_one(fn: Callable[[], object], started_ids: Iterator[int]) -> object:
 
 
 def _insert_started(starts: Sequence[_Start]) -> list[int]:
-    """Insert the step rows and their `started` events; the rows' ids, in order."""
+    """Insert the step rows and their `started` events; the rows' ids, in order. One prepared
+    INSERT per row (its id back from RETURNING, so each caller gets its own row's id whatever
+    order a multi-row RETURNING would use) and one executemany for the events: the ORM building
+    its statements took most of the batch."""
     if not starts:
         return []
-    steps = Step.objects.bulk_create([start.row() for start in starts])
-    StepEvent.objects.bulk_create(
-        [StepEvent(deployment_id=step.deployment_id, step=step, kind="started") for step in steps]
-    )
-    return [int(step.pk) for step in steps]
+    fields = _step_fields()
+    insert, event = _started_statements(connection.vendor)
+    ids = []
+    with connection.cursor() as cursor:
+        for start in starts:
+            values: dict[str, object] = {
+                "deployment_id": start.deployment_id,
+                "component": start.component,
+                "state": start.state,
+                "argv": start.argv,
+                "started_at": start.started_at,
+            }
+            row = [
+                field.get_db_prep_save(
+                    values[field.attname] if field.attname in values else field.get_default(), connection
+                )
+                for field in fields
+            ]
+            cursor.execute(insert, row)
+            ids.append(int(cursor.fetchone()[0]))
+        cursor.executemany(
+            event, [(start.deployment_id, pk, "started") for start, pk in zip(starts, ids, strict=True)]
+        )
+    return ids
+
+
+def _step_fields() -> list[Field[Any, Any]]:
+    """Every column of a step row but its id (the others get their defaults when it starts)."""
+    return [field for field in Step._meta.concrete_fields if not field.primary_key]
+
+
+@functools.cache
+def _started_statements(vendor: str) -> tuple[str, str]:
+    """INSERT of a started step's row (returning its id) and of its event, as the database
+    `vendor` quotes them (the cache's key: one process talks to one database)."""
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(str(field.column)) for field in _step_fields())
+    marks = ", ".join("%s" for _ in _step_fields())
+    insert = f"INSERT INTO {quote(Step._meta.db_table)} ({columns}) VALUES ({marks}) RETURNING {quote('id')}"
+    return insert, _event_statement()
+
+
+def _event_statement() -> str:
+    quote = connection.ops.quote_name
+    names = ", ".join(_columns(StepEvent, ("deployment", "step", "kind")))
+    return f"INSERT INTO {quote(StepEvent._meta.db_table)} ({names}) VALUES (%s, %s, %s)"
 
 
 class DbJournal:
@@ -388,9 +423,7 @@ def _finished_statements(vendor: str) -> tuple[str, str]:
     quote = connection.ops.quote_name
     columns = ", ".join(f"{column} = %s" for column in _columns(Step, _FINISHED_COLUMNS))
     update = f"UPDATE {quote(Step._meta.db_table)} SET {columns} WHERE {quote('id')} = %s"
-    names = ", ".join(_columns(StepEvent, ("deployment", "step", "kind")))
-    insert = f"INSERT INTO {quote(StepEvent._meta.db_table)} ({names}) VALUES (%s, %s, %s)"
-    return update, insert
+    return update, _event_statement()
 
 
 def _finished_fields(result: CallResult | None, answer: str | None, error: str | None) -> dict[str, object]:
