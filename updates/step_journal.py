@@ -116,13 +116,16 @@ class _GroupWriter:
     def _run(self, batch: list[tuple[Callable[[], object], Future[object]]]) -> None:
         try:
             with transaction.atomic(), journal_batch():
-                # The batch's started rows first, and its finished rows last, each kind in bulk
+                # The batch's started rows, then its finished rows, each kind in bulk
                 # statements: one transaction either way, and the ORM building statements per
-                # row was most of the batch. A batch never starts and finishes the same step
-                # (a call starts only once its row committed).
+                # row was most of the batch. A batch never starts and finishes the same step (a
+                # call starts only once its row committed). The rest (run positions) last: the
+                # journal's head is locked before the deployment row's update, as when the
+                # finished rows were queued before the checkpoint (PostgreSQL: no deadlock
+                # with `deployment_close`, which takes them in that order).
                 ids = iter(_insert_started([fn for fn, _ in batch if isinstance(fn, _Start)]))
-                results = [_run_one(fn, ids) for fn, _ in batch]
                 _record_finished([fn for fn, _ in batch if isinstance(fn, _Finish)])
+                results = [_run_one(fn, ids) for fn, _ in batch]
         except Exception:
             # One failing write must not take the others down: retry them one by one (each
             # still atomic: a step row never commits without its journal entry).
@@ -153,8 +156,8 @@ class _Start:
 
 
 def _run_one(fn: Callable[[], object], started_ids: Iterator[int]) -> object:
-    """One write of a batch: a started row's id (inserted already), nothing yet for a finished
-    row (`_record_finished` writes them after), anything else run now."""
+    """One write of a batch: a started row's id, nothing for a finished row (both written
+    already), anything else run now."""
     if isinstance(fn, _Start):
         return next(started_ids)
     if isinstance(fn, _Finish):
