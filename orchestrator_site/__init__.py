@@ -1,6 +1,20 @@
-"""Load the Celery app with Django (the usual Django + Celery layout), so services can send
-tasks by name through `celery.current_app` without importing the worker package."""
+"""Registers the Celery app for the services that send tasks (`updates.celeryapp`), without
+loading it: only a process that sends a task imports Celery (the command line never does)."""
 
-from worker.celery import app as celery_app
+from __future__ import annotations
 
-__all__ = ["celery_app"]
+from typing import TYPE_CHECKING
+
+from updates.celeryapp import celery_app_register
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+
+def _load_celery_app() -> Celery:
+    from worker.celery import app  # the worker's own app: the same configuration, once per process
+
+    return app
+
+
+celery_app_register(_load_celery_app)

@@ -106,3 +106,31 @@ def test_other_commands_and_a_system_without_topology_go_through_django(tmp_path
     assert result.returncode == 2
     assert "no topology" in result.stderr
     assert "django" in loaded
+
+
+def test_install_runs_without_celery_kombu_or_ninja(tmp_path: Path) -> None:
+    """The command line runs its deployments itself and sends no task: its start-up imports
+    neither Celery (nor its kombu) nor the REST API's ninja (docs/performance.md)."""
+    from updates.engine.artifact import write_artifact
+
+    env = a_system(tmp_path)
+    payload = tmp_path / "payload.bin"
+    payload.write_bytes(b"v3")
+    artifact = tmp_path / "board-v3.mender"
+    write_artifact(
+        artifact,
+        kind="module-image",
+        name="board-v3",
+        device_types=["board"],
+        payload_type="answers",
+        files=[payload],
+    )
+    manifest = tmp_path / "manifest.yaml"
+    manifest.write_text(
+        "api_version: mender/v1\nkind: manifest\nname: kit-v3\nsystem_types_compatible: [kit]\n"
+        f"component_types:\n  board:\n    artifact_path: {artifact}\n    update_strategy:\n      order: 1\n"
+    )
+    result, loaded = probe({**env, "ORCH_REBOOT_WAIT_SECONDS": "0"}, "install", str(manifest))
+    assert result.returncode == 0, result.stderr
+    assert "board.B7" in result.stdout and "ArtifactCommit" in result.stdout
+    assert loaded == "django"

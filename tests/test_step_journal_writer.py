@@ -96,3 +96,37 @@ def test_started_rows_inserted_in_bulk_each_name_their_own_caller_s_call() -> No
             assert StepEvent.objects.filter(step_id=step, kind="started").count() == 1
     finally:
         journal.close()
+
+
+def test_finished_rows_written_in_bulk_each_keep_their_own_outcome_event_and_seal() -> None:
+    from updates.models import JournalEntry, StepEvent
+
+    journal = _journal()
+    failed = CallResult(
+        argv=("noop", "ArtifactInstall"),
+        exit_code=3,
+        stdout="",
+        stderr="disk full\n",
+        started_at=0,
+        ended_at=0,
+        timed_out=False,
+    )
+    steps = [
+        journal.call_started(component=f"c{i}", state="ArtifactInstall", argv=[str(i)]) for i in range(4)
+    ]
+    journal.call_finished(steps[0], result=RESULT)
+    journal.call_finished(steps[1], result=failed)
+    journal.call_finished(steps[2], result=RESULT, answer="Yes")
+    journal.call_finished(steps[3], result=None, error="reboot command failed")  # no call ran
+    journal.close()  # the queued finishes commit (together: nothing waited between them)
+    rows = {row.pk: row for row in Step.objects.filter(pk__in=steps)}
+    ok, bad, answered, none = (rows[pk] for pk in steps)
+    assert (ok.exit_code, ok.stdout, ok.error, ok.timed_out) == (0, "ok\n", "", False)
+    assert (bad.exit_code, bad.stderr, bad.error) == (3, "disk full\n", "exit code 3")
+    assert answered.answer == "Yes"
+    assert (none.exit_code, none.stdout, none.error) == (None, "", "reboot command failed")
+    assert all(row.ended_at is not None and row.ended_at >= row.started_at for row in rows.values())
+    for pk in steps:
+        assert StepEvent.objects.filter(step_id=pk, kind="finished").count() == 1
+        entry = JournalEntry.objects.get(kind="step.finished", data__step=pk)
+        assert rows[pk].seal == entry.hash and entry.data["exit_code"] == rows[pk].exit_code

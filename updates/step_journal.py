@@ -13,17 +13,19 @@ after it (one queue, one writer), so nothing starts before the rows before it ar
 from __future__ import annotations
 
 import contextvars
+import functools
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from django.db import connection, transaction
+from django.db.models import Field, Model
 from django.utils import timezone
 
 from audit.chain import iso, sha256_hex
@@ -114,10 +116,16 @@ class _GroupWriter:
     def _run(self, batch: list[tuple[Callable[[], object], Future[object]]]) -> None:
         try:
             with transaction.atomic(), journal_batch():
-                # The batch's started rows first, in two bulk statements: one transaction
-                # either way, and the ORM building one INSERT per row was most of the batch.
+                # The batch's started rows, then its finished rows, each kind in bulk
+                # statements: one transaction either way, and the ORM building statements per
+                # row was most of the batch. A batch never starts and finishes the same step (a
+                # call starts only once its row committed). The rest (run positions) last: the
+                # journal's head is locked before the deployment row's update, as when the
+                # finished rows were queued before the checkpoint (PostgreSQL: no deadlock
+                # with `deployment_close`, which takes them in that order).
                 ids = iter(_insert_started([fn for fn, _ in batch if isinstance(fn, _Start)]))
-                results = [next(ids) if isinstance(fn, _Start) else fn() for fn, _ in batch]
+                _record_finished([fn for fn, _ in batch if isinstance(fn, _Finish)])
+                results = [_run_one(fn, ids) for fn, _ in batch]
         except Exception:
             # One failing write must not take the others down: retry them one by one (each
             # still atomic: a step row never commits without its journal entry).
@@ -135,7 +143,7 @@ class _GroupWriter:
 
 @dataclass(frozen=True)
 class _Start:
-    """A started step row to insert; the writer inserts a batch's rows in one statement."""
+    """A started step row to insert; the writer inserts a batch's rows together."""
 
     deployment_id: int
     component: str
@@ -143,28 +151,73 @@ class _Start:
     argv: list[str]
     started_at: datetime
 
-    def row(self) -> Step:
-        return Step(
-            deployment_id=self.deployment_id,
-            component=self.component,
-            state=self.state,
-            argv=self.argv,
-            started_at=self.started_at,
-        )
-
     def __call__(self) -> int:
         return _insert_started([self])[0]
 
 
+def _run_one(fn: Callable[[], object], started_ids: Iterator[int]) -> object:
+    """One write of a batch: a started row's id, nothing for a finished row (both written
+    already), anything else run now."""
+    if isinstance(fn, _Start):
+        return next(started_ids)
+    if isinstance(fn, _Finish):
+        return None
+    return fn()
+
+
 def _insert_started(starts: Sequence[_Start]) -> list[int]:
-    """Insert the step rows and their `started` events; the rows' ids, in order."""
+    """Insert the step rows and their `started` events; the rows' ids, in order. One prepared
+    INSERT per row (its id back from RETURNING, so each caller gets its own row's id whatever
+    order a multi-row RETURNING would use) and one executemany for the events: the ORM building
+    its statements took most of the batch."""
     if not starts:
         return []
-    steps = Step.objects.bulk_create([start.row() for start in starts])
-    StepEvent.objects.bulk_create(
-        [StepEvent(deployment_id=step.deployment_id, step=step, kind="started") for step in steps]
-    )
-    return [int(step.pk) for step in steps]
+    fields = _step_fields()
+    insert, event = _started_statements(connection.vendor)
+    ids = []
+    with connection.cursor() as cursor:
+        for start in starts:
+            values: dict[str, object] = {
+                "deployment_id": start.deployment_id,
+                "component": start.component,
+                "state": start.state,
+                "argv": start.argv,
+                "started_at": start.started_at,
+            }
+            row = [
+                field.get_db_prep_save(
+                    values[field.attname] if field.attname in values else field.get_default(), connection
+                )
+                for field in fields
+            ]
+            cursor.execute(insert, row)
+            ids.append(int(cursor.fetchone()[0]))
+        cursor.executemany(
+            event, [(start.deployment_id, pk, "started") for start, pk in zip(starts, ids, strict=True)]
+        )
+    return ids
+
+
+def _step_fields() -> list[Field[Any, Any]]:
+    """Every column of a step row but its id (the others get their defaults when it starts)."""
+    return [field for field in Step._meta.concrete_fields if not field.primary_key]
+
+
+@functools.cache
+def _started_statements(vendor: str) -> tuple[str, str]:
+    """INSERT of a started step's row (returning its id) and of its event, as the database
+    `vendor` quotes them (the cache's key: one process talks to one database)."""
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(str(field.column)) for field in _step_fields())
+    marks = ", ".join("%s" for _ in _step_fields())
+    insert = f"INSERT INTO {quote(Step._meta.db_table)} ({columns}) VALUES ({marks}) RETURNING {quote('id')}"
+    return insert, _event_statement()
+
+
+def _event_statement() -> str:
+    quote = connection.ops.quote_name
+    names = ", ".join(_columns(StepEvent, ("deployment", "step", "kind")))
+    return f"INSERT INTO {quote(StepEvent._meta.db_table)} ({names}) VALUES (%s, %s, %s)"
 
 
 class DbJournal:
@@ -215,17 +268,10 @@ class DbJournal:
     ) -> None:
         fields = _finished_fields(result, answer, error)
         call = self._calls.pop(step)
-
-        def update() -> None:
-            # The step row and its journal entry commit together (issue 11), in the same batch;
-            # the row keeps the entry's hash (its seal), which `audit verify` checks it against.
-            entry = step_journal(self.deployment_id, step, call, fields, actor=self.actor)
-            _step_finish(self.deployment_id, step, {**fields, "seal": entry.hash})
-
         # Not waited for: the component's next row (its next call, or the state's checkpoint)
         # is written by the same thread after it, so it is durable before anything else runs;
         # a crash before that leaves the step open, which recovery reads as interrupted.
-        self._writer.post(update)
+        self._writer.post(_Finish(self.deployment_id, step, call, fields, self.actor))
         _log_finished(call, fields)
         current_call.set(None)
         self.echo(_line(call, fields))
@@ -317,9 +363,70 @@ def _line(call: _Call, fields: dict[str, object]) -> str:
     return f"{component:<24} {state:<30} {status}{extra} {seconds:.2f}s{error}"
 
 
-def _step_finish(deployment_id: int, step: int, fields: dict[str, object]) -> None:
-    Step.objects.filter(pk=step).update(**fields)
-    StepEvent.objects.create(deployment_id=deployment_id, step_id=step, kind="finished")
+@dataclass(frozen=True)
+class _Finish:
+    """A finished step to record: its row, its `finished` event and its journal entry. The
+    writer records a batch's finished steps together (`_record_finished`)."""
+
+    deployment_id: int
+    step: int
+    call: _Call
+    fields: dict[str, object]
+    actor: Actor
+
+    def __call__(self) -> None:
+        _record_finished([self])
+
+
+# What a finished step writes into its row. A call without a result (the host's reboot command,
+# a Download that never started) writes the started row's own values into exit_code, timed_out,
+# stdout and stderr.
+_FINISHED_COLUMNS = ("ended_at", "exit_code", "timed_out", "answer", "error", "stdout", "stderr", "seal")
+_FINISHED_DEFAULTS: dict[str, object] = {"exit_code": None, "timed_out": False, "stdout": "", "stderr": ""}
+
+
+def _record_finished(finishes: Sequence[_Finish]) -> None:
+    """The finished steps' journal entries, then their rows and `finished` events in two
+    statements run once per row (executemany) instead of an ORM UPDATE and INSERT built per
+    row, which was most of the writer's time. Each row and its entry commit together (issue
+    11); the row keeps the entry's hash (its seal), which `audit verify` checks it against."""
+    if not finishes:
+        return
+    columns = _fields(Step, _FINISHED_COLUMNS)
+    rows = []
+    for finish in finishes:
+        entry = step_journal(
+            finish.deployment_id, finish.step, finish.call, finish.fields, actor=finish.actor
+        )
+        values = {**_FINISHED_DEFAULTS, **finish.fields, "seal": entry.hash}
+        rows.append(
+            [field.get_db_prep_save(values[field.name], connection) for field in columns] + [finish.step]
+        )
+    events = [(finish.deployment_id, finish.step, "finished") for finish in finishes]
+    update, insert = _finished_statements(connection.vendor)
+    with connection.cursor() as cursor:
+        cursor.executemany(update, rows)
+        cursor.executemany(insert, events)
+
+
+def _fields(model: type[Model], names: Sequence[str]) -> list[Field[Any, Any]]:
+    fields = [model._meta.get_field(name) for name in names]
+    return [field for field in fields if isinstance(field, Field)]
+
+
+def _columns(model: type[Model], names: Sequence[str]) -> list[str]:
+    quote = connection.ops.quote_name
+    return [quote(str(field.column)) for field in _fields(model, names)]
+
+
+@functools.cache
+def _finished_statements(vendor: str) -> tuple[str, str]:
+    """UPDATE of a finished step's row (its columns, then its id) and INSERT of its event, as
+    the database `vendor` quotes them (the cache's key: one process talks to one database)."""
+    quote = connection.ops.quote_name
+    columns = ", ".join(f"{column} = %s" for column in _columns(Step, _FINISHED_COLUMNS))
+    update = f"UPDATE {quote(Step._meta.db_table)} SET {columns} WHERE {quote('id')} = %s"
+    return update, _event_statement()
 
 
 def _finished_fields(result: CallResult | None, answer: str | None, error: str | None) -> dict[str, object]:

@@ -117,3 +117,32 @@ def test_it_reads_a_utf8_byte_order_mark() -> None:
 def test_it_treats_keys_as_text_even_when_they_look_like_values() -> None:
     tree = yamlpos.load(b"yes: 1\n10: 2\nnull: 3\n")
     assert tree.mapping is not None and list(tree.mapping) == ["yes", "10", "null"]
+
+
+DOCUMENTS = [
+    b"a: 1\nb: [x, 'y', \"z\"]\nc:\n  d: 2026-01-02\n  e: 2026-01-02T03:04:05Z\n  f: ~\n  g: 1.5\n  h: yes\n",
+    b"base: &b {x: 1, y: [1, 2]}\ncopy: *b\nblock: |\n  two\n  lines\nfolded: >\n  one\n  line\n",
+    b"# a comment\nkeys:\n  1: one\n  true: t\n  null: n\nnested:\n  - - a\n    - b\n  - {c: d}\n",
+    b"a: 1\na: 2\n",  # a duplicate: refused with both lines
+    b"a: !!python/object:os.system x\n",  # a tag we do not construct
+    b"a: [1, 2\nb: 3\n",  # a syntax error: PyYAML's message
+    b"a: \x07\n",  # a control character
+    b"a:\n\tb: 1\n",  # a tab in the indentation
+]
+
+
+@pytest.mark.parametrize("data", DOCUMENTS)
+def test_libyaml_gives_the_tree_lines_and_messages_of_the_python_parser(
+    data: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import yaml
+
+    def outcome() -> object:
+        try:
+            return yamlpos.load(data)
+        except yamlpos.YamlError as exc:
+            return exc.issues
+
+    fast = outcome()
+    monkeypatch.setattr(yamlpos, "_FAST", yaml.SafeLoader)
+    assert fast == outcome()

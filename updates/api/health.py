@@ -8,9 +8,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from celery import current_app
 from django.db import connection
 
+from updates.celeryapp import celery_app
 from updates.selectors import live_workers
 
 Check = Callable[[], str]
@@ -23,17 +23,18 @@ def database() -> str:
 
 
 def broker() -> str:
-    url: str = current_app.conf.broker_url
+    app = celery_app()
+    url: str = app.conf.broker_url
     if url.startswith("filesystem:"):
         # The embedded broker is its folders: they must exist (or be creatable) and be writable.
-        options = current_app.conf.broker_transport_options or {}
+        options = app.conf.broker_transport_options or {}
         folder = Path(options["data_folder_in"])
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / ".health"
         probe.write_bytes(b"")
         probe.unlink()
         return f"filesystem ({folder})"
-    with current_app.connection_for_write() as conn:
+    with app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=1, timeout=2)
     return url.split("@")[-1].split("://")[0] if "@" in url else url.split("://")[0]
 

@@ -16,13 +16,13 @@ from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
-from celery import current_app
 from django.db import transaction
 from django.utils import timezone
 
 from audit.services import journal_append
 from updates import recovery, selectors
 from updates.actors import SYSTEM, Actor
+from updates.celeryapp import celery_app
 from updates.engine.errors import BusyError, CleanupStarted, InvalidInput, NothingInProgress
 from updates.engine.manifest import InputError
 from updates.engine.planner import SelectionError
@@ -231,14 +231,14 @@ def _enqueue_on_commit(name: str, *args: object) -> None:
 
 def _enqueue(name: str, *args: object) -> None:
     queue_folders_create()
-    # By name through the current app (orchestrator_site loads worker.celery as it): `updates`
-    # does not import the worker package (docs/architecture.md: the worker depends on us, not back).
-    current_app.send_task(name, args=args)
+    # By name through the app orchestrator_site registered (`updates.celeryapp`): `updates` does
+    # not import the worker package (docs/architecture.md: the worker depends on us, not back).
+    celery_app().send_task(name, args=args)
 
 
 def queue_folders_create() -> None:
     """The file-system transport neither creates its folders nor works without them."""
-    options = current_app.conf.broker_transport_options or {}
+    options = celery_app().conf.broker_transport_options or {}
     for key in ("data_folder_in", "data_folder_out", "control_folder"):
         if options.get(key):
             Path(options[key]).mkdir(parents=True, exist_ok=True)
