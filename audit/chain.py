@@ -44,13 +44,39 @@ def canonical(value: object) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
+def canonical_text(value: object) -> str:
+    """`canonical` as text: what a writer both hashes (inside the entry) and stores (the column)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def entry_canonical(*, seq: int, prev: str, at: str, kind: str, actor: str, subject: str, data: str) -> bytes:
+    """`canonical(entry_body(...))` from parts already serialised: `at` as `iso` wrote it, `actor`
+    and `data` as `canonical_text`. The writer stores those texts in the row, so each entry's
+    JSON is built once instead of twice (tests/audit/test_chain_unit.py pins the equality; the
+    verifiers keep hashing `canonical(entry_body(...))`, so a difference would show as a break).
+    The keys in sorted order, as `sort_keys` puts them: actor, at, data, kind, prev, seq, subject, v."""
+    text = _json_str
+    return (
+        f'{{"actor":{actor},"at":{text(at)},"data":{data},"kind":{text(kind)},"prev":{text(prev)},'
+        f'"seq":{int(seq)},"subject":{text(subject)},"v":{VERSION}}}'
+    ).encode()
+
+
+# The string encoder `json.dumps(..., ensure_ascii=True)` itself uses (C), quotes included.
+_json_str = json.encoder.encode_basestring_ascii
+
+
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
 def iso(moment: datetime) -> str:
     """UTC with microseconds, as both databases keep them: the time inside the hashed body."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    utc = moment.astimezone(UTC)
+    if utc.year < 1000:  # strftime's %Y does not pad the year: keep its spelling, the hash has it
+        return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # The same text as strftime's, at half its cost (several per step entry).
+    return utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def entry_body(

@@ -4,8 +4,11 @@
 The journal's group writer records 2 000 interface calls (started + finished, as the engine does
 from 10 threads at once) into a fresh SQLite database: once with the journal entries (each
 finished step also appends a hash-chained entry in the same transaction), once without (the
-append replaced by a no-op). The two alternate (A B A B …) and the figure is the median of the
-pairwise ratios, with its spread (`bench/pairwise.py`); goal <= 1.2.
+append replaced by a no-op). Both sides time the same span, the same step writes: from the
+first call to the writer's close (the writes still queued after the last step included); the
+deployment row and the writer's thread are made before the clock starts on both. The two
+alternate (A B A B …) and the figure is the median of the pairwise ratios, with its spread
+(`bench/pairwise.py`); goal <= 1.2.
 
 Usage: .venv/bin/python bench/journal_append.py [--pairs N]
 """

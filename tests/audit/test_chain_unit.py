@@ -25,7 +25,10 @@ from audit.chain import (
     archive_verify,
     archive_write,
     canonical,
+    canonical_text,
     entry_body,
+    entry_canonical,
+    iso,
     key_fingerprint,
     public_pem,
     sha256_hex,
@@ -88,6 +91,53 @@ def test_an_entry_body_has_the_documented_fields_and_microsecond_utc_time() -> N
     assert body["at"] == "2024-05-01T12:00:00.123456Z"
     assert body["v"] == 1
     assert digest(body) == hashlib.sha256(canonical(body)).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("actor", "subject", "data"),
+    [
+        ({"kind": "system", "name": "orchestrator"}, "deployment:12", {"step": 3, "argv": ["a", "b"]}),
+        (None, "", {}),
+        ({"kind": "user", "name": 'é"\\ \u2028'}, "s \u00e9\n\t", {"z": [1.5, None, True], "a": {"y": "✓"}}),
+        ({"kind": "cli", "name": "root", "via": "cli"}, "x", {"10": 1, "9": 2, "": "\x00"}),
+    ],
+)
+def test_the_writers_entry_bytes_are_the_canonical_entry_body(
+    actor: object, subject: str, data: dict[str, object]
+) -> None:
+    """The writer builds an entry's bytes from the JSON it also stores; the verifiers hash
+    canonical(entry_body(...)) from the row. Both must be the same bytes, or every entry breaks."""
+    at = T0 + timedelta(microseconds=-123456)  # no fraction: still six digits
+    expected = canonical(
+        entry_body(
+            seq=42, prev="ab" * 32, at=at, kind="step.finished", actor=actor, subject=subject, data=data
+        )
+    )
+    built = entry_canonical(
+        seq=42,
+        prev="ab" * 32,
+        at=iso(at),
+        kind="step.finished",
+        actor=canonical_text(actor),
+        subject=subject,
+        data=canonical_text(data),
+    )
+    assert built == expected
+    assert json.loads(canonical_text(data)) == data  # the stored column reads back as written
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        T0,
+        T0.replace(microsecond=0),
+        datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(2024, 2, 29, 1, 2, 3, 4, tzinfo=UTC).astimezone(),  # a local time: UTC in the text
+        datetime(999, 1, 2, 3, 4, 5, 6, tzinfo=UTC),  # strftime's own spelling of an unpadded year
+    ],
+)
+def test_iso_is_microsecond_utc_as_strftime_spells_it(moment: datetime) -> None:
+    assert iso(moment) == moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def test_an_intact_chain_verifies_and_names_its_head() -> None:
