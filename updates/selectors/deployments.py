@@ -29,9 +29,10 @@ from updates.selectors.actors import _actor
 from updates.selectors.steps import (
     StepRecord,
     StepReport,
+    db_moment,
+    deployment_step_reports,
     deployment_steps,
     step_record,
-    step_report,
     step_status,
 )
 
@@ -242,18 +243,6 @@ def deployment_counts() -> dict[str, int]:
     return dict(DeploymentCount.objects.filter(n__gt=0).values_list("status", "n"))
 
 
-def _moment(value: Any) -> datetime | None:
-    """A datetime column read by a plain cursor as the ORM would return it: aware, in UTC.
-    SQLite's driver gives naive datetimes (or text), PostgreSQL's aware ones."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=connection.timezone)
-    return cast(datetime, value)
-
-
 @lru_cache(maxsize=512)
 def _actor_of(stored: str) -> dict[str, str]:
     """The summary's actor from the stored JSON text: a history has few distinct actors."""
@@ -273,10 +262,10 @@ def _summary_of(row: tuple[Any, ...]) -> DeploymentSummary:
         "reason": reason,
         "manifest": manifest,
         "actor": dict(_actor_of(stored)),
-        "created_at": cast(datetime, _moment(created_at)),
-        "started_at": _moment(started_at),
-        "finished_at": _moment(finished_at),
-        "gate": {"before": before, "expires_at": _moment(expires_at), "decision": decision}
+        "created_at": cast(datetime, db_moment(created_at)),
+        "started_at": db_moment(started_at),
+        "finished_at": db_moment(finished_at),
+        "gate": {"before": before, "expires_at": db_moment(expires_at), "decision": decision}
         if waits
         else None,
     }
@@ -339,8 +328,8 @@ def deployment_detail(d: Deployment) -> DeploymentDetail:
     not know (Identity queries, before a component's ID is known; a run refused while inspecting)
     come first, in a group of their own (order None)."""
     steps: dict[str, list[StepReport]] = {}
-    for s in deployment_steps(d):
-        steps.setdefault(s.component, []).append(step_report(s))
+    for s in deployment_step_reports(d.pk):
+        steps.setdefault(s["component"], []).append(s)
     plan = d.planned()
     planned = {c["key"]: c for c in plan["components"]} if plan else {}
     groups: list[DeploymentGroup] = [
@@ -402,13 +391,13 @@ def deployment_timeline(deployment: Deployment) -> DeploymentTimeline:
 
 def deployment_rows(deployments: Sequence[DeploymentSummary]) -> list[DeploymentRow]:
     """History rows (the summary + the manifest it started from + duration) for one page of
-    deployments: "from" is the last success before each, found with two queries per page."""
+    deployments: "from" is the last success before each, found with one query per page."""
     if not deployments:
         return []
     lowest, highest = min(d["id"] for d in deployments), max(d["id"] for d in deployments)
-    succeeded = Deployment.objects.filter(status=Deployment.Status.SUCCEEDED).order_by("-id")
-    floor = succeeded.filter(pk__lt=lowest).values_list("pk", flat=True).first()
-    successes = list(succeeded.filter(pk__gte=floor or 0, pk__lt=highest).values_list("pk", "manifest__name"))
+    with connection.cursor() as cursor:
+        cursor.execute(_SUCCESSES_SQL, [highest, lowest])
+        successes = cursor.fetchall()  # newest first
     rows: list[DeploymentRow] = []
     for d in deployments:
         start = d["started_at"] or d["created_at"]
@@ -421,6 +410,16 @@ def deployment_rows(deployments: Sequence[DeploymentSummary]) -> list[Deployment
             }
         )
     return rows
+
+
+# The successes from the last one before the page's oldest row up to its newest, on the index on
+# (status, id): one statement, the floor a subquery.
+_SUCCESSES_SQL = (
+    f"SELECT d.id, m.name FROM {_DEPLOYMENTS} d INNER JOIN {Manifest._meta.db_table} m ON m.id = d.manifest_id "
+    "WHERE d.status = 'succeeded' AND d.id < %s AND d.id >= COALESCE("
+    f"(SELECT id FROM {_DEPLOYMENTS} WHERE status = 'succeeded' AND id < %s ORDER BY id DESC LIMIT 1), 0) "
+    "ORDER BY d.id DESC"
+)
 
 
 # ----- what happened to each component -----------------------------------------------------------
@@ -460,7 +459,10 @@ def _is_latest_finished(deployment: Deployment) -> bool:
     """Only the last deployment's components still run what it left (later ones changed them)."""
     if deployment.status not in Deployment.TERMINAL:
         return False
-    return Deployment.objects.order_by("-id").values_list("pk", flat=True).first() == deployment.pk
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT MAX(id) FROM {_DEPLOYMENTS}")
+        row = cursor.fetchone()
+    return row is not None and row[0] == deployment.pk
 
 
 def _failed_states(deployment: Deployment) -> dict[str, str]:
