@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, tzinfo
+from functools import cache
 from typing import Any, NotRequired, TypedDict, cast
 
 from django.db import connection
@@ -94,8 +95,15 @@ def db_moment(value: Any) -> datetime | None:
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     if value.tzinfo is None:
-        value = value.replace(tzinfo=connection.timezone)
+        value = value.replace(tzinfo=_db_zone())
     return cast(datetime, value)
+
+
+@cache
+def _db_zone() -> tzinfo:
+    # The zone the database keeps naive datetimes in (settings, fixed for the process): read
+    # once, `connection` is a per-thread proxy whose every attribute costs a lookup.
+    return cast(tzinfo, connection.timezone)
 
 
 def deployment_step_reports(deployment_id: int) -> list[StepReport]:

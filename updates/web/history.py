@@ -25,7 +25,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 from updates import selectors
 from updates.models import Deployment, DeploymentCount
-from updates.statuses import status_label
+from updates.statuses import component_ended, status_label
 
 CHART = {"width": 960, "height": 220, "left": 36, "bottom": 40, "top": 12}
 
@@ -162,3 +162,56 @@ def rows_html(rows: Sequence[selectors.DeploymentRow]) -> SafeString:
     link = reverse("deployment", args=[0])
     head, _, tail = link.rpartition("0")
     return mark_safe("".join(f"<tr>{_cells(r, head + str(r['id']) + tail)}</tr>" for r in rows))
+
+
+# ----- the deployment page's timeline lanes --------------------------------------------------------
+
+
+def lanes_html(
+    groups: Sequence[Mapping[str, Any]], outcomes: Mapping[str, Mapping[str, Any]], step_url: tuple[str, str]
+) -> SafeString:
+    """The timeline's lanes (order groups -> components -> a block per step), the markup the
+    template's three nested loops drew: the page's largest part, redrawn on every event."""
+    if not groups:
+        return mark_safe('<p class="empty">No step yet — the deployment is queued for a worker.</p>\n')
+    head, tail = (_e(part) for part in step_url)
+    out: list[str] = []
+    for lane in groups:
+        components = lane["components"]
+        if lane["order"] is not None:
+            title = f"Order {_e(lane['order'])}"
+        elif components and components[0]["key"] == "system":
+            title = "Approval gates and health checks"
+        else:
+            title = "Identity queries"
+        out.append(f'  <div class="lane">\n    <h3 class="lane-title">{title}</h3>\n')
+        for c in components:
+            out.append(_lane_row(c, outcomes, head, tail))
+        out.append("  </div>\n")
+    return mark_safe("".join(out))
+
+
+def _lane_row(c: Mapping[str, Any], outcomes: Mapping[str, Mapping[str, Any]], head: str, tail: str) -> str:
+    key = _e(c["key"])
+    label = f"<strong>{key}</strong>"
+    if c["action"] == "install":
+        outcome = outcomes.get(c["key"]) if outcomes else None
+        end = component_ended(outcome) if outcome else ""
+        said = _e(end) if end else f"{_e(c['current'] or '—')} → {_e(c['target'])}"
+        label += f'<br><span class="muted row-ended">{said}</span>'
+    elif c["action"] == "skip":
+        label += f'<br><span class="muted">unchanged ({_e(c["current"])})</span>'
+    blocks = ['<li><span class="block skipped wide">skipped</span></li>'] if c["action"] == "skip" else []
+    for s in c["steps"]:
+        status, state, url = _e(s["status"]), _e(s["state"]), f"{head}{s['id']}{tail}"
+        blocks.append(
+            f'<li><a class="block {status}" href="{url}"\n'
+            f'               hx-get="{url}" hx-target="#step-panel" hx-swap="innerHTML"\n'
+            f'               data-status="{status}" title="{state}: {status}">{state}'
+            f'<span class="sr-only"> ({status})</span></a></li>'
+        )
+    return (
+        f'    <div class="row" data-key="{key}">\n      <div class="row-label">{label}</div>\n'
+        f'      <ol class="blocks">\n        {"".join(b + chr(10) + "        " for b in blocks)}\n'
+        "      </ol>\n    </div>\n"
+    )

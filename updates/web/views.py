@@ -211,9 +211,10 @@ def deployment_detail(request: HttpRequest, deployment_id: int) -> HttpResponse:
         "outcomes": outcomes,
         "no_worker": (deployment.status == deployment.Status.QUEUED or waits) and _no_worker(),
         "gate_on_timeout": _on_timeout(deployment),
-        # Each step's link, around its id: one `reverse` for the page, not two per step.
-        "step_url": reverse("step", args=[deployment.pk, 0]).rpartition("0")[::2],
     }
+    # Each step's link around its id (one `reverse` for the page), and the lanes drawn in Python.
+    step_url = reverse("step", args=[deployment.pk, 0]).rpartition("0")[::2]
+    context["lanes"] = history_html.lanes_html(detail["groups"], outcomes, (step_url[0], step_url[1]))
     fragment = request.headers.get("HX-Request") == "true"
     return render(request, "updates/_timeline.html" if fragment else "updates/deployment.html", context)
 
