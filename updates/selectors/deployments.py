@@ -160,7 +160,26 @@ def deployment_get(deployment_id: int) -> QuerySet[Deployment]:
 
 
 def deployment_find(*, deployment_id: int) -> Deployment | None:
-    return Deployment.objects.select_related("manifest").filter(pk=deployment_id).first()
+    """The deployment with its manifest's name (`deployment.manifest.name`; its other fields
+    load on access): one plain statement, converted as the ORM converts its columns, instead of
+    a query built per request (the larger part of `GET /deployments/{id}`)."""
+    fields = Deployment._meta.concrete_fields
+    with connection.cursor() as cursor:
+        cursor.execute(_FIND_SQL, [deployment_id])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    values = []
+    for field, value in zip(fields, row, strict=False):
+        col = field.get_col(_DEPLOYMENTS)
+        for convert in connection.ops.get_db_converters(col) + col.get_db_converters(connection):
+            value = convert(value, col, connection)
+        values.append(value)
+    deployment = Deployment.from_db(connection.alias, [f.attname for f in fields], values)
+    deployment.manifest = Manifest.from_db(
+        connection.alias, ["id", "name"], [deployment.manifest_id, row[-1]]
+    )
+    return deployment
 
 
 def deployment_status(*, deployment_id: int) -> str | None:
@@ -197,6 +216,12 @@ def deployment_page(
 
 _DEPLOYMENTS = Deployment._meta.db_table
 _COUNTS = DeploymentCount._meta.db_table
+_FIND_SQL = (
+    "SELECT "
+    + ", ".join(f'd."{f.column}"' for f in Deployment._meta.concrete_fields)  # quoted: "position", "plan"
+    + f", m.name FROM {_DEPLOYMENTS} d INNER JOIN {Manifest._meta.db_table} m ON m.id = d.manifest_id "
+    "WHERE d.id = %s"
+)
 _PAGE_SQL = (
     "SELECT d.id, d.kind, d.status, d.reason, m.name, d.actor, d.created_at, d.started_at, "
     "d.finished_at, d.gate, d.gate_expires_at, d.gate_decision "

@@ -192,7 +192,7 @@ def _busy_text(exc: BusyError) -> str:
 @role_required(Role.VIEWER)
 def deployment_detail(request: HttpRequest, deployment_id: int) -> HttpResponse:
     """The whole page, or (for htmx, on every event of the stream) just the timeline."""
-    deployment = selectors.deployment_get(deployment_id).first()
+    deployment = selectors.deployment_find(deployment_id=deployment_id)
     if deployment is None:
         raise Http404(f"deployment {deployment_id} does not exist")
     in_progress = deployment.status in deployment.IN_PROGRESS
