@@ -17,7 +17,8 @@ size, no route's ratio more than 1.3x its ratio at the smaller one.
 streams held open on a running deployment; goal: B/A <= 1.5.
 
 Usage: .venv/bin/python bench/api_load.py [--deployments 10000 [100000]] [--steps 8] [--clients 20]
-       [--seconds 2] [--rounds 5] [--workers 2] [--streams 200] [--only ROUTE-SUBSTRING]
+       [--seconds 2] [--rounds 5] [--workers 2] [--streams 200] [--port PORT]
+       [--only ROUTE-SUBSTRING [--only ...]]
 """
 
 from __future__ import annotations
@@ -369,7 +370,7 @@ def run_size(
         base = lambda: load(port, creds["token"], lambda r: "/bench/trivial", args.clients, args.seconds)  # noqa: E731
         load(port, creds["token"], lambda r: "/api/v1/system", args.clients, 1)  # warm up
         for name, (cred, path) in targets(deployments, int(running)).items():
-            if args.only and args.only not in name:
+            if args.only and not any(only in name for only in args.only):
                 continue
             measure = lambda cred=cred, path=path: load(port, creds[cred], path, args.clients, args.seconds)  # noqa: E731
             results[name] = paired(base, measure, args.rounds)
@@ -413,7 +414,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--streams", type=int, default=0)
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--only", default="", help="only the routes whose name contains this")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        help="only the routes whose name contains this (repeat it for several)",
+    )
     parser.add_argument("--populate", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.populate:  # the child that fills the database (Django set up in its own process)

@@ -7,14 +7,15 @@ import importlib
 import pytest
 from django.apps import apps
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Count
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from updates import selectors
 from updates.actors import SYSTEM
 from updates.engine.errors import BusyError
-from updates.models import Deployment, DeploymentStatus, Manifest, Step
-from updates.services import deployment_close
+from updates.models import Deployment, DeploymentCount, DeploymentStatus, Manifest, Step
+from updates.services import deployment_cancel, deployment_close
 from updates.services.deployments import _busy
 
 pytestmark = pytest.mark.django_db
@@ -139,3 +140,71 @@ def test_the_migration_fills_in_what_finished_deployments_had_failed_in() -> Non
     running.refresh_from_db()
     assert finished.failed_in == {"rtos.R1": "ArtifactInstall", "gateway.G13": "ArtifactCommit"}
     assert (clean.failed_in, running.failed_in) == ({}, None)  # in progress: read from its steps
+
+
+# ----- the stored counts per status (the history's `total`) --------------------------------------
+
+
+def _counted() -> dict[str, int]:
+    """What a COUNT says, per status."""
+    rows = Deployment.objects.order_by().values_list("status").annotate(n=Count("id"))
+    return dict(rows)
+
+
+def _assert_counts_match() -> None:
+    assert selectors.deployment_counts() == _counted()
+
+
+def test_the_counts_follow_a_deployment_through_every_change_of_status() -> None:
+    queued = _deployment()
+    _assert_counts_match()
+    cancelled = deployment_cancel(deployment_id=queued.pk, actor=SYSTEM)  # queued -> rejected
+    assert cancelled.status == Deployment.Status.REJECTED
+    _assert_counts_match()
+    for end in (Deployment.Status.ROLLED_BACK, Deployment.Status.INCONSISTENT, Deployment.Status.SUCCEEDED):
+        run = _deployment()
+        # The runner's claim and a gate's wait: conditional UPDATEs, no save().
+        assert Deployment.objects.filter(pk=run.pk, status="queued").update(status="running") == 1
+        _assert_counts_match()
+        Deployment.objects.filter(pk=run.pk).update(status=Deployment.Status.WAITING_APPROVAL)
+        run.refresh_from_db()
+        _assert_counts_match()
+        deployment_close(run, status=end, reason="", actor=SYSTEM)  # failure, rollback, success
+        _assert_counts_match()
+    assert selectors.deployment_counts() == {
+        "rejected": 1,
+        "rolled_back": 1,
+        "inconsistent": 1,
+        "succeeded": 1,
+    }
+    # A save() that leaves the status as it is changes no count; a rolled-back transaction none.
+    run.reason = "edited"
+    run.save()
+    with pytest.raises(IntegrityError), transaction.atomic():
+        _deployment(status=Deployment.Status.SUCCEEDED, slot=None)
+        _deployment(status=Deployment.Status.STOPPED, slot=None)  # refused: all of it undone
+    _assert_counts_match()
+    # Bulk writes and deletes too: the database keeps them, whatever writes the rows.
+    manifest = Manifest.objects.first()
+    Deployment.objects.bulk_create(
+        Deployment(manifest=manifest, status="succeeded", slot=None, actor=SYSTEM.as_json()) for _ in range(5)
+    )
+    _assert_counts_match()
+    Deployment.objects.filter(status="succeeded").exclude(pk=run.pk).delete()
+    _assert_counts_match()
+    page, total = selectors.deployment_page(
+        filters=selectors.DeploymentFilter(status="succeeded"), page=1, page_size=10
+    )
+    assert total == 1 and [d["id"] for d in page] == [run.pk]
+
+
+def test_the_migration_counts_the_deployments_already_there() -> None:
+    migration = importlib.import_module("updates.migrations.0016_deployment_counts")
+    _deployment(status=Deployment.Status.ROLLED_BACK, slot=None)
+    _deployment(status=Deployment.Status.SUCCEEDED, slot=None)
+    _deployment()
+    DeploymentCount.objects.all().delete()  # as before the migration
+    migration.create_triggers(connection)
+    assert selectors.deployment_counts() == _counted() == {"rolled_back": 1, "succeeded": 1, "queued": 1}
+    _deployment(status=Deployment.Status.SUCCEEDED, slot=None)  # the triggers are (still) there
+    _assert_counts_match()

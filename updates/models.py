@@ -140,6 +140,10 @@ class Deployment(models.Model):
         indexes = [
             models.Index(fields=["status", "-id"], name="deployment_status_newest"),
             models.Index(fields=["created_at", "status"], name="deployment_created_status"),
+            # The ids alone, newest first: `?page=N` skips rows in this narrow index instead of
+            # walking the table's rows (SQLite keys the table by id, but its pages hold the plan
+            # and position JSON: page 450 of 10 000 deployments took 11 ms, now 0.1 ms).
+            models.Index(fields=["-id"], name="deployment_newest"),
         ]
         constraints = [
             # The slot is held exactly while in progress: a close that forgot it would block
@@ -171,6 +175,23 @@ class Deployment(models.Model):
     def started_from_command_line(self) -> bool:
         """The CLI runs what it creates in its own process: no worker message will come for it."""
         return self.who.from_command_line
+
+
+class DeploymentCount(models.Model):
+    """How many deployments have each status: the history's `total` without counting rows.
+
+    Kept by the database itself, in the statement that writes the deployment (triggers on
+    `updates_deployment`, migration 0016: insert, delete, and an update that changes `status`),
+    so no code path (a bulk insert, a conditional UPDATE, recovery) can leave it behind. A
+    migration that makes SQLite copy the deployment table (most AlterField there) drops them:
+    it must run `0016_deployment_counts.create_triggers` again (tests/test_deployment_rows.py
+    fails without them)."""
+
+    status = models.CharField(max_length=20, primary_key=True)
+    n = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.n} {self.status}"
 
 
 class Step(models.Model):

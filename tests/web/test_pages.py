@@ -342,6 +342,31 @@ def test_it_filters_and_pages_the_history(clients: dict[str, Client]) -> None:
     assert "(1 deployment)" in named and "system-core-v11 → system-core-v13" in named
 
 
+def test_the_older_link_pages_by_keyset_and_a_redrawn_chart_counts_the_new_deployment(
+    clients: dict[str, Client],
+) -> None:
+    made = [deployment_record(f"system-core-v{i}", "succeeded", days_ago=i) for i in range(45)]
+    ids = sorted((d.pk for d in made), reverse=True)
+    first = _text(clients["viewer"].get("/history/"))
+    older = re.search(r'href="\?(after=\d+&amp;page=2)" rel="next"', first)
+    assert older is not None and older[1] == f"after={ids[19]}&amp;page=2"
+    second = _text(clients["viewer"].get(f"/history/?{older[1].replace('&amp;', '&')}"))
+    assert "Page 2 of 3 (45 deployments)" in second
+    shown = [int(n) for n in re.findall(r'href="/deployments/(\d+)/"', second)]
+    assert shown == ids[20:40]  # the same rows as ?page=2
+    assert shown == [
+        int(n)
+        for n in re.findall(r'href="/deployments/(\d+)/"', _text(clients["viewer"].get("/history/?page=2")))
+    ]
+    past = _text(clients["viewer"].get(f"/history/?after={ids[-1]}&page=4"))
+    assert "Page 3 of 3 (45 deployments)" in past  # nothing older: the last page
+    # The chart is kept between visits and drawn again once a deployment is added.
+    before = re.findall(r'class="bar-succeeded"><title>(\d+) ', _text(clients["viewer"].get("/history/")))
+    deployment_record("system-core-v99", "succeeded")
+    after = re.findall(r'class="bar-succeeded"><title>(\d+) ', _text(clients["viewer"].get("/history/")))
+    assert sum(map(int, after)) == sum(map(int, before)) + 1
+
+
 def test_it_says_when_a_filter_is_wrong(clients: dict[str, Client]) -> None:
     page = _text(clients["viewer"].get("/history/?since=2026-05-02&until=2026-05-01"))
     assert re.search(r'class="field invalid">\s*<label for="id_until">.*before its start', page)

@@ -8,11 +8,14 @@ history page's row.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypedDict
+from functools import lru_cache
+from typing import Any, TypedDict, cast
 
+from django.db import connection
 from django.db.models import QuerySet
 
 from devices.selectors import component_list
@@ -21,14 +24,15 @@ from updates.engine.interface import QUERY_STATES
 from updates.engine.machine import MILESTONES, Progress, RunPhase
 from updates.engine.planner import TargetJson
 from updates.liveness import owner_alive
-from updates.models import Deployment
+from updates.models import Deployment, DeploymentCount, Manifest
 from updates.selectors.actors import _actor
 from updates.selectors.steps import (
     StepRecord,
     StepReport,
+    db_moment,
+    deployment_step_reports,
     deployment_steps,
     step_record,
-    step_report,
     step_status,
 )
 
@@ -156,7 +160,26 @@ def deployment_get(deployment_id: int) -> QuerySet[Deployment]:
 
 
 def deployment_find(*, deployment_id: int) -> Deployment | None:
-    return Deployment.objects.select_related("manifest").filter(pk=deployment_id).first()
+    """The deployment with its manifest's name (`deployment.manifest.name`; its other fields
+    load on access): one plain statement, converted as the ORM converts its columns, instead of
+    a query built per request (the larger part of `GET /deployments/{id}`)."""
+    fields = Deployment._meta.concrete_fields
+    with connection.cursor() as cursor:
+        cursor.execute(_FIND_SQL, [deployment_id])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    values = []
+    for field, value in zip(fields, row, strict=False):
+        col = field.get_col(_DEPLOYMENTS)
+        for convert in connection.ops.get_db_converters(col) + col.get_db_converters(connection):
+            value = convert(value, col, connection)
+        values.append(value)
+    deployment = Deployment.from_db(connection.alias, [f.attname for f in fields], values)
+    deployment.manifest = Manifest.from_db(
+        connection.alias, ["id", "name"], [deployment.manifest_id, row[-1]]
+    )
+    return deployment
 
 
 def deployment_status(*, deployment_id: int) -> str | None:
@@ -170,62 +193,106 @@ def deployment_last_finished() -> Deployment | None:
 def deployment_page(
     *, filters: DeploymentFilter, page: int, page_size: int, after: int | None = None
 ) -> tuple[list[DeploymentSummary], int]:
-    """One page of deployments, newest first, and how many match: two queries whatever the size
-    of the history, each on an index (docs/api.md, "Reads"). `after` (keyset): the page that
-    follows the deployment with that id, found by the index on id instead of skipping rows."""
-    rows = Deployment.objects.all()
-    if filters.status:
-        rows = rows.filter(status=filters.status)
-    if filters.since:
-        rows = rows.filter(created_at__gte=filters.since)
-    if filters.until:
-        rows = rows.filter(created_at__lt=filters.until)
-    if filters.manifest:
-        rows = rows.filter(manifest__name=filters.manifest)
-    total = rows.count()
+    """One page of deployments, newest first, and how many match (docs/api.md, "Reads"). `after`
+    (keyset): the page that follows the deployment with that id, found by the index on id
+    instead of skipping rows.
+
+    Two small queries whatever the size of the history: the total from the stored counts
+    (`DeploymentCount`; a period or a manifest is counted on its index), then the page's ids
+    on an index (a subquery) with the summary's columns of those rows. Both are written here
+    rather than built by the ORM per request: building them cost more than running them."""
+    where, params = _page_conditions(filters)
+    total = deployment_total(filters, where, params)
     if after is not None:
-        rows, start = rows.filter(pk__lt=after), 0
+        where, params, start = [*where, "id < %s"], [*params, after], 0
     else:
         start = (page - 1) * page_size
-    # The page's ids first, skipping rows on the index alone (a subquery: still one query); then
-    # plain tuples of the summary's columns for those: no model instances, no heavy JSON columns.
-    ids = rows.order_by("-id").values("pk")[start : start + page_size]
-    found = Deployment.objects.filter(pk__in=ids).order_by("-id").values_list(*_SUMMARY_COLUMNS)
+    sql = _PAGE_SQL.format(where=f"WHERE {' AND '.join(where)}" if where else "")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, page_size, start])
+        found = cursor.fetchall()
     return [_summary_of(row) for row in found], total
 
 
-_SUMMARY_COLUMNS = (
-    "id",
-    "kind",
-    "status",
-    "reason",
-    "manifest__name",
-    "actor",
-    "created_at",
-    "started_at",
-    "finished_at",
-    "gate",
-    "gate_expires_at",
-    "gate_decision",
+_DEPLOYMENTS = Deployment._meta.db_table
+_COUNTS = DeploymentCount._meta.db_table
+_FIND_SQL = (
+    "SELECT "
+    + ", ".join(f'd."{f.column}"' for f in Deployment._meta.concrete_fields)  # quoted: "position", "plan"
+    + f", m.name FROM {_DEPLOYMENTS} d INNER JOIN {Manifest._meta.db_table} m ON m.id = d.manifest_id "
+    "WHERE d.id = %s"
 )
+_PAGE_SQL = (
+    "SELECT d.id, d.kind, d.status, d.reason, m.name, d.actor, d.created_at, d.started_at, "
+    "d.finished_at, d.gate, d.gate_expires_at, d.gate_decision "
+    f"FROM {_DEPLOYMENTS} d INNER JOIN {Manifest._meta.db_table} m ON m.id = d.manifest_id "
+    f"WHERE d.id IN (SELECT id FROM {_DEPLOYMENTS} {{where}} ORDER BY id DESC LIMIT %s OFFSET %s) "
+    "ORDER BY d.id DESC"
+)
+
+
+def _page_conditions(filters: DeploymentFilter) -> tuple[list[str], list[Any]]:
+    """The filters as SQL conditions on the deployment table (each served by an index)."""
+    where: list[str] = []
+    params: list[Any] = []
+    if filters.status:
+        where.append("status = %s")
+        params.append(filters.status)
+    if filters.since:
+        where.append("created_at >= %s")
+        params.append(connection.ops.adapt_datetimefield_value(filters.since))
+    if filters.until:
+        where.append("created_at < %s")
+        params.append(connection.ops.adapt_datetimefield_value(filters.until))
+    if filters.manifest:
+        where.append(f"manifest_id IN (SELECT id FROM {Manifest._meta.db_table} WHERE name = %s)")
+        params.append(filters.manifest)
+    return where, params
+
+
+def deployment_total(filters: DeploymentFilter, where: list[str], params: list[Any]) -> int:
+    """How many deployments match: the stored counts, unless a period or a manifest narrows them."""
+    with connection.cursor() as cursor:
+        if filters.since or filters.until or filters.manifest:
+            cursor.execute(f"SELECT COUNT(*) FROM {_DEPLOYMENTS} WHERE {' AND '.join(where)}", params)
+        elif filters.status:
+            cursor.execute(f"SELECT n FROM {_COUNTS} WHERE status = %s", [filters.status])
+        else:
+            cursor.execute(f"SELECT COALESCE(SUM(n), 0) FROM {_COUNTS}")
+        row = cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
+def deployment_counts() -> dict[str, int]:
+    """Deployments per status, as stored (`DeploymentCount`): statuses none has are left out."""
+    return dict(DeploymentCount.objects.filter(n__gt=0).values_list("status", "n"))
+
+
+@lru_cache(maxsize=512)
+def _actor_of(stored: str) -> dict[str, str]:
+    """The summary's actor from the stored JSON text: a history has few distinct actors."""
+    who = Actor.from_json(json.loads(stored))
+    return {**who.as_json(), "label": who.label}
 
 
 def _summary_of(row: tuple[Any, ...]) -> DeploymentSummary:
     pk, kind, status, reason, manifest, actor, created_at, started_at, finished_at, *gate = row
-    who = Actor.from_json(actor)
     before, expires_at, decision = gate
     waits = status == Deployment.Status.WAITING_APPROVAL and before
+    stored = actor if isinstance(actor, str) else json.dumps(actor, sort_keys=True)
     return {
         "id": pk,
         "kind": kind,
         "status": status,
         "reason": reason,
         "manifest": manifest,
-        "actor": {**who.as_json(), "label": who.label},
-        "created_at": created_at,
-        "started_at": started_at,
-        "finished_at": finished_at,
-        "gate": {"before": before, "expires_at": expires_at, "decision": decision} if waits else None,
+        "actor": dict(_actor_of(stored)),
+        "created_at": cast(datetime, db_moment(created_at)),
+        "started_at": db_moment(started_at),
+        "finished_at": db_moment(finished_at),
+        "gate": {"before": before, "expires_at": db_moment(expires_at), "decision": decision}
+        if waits
+        else None,
     }
 
 
@@ -286,8 +353,8 @@ def deployment_detail(d: Deployment) -> DeploymentDetail:
     not know (Identity queries, before a component's ID is known; a run refused while inspecting)
     come first, in a group of their own (order None)."""
     steps: dict[str, list[StepReport]] = {}
-    for s in deployment_steps(d):
-        steps.setdefault(s.component, []).append(step_report(s))
+    for s in deployment_step_reports(d.pk):
+        steps.setdefault(s["component"], []).append(s)
     plan = d.planned()
     planned = {c["key"]: c for c in plan["components"]} if plan else {}
     groups: list[DeploymentGroup] = [
@@ -349,13 +416,13 @@ def deployment_timeline(deployment: Deployment) -> DeploymentTimeline:
 
 def deployment_rows(deployments: Sequence[DeploymentSummary]) -> list[DeploymentRow]:
     """History rows (the summary + the manifest it started from + duration) for one page of
-    deployments: "from" is the last success before each, found with two queries per page."""
+    deployments: "from" is the last success before each, found with one query per page."""
     if not deployments:
         return []
     lowest, highest = min(d["id"] for d in deployments), max(d["id"] for d in deployments)
-    succeeded = Deployment.objects.filter(status=Deployment.Status.SUCCEEDED).order_by("-id")
-    floor = succeeded.filter(pk__lt=lowest).values_list("pk", flat=True).first()
-    successes = list(succeeded.filter(pk__gte=floor or 0, pk__lt=highest).values_list("pk", "manifest__name"))
+    with connection.cursor() as cursor:
+        cursor.execute(_SUCCESSES_SQL, [highest, lowest])
+        successes = cursor.fetchall()  # newest first
     rows: list[DeploymentRow] = []
     for d in deployments:
         start = d["started_at"] or d["created_at"]
@@ -368,6 +435,16 @@ def deployment_rows(deployments: Sequence[DeploymentSummary]) -> list[Deployment
             }
         )
     return rows
+
+
+# The successes from the last one before the page's oldest row up to its newest, on the index on
+# (status, id): one statement, the floor a subquery.
+_SUCCESSES_SQL = (
+    f"SELECT d.id, m.name FROM {_DEPLOYMENTS} d INNER JOIN {Manifest._meta.db_table} m ON m.id = d.manifest_id "
+    "WHERE d.status = 'succeeded' AND d.id < %s AND d.id >= COALESCE("
+    f"(SELECT id FROM {_DEPLOYMENTS} WHERE status = 'succeeded' AND id < %s ORDER BY id DESC LIMIT 1), 0) "
+    "ORDER BY d.id DESC"
+)
 
 
 # ----- what happened to each component -----------------------------------------------------------
@@ -407,7 +484,10 @@ def _is_latest_finished(deployment: Deployment) -> bool:
     """Only the last deployment's components still run what it left (later ones changed them)."""
     if deployment.status not in Deployment.TERMINAL:
         return False
-    return Deployment.objects.order_by("-id").values_list("pk", flat=True).first() == deployment.pk
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT MAX(id) FROM {_DEPLOYMENTS}")
+        row = cursor.fetchone()
+    return row is not None and row[0] == deployment.pk
 
 
 def _failed_states(deployment: Deployment) -> dict[str, str]:

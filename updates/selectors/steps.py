@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import NotRequired, TypedDict
+import json
+from datetime import datetime, tzinfo
+from functools import cache
+from typing import Any, NotRequired, TypedDict, cast
 
+from django.db import connection
 from django.db.models import QuerySet
 
 from updates.engine.interface import QUERY_STATES
@@ -76,6 +79,61 @@ def step_report(s: Step) -> StepReport:
         "ok": s.ok,
         "output_tail": (s.stdout + s.stderr)[-TAIL:],
     }
+
+
+_STEPS_SQL = (
+    "SELECT id, component, state, argv, started_at, ended_at, exit_code, timed_out, answer, error, "
+    f"stdout, stderr FROM {Step._meta.db_table} WHERE deployment_id = %s ORDER BY id"
+)
+
+
+def db_moment(value: Any) -> datetime | None:
+    """A datetime column read by a plain cursor as the ORM returns it: aware, in the
+    connection's zone (UTC). SQLite's driver gives naive datetimes (or text), PostgreSQL's aware ones."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=_db_zone())
+    return cast(datetime, value)
+
+
+@cache
+def _db_zone() -> tzinfo:
+    # The zone the database keeps naive datetimes in (settings, fixed for the process): read
+    # once, `connection` is a per-thread proxy whose every attribute costs a lookup.
+    return cast(tzinfo, connection.timezone)
+
+
+def deployment_step_reports(deployment_id: int) -> list[StepReport]:
+    """`step_report` of each of a deployment's steps, oldest first: one plain statement, no
+    model instances (the detail's and the timeline's steps)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_STEPS_SQL, [deployment_id])
+        rows = cursor.fetchall()
+    reports: list[StepReport] = []
+    for pk, component, state, argv, started, ended, exit_code, timed_out, answer, error, out, err in rows:
+        started_at, ended_at = cast(datetime, db_moment(started)), db_moment(ended)
+        reports.append(
+            {
+                "id": pk,
+                "component": component,
+                "state": state,
+                "argv": json.loads(argv) if isinstance(argv, str | bytes) else argv,
+                "started_at": started_at,
+                "ended_at": ended_at,
+                "duration_seconds": (ended_at - started_at).total_seconds() if ended_at else None,
+                "exit_code": exit_code,
+                "timed_out": bool(timed_out),
+                "answer": answer,
+                "error": error,
+                # `Step.ok`
+                "ok": ended_at is not None and not error and exit_code in (0, None),
+                "output_tail": (out + err)[-TAIL:],
+            }
+        )
+    return reports
 
 
 def step_record(s: Step) -> StepRecord:

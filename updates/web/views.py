@@ -4,7 +4,7 @@ the REST API calls (issue #9). Nothing is computed here but what a page needs to
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
@@ -43,6 +43,7 @@ from updates.services.environment import store_relative
 from updates.services.gates import deployment_gate_decide, deployment_policy
 from updates.services.hook_secret import hook_secret_is_set, hook_secret_rotate
 from updates.statuses import status_label
+from updates.web import history as history_html
 from updates.web.access import actor, role_required
 from updates.web.forms import (
     DeployForm,
@@ -191,7 +192,7 @@ def _busy_text(exc: BusyError) -> str:
 @role_required(Role.VIEWER)
 def deployment_detail(request: HttpRequest, deployment_id: int) -> HttpResponse:
     """The whole page, or (for htmx, on every event of the stream) just the timeline."""
-    deployment = selectors.deployment_get(deployment_id).first()
+    deployment = selectors.deployment_find(deployment_id=deployment_id)
     if deployment is None:
         raise Http404(f"deployment {deployment_id} does not exist")
     in_progress = deployment.status in deployment.IN_PROGRESS
@@ -211,6 +212,9 @@ def deployment_detail(request: HttpRequest, deployment_id: int) -> HttpResponse:
         "no_worker": (deployment.status == deployment.Status.QUEUED or waits) and _no_worker(),
         "gate_on_timeout": _on_timeout(deployment),
     }
+    # Each step's link around its id (one `reverse` for the page), and the lanes drawn in Python.
+    step_url = reverse("step", args=[deployment.pk, 0]).rpartition("0")[::2]
+    context["lanes"] = history_html.lanes_html(detail["groups"], outcomes, (step_url[0], step_url[1]))
     fragment = request.headers.get("HX-Request") == "true"
     return render(request, "updates/_timeline.html" if fragment else "updates/deployment.html", context)
 
@@ -318,17 +322,21 @@ def history(request: HttpRequest) -> HttpResponse:
     filters = selectors.DeploymentFilter(
         status=data.get("status"), manifest=data.get("manifest"), **_period(data)
     )
-    number = _page_number(request)
-    rows, count = selectors.deployment_page(filters=filters, page=number, page_size=PAGE_SIZE)
+    number, after = _page_number(request), _after(request)
+    rows, count = selectors.deployment_page(filters=filters, page=number, page_size=PAGE_SIZE, after=after)
     pages = max(1, -(-count // PAGE_SIZE))
-    if number > pages:  # past the end (a filter narrowed the list): show the last page
-        number = pages
+    if number > pages or (after is not None and not rows and count):
+        # Past the end (a filter narrowed the list, or nothing is older): show the last page.
+        number = min(number, pages) if after is None else pages
         rows, count = selectors.deployment_page(filters=filters, page=number, page_size=PAGE_SIZE)
     context = {
         "form": form,
-        "rows": selectors.deployment_rows(rows),
-        "page": {"number": number, "pages": pages, "count": count},
-        "chart": chart_geometry(selectors.deployments_per_week()),
+        "filter_fields": history_html.fields_html(form, ("status", "since", "until", "manifest")),
+        "rows_html": history_html.rows_html(selectors.deployment_rows(rows)),
+        # `last`: the "Older" link pages by keyset (`after`), at the cost of the first page
+        # however deep; `page` rides along for the page's number.
+        "page": {"number": number, "pages": pages, "count": count, "last": rows[-1]["id"] if rows else None},
+        "chart": history_html.chart_html(),
         "query": _query_without_page(request),
     }
     return render(request, "updates/history.html", context)
@@ -343,54 +351,20 @@ def _page_number(request: HttpRequest) -> int:
     return min(MAX_PAGE, max(1, int(value))) if value.isascii() and value.isdigit() else 1
 
 
+def _after(request: HttpRequest) -> int | None:
+    """`?after=ID`: the page of deployments older than that one (the "Older" link)."""
+    value = request.GET.get("after", "")
+    return min(MAX_PAGE, int(value)) if value.isascii() and value.isdigit() else None
+
+
 def _query_without_page(request: HttpRequest) -> str:
     query = request.GET.copy()
     query.pop("page", None)
+    query.pop("after", None)
     return str(query.urlencode())
 
 
-CHART = {"width": 960, "height": 220, "left": 36, "bottom": 40, "top": 12}
-
-
-def chart_geometry(weeks: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Stacked bars per week for the history's SVG chart (the template draws them)."""
-    top = max([w["total"] for w in weeks] + [1])
-    inner = CHART["height"] - CHART["bottom"] - CHART["top"]
-    slot = (CHART["width"] - CHART["left"]) / max(len(weeks), 1)
-    bars = []
-    for i, week in enumerate(weeks):
-        y = float(CHART["height"] - CHART["bottom"])
-        for outcome, n in week["counts"].items():
-            height = inner * n / top
-            if n:
-                x = CHART["left"] + (i + 0.15) * slot
-                bars.append(
-                    {
-                        "x": _coordinate(x),
-                        "y": _coordinate(y - height),
-                        "w": _coordinate(slot * 0.7),
-                        "h": _coordinate(height),
-                        "outcome": outcome,
-                        "n": n,
-                        "week": week["week"],
-                    }
-                )
-            y -= height
-    labels = [
-        {"x": _coordinate(CHART["left"] + (i + 0.5) * slot), "week": w["week"]} for i, w in enumerate(weeks)
-    ]
-    return CHART | {
-        "bars": bars,
-        "labels": labels,
-        "max": top,
-        "outcomes": selectors.CHART_OUTCOMES,
-        "weeks": weeks,
-    }
-
-
-def _coordinate(value: float) -> str:
-    """An SVG coordinate, one decimal: formatted here, not by `floatformat` (a Decimal per call)."""
-    return f"{value:.1f}"
+PERIOD = ("since", "until")
 
 
 @require_GET
@@ -399,7 +373,8 @@ def audit(request: HttpRequest) -> HttpResponse:
     """The printable report, or the same journal record as the API's CSV / JSON download."""
     form = PeriodForm(request.GET)
     if not form.is_valid():
-        return render(request, "updates/audit.html", {"form": form, "rows": []}, status=400)
+        context = {"form": form, "rows": [], "filter_fields": history_html.fields_html(form, PERIOD)}
+        return render(request, "updates/audit.html", context, status=400)
     period = _period(form.cleaned_data)
     fmt = request.GET.get("format", "")
     report = audit_report(**period, verify=False)
@@ -415,7 +390,13 @@ def audit(request: HttpRequest) -> HttpResponse:
     journal = audit_verify() if request.GET.get("verify") else None
     query = request.GET.copy()
     query.pop("verify", None)
-    context = {"form": form, "rows": report["deployments"], "query": query.urlencode(), "journal": journal}
+    context = {
+        "form": form,
+        "filter_fields": history_html.fields_html(form, PERIOD),
+        "rows": report["deployments"],
+        "query": query.urlencode(),
+        "journal": journal,
+    }
     return render(request, "updates/audit.html", context)
 
 
