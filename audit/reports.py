@@ -223,14 +223,22 @@ def entries_between(since: datetime | None, until: datetime | None) -> QuerySet[
     return entries
 
 
-def audit_report(*, since: datetime | None, until: datetime | None, verify: bool = True) -> dict[str, Any]:
+def audit_report(
+    *, since: datetime | None, until: datetime | None, verify: bool = True, newest: int | None = None
+) -> dict[str, Any]:
     """One section per deployment created in [since, until): who, what from → to, the bundle and
     its signers, every component's version before and after, every step, the outcome.
 
     `verify`: head it with the chain's verification (reads every entry: the UI asks for it on
-    request only)."""
+    request only). `newest`: only the newest N deployments of the period (the page: years of
+    history must not make it read the whole journal); `more` then says whether older ones were
+    left out. The downloads and the command line take the whole period."""
     created = entries_between(since, until).filter(kind="deployment.created")
-    subjects = [e.subject for e in created]
+    if newest is None:
+        subjects = [e.subject for e in created]
+    else:
+        latest = list(created.order_by("-seq").values_list("subject", flat=True)[: newest + 1])
+        subjects = latest[:newest][::-1]
     by_subject: dict[str, list[JournalEntry]] = {s: [] for s in subjects}
     for entry in JournalEntry.objects.filter(subject__in=subjects).order_by("seq").iterator(chunk_size=2000):
         by_subject[entry.subject].append(entry)
@@ -239,6 +247,7 @@ def audit_report(*, since: datetime | None, until: datetime | None, verify: bool
         "until": auditchain.iso(until) if until else None,
         "journal": audit_verify().as_json() if verify else None,
         "deployments": [_section(rows) for rows in by_subject.values()],
+        "more": newest is not None and len(latest) > newest,
         "drift": _drift(since, until),
     }
 

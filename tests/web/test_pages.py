@@ -25,6 +25,7 @@ from updates.actors import Actor
 from updates.liveness import owner_token
 from updates.models import ActiveManifests, Bundle, Deployment, JournalEntry
 from updates.tasknames import TASK_REFRESH
+from updates.web import views
 
 pytestmark = pytest.mark.django_db
 
@@ -410,6 +411,26 @@ def test_it_downloads_the_audit_rows_as_csv_and_json(clients: dict[str, Client])
 
 def _days_ago(n: int) -> str:
     return str((timezone.now() - timedelta(days=n)).date().isoformat())
+
+
+def test_the_audit_page_prints_the_newest_deployments_and_downloads_them_all(
+    clients: dict[str, Client], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Years of history: the page must not read the whole journal, the downloads keep everything.
+    monkeypatch.setattr(views, "AUDIT_PAGE_DEPLOYMENTS", 2)
+    for name in ("system-core-v2", "system-core-v3", "system-core-v4"):
+        deployment_record(name, "succeeded")
+    page = _text(clients["viewer"].get("/audit/"))
+    shown = re.findall(
+        r'<section class="card audit-entry" aria-labelledby="d\d+">\s*<h2[^>]*>Deployment \d+: [^<]*→ ([\w-]+)',
+        page,
+    )
+    assert shown == ["system-core-v3", "system-core-v4"]
+    assert "Showing the newest 2 deployments of this period" in page
+    every = json.loads(clients["viewer"].get("/audit/?format=json").content)
+    assert [d["manifest_to"]["name"] for d in every] == ["system-core-v2", "system-core-v3", "system-core-v4"]
+    monkeypatch.setattr(views, "AUDIT_PAGE_DEPLOYMENTS", 3)
+    assert "Showing the newest" not in _text(clients["viewer"].get("/audit/"))
 
 
 def test_it_prints_one_section_per_deployment_with_every_step(clients: dict[str, Client]) -> None:

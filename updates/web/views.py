@@ -365,6 +365,9 @@ def _query_without_page(request: HttpRequest) -> str:
 
 
 PERIOD = ("since", "until")
+# The Audit page prints at most this many deployments, the newest of the period: a report of
+# years of history is a download, not a page (the CSV and JSON take the whole period).
+AUDIT_PAGE_DEPLOYMENTS = 50
 
 
 @require_GET
@@ -377,7 +380,8 @@ def audit(request: HttpRequest) -> HttpResponse:
         return render(request, "updates/audit.html", context, status=400)
     period = _period(form.cleaned_data)
     fmt = request.GET.get("format", "")
-    report = audit_report(**period, verify=False)
+    download = fmt in ("csv", "steps-csv", "json")
+    report = audit_report(**period, verify=False, newest=None if download else AUDIT_PAGE_DEPLOYMENTS)
     if fmt in ("csv", "steps-csv"):
         steps = fmt == "steps-csv"
         body = report_csv(report, steps=steps)
@@ -394,6 +398,8 @@ def audit(request: HttpRequest) -> HttpResponse:
         "form": form,
         "filter_fields": history_html.fields_html(form, PERIOD),
         "rows": report["deployments"],
+        "more": report["more"],
+        "shown": AUDIT_PAGE_DEPLOYMENTS,
         "query": query.urlencode(),
         "journal": journal,
     }
