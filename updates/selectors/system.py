@@ -4,6 +4,7 @@ run in progress (`status`, the API's `/system`, the System page) and the trusted
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -11,11 +12,16 @@ from typing import Any, Literal, TypedDict
 
 from django.conf import settings
 
-from devices.models import System
-from devices.selectors import component_list
+from devices.models import Component
+from devices.selectors import component_list, system_type
 from updates.engine.artifact import ArtifactError, key_fingerprint, load_public_key
-from updates.engine.constraints import Constraints, constraints_file, constraints_from_manifest
-from updates.engine.manifest import InputError
+from updates.engine.constraints import (
+    CONSTRAINTS_FILE,
+    Constraints,
+    constraints_from_manifest,
+    parse_constraints,
+)
+from updates.engine.manifest import InputError, read_optional
 from updates.liveness import live_workers, owner_alive
 from updates.models import ActiveManifests, Deployment, Manifest
 from updates.selectors.deployments import (
@@ -24,7 +30,6 @@ from updates.selectors.deployments import (
     GateWait,
     deployment_components,
     deployment_in_progress,
-    deployment_last_finished,
     deployment_progress,
     deployment_record,
     deployment_summary,
@@ -113,9 +118,13 @@ class Drift(TypedDict):
 
 
 def drift_list() -> list[Drift]:
+    return _drift(list(component_list()))
+
+
+def _drift(components: Sequence[Component]) -> list[Drift]:
     return [
         {"component": c.key, "expected": c.deployed_version, "actual": c.version, "since": c.drifted_since}
-        for c in component_list()
+        for c in components
         if c.drifted
     ]
 
@@ -200,12 +209,38 @@ def active_manifests() -> ActiveManifests | None:
     return ActiveManifests.objects.select_related("active", "previous").filter(pk=1).first()
 
 
+@dataclass(frozen=True)
+class _Reads:
+    """The facts every view of the system shares, each read once per request and passed down:
+    the System page used to read the components five times, the manifest pointers four times and
+    the deployment in progress three times (one query each)."""
+
+    pointers: ActiveManifests | None
+    running: Deployment | None
+    components: list[Component]
+
+    @property
+    def active(self) -> Manifest | None:
+        return self.pointers.active if self.pointers else None
+
+    @property
+    def previous(self) -> Manifest | None:
+        return self.pointers.previous if self.pointers else None
+
+
+def _reads() -> _Reads:
+    return _Reads(active_manifests(), deployment_in_progress(), list(component_list()))
+
+
 def system_version() -> SystemVersion:
     """The system version shown by `status`, the API's `/system` and the UI's System page."""
-    components = list(component_list())
+    return _system_version(list(component_list()), active_manifests())
+
+
+def _system_version(components: Sequence[Component], pointers: ActiveManifests | None) -> SystemVersion:
     versions = {c.key: c.version for c in components}
     try:
-        constraints = _active_constraints()
+        constraints = _active_constraints(pointers.active if pointers else None)
     except InputError as exc:
         return SystemVersion("invalid", f"the constraints document has errors:\n{exc}", versions=versions)
     if constraints is None:
@@ -227,15 +262,15 @@ def system_version() -> SystemVersion:
     )
 
 
-def _active_constraints() -> Constraints | None:
+def _active_constraints(active: Manifest | None) -> Constraints | None:
     """As for a deployment: the active manifest's section wins over constraints.yaml."""
-    pointers = active_manifests()
-    active = pointers.active if pointers else None
     if active is not None:
         section = _manifest_constraints(active.raw.encode(), active.source_path)
         if section is not None:
             return section
-    return constraints_file(Path(settings.TOPOLOGY_DIR))
+    path = Path(settings.TOPOLOGY_DIR) / CONSTRAINTS_FILE
+    data = read_optional(path)  # read on every request: an edit shows at once
+    return None if data is None else _file_constraints(data, str(path))
 
 
 @functools.lru_cache(maxsize=8)
@@ -246,17 +281,35 @@ def _manifest_constraints(raw: bytes, source_path: str) -> Constraints | None:
     return constraints_from_manifest(raw, path=Path(source_path))
 
 
+@functools.lru_cache(maxsize=8)
+def _file_constraints(data: bytes, path: str) -> Constraints:
+    """`constraints.yaml` parsed once per content (as `_manifest_constraints`): the file is still
+    read on every request, so an edit is seen by the next one."""
+    return parse_constraints(data, path=Path(path))
+
+
+def _last_finished() -> Deployment | None:
+    """The newest finished deployment, found on the primary key. At most one deployment is in
+    progress (its slot is unique, and a check constraint holds the slot exactly while the status
+    is in progress; every other status is final), so it is one of the two newest rows. Asking
+    for the finished statuses instead sorted every finished deployment (24 ms at 10 000)."""
+    newest = Deployment.objects.select_related("manifest").order_by("-id")[:2]
+    return next((d for d in newest if d.status in Deployment.TERMINAL), None)
+
+
 def status_report() -> StatusReport:
     """What runs now, what is in flight, and how the last deployment ended."""
-    pointers = active_manifests()
-    running = deployment_in_progress()
-    last = deployment_last_finished()
+    return _status_report(_reads(), _last_finished())
+
+
+def _status_report(reads: _Reads, last: Deployment | None) -> StatusReport:
+    running = reads.running
     flight = {o["key"]: o for o in deployment_components(running)} if running else {}
     return {
-        "system": system_version().as_json(),
+        "system": _system_version(reads.components, reads.pointers).as_json(),
         "manifests": {
-            "active": pointers.active.name if pointers and pointers.active else None,
-            "previous": pointers.previous.name if pointers and pointers.previous else None,
+            "active": reads.active.name if reads.active else None,
+            "previous": reads.previous.name if reads.previous else None,
         },
         "components": [
             {
@@ -269,11 +322,11 @@ def status_report() -> StatusReport:
                 "uncommitted": c.key in flight and flight[c.key]["uncommitted"],
                 "drifted": c.drifted,
             }
-            for c in component_list()
+            for c in reads.components
         ],
         "in_progress": _in_flight(running) if running else None,
         "last": deployment_record(last) if last else None,
-        "drift": drift_list(),
+        "drift": _drift(reads.components),
     }
 
 
@@ -304,14 +357,14 @@ def _manifest_ref(manifest: Manifest | None) -> ManifestRef | None:
 def system_report() -> SystemReport:
     """The system as the database knows it: components with their last answers, the active and
     previous manifests (with the topology the active one was applied with), the run in progress."""
-    pointers = active_manifests()
-    active = pointers.active if pointers else None
-    running = deployment_in_progress()
-    system = System.objects.filter(pk=1).first()
+    return _system_report(_reads())
+
+
+def _system_report(reads: _Reads) -> SystemReport:
+    active = reads.active
+    running = reads.running
     return {
-        "system_type": (system.system_type if system else "")
-        or (active.topology.get("system_type") if active else "")
-        or "",
+        "system_type": system_type() or (active.topology.get("system_type") if active else "") or "",
         "topology": active.topology if active else None,
         "components": [
             {
@@ -324,42 +377,47 @@ def system_report() -> SystemReport:
                 "version": c.version,
                 "last_seen": c.refreshed_at,
             }
-            for c in component_list()
+            for c in reads.components
         ],
         "active_manifest": _manifest_ref(active),
-        "previous_manifest": _manifest_ref(pointers.previous if pointers else None),
+        "previous_manifest": _manifest_ref(reads.previous),
         "in_progress": deployment_summary(running) if running else None,
-        "system_version": system_version().as_json(),
-        "drift": drift_list(),
+        "system_version": _system_version(reads.components, reads.pointers).as_json(),
+        "drift": _drift(reads.components),
     }
 
 
 def system_overview() -> SystemOverview:
     """`system_report` with its components grouped by the update order of the active manifest
     (components it does not name come last, under None) and the run's progress."""
-    report = system_report()
-    orders = _component_orders(report["active_manifest"])
+    return _system_overview(_reads(), _last_finished())
+
+
+def _system_overview(reads: _Reads, last: Deployment | None) -> SystemOverview:
+    report = _system_report(reads)
+    orders = _component_orders(reads.active, (reads.running, last))
     groups: dict[int | None, list[SystemComponent]] = {}
     for component in report["components"]:
         groups.setdefault(orders.get(component["key"]), []).append(component)
-    running = deployment_in_progress()
     return {
         **report,
         "groups": sorted(groups.items(), key=lambda item: (item[0] is None, item[0] or 0)),
-        "progress": deployment_progress(running) if running else 0,
+        "progress": deployment_progress(reads.running) if reads.running else 0,
     }
 
 
 def system_page() -> SystemPage:
     """`system_overview` with `status_report` (what the command line's `status` prints) laid
-    over its boxes, so the page never shows less than `status` knows."""
-    overview = system_overview()
-    status = status_report()
+    over its boxes, so the page never shows less than `status` knows. One read of each fact."""
+    reads = _reads()
+    last = _last_finished()
+    overview = _system_overview(reads, last)
+    status = _status_report(reads, last)
     told = {c["key"]: c for c in status["components"]}
     boxes = [
         (order, [_box(c, told.get(c["key"])) for c in components]) for order, components in overview["groups"]
     ]
-    running = deployment_in_progress()
+    running = reads.running
     return {
         **overview,
         "boxes": boxes,
@@ -378,13 +436,26 @@ def _box(component: SystemComponent, told: StatusComponent | None) -> PageCompon
     }
 
 
-def _component_orders(manifest: ManifestRef | None) -> dict[str, int]:
-    """`update_strategy.order` per component key, from the plan the active manifest ran with."""
+def _component_orders(manifest: Manifest | None, known: Sequence[Deployment | None]) -> dict[str, int]:
+    """`update_strategy.order` per component key, from the plan the active manifest ran with: the
+    newest deployment of that manifest with a plan. `known` holds the run in progress and the
+    last finished deployment, so its newest is the newest of all; when that one ran the active
+    manifest (the usual case) its plan is the answer, read already; otherwise one query."""
     if manifest is None:
         return {}
-    last = Deployment.objects.filter(manifest_id=manifest["id"]).exclude(plan={}).order_by("-id").first()
-    components = last.plan.get("components", []) if last else []
-    return {c["key"]: int(c["order"]) for c in components}
+    latest = max((d for d in known if d is not None), key=lambda d: d.pk, default=None)
+    if latest is not None and latest.manifest_id == manifest.pk and latest.plan:
+        plan: dict[str, Any] = latest.plan
+    else:
+        found = (
+            Deployment.objects.filter(manifest_id=manifest.pk)
+            .exclude(plan={})
+            .order_by("-id")
+            .values_list("plan", flat=True)
+            .first()
+        )
+        plan = found or {}
+    return {c["key"]: int(c["order"]) for c in plan.get("components", [])}
 
 
 def trusted_keys() -> list[TrustedKey]:
