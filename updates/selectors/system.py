@@ -4,16 +4,18 @@ run in progress (`status`, the API's `/system`, the System page) and the trusted
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, TypedDict
 
 from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS
+from django.db.models import QuerySet
 
-from devices.models import Component
-from devices.selectors import component_list, system_type
+from devices.models import Component, System
+from devices.selectors import component_list
 from updates.engine.artifact import ArtifactError, key_fingerprint, load_public_key
 from updates.engine.constraints import (
     CONSTRAINTS_FILE,
@@ -29,13 +31,13 @@ from updates.selectors.deployments import (
     DeploymentSummary,
     GateWait,
     deployment_components,
-    deployment_in_progress,
     deployment_progress,
     deployment_record,
     deployment_summary,
     deployment_waits,
     gate_wait,
 )
+from updates.selectors.prepared import prepared
 from updates.services.environment import environment_load
 
 VersionState = Literal["working", "outside", "undeclared", "invalid", "unknown"]
@@ -215,32 +217,85 @@ class _Reads:
     the System page used to read the components five times, the manifest pointers four times and
     the deployment in progress three times (one query each)."""
 
-    pointers: ActiveManifests | None
+    active: Manifest | None
+    previous: Manifest | None
     running: Deployment | None
     components: list[Component]
 
-    @property
-    def active(self) -> Manifest | None:
-        return self.pointers.active if self.pointers else None
-
-    @property
-    def previous(self) -> Manifest | None:
-        return self.pointers.previous if self.pointers else None
-
 
 def _reads() -> _Reads:
-    return _Reads(active_manifests(), deployment_in_progress(), list(component_list()))
+    active, previous = _pointers()
+    # `deployment_in_progress()`: the slot is 1 exactly while in progress, a unique-index lookup.
+    running = _deployments("system.in_progress", lambda: _DEPLOYMENTS.filter(slot=1)[:1])
+    return _Reads(active, previous, running[0] if running else None, _components())
+
+
+_DEPLOYMENTS = Deployment.objects.select_related("manifest")
+_DEPLOYMENT_FIELDS = [f.attname for f in Deployment._meta.concrete_fields]
+_MANIFEST_FIELDS = [f.attname for f in Manifest._meta.concrete_fields]
+
+
+def _deployments(name: str, make: Callable[[], QuerySet[Deployment]]) -> list[Deployment]:
+    """Deployments with their manifest joined (`select_related`), from a prepared query: each
+    row is the deployment's columns, then the manifest's."""
+    found = []
+    for row in prepared(name, make):
+        deployment = Deployment.from_db(DEFAULT_DB_ALIAS, _DEPLOYMENT_FIELDS, row[: len(_DEPLOYMENT_FIELDS)])
+        manifest = Manifest.from_db(DEFAULT_DB_ALIAS, _MANIFEST_FIELDS, row[len(_DEPLOYMENT_FIELDS) :])
+        Deployment.manifest.field.set_cached_value(deployment, manifest)
+        found.append(deployment)
+    return found
+
+
+_COMPONENT_FIELDS = [f.attname for f in Component._meta.concrete_fields]
+
+
+def _components() -> list[Component]:
+    """`component_list()` as model instances, its SQL compiled once (`prepared`)."""
+    rows = prepared("system.components", component_list)
+    return [Component.from_db(DEFAULT_DB_ALIAS, _COMPONENT_FIELDS, row) for row in rows]
+
+
+_ACTIVE = ("id", "name", "sha256", "created_at", "raw", "source_path", "topology")
+_PREVIOUS = ("id", "name", "sha256", "created_at")
+
+
+def _pointers() -> tuple[Manifest | None, Manifest | None]:
+    """The active and previous manifests (`active_manifests()`), with the fields the system's
+    reads show, in one prepared query."""
+    rows = prepared(
+        "system.pointers",
+        lambda: ActiveManifests.objects.filter(pk=1).values_list(
+            *(f"active__{f}" for f in _ACTIVE), *(f"previous__{f}" for f in _PREVIOUS)
+        )[:1],
+    )
+    if not rows:
+        return None, None
+    active, previous = rows[0][: len(_ACTIVE)], rows[0][len(_ACTIVE) :]
+    return _manifest(_ACTIVE, active), _manifest(_PREVIOUS, previous)
+
+
+def _manifest(fields: tuple[str, ...], values: list[Any]) -> Manifest | None:
+    return None if values[0] is None else Manifest(**dict(zip(fields, values, strict=True)))
+
+
+def _system_type() -> str:
+    rows = prepared(
+        "system.type", lambda: System.objects.filter(pk=1).values_list("system_type", flat=True)[:1]
+    )
+    return str(rows[0][0]) if rows else ""
 
 
 def system_version() -> SystemVersion:
     """The system version shown by `status`, the API's `/system` and the UI's System page."""
-    return _system_version(list(component_list()), active_manifests())
+    pointers = active_manifests()
+    return _system_version(list(component_list()), pointers.active if pointers else None)
 
 
-def _system_version(components: Sequence[Component], pointers: ActiveManifests | None) -> SystemVersion:
+def _system_version(components: Sequence[Component], active: Manifest | None) -> SystemVersion:
     versions = {c.key: c.version for c in components}
     try:
-        constraints = _active_constraints(pointers.active if pointers else None)
+        constraints = _active_constraints(active)
     except InputError as exc:
         return SystemVersion("invalid", f"the constraints document has errors:\n{exc}", versions=versions)
     if constraints is None:
@@ -293,7 +348,7 @@ def _last_finished() -> Deployment | None:
     progress (its slot is unique, and a check constraint holds the slot exactly while the status
     is in progress; every other status is final), so it is one of the two newest rows. Asking
     for the finished statuses instead sorted every finished deployment (24 ms at 10 000)."""
-    newest = Deployment.objects.select_related("manifest").order_by("-id")[:2]
+    newest = _deployments("system.newest", lambda: _DEPLOYMENTS.order_by("-id")[:2])
     return next((d for d in newest if d.status in Deployment.TERMINAL), None)
 
 
@@ -306,7 +361,7 @@ def _status_report(reads: _Reads, last: Deployment | None) -> StatusReport:
     running = reads.running
     flight = {o["key"]: o for o in deployment_components(running)} if running else {}
     return {
-        "system": _system_version(reads.components, reads.pointers).as_json(),
+        "system": _system_version(reads.components, reads.active).as_json(),
         "manifests": {
             "active": reads.active.name if reads.active else None,
             "previous": reads.previous.name if reads.previous else None,
@@ -364,7 +419,7 @@ def _system_report(reads: _Reads) -> SystemReport:
     active = reads.active
     running = reads.running
     return {
-        "system_type": system_type() or (active.topology.get("system_type") if active else "") or "",
+        "system_type": _system_type() or (active.topology.get("system_type") if active else "") or "",
         "topology": active.topology if active else None,
         "components": [
             {
@@ -382,7 +437,7 @@ def _system_report(reads: _Reads) -> SystemReport:
         "active_manifest": _manifest_ref(active),
         "previous_manifest": _manifest_ref(reads.previous),
         "in_progress": deployment_summary(running) if running else None,
-        "system_version": _system_version(reads.components, reads.pointers).as_json(),
+        "system_version": _system_version(reads.components, reads.active).as_json(),
         "drift": _drift(reads.components),
     }
 
