@@ -369,7 +369,7 @@ def run_size(
         base = lambda: load(port, creds["token"], lambda r: "/bench/trivial", args.clients, args.seconds)  # noqa: E731
         load(port, creds["token"], lambda r: "/api/v1/system", args.clients, 1)  # warm up
         for name, (cred, path) in targets(deployments, int(running)).items():
-            if args.only and args.only not in name:
+            if args.only and not any(part in name for part in args.only.split("|")):
                 continue
             measure = lambda cred=cred, path=path: load(port, creds[cred], path, args.clients, args.seconds)  # noqa: E731
             results[name] = paired(base, measure, args.rounds)
@@ -413,7 +413,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--streams", type=int, default=0)
     parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--only", default="", help="only the routes whose name contains this")
+    parser.add_argument("--only", default="", help="only the routes whose name contains this (A|B: either)")
     parser.add_argument("--populate", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.populate:  # the child that fills the database (Django set up in its own process)

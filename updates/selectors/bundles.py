@@ -11,6 +11,7 @@ from updates.actors import Actor
 from updates.engine.text import safe_json, safe_text
 from updates.models import Bundle, BundleArtifact
 from updates.selectors.actors import _actor
+from updates.selectors.prepared import prepared
 
 
 class BundleArtifactReport(TypedDict):
@@ -80,9 +81,12 @@ def bundle_rows(*, limit: int = 50) -> list[BundleRow]:
     """The newest bundles as the Bundles page lists them: the shown columns as plain tuples, no
     model instances, and none of the texts it does not show (manifest, topology, checks). Names
     are made safe text as `Bundle.from_db` makes them (a row may predate issue 22)."""
-    found = Bundle.objects.order_by("-id").values_list(
-        "id", "status", "filename", "size", "manifest_name", "problems", "created_at", "actor"
-    )[:limit]
+    found = prepared(  # compiled once per limit: the page asks the same every time
+        f"bundles.rows.{limit}",
+        lambda: Bundle.objects.order_by("-id").values_list(
+            "id", "status", "filename", "size", "manifest_name", "problems", "created_at", "actor"
+        )[:limit],
+    )
     return [
         {
             "id": pk,
