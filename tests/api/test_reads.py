@@ -121,8 +121,9 @@ ROUTES = [
     "/bundles/",
 ]
 
-# Queries per visit of the system's reads (with the signed-in session: 3 of them).
-SYSTEM_READS = {"/": 11, "/api/v1/system": 7, "/bundles/": 4}
+# Queries per visit of the system's reads (with the signed-in session: 2 of them, the session
+# row and the user with its role).
+SYSTEM_READS = {"/": 10, "/api/v1/system": 6, "/bundles/": 3}
 
 
 def _queries(client: Client, headers: dict[str, str], path: str) -> int:
