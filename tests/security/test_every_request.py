@@ -108,3 +108,16 @@ def test_each_session_is_its_own_user(clients: dict[str, Client]) -> None:
 def test_a_prepared_read_refuses_an_argument_it_cannot_place() -> None:
     with pytest.raises(ValueError, match="compared once"):
         prepared("test.twice", lambda name: User.objects.filter(username=name, first_name=name), ("x",))
+
+
+def test_the_menu_follows_the_role_and_marks_the_page_shown(clients: dict[str, Client]) -> None:
+    """The page frame's links are resolved once per process (updates/web/context_processors.py);
+    what the menu holds is still each request's: the Admin entry for an admin only, the current
+    page marked."""
+    admin = clients["admin"].get("/history/").content.decode()
+    assert '<li><a href="/history/" aria-current="page">History</a></li>' in admin
+    assert '<li><a href="/" >System</a></li>' in admin and '<a href="/manage/" >Admin</a>' in admin
+    viewer = clients["viewer"].get("/").content.decode()
+    assert '<li><a href="/" aria-current="page">System</a></li>' in viewer and "Admin</a>" not in viewer
+    services.user_set_role(username="viewer", role=Role.ADMIN, actor=SETUP)
+    assert "Admin</a>" in clients["viewer"].get("/").content.decode()
