@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
+from django.db import DEFAULT_DB_ALIAS
 from django.db.models import Count, Max, QuerySet
 from django.utils import timezone
 
 from accounts.models import ApiToken, AuthFailure, Profile, Role, token_digest
 from updates.actors import Actor
+from updates.selectors.prepared import prepared
 
 
 @dataclass(frozen=True)
@@ -49,20 +52,53 @@ def session_principal(user: User) -> Principal | None:
 def token_principal(secret: str) -> Principal | None:
     """The token's principal, or None when it is unknown, revoked, expired or its user inactive.
     No failure count is consulted: a valid token works whoever failed from the same address.
-    One query: this runs on every API request."""
-    token = (
-        ApiToken.objects.select_related("user__profile")
-        .filter(digest=token_digest(secret), revoked_at__isnull=True, user__is_active=True)
-        .first()
-    )
-    if token is None or (token.expires_at is not None and token.expires_at <= timezone.now()):
+    One query on every API request, its SQL compiled once per process (updates/selectors/
+    prepared.py: the ORM took most of the request building it); the row is read every time."""
+    found = prepared("accounts.token_principal", _token_row, (token_digest(secret),))
+    if not found:
         return None
-    profile = getattr(token.user, "profile", None)
-    user_role = Role(profile.role) if profile else Role.VIEWER
+    token_id, name, token_role, expires_at, last_used_at, user_id, username, profile_role = found[0]
+    if expires_at is not None and expires_at <= timezone.now():
+        return None
+    user_role = Role(profile_role) if profile_role else Role.VIEWER
     # The lower of the two: a user demoted after the token was made loses the token's rights too.
-    role = min(Role(token.role), user_role, key=lambda r: r.rank)
-    actor = Actor("token", f"{token.user.username}/{token.name}")
-    return Principal(user=token.user, role=role, actor=actor, token=token)
+    role = min(Role(token_role), user_role, key=lambda r: r.rank)
+    # The rows as read (their other columns deferred: read from the database if ever asked for).
+    user = User.from_db(DEFAULT_DB_ALIAS, ["id", "username"], [user_id, username])
+    user._orch_role = user_role  # type: ignore[attr-defined]  # role_of's cache on this object
+    token = ApiToken.from_db(
+        DEFAULT_DB_ALIAS,
+        ["id", "user_id", "name", "role", "expires_at", "last_used_at"],
+        [token_id, user_id, name, token_role, expires_at, last_used_at],
+    )
+    actor = Actor("token", f"{username}/{name}")
+    return Principal(user=user, role=role, actor=actor, token=token)
+
+
+def _token_row(digest: str) -> QuerySet[ApiToken, Any]:
+    return ApiToken.objects.filter(digest=digest, revoked_at__isnull=True, user__is_active=True).values_list(
+        "id", "name", "role", "expires_at", "last_used_at", "user_id", "user__username", "user__profile__role"
+    )
+
+
+# The user's columns, in the model's order, then the role from its profile (None without one).
+_USER_FIELDS = [f.attname for f in User._meta.concrete_fields]
+
+
+def user_with_role(user_id: int) -> User | None:
+    """A signed-in session's user with its role, in one query (the session's user and its role
+    were two), compiled once per process; read on every request, never kept in the process."""
+    found = prepared("accounts.user_with_role", _user_row, (user_id,))
+    if not found:
+        return None
+    *columns, profile_role = found[0]
+    user = User.from_db(DEFAULT_DB_ALIAS, _USER_FIELDS, columns)
+    user._orch_role = Role(profile_role) if profile_role else Role.VIEWER  # type: ignore[attr-defined]
+    return user
+
+
+def _user_row(user_id: int) -> QuerySet[User, Any]:
+    return User.objects.filter(pk=user_id).values_list(*_USER_FIELDS, "profile__role")
 
 
 def _failures(*, address: str, kind: str) -> QuerySet[AuthFailure]:

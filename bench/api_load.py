@@ -370,7 +370,7 @@ def run_size(
         base = lambda: load(port, creds["token"], lambda r: "/bench/trivial", args.clients, args.seconds)  # noqa: E731
         load(port, creds["token"], lambda r: "/api/v1/system", args.clients, 1)  # warm up
         for name, (cred, path) in targets(deployments, int(running)).items():
-            if args.only and not any(only in name for only in args.only):
+            if args.only and not any(part in name for only in args.only for part in only.split("|")):
                 continue
             measure = lambda cred=cred, path=path: load(port, creds[cred], path, args.clients, args.seconds)  # noqa: E731
             results[name] = paired(base, measure, args.rounds)
@@ -418,7 +418,7 @@ def main() -> None:
         "--only",
         action="append",
         default=[],
-        help="only the routes whose name contains this (repeat it for several)",
+        help="only the routes whose name contains this (A|B: either; repeat it for several)",
     )
     parser.add_argument("--populate", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -212,6 +212,12 @@ def _sqlite(name: str) -> dict[str, object]:
 DATABASES = {"default": _database()}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Django's database sessions and password check; the session row and the user with its role are
+# read with queries compiled once per process (accounts/sessions.py, accounts/backends.py), still
+# on every request. A session signed in under Django's own backend before this signs in again.
+SESSION_ENGINE = "accounts.sessions"
+AUTHENTICATION_BACKENDS = ["accounts.backends.UserRoleBackend"]
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]

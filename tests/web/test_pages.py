@@ -237,6 +237,30 @@ def test_it_lists_a_rejected_bundle_with_every_reason(
         assert re.sub(r"\s+", " ", problem).replace("'", "&#x27;").replace('"', "&quot;")[:40] in page
 
 
+def test_the_bundle_list_shows_each_row_escaped_with_its_link_size_and_uploader(
+    clients: dict[str, Client],
+) -> None:
+    """The rows are drawn in Python (updates/web/tables.py): escaped as the template escaped."""
+    bundle = Bundle.objects.create(
+        status="rejected",
+        filename="a<b>&'.tar",
+        size=2048,
+        problems=["bad <x> & 'y'"],
+        actor=Actor("token", "al<i>/ci").as_json(),
+    )
+    page = _text(clients["viewer"].get("/bundles/"))
+    link = f'<a href="/bundles/{bundle.pk}/">'
+    assert f"{link}{bundle.pk}</a>" in page and f"{link}—</a>" in page  # no manifest name
+    assert (
+        'a&lt;b&gt;&amp;&#x27;.tar <span class="muted">2.0 KB</span>' in page
+    )  # _text folds the no-break space
+    assert '<span class="badge badge-rejected">Rejected</span>' in page
+    assert "<li>bad &lt;x&gt; &amp; &#x27;y&#x27;</li>" in page
+    assert "token al&lt;i&gt;/ci" in page and "<x>" not in page and "<b>" not in page
+    created = timezone.localtime(Bundle.objects.get().created_at)
+    assert f'<time datetime="{created.isoformat()}">{created:%Y-%m-%d %H:%M}</time>' in page
+
+
 def test_it_refuses_an_upload_over_the_limit_next_to_the_field(
     clients: dict[str, Client], settings: Any
 ) -> None:

@@ -22,6 +22,7 @@ from updates.models import Deployment, WebhookEvent
 from updates.selectors.actors import _actor
 from updates.selectors.bundles import (
     BundleReport,
+    BundleRow,
     BundleSummary,
     PlanOverview,
     bundle_artifacts,
@@ -29,6 +30,7 @@ from updates.selectors.bundles import (
     bundle_list,
     bundle_page,
     bundle_report,
+    bundle_rows,
     bundle_summary,
     plan_overview,
 )
@@ -95,6 +97,7 @@ __all__ = [
     "TAIL",
     "WEBHOOK_ACTOR_PREFIX",
     "BundleReport",
+    "BundleRow",
     "BundleSummary",
     "DeploymentDetail",
     "DeploymentFilter",
@@ -121,6 +124,7 @@ __all__ = [
     "bundle_list",
     "bundle_page",
     "bundle_report",
+    "bundle_rows",
     "bundle_summary",
     "deployment_components",
     "deployment_counts",

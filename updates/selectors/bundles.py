@@ -7,8 +7,11 @@ from typing import Any, TypedDict
 
 from django.db.models import Prefetch, QuerySet
 
+from updates.actors import Actor
+from updates.engine.text import safe_json, safe_text
 from updates.models import Bundle, BundleArtifact
 from updates.selectors.actors import _actor
+from updates.selectors.prepared import prepared
 
 
 class BundleArtifactReport(TypedDict):
@@ -50,6 +53,19 @@ class BundleSummary(BundleReport):
     deleted_by: str
 
 
+class BundleRow(TypedDict):
+    """A row of the Bundles page: what it shows of a bundle, nothing more."""
+
+    id: int
+    status: str
+    filename: str
+    size: int
+    manifest: str
+    problems: list[str]
+    created_at: datetime
+    actor_label: str
+
+
 class PlanOverview(TypedDict):
     groups: list[dict[str, Any]]
     changes: list[str]
@@ -59,6 +75,31 @@ class PlanOverview(TypedDict):
 
 def bundle_list(*, limit: int = 50) -> QuerySet[Bundle]:
     return Bundle.objects.order_by("-id")[:limit]
+
+
+def bundle_rows(*, limit: int = 50) -> list[BundleRow]:
+    """The newest bundles as the Bundles page lists them: the shown columns as plain tuples, no
+    model instances, and none of the texts it does not show (manifest, topology, checks). Names
+    are made safe text as `Bundle.from_db` makes them (a row may predate issue 22)."""
+    found = prepared(  # compiled once per limit: the page asks the same every time
+        f"bundles.rows.{limit}",
+        lambda: Bundle.objects.order_by("-id").values_list(
+            "id", "status", "filename", "size", "manifest_name", "problems", "created_at", "actor"
+        )[:limit],
+    )
+    return [
+        {
+            "id": pk,
+            "status": status,
+            "filename": safe_text(filename),
+            "size": size,
+            "manifest": manifest,
+            "problems": safe_json(problems),
+            "created_at": created_at,
+            "actor_label": Actor.from_json(actor).label,
+        }
+        for pk, status, filename, size, manifest, problems, created_at, actor in found
+    ]
 
 
 def bundle_get(*, bundle_id: int) -> Bundle | None:

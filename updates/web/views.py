@@ -54,6 +54,7 @@ from updates.web.forms import (
     UploadForm,
     UserCreateForm,
 )
+from updates.web.tables import bundle_rows_html
 
 PAGE_SIZE = 20
 
@@ -102,7 +103,12 @@ def bundle_list(request: HttpRequest) -> HttpResponse:
 
 
 def _bundles_page(request: HttpRequest, form: UploadForm, status: int = 200) -> HttpResponse:
-    context = {"bundles": selectors.bundle_list(), "form": form, "max_bytes": settings.UPLOAD_MAX_BYTES}
+    rows = selectors.bundle_rows()
+    context = {
+        "bundles": bundle_rows_html(rows) if rows else "",
+        "form": form,
+        "max_bytes": settings.UPLOAD_MAX_BYTES,
+    }
     return render(request, "updates/bundles.html", context, status=status)
 
 
