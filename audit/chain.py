@@ -40,13 +40,18 @@ TAIL = 2048
 SIG_PADDING = TAIL - 512 - 64  # after the signature: zeros only
 
 
+# `json.dumps` with these options builds a new encoder per call (a third of a small entry's
+# serialisation); the encoder keeps no state between calls, so one serves every thread.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
 def canonical(value: object) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    return _CANONICAL.encode(value).encode()
 
 
 def canonical_text(value: object) -> str:
     """`canonical` as text: what a writer both hashes (inside the entry) and stores (the column)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return _CANONICAL.encode(value)
 
 
 def entry_canonical(*, seq: int, prev: str, at: str, kind: str, actor: str, subject: str, data: str) -> bytes:
@@ -72,11 +77,13 @@ def sha256_hex(data: bytes) -> str:
 
 def iso(moment: datetime) -> str:
     """UTC with microseconds, as both databases keep them: the time inside the hashed body."""
-    utc = moment.astimezone(UTC)
+    # Django's aware times are in UTC already (timezone.now): no conversion for them.
+    utc = moment if moment.tzinfo is UTC else moment.astimezone(UTC)
     if utc.year < 1000:  # strftime's %Y does not pad the year: keep its spelling, the hash has it
         return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    # The same text as strftime's, at half its cost (several per step entry).
-    return utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    # The same text as strftime's, at a third of its cost (three per step entry): an aware UTC
+    # time's isoformat ends in "+00:00", which becomes the "Z".
+    return utc.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def entry_body(

@@ -20,7 +20,7 @@ from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
 from audit import chain as auditchain
-from audit.keys import key_path, signing_key
+from audit.keys import signing_key
 from updates.actors import SYSTEM, Actor
 from updates.models import JournalAnchor, JournalEntry, JournalHead, Step
 
@@ -41,17 +41,28 @@ def journal_append(
     caller's transaction ends; on SQLite the IMMEDIATE transaction already holds the database's
     write lock. The unique `prev_hash` refuses a second entry after the same head regardless.
     """
+    data = data or {}
+    row = journal_record(kind=kind, actor=actor, subject=subject, data=data)
+    # Positional: the model's fast path (the fields in their declared order), a few µs an entry.
+    entry = JournalEntry(row.seq, row.prev, row.hash, row.at, kind, actor.as_json(), subject, data)
+    entry._state.adding, entry._state.db = False, connection.alias  # written in this transaction
+    return entry
+
+
+def journal_record(*, kind: str, actor: Actor, subject: str, data: dict[str, object]) -> EntryRow:
+    """`journal_append` without the model instance, for callers that keep only the entry's hash
+    (the step writer: one entry per finished step, the instance was a tenth of its cost)."""
     rows = _batch.rows
     if rows is not None:
-        entry, row = _append(kind, actor, subject, data or {}, _batch.head or _head_locked())
+        row = _append(kind, actor, subject, data, _batch.head or _head_locked())
         rows.append(row)
         _batch.head = (row.seq, row.hash)
-        return entry
+        return row
     with transaction.atomic():
-        entry, row = _append(kind, actor, subject, data or {}, _head_locked())
+        row = _append(kind, actor, subject, data, _head_locked())
         _entries_insert([row])
         _head_write(row)
-    return entry
+    return row
 
 
 def journal_lock() -> None:
@@ -64,7 +75,7 @@ def journal_lock() -> None:
         _head_locked()
 
 
-class _Row(NamedTuple):
+class EntryRow(NamedTuple):
     """An entry as it goes into the table: `actor` and `data` already as their canonical JSON
     (the same text is inside the hashed entry), `at_iso` as hashed and signed."""
 
@@ -79,9 +90,9 @@ class _Row(NamedTuple):
     data: str
 
 
-def _head_write(row: _Row) -> None:
+def _head_write(row: EntryRow) -> None:
     """Move the head to `row` and sign it (Ed25519, tens of microseconds: docs/audit.md)."""
-    private, fingerprint = _signer(key_path())
+    private, fingerprint = _signer(settings.DATASTORE_DIR)
     message = auditchain.head_message(seq=row.seq, hash=row.hash, at=row.at_iso, key_fingerprint=fingerprint)
     signature = auditchain.sign(private, message)
     with connection.cursor() as cursor:
@@ -91,32 +102,29 @@ def _head_write(row: _Row) -> None:
 
 
 @functools.cache
-def _signer(path: object) -> tuple[auditchain.Ed25519PrivateKey, str]:
-    """The key and its fingerprint, once per key file (the path keys the cache: tests move it)."""
+def _signer(datastore: object) -> tuple[auditchain.Ed25519PrivateKey, str]:
+    """The key and its fingerprint, once per data store (its setting keys the cache: tests move
+    it). The setting rather than `key_path()`: building that path cost about what the signature does."""
     private = signing_key()
     return private, auditchain.key_fingerprint(private.public_key())
 
 
 def _append(
     kind: str, actor: Actor, subject: str, data: dict[str, object], head: tuple[int, str]
-) -> tuple[JournalEntry, _Row]:
-    """The next entry after the locked `head` (unsaved) and its row; signs an anchor when due."""
+) -> EntryRow:
+    """The next entry's row after the locked `head` (not inserted yet); signs an anchor when due."""
     seq, prev = head[0] + 1, head[1]
     at = timezone.now()
     at_iso = auditchain.iso(at)
-    actor_json = actor.as_json()
     actor_text, data_text = _actor_text(actor), auditchain.canonical_text(data)
     digest = auditchain.sha256_hex(
         auditchain.entry_canonical(
             seq=seq, prev=prev, at=at_iso, kind=kind, actor=actor_text, subject=subject, data=data_text
         )
     )
-    # Positional: the model's fast path (the fields in their declared order), a few µs an entry.
-    entry = JournalEntry(seq, prev, digest, at, kind, actor_json, subject, data)
-    entry._state.adding, entry._state.db = False, connection.alias  # written in this transaction
     if kind in DEPLOYMENT_ENDS or seq % max(settings.AUDIT_ANCHOR_EVERY, 1) == 0:
         anchor_create(seq=seq, digest=digest)
-    return entry, _Row(seq, prev, digest, at, at_iso, kind, actor_text, subject, data_text)
+    return EntryRow(seq, prev, digest, at, at_iso, kind, actor_text, subject, data_text)
 
 
 @functools.lru_cache(maxsize=256)
@@ -125,7 +133,7 @@ def _actor_text(actor: Actor) -> str:
     return auditchain.canonical_text(actor.as_json())
 
 
-def _entries_insert(rows: list[_Row]) -> None:
+def _entries_insert(rows: list[EntryRow]) -> None:
     """One INSERT of prepared rows: the ORM's bulk_create built each row's SQL values field by
     field and serialised the JSON columns a second time, most of the journal's cost per step."""
     adapt = connection.ops.adapt_datetimefield_value
@@ -199,7 +207,7 @@ def _head_restore() -> JournalHead:
 
 
 class _Batch(threading.local):
-    rows: list[_Row] | None = None
+    rows: list[EntryRow] | None = None
     head: tuple[int, str] | None = None
 
 
@@ -223,7 +231,7 @@ def journal_batch() -> Iterator[None]:
 def anchor_create(*, seq: int, digest: str) -> JournalAnchor:
     """Sign (seq, hash): a chain rewritten later, however consistent, no longer matches it.
     An anchor already signed at `seq` stays (a chain rewound and rewritten is then caught by it)."""
-    private, fingerprint = _signer(key_path())
+    private, fingerprint = _signer(settings.DATASTORE_DIR)
     at = auditchain.iso(timezone.now())
     message = auditchain.anchor_message(seq=seq, hash=digest, at=at, key_fingerprint=fingerprint)
     moment = datetime.fromisoformat(at)

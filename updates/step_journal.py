@@ -29,12 +29,12 @@ from django.db.models import Field, Model
 from django.utils import timezone
 
 from audit.chain import iso, sha256_hex
-from audit.services import journal_append, journal_batch
+from audit.services import EntryRow, journal_batch, journal_record
 from updates.actors import Actor
 from updates.engine.interface import QUERY_STATES, CallResult
 from updates.engine.machine import RunState
 from updates.logcontext import current_call
-from updates.models import Deployment, JournalEntry, Step, StepEvent
+from updates.models import Deployment, Step, StepEvent
 
 T = TypeVar("T")
 EXCERPT = 16 * 1024
@@ -288,13 +288,13 @@ class _Call:
 
 def step_journal(
     deployment_id: int, step: int, call: _Call, fields: dict[str, object], *, actor: Actor
-) -> JournalEntry:
+) -> EntryRow:
     """The journal entry of a finished step: what ran, how it ended, and digests of its output
     (the output itself stays in the step row, which retention may clear; the digests stay).
     `actor`: who asked for the deployment (the engine runs its steps for them)."""
     ended = fields["ended_at"]
     assert isinstance(ended, datetime)
-    return journal_append(
+    return journal_record(
         kind="step.finished",
         actor=actor,
         subject=f"deployment:{deployment_id}",
