@@ -25,10 +25,10 @@ from tests.web.conftest import PASSWORD, demo_bundle, deployment_record
 from updates.actors import Actor
 from updates.liveness import owner_token
 from updates.models import ActiveManifests, Bundle, Deployment, JournalEntry
-from updates.selectors import PageComponent
+from updates.selectors import DeploymentRecord, PageComponent
 from updates.tasknames import TASK_REFRESH
 from updates.web import views
-from updates.web.tables import system_boxes_html
+from updates.web.tables import last_deployment_html, system_boxes_html
 
 pytestmark = pytest.mark.django_db
 
@@ -326,6 +326,59 @@ def test_the_system_boxes_drawn_in_python_are_what_the_template_drew() -> None:
             assert "    " + system_boxes_html(boxes) == old  # the page keeps the indent before it
     assert "<script>" not in old and "&lt;G&amp;1&gt;" in old and "Not in the active manifest" in old
     assert "    " + system_boxes_html([]) == template.render({"boxes": []})
+
+
+# The System page's "Last deployment" card as its template drew it (now updates/web/tables.py).
+_LAST_TEMPLATE = """{% with last=status.last %}{% if last %}
+<section class="card lastrun" aria-labelledby="last-h" id="last-deployment">
+  <h2 id="last-h">Last deployment</h2>
+  <p><a href="{% url 'deployment' last.id %}">Deployment {{ last.id }}</a> of <strong>{{ last.manifest }}</strong> —
+    <span class="badge badge-{{ last.status }}">{{ last.status|status_label }}</span>{% if last.finished_at %} <span class="muted">ended <time datetime="{{ last.finished_at|date:'c' }}">{{ last.finished_at|date:"Y-m-d H:i" }}</time></span>{% endif %}</p>
+  {% if last.reason and last.status != "succeeded" %}<p class="reason reason-{{ last.status }}">{{ last.reason }}</p>{% endif %}
+  {% if last.outcomes %}<ul class="ended">{% for o in last.outcomes %}<li><strong>{{ o.key }}</strong>: {{ o|outcome_text }}</li>{% endfor %}</ul>{% endif %}
+</section>
+{% endif %}{% endwith %}"""
+
+
+def test_the_last_deployment_drawn_in_python_is_what_the_template_drew() -> None:
+    ended = datetime(2026, 10, 25, 0, 30, 5, 42, tzinfo=UTC)
+    outcome = {"from": "v<1>", "to": "v&2", "version": "v<1>", "uncommitted": False, "failed_in": None}
+    failed = {**outcome, "key": "gw.<G>", "outcome": "failed in ArtifactInstall, rolled back"}
+    records = [
+        {
+            "id": 7,
+            "manifest": "sys <v2> & 'x'",
+            "status": "rolled_back",
+            "finished_at": ended,
+            "reason": 'failed: "<boom>" & more',
+            "outcomes": [failed, {**outcome, "key": "r'1", "outcome": "installed", "failed_in": "Download"}],
+        },
+        {
+            "id": 8,
+            "manifest": "m",
+            "status": "succeeded",
+            "finished_at": None,
+            "reason": "ok",
+            "outcomes": [],
+        },
+        {
+            "id": 9,
+            "manifest": "m",
+            "status": "inconsistent",
+            "finished_at": ended,
+            "reason": "",
+            "outcomes": [],
+        },
+    ]
+    template = engines["django"].from_string(_LAST_TEMPLATE)
+    for zone in ("UTC", "Europe/Berlin"):
+        with timezone.override(zone):
+            for record in records:
+                old = template.render({"status": {"last": record}})
+                assert last_deployment_html(cast(DeploymentRecord, record)) == old
+    tricky = str(last_deployment_html(cast(DeploymentRecord, records[0])))
+    assert "&quot;&lt;boom&gt;&quot; &amp; more" in tricky and "<strong>gw.&lt;G&gt;</strong>" in tricky
+    assert template.render({"status": {"last": None}}) == ""  # and the view passes "" for no last
 
 
 def test_it_refuses_an_upload_over_the_limit_next_to_the_field(

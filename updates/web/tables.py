@@ -15,8 +15,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
 
-from updates.selectors import BundleRow, PageComponent
-from updates.statuses import status_label
+from updates.selectors import BundleRow, DeploymentRecord, PageComponent
+from updates.statuses import component_ended, status_label
 
 _ID = 2_147_483_647  # a stand-in id: the route is reversed once per table, not once per row
 
@@ -82,10 +82,44 @@ def _box_html(c: PageComponent) -> str:
 
 
 def _seen(when: datetime | None) -> str:
-    """`{% if %}<time datetime="{{ |date:'c' }}">{{ |date:"Y-m-d H:i:s" }}</time>{% else %}never`:
-    the template shows a datetime in the current time zone."""
+    """`{% if %}<time datetime="{{ |date:'c' }}">{{ |date:"Y-m-d H:i:s" }}</time>{% else %}never`."""
     if not when:
         return "never"
-    # `template_localtime`, which the stubs do not declare: an aware datetime in the current zone.
-    local = timezone.localtime(when) if settings.USE_TZ and timezone.is_aware(when) else when
+    local = _local(when)
     return f'<time datetime="{local.isoformat()}">{local:%Y-%m-%d %H:%M:%S}</time>'
+
+
+def _local(when: datetime) -> datetime:
+    """What the template shows of a datetime (`template_localtime`, which the stubs do not
+    declare): an aware one in the current time zone."""
+    return timezone.localtime(when) if settings.USE_TZ and timezone.is_aware(when) else when
+
+
+def last_deployment_html(last: DeploymentRecord) -> SafeString:
+    """The System page's "Last deployment" card (`status.last`): exactly what its template wrote,
+    whose link, date filters and outcome list were a quarter of the page's rendering."""
+    status = escape(last["status"])
+    href = escape(reverse("deployment", args=[last["id"]]))
+    ended = ""
+    if last["finished_at"]:
+        local = _local(last["finished_at"])
+        ended = f' <span class="muted">ended <time datetime="{local.isoformat()}">{local:%Y-%m-%d %H:%M}</time></span>'
+    reason = (
+        f'<p class="reason reason-{status}">{escape(last["reason"])}</p>'
+        if last["reason"] and last["status"] != "succeeded"
+        else ""
+    )
+    items = "".join(
+        f"<li><strong>{escape(o['key'])}</strong>: {escape(component_ended(o))}</li>"
+        for o in last["outcomes"]
+    )
+    outcomes = f'<ul class="ended">{items}</ul>' if items else ""
+    return mark_safe(
+        '\n<section class="card lastrun" aria-labelledby="last-h" id="last-deployment">\n'
+        '  <h2 id="last-h">Last deployment</h2>\n'
+        f'  <p><a href="{href}">Deployment {last["id"]}</a> of <strong>{escape(last["manifest"])}</strong> —\n'
+        f'    <span class="badge badge-{status}">{escape(status_label(last["status"]))}</span>{ended}</p>\n'
+        f"  {reason}\n"
+        f"  {outcomes}\n"
+        "</section>\n"
+    )

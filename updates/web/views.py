@@ -54,7 +54,7 @@ from updates.web.forms import (
     UploadForm,
     UserCreateForm,
 )
-from updates.web.tables import bundle_rows_html, system_boxes_html
+from updates.web.tables import bundle_rows_html, last_deployment_html, system_boxes_html
 
 PAGE_SIZE = 20
 
@@ -63,8 +63,18 @@ PAGE_SIZE = 20
 @role_required(Role.VIEWER)
 def system(request: HttpRequest) -> HttpResponse:
     page = selectors.system_page()
-    # The boxes drawn in Python (updates/web/tables.py): the template's loop was most of the page's time.
-    return render(request, "updates/system.html", {**page, "boxes_html": system_boxes_html(page["boxes"])})
+    # The boxes and the last deployment drawn in Python (updates/web/tables.py): their template
+    # loops, links and date filters were most of the page's rendering.
+    last = page["status"]["last"]
+    return render(
+        request,
+        "updates/system.html",
+        {
+            **page,
+            "boxes_html": system_boxes_html(page["boxes"]),
+            "last_html": last_deployment_html(last) if last else "",
+        },
+    )
 
 
 @require_POST
