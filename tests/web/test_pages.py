@@ -7,13 +7,14 @@ import csv
 import io
 import json
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
+from django.template import engines
 from django.test import Client
 from django.utils import timezone
 
@@ -24,8 +25,10 @@ from tests.web.conftest import PASSWORD, demo_bundle, deployment_record
 from updates.actors import Actor
 from updates.liveness import owner_token
 from updates.models import ActiveManifests, Bundle, Deployment, JournalEntry
+from updates.selectors import DeploymentRecord, PageComponent
 from updates.tasknames import TASK_REFRESH
 from updates.web import views
+from updates.web.tables import last_deployment_html, system_boxes_html
 
 pytestmark = pytest.mark.django_db
 
@@ -259,6 +262,123 @@ def test_the_bundle_list_shows_each_row_escaped_with_its_link_size_and_uploader(
     assert "token al&lt;i&gt;/ci" in page and "<x>" not in page and "<b>" not in page
     created = timezone.localtime(Bundle.objects.get().created_at)
     assert f'<time datetime="{created.isoformat()}">{created:%Y-%m-%d %H:%M}</time>' in page
+
+
+# The System page's component boxes as its template drew them before they were drawn in Python
+# (updates/web/tables.py): the Python must write exactly this, escaped the same way.
+_BOXES_TEMPLATE = """\
+    {% for order, components in boxes %}
+    <div class="order-group">
+      <h3>{% if order is not None %}Order {{ order }}{% else %}Not in the active manifest{% endif %}</h3>
+      <ul class="boxes">
+        {% for c in components %}
+        <li class="box{% if c.uncommitted %} uncommitted{% endif %}" data-key="{{ c.key }}">
+          <p class="box-title"><span class="type">{{ c.component_type }}</span> <strong>{{ c.component_id }}</strong></p>
+          <dl>
+            <dt>Version</dt><dd class="version">{{ c.running|default:"unknown" }}</dd>
+            {% if c.uncommitted %}<dd class="note uncommitted warn">new, not committed <span class="muted">(committed: {{ c.version|default:"unknown" }})</span></dd>{% endif %}
+            {% if c.drifted %}<dd class="note drifted warn">changed since the last deployment</dd>{% endif %}
+            <dt>Interface</dt><dd>{{ c.interface }}</dd>
+            <dt>Last seen</dt><dd>{% if c.last_seen %}<time datetime="{{ c.last_seen|date:'c' }}">{{ c.last_seen|date:"Y-m-d H:i:s" }}</time>{% else %}never{% endif %}</dd>
+          </dl>
+        </li>
+        {% endfor %}
+      </ul>
+    </div>
+    {% endfor %}"""
+
+
+def _page_box(key: str, **given: Any) -> PageComponent:
+    ctype, _, cid = key.partition(".")
+    box: PageComponent = {
+        "key": key,
+        "component_type": ctype,
+        "component_id": cid,
+        "interface": ctype,
+        "interface_args": [],
+        "provides": {},
+        "version": "v1",
+        "last_seen": None,
+        "running": "v1",
+        "uncommitted": False,
+        "drifted": False,
+    }
+    return cast(PageComponent, {**box, **given})
+
+
+def test_the_system_boxes_drawn_in_python_are_what_the_template_drew() -> None:
+    seen = datetime(2026, 3, 29, 0, 59, 58, 123456, tzinfo=UTC)  # Berlin's clocks change at 01:00 UTC
+    boxes: list[tuple[int | None, list[PageComponent]]] = [
+        (10, [_page_box("gw.<G&1>", last_seen=seen, interface="ssh'\"x", running="")]),
+        (
+            20,
+            [
+                _page_box("rtos.R'1", running="v2 <new>", version="", uncommitted=True, drifted=True),
+                _page_box('rtos.R"2', running="v&2", version="a<b", uncommitted=True),
+            ],
+        ),
+        (None, [_page_box("x.<script>alert(1)</script>", drifted=True, last_seen=seen)]),
+    ]
+    template = engines["django"].from_string(_BOXES_TEMPLATE)
+    for zone in ("UTC", "Europe/Berlin"):
+        with timezone.override(zone):
+            old = template.render({"boxes": boxes})
+            assert "    " + system_boxes_html(boxes) == old  # the page keeps the indent before it
+    assert "<script>" not in old and "&lt;G&amp;1&gt;" in old and "Not in the active manifest" in old
+    assert "    " + system_boxes_html([]) == template.render({"boxes": []})
+
+
+# The System page's "Last deployment" card as its template drew it (now updates/web/tables.py).
+_LAST_TEMPLATE = """{% with last=status.last %}{% if last %}
+<section class="card lastrun" aria-labelledby="last-h" id="last-deployment">
+  <h2 id="last-h">Last deployment</h2>
+  <p><a href="{% url 'deployment' last.id %}">Deployment {{ last.id }}</a> of <strong>{{ last.manifest }}</strong> —
+    <span class="badge badge-{{ last.status }}">{{ last.status|status_label }}</span>{% if last.finished_at %} <span class="muted">ended <time datetime="{{ last.finished_at|date:'c' }}">{{ last.finished_at|date:"Y-m-d H:i" }}</time></span>{% endif %}</p>
+  {% if last.reason and last.status != "succeeded" %}<p class="reason reason-{{ last.status }}">{{ last.reason }}</p>{% endif %}
+  {% if last.outcomes %}<ul class="ended">{% for o in last.outcomes %}<li><strong>{{ o.key }}</strong>: {{ o|outcome_text }}</li>{% endfor %}</ul>{% endif %}
+</section>
+{% endif %}{% endwith %}"""
+
+
+def test_the_last_deployment_drawn_in_python_is_what_the_template_drew() -> None:
+    ended = datetime(2026, 10, 25, 0, 30, 5, 42, tzinfo=UTC)
+    outcome = {"from": "v<1>", "to": "v&2", "version": "v<1>", "uncommitted": False, "failed_in": None}
+    failed = {**outcome, "key": "gw.<G>", "outcome": "failed in ArtifactInstall, rolled back"}
+    records = [
+        {
+            "id": 7,
+            "manifest": "sys <v2> & 'x'",
+            "status": "rolled_back",
+            "finished_at": ended,
+            "reason": 'failed: "<boom>" & more',
+            "outcomes": [failed, {**outcome, "key": "r'1", "outcome": "installed", "failed_in": "Download"}],
+        },
+        {
+            "id": 8,
+            "manifest": "m",
+            "status": "succeeded",
+            "finished_at": None,
+            "reason": "ok",
+            "outcomes": [],
+        },
+        {
+            "id": 9,
+            "manifest": "m",
+            "status": "inconsistent",
+            "finished_at": ended,
+            "reason": "",
+            "outcomes": [],
+        },
+    ]
+    template = engines["django"].from_string(_LAST_TEMPLATE)
+    for zone in ("UTC", "Europe/Berlin"):
+        with timezone.override(zone):
+            for record in records:
+                old = template.render({"status": {"last": record}})
+                assert last_deployment_html(cast(DeploymentRecord, record)) == old
+    tricky = str(last_deployment_html(cast(DeploymentRecord, records[0])))
+    assert "&quot;&lt;boom&gt;&quot; &amp; more" in tricky and "<strong>gw.&lt;G&gt;</strong>" in tricky
+    assert template.render({"status": {"last": None}}) == ""  # and the view passes "" for no last
 
 
 def test_it_refuses_an_upload_over_the_limit_next_to_the_field(

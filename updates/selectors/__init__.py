@@ -77,6 +77,7 @@ from updates.selectors.steps import (
     step_status,
 )
 from updates.selectors.system import (
+    PageComponent,
     StatusReport,
     SystemOverview,
     SystemReport,
@@ -107,6 +108,7 @@ __all__ = [
     "DeploymentSummary",
     "DeploymentTimeline",
     "OutcomeReport",
+    "PageComponent",
     "PlanOverview",
     "StatusReport",
     "StepRecord",

@@ -18,14 +18,16 @@ from typing import Any, TypedDict, cast
 from django.db import connection
 from django.db.models import QuerySet
 
+from devices.models import Component
 from devices.selectors import component_list
 from updates.actors import Actor
 from updates.engine.interface import QUERY_STATES
 from updates.engine.machine import MILESTONES, Progress, RunPhase
 from updates.engine.planner import TargetJson
 from updates.liveness import owner_alive
-from updates.models import Deployment, DeploymentCount, Manifest
+from updates.models import Deployment, DeploymentCount, Manifest, Step
 from updates.selectors.actors import _actor
+from updates.selectors.prepared import prepared
 from updates.selectors.steps import (
     StepRecord,
     StepReport,
@@ -329,14 +331,17 @@ def gate_wait(d: Deployment) -> GateWait | None:
     return {"before": d.gate, "expires_at": d.gate_expires_at, "decision": d.gate_decision}
 
 
-def deployment_record(d: Deployment) -> DeploymentRecord:
-    """The summary with who and why, and what happened to each component (`history --json`)."""
+def deployment_record(
+    d: Deployment, *, components: Sequence[Component] | None = None, newest: int | None = None
+) -> DeploymentRecord:
+    """The summary with who and why, and what happened to each component (`history --json`).
+    `components` and `newest`: as `deployment_components` takes them."""
     return {
         **deployment_summary(d),
         "components": d.components,
         "actor_label": d.who.label,
         "forced_reason": d.forced_reason,
-        "outcomes": deployment_components(d),
+        "outcomes": deployment_components(d, components=components, newest=newest),
     }
 
 
@@ -450,15 +455,23 @@ _SUCCESSES_SQL = (
 # ----- what happened to each component -----------------------------------------------------------
 
 
-def deployment_components(deployment: Deployment) -> list[OutcomeReport]:
+def deployment_components(
+    deployment: Deployment, *, components: Sequence[Component] | None = None, newest: int | None = None
+) -> list[OutcomeReport]:
     """Per planned component: what happened (installed, rolled back, failed in STATE, skipped, …)
-    and the version it runs now as far as the records tell."""
+    and the version it runs now as far as the records tell.
+
+    A caller that read them already passes `components` (`component_list()`'s rows) and `newest`
+    (the newest deployment's id), each sparing a query: the System page and `status` read both
+    before they ask for the outcomes of the run in progress and of the last deployment."""
     plan = deployment.planned()
     if plan is None:
         return []
     progress: dict[str, dict[str, Any]] = deployment.position.get("progress", {})
     failed = _failed_states(deployment)
-    answers = {c.key: c for c in component_list()} if _is_latest_finished(deployment) else {}
+    answers: dict[str, Component] = {}
+    if _is_latest_finished(deployment, newest):
+        answers = {c.key: c for c in (component_list() if components is None else components)}
     outcomes: list[OutcomeReport] = []
     for target in plan["components"]:
         key = target["key"]
@@ -480,10 +493,13 @@ def deployment_components(deployment: Deployment) -> list[OutcomeReport]:
     return outcomes
 
 
-def _is_latest_finished(deployment: Deployment) -> bool:
-    """Only the last deployment's components still run what it left (later ones changed them)."""
+def _is_latest_finished(deployment: Deployment, newest: int | None = None) -> bool:
+    """Only the last deployment's components still run what it left (later ones changed them).
+    `newest`: the newest deployment's id when the caller knows it, else it is read."""
     if deployment.status not in Deployment.TERMINAL:
         return False
+    if newest is not None:
+        return newest == deployment.pk
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT MAX(id) FROM {_DEPLOYMENTS}")
         row = cursor.fetchone()
@@ -499,12 +515,26 @@ def _failed_states(deployment: Deployment) -> dict[str, str]:
 
 
 def failed_states_from_steps(deployment: Deployment) -> dict[str, str]:
-    """`_failed_states` from the step rows (what `deployment_close` stores)."""
+    """`_failed_states` from the step rows (what `deployment_close` stores): the ended steps that
+    are not `Step.ok`, oldest first. Only the four columns that decide it are read, in a query
+    compiled once (`prepared`): the System page and `status` ask for the run in progress on every
+    request, and building the ORM query and its model instances was most of their outcome work."""
     failed: dict[str, str] = {}
-    for step in deployment_steps(deployment).exclude(state__in=QUERY_STATES):
-        if not step.ok and step.ended_at is not None:
-            failed.setdefault(step.component, step.state)
+    for component, state, error, exit_code in prepared(
+        "deployments.ended_steps", _ended_steps, (deployment.pk,)
+    ):
+        if error or exit_code not in (0, None):  # not `Step.ok` (it has ended)
+            failed.setdefault(component, state)
     return failed
+
+
+def _ended_steps(deployment_id: int) -> QuerySet[Step, tuple[str, str, str, int | None]]:
+    return (
+        Step.objects.filter(deployment_id=deployment_id, ended_at__isnull=False)
+        .exclude(state__in=QUERY_STATES)
+        .order_by("id")
+        .values_list("component", "state", "error", "exit_code")
+    )
 
 
 def run_phase(status: str) -> RunPhase:

@@ -343,13 +343,22 @@ def _file_constraints(data: bytes, path: str) -> Constraints:
     return parse_constraints(data, path=Path(path))
 
 
-def _last_finished() -> Deployment | None:
+@dataclass(frozen=True)
+class _Last:
+    """The newest finished deployment and the newest deployment's id (the outcomes need it)."""
+
+    deployment: Deployment | None
+    newest: int | None
+
+
+def _last_finished() -> _Last:
     """The newest finished deployment, found on the primary key. At most one deployment is in
     progress (its slot is unique, and a check constraint holds the slot exactly while the status
     is in progress; every other status is final), so it is one of the two newest rows. Asking
     for the finished statuses instead sorted every finished deployment (24 ms at 10 000)."""
     newest = _deployments("system.newest", lambda: _DEPLOYMENTS.order_by("-id")[:2])
-    return next((d for d in newest if d.status in Deployment.TERMINAL), None)
+    last = next((d for d in newest if d.status in Deployment.TERMINAL), None)
+    return _Last(last, newest[0].pk if newest else None)
 
 
 def status_report() -> StatusReport:
@@ -357,8 +366,9 @@ def status_report() -> StatusReport:
     return _status_report(_reads(), _last_finished())
 
 
-def _status_report(reads: _Reads, last: Deployment | None) -> StatusReport:
+def _status_report(reads: _Reads, finished: _Last) -> StatusReport:
     running = reads.running
+    last = finished.deployment
     flight = {o["key"]: o for o in deployment_components(running)} if running else {}
     return {
         "system": _system_version(reads.components, reads.active).as_json(),
@@ -380,7 +390,9 @@ def _status_report(reads: _Reads, last: Deployment | None) -> StatusReport:
             for c in reads.components
         ],
         "in_progress": _in_flight(running) if running else None,
-        "last": deployment_record(last) if last else None,
+        "last": deployment_record(last, components=reads.components, newest=finished.newest)
+        if last
+        else None,
         "drift": _drift(reads.components),
     }
 
@@ -448,9 +460,9 @@ def system_overview() -> SystemOverview:
     return _system_overview(_reads(), _last_finished())
 
 
-def _system_overview(reads: _Reads, last: Deployment | None) -> SystemOverview:
+def _system_overview(reads: _Reads, last: _Last) -> SystemOverview:
     report = _system_report(reads)
-    orders = _component_orders(reads.active, (reads.running, last))
+    orders = _component_orders(reads.active, (reads.running, last.deployment))
     groups: dict[int | None, list[SystemComponent]] = {}
     for component in report["components"]:
         groups.setdefault(orders.get(component["key"]), []).append(component)

@@ -54,7 +54,7 @@ from updates.web.forms import (
     UploadForm,
     UserCreateForm,
 )
-from updates.web.tables import bundle_rows_html
+from updates.web.tables import bundle_rows_html, last_deployment_html, system_boxes_html
 
 PAGE_SIZE = 20
 
@@ -62,7 +62,19 @@ PAGE_SIZE = 20
 @require_GET
 @role_required(Role.VIEWER)
 def system(request: HttpRequest) -> HttpResponse:
-    return render(request, "updates/system.html", selectors.system_page())
+    page = selectors.system_page()
+    # The boxes and the last deployment drawn in Python (updates/web/tables.py): their template
+    # loops, links and date filters were most of the page's rendering.
+    last = page["status"]["last"]
+    return render(
+        request,
+        "updates/system.html",
+        {
+            **page,
+            "boxes_html": system_boxes_html(page["boxes"]),
+            "last_html": last_deployment_html(last) if last else "",
+        },
+    )
 
 
 @require_POST
