@@ -188,10 +188,6 @@ def deployment_status(*, deployment_id: int) -> str | None:
     return Deployment.objects.filter(pk=deployment_id).values_list("status", flat=True).first()
 
 
-def deployment_last_finished() -> Deployment | None:
-    return Deployment.objects.select_related("manifest").filter(status__in=Deployment.TERMINAL).first()
-
-
 def deployment_page(
     *, filters: DeploymentFilter, page: int, page_size: int, after: int | None = None
 ) -> tuple[list[DeploymentSummary], int]:
